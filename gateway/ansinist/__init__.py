@@ -1,0 +1,62 @@
+"""Sans-IO codec of ANSI/NIST-ITL transactions (traditional and XML encodings).
+
+Public API::
+
+    txn = read(data)            # bytes -> Transaction; raises only FormatError
+    data = write(txn)           # Transaction -> bytes, in txn.encoding
+    txn.records[2]["14.011"].value
+
+No I/O and no Twisted here: callers bring bytes and take bytes.
+"""
+
+from __future__ import annotations
+
+from .errors import CodecWarning, FormatError, Location
+from .model import Field, Record, Transaction, normalize_tag
+from .traditional import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SIZE, read_traditional, write_traditional
+
+__all__ = [
+    "CodecWarning",
+    "Field",
+    "FormatError",
+    "Location",
+    "Record",
+    "Transaction",
+    "detect_encoding",
+    "normalize_tag",
+    "read",
+    "write",
+]
+
+
+def detect_encoding(data: bytes) -> str:
+    """``"xml"`` when the data looks like an XML document, else ``"traditional"``."""
+    head = bytes(data[:64]).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return "xml" if head.startswith(b"<") else "traditional"
+
+
+def read(
+    data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_records: int = DEFAULT_MAX_RECORDS
+) -> Transaction:
+    """Decode a transaction in either encoding.  Any problem raises :class:`FormatError`."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("read() needs bytes")
+    if detect_encoding(data) == "xml":
+        try:
+            from .xml import read_xml
+        except ImportError:  # pragma: no cover - XML support is a separate module
+            raise FormatError("XML_UNSUPPORTED", "the XML encoding is not supported") from None
+        return read_xml(bytes(data), max_size=max_size, max_records=max_records)
+    return read_traditional(data, max_size=max_size, max_records=max_records)
+
+
+def write(txn: Transaction, encoding: str | None = None) -> bytes:
+    """Encode ``txn`` in ``encoding`` (default: the encoding it was read in or built for)."""
+    encoding = encoding or txn.encoding
+    if encoding == "xml":
+        from .xml import write_xml
+
+        return write_xml(txn)
+    if encoding != "traditional":
+        raise ValueError(f"unknown encoding {encoding!r}")
+    return write_traditional(txn)

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``ebts-gateway`` command line, one module each."""
