@@ -50,8 +50,11 @@ def read(
     return read_traditional(data, max_size=max_size, max_records=max_records)
 
 
-def write(txn: Transaction, encoding: str | None = None) -> bytes:
-    """Encode ``txn`` in ``encoding`` (default: the encoding it was read in or built for)."""
+def write(txn: Transaction, encoding: str | None = None, *, canonical: bool = False) -> bytes:
+    """Encode ``txn`` in ``encoding`` (default: the encoding it was read in or built for).
+
+    Traditional output is byte-exact for an unmodified transaction unless ``canonical``.
+    """
     encoding = encoding or txn.encoding
     if encoding == "xml":
         from .xml import write_xml
@@ -59,4 +62,4 @@ def write(txn: Transaction, encoding: str | None = None) -> bytes:
         return write_xml(txn)
     if encoding != "traditional":
         raise ValueError(f"unknown encoding {encoding!r}")
-    return write_traditional(txn)
+    return write_traditional(txn, canonical=canonical)

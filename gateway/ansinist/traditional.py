@@ -15,7 +15,7 @@ The writer copies unmodified records byte for byte and encodes everything else c
 from __future__ import annotations
 
 from .errors import CodecWarning, FormatError, Location
-from .layouts import BINARY_LAYOUTS, BINARY_TYPES, FGP, Slot
+from .layouts import BINARY_LAYOUTS, BINARY_TYPES, FGP
 from .model import FS, GS, Field, Record, Transaction
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
@@ -217,6 +217,11 @@ class _Reader:
         return Record._from_binary(rtype, header, self.mv[start : start + length])
 
 
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit() is true for "²" or "٣", which int() rejects or misreads.
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 def _parse_cnt(t1: Record, warn) -> list[tuple[int, int]]:
     field = t1.fields.get("1.003")
     if field is None:
@@ -229,7 +234,7 @@ def _parse_cnt(t1: Record, warn) -> list[tuple[int, int]]:
     entries: list[tuple[int, int]] = []
     unpadded = False
     for i, sub in enumerate(subs):
-        if len(sub) != 2 or not sub[0].isdigit() or not sub[1].isdigit():
+        if len(sub) != 2 or not _ascii_digits(sub[0]) or not _ascii_digits(sub[1]):
             raise FormatError(
                 "CNT_SYNTAX",
                 f"1.003 CNT subfield {i + 1} is not 'type US number': {'^'.join(sub)[:40]!r}",
@@ -422,46 +427,58 @@ def _tagged_bytes(record: Record) -> bytes:
 
 
 def _binary_bytes(record: Record) -> bytes:
+    if record._fields is None and record._raw is not None:
+        # Untouched binary record: its header already is canonical (LEN checked on reading).
+        return record._raw
     layout = BINARY_LAYOUTS[record.type]
-    data_field = record.fields.get(layout.data_tag)
-    data = bytes(data_field.raw) if data_field is not None else b""
+    fields = record.fields
+    data_field = fields.get(layout.data_tag)
+    data = data_field.raw if data_field is not None else b""
     values = []
-    for slot in layout.slots:
-        values.append(_slot_value(record, layout, slot, len(data)))
+    for slot, tag in zip(layout.slots, layout.tags, strict=True):
+        if slot.num == 1:
+            values.append(layout.header_size + len(data))
+            continue
+        field = fields.get(tag)
+        if slot.codec == FGP:
+            positions = [int(s[0]) for s in field.subfields if s and s[0]] if field else []
+            if len(positions) > 6 or not all(0 <= p < 256 for p in positions):
+                raise ValueError(f"{tag} FGP holds at most 6 positions of 0-255")
+            values.append(bytes(positions + [255] * (6 - len(positions))))
+            continue
+        value = int(field.value) if field is not None and field.value else 0
+        if not 0 <= value < 256**slot.size:
+            raise ValueError(f"{tag} value {value} does not fit {slot.size} bytes")
+        values.append(value)
     return layout.struct.pack(*values) + data
 
 
-def _slot_value(record: Record, layout, slot: Slot, data_len: int):
-    if slot.num == 1:
-        return layout.header_size + data_len
-    field = record.fields.get(layout.tag(slot))
-    if slot.codec == FGP:
-        positions = [int(s[0]) for s in field.subfields if s and s[0]] if field else []
-        if len(positions) > 6:
-            raise ValueError(f"{layout.tag(slot)} FGP holds at most 6 positions")
-        return bytes(positions + [255] * (6 - len(positions)))
-    value = int(field.value) if field is not None and field.value else 0
-    if not 0 <= value < 256**slot.size:
-        raise ValueError(f"{layout.tag(slot)} value {value} does not fit {slot.size} bytes")
-    return value
-
-
-def encode_record(record: Record) -> bytes:
-    """The bytes of one record: its source bytes when unmodified, canonical otherwise."""
-    if not record.modified:
-        return bytes(record._raw)
+def _encode(record: Record, canonical: bool):
+    """The record's bytes, possibly as a memoryview of its source (no copy)."""
+    if not canonical and not record.modified:
+        return record._raw
     if record.type in BINARY_TYPES:
         return _binary_bytes(record)
     return _tagged_bytes(record)
 
 
-def write_traditional(txn: Transaction) -> bytes:
-    """Encode ``txn``; byte-exact for a transaction read and not modified."""
+def encode_record(record: Record, canonical: bool = False) -> bytes:
+    """The bytes of one record: its source bytes when unmodified, canonical otherwise."""
+    return bytes(_encode(record, canonical))
+
+
+def write_traditional(txn: Transaction, canonical: bool = False) -> bytes:
+    """Encode ``txn``; byte-exact for a transaction read and not modified.
+
+    With ``canonical=True`` every record is re-encoded (3-digit tags, numeric field order,
+    LEN and CNT computed) even when unmodified.
+    """
     records = txn.records
     if not records or records[0].type != 1:
         raise ValueError("a transaction starts with its Type-1 record")
     if (
-        txn._raw is not None
+        not canonical
+        and txn._raw is not None
         and len(records) == len(txn._orig_records)
         and all(a is b for a, b in zip(records, txn._orig_records, strict=True))
         and not any(r.modified for r in records)
@@ -472,7 +489,7 @@ def write_traditional(txn: Transaction) -> bytes:
     if _current_cnt(t1) != wanted:
         # Keep the IDC width of the source (or 2 digits) when CNT must be rebuilt.
         t1["1.003"] = [("1", str(len(wanted)))] + [(str(t), f"{i:02d}") for t, i in wanted]
-    return b"".join(encode_record(r) for r in records)
+    return b"".join([_encode(r, canonical) for r in records])
 
 
 def _source_bytes(txn: Transaction) -> bytes:

@@ -17,6 +17,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("input")
     parser.add_argument("output")
     parser.add_argument("--to", choices=["traditional", "xml"], required=True)
+    parser.add_argument(
+        "--canonical",
+        action="store_true",
+        help="re-encode every record (3-digit tags, LEN and CNT recomputed) even when the "
+        "input is already traditional; without it an unmodified file is copied byte-exactly",
+    )
 
 
 def run(args) -> int:
@@ -24,7 +30,7 @@ def run(args) -> int:
     if txn is None:
         return 2
     try:
-        data = write(txn, args.to)
+        data = write(txn, args.to, canonical=args.canonical)
     except (FormatError, ValueError) as exc:
         print(f"{args.input}: cannot encode as {args.to}: {exc}", file=sys.stderr)
         return 2
