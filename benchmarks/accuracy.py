@@ -1,0 +1,369 @@
+"""Accuracy and speed of the numpy matcher on FVC2000 DB1-DB3 set B (FVC protocol).
+
+Run on demand (not in CI)::
+
+    .venv/bin/python benchmarks/accuracy.py                 # all three databases
+    .venv/bin/python benchmarks/accuracy.py --db 1 --limit 5 # quick iteration
+
+Protocol (per database, 10 fingers x 8 impressions, files ``NNN_I.tif``): genuine = all 28
+impression pairs of every finger (280); impostor "fvc" = impression 1 of each finger against
+impression 1 of every other finger (45); impostor "ext" = all cross-finger pairs of any
+impressions (2,880).  Printed per database and impostor set: EER, FMR100 and FMR1000 (the lowest
+FNMR at FMR <= 1 % / 0.1 %), the median extraction time per image and the comparisons per second
+on one core (BLAS limited to one thread).  DET curves are drawn into ``benchmarks/out/`` with
+Pillow.  When NIST NBIS ``mindtct`` and ``bozorth3`` are on PATH they run on the same images in
+the same run; otherwise the reference figures of ``ANCHORS.md`` are printed, labelled as such.
+
+Templates are cached under ``benchmarks/out/cache`` keyed by a digest of the matcher's source, so a
+changed matcher re-extracts; ``--no-cache`` forces it.  At most two worker processes extract.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from multiprocessing import Pool  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.matcher import Template, compare, extract  # noqa: E402
+
+EVAL = ROOT.parent / "shared" / "eval"
+OUT = ROOT / "benchmarks" / "out"
+
+# ANCHORS.md, NBIS mindtct + bozorth3 on this kind of machine (reference, not re-measured)
+NBIS_REFERENCE = {
+    1: {"eer_fvc": 8.2, "eer_ext": 10.5, "fmr100_ext": 19.3, "extract_s": 0.044, "cmp_s": 1447},
+    2: {"eer_fvc": 10.2, "eer_ext": 8.8, "fmr100_ext": 13.6, "extract_s": 0.060, "cmp_s": 1680},
+    3: {"eer_fvc": 7.0, "eer_ext": 10.6, "fmr100_ext": 20.0, "extract_s": 0.112, "cmp_s": 277},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# protocol and metrics
+
+
+def images(db: int, limit: int) -> dict[tuple[int, int], Path]:
+    folder = EVAL / f"fvc2000-db{db}-b"
+    found = {}
+    for path in sorted(folder.glob("*_*.tif")):
+        finger, impression = path.stem.split("_")
+        found[int(finger), int(impression)] = path
+    fingers = sorted({f for f, _ in found})[:limit]
+    return {k: v for k, v in found.items() if k[0] in fingers}
+
+
+def pairs(keys) -> dict[str, list]:
+    fingers = sorted({f for f, _ in keys})
+    imps = sorted({i for _, i in keys})
+    genuine = [((f, i), (f, j)) for f in fingers for i, j in itertools.combinations(imps, 2)]
+    fvc = [((f, 1), (g, 1)) for f, g in itertools.combinations(fingers, 2)]
+    ext = [
+        ((f, i), (g, j))
+        for f, g in itertools.combinations(fingers, 2)
+        for i in imps
+        for j in imps
+        if not (i == 1 and j == 1)
+    ]
+    # "ext" = all cross-finger pairs; the FVC impostors are part of it
+    ext = fvc + ext
+    return {"genuine": genuine, "fvc": fvc, "ext": ext}
+
+
+def rates(genuine: np.ndarray, impostor: np.ndarray):
+    """FMR and FNMR at every distinct threshold (score >= t accepts)."""
+    thresholds = np.unique(np.concatenate([genuine, impostor, [np.inf]]))
+    g = np.sort(genuine)
+    i = np.sort(impostor)
+    fnmr = np.searchsorted(g, thresholds, side="left") / len(g)
+    fmr = 1 - np.searchsorted(i, thresholds, side="left") / len(i)
+    return thresholds, fmr, fnmr
+
+
+def eer(genuine, impostor) -> float:
+    _, fmr, fnmr = rates(genuine, impostor)
+    # fmr decreases, fnmr increases with the threshold: find the crossing and interpolate
+    k = int(np.argmax(fnmr >= fmr))
+    if k == 0:
+        return float((fmr[0] + fnmr[0]) / 2)
+    a1, b1, a2, b2 = fmr[k - 1], fnmr[k - 1], fmr[k], fnmr[k]
+    # FVC convention: the EER lies between the two rates at the crossing; take the middle
+    lo = max(min(a1, b1), min(a2, b2))
+    hi = min(max(a1, b1), max(a2, b2))
+    return float((lo + hi) / 2)
+
+
+def fnmr_at(genuine, impostor, target: float) -> float:
+    _, fmr, fnmr = rates(genuine, impostor)
+    ok = fmr <= target
+    return float(fnmr[ok].min()) if ok.any() else 1.0
+
+
+def figures(scores: dict[str, np.ndarray]) -> dict:
+    g = scores["genuine"]
+    out = {}
+    for name in ("fvc", "ext"):
+        imp = scores[name]
+        out[name] = {
+            "eer": eer(g, imp),
+            "fmr100": fnmr_at(g, imp, 0.01),
+            "fmr1000": fnmr_at(g, imp, 0.001),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# our matcher
+
+
+def _source_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "gateway" / "matcher").glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _extract_one(job):
+    path, cache = job
+    if cache is not None and cache.exists():
+        meta = json.loads(cache.with_suffix(".json").read_text())
+        return str(path), cache.read_bytes(), meta["seconds"]
+    pixels = np.asarray(Image.open(path).convert("L"))
+    t0 = time.process_time()
+    template = extract(pixels, 500)
+    seconds = time.process_time() - t0
+    data = template.to_bytes()
+    if cache is not None:
+        cache.write_bytes(data)
+        cache.with_suffix(".json").write_text(json.dumps({"seconds": seconds}))
+    return str(path), data, seconds
+
+
+def run_ours(db: int, files: dict, prs: dict, workers: int, use_cache: bool) -> dict:
+    digest = _source_digest()
+    cache_dir = OUT / "cache" / digest / f"db{db}"
+    if use_cache:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(p, (cache_dir / f"{p.stem}.tpl") if use_cache else None) for p in files.values()]
+    with Pool(workers) as pool:
+        results = pool.map(_extract_one, jobs, chunksize=2)
+    by_path = {p: (d, s) for p, d, s in results}
+    templates = {k: Template.from_bytes(by_path[str(p)][0]) for k, p in files.items()}
+    seconds = [by_path[str(p)][1] for p in files.values()]
+    for t in templates.values():
+        t.prepare()  # descriptors are built at load; comparisons are timed alone
+    scores = {}
+    n_cmp = 0
+    t0 = time.process_time()
+    for name, plist in prs.items():
+        scores[name] = np.array([compare(templates[a], templates[b]) for a, b in plist])
+        n_cmp += len(plist)
+    elapsed = time.process_time() - t0
+    minutiae = [len(t) for t in templates.values()]
+    return {
+        "scores": scores,
+        "extract_s": statistics.median(seconds),
+        "cmp_per_s": n_cmp / max(elapsed, 1e-9),
+        "minutiae": statistics.median(minutiae),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# NBIS, when installed
+
+
+def nbis_available() -> bool:
+    return bool(shutil.which("mindtct") and shutil.which("bozorth3"))
+
+
+def run_nbis(db: int, files: dict, prs: dict) -> dict:
+    import wsq  # noqa: F401 - registers the WSQ plugin with Pillow
+
+    work = Path(tempfile.mkdtemp(prefix=f"nbis-db{db}-", dir=OUT))
+    xyt = {}
+    seconds = []
+    try:
+        for key, path in files.items():
+            stem = work / f"{key[0]}_{key[1]}"
+            img = Image.open(path).convert("L")
+            img.save(stem.with_suffix(".wsq"), "WSQ")
+            t0 = time.perf_counter()
+            subprocess.run(
+                ["mindtct", str(stem.with_suffix(".wsq")), str(stem)],
+                check=True,
+                capture_output=True,
+            )
+            seconds.append(time.perf_counter() - t0)
+            xyt[key] = stem.with_suffix(".xyt")
+        scores = {}
+        n_cmp = 0
+        t0 = time.perf_counter()
+        for name, plist in prs.items():
+            mates = work / f"{name}.lis"
+            mates.write_text("".join(f"{xyt[a]}\n{xyt[b]}\n" for a, b in plist))
+            res = subprocess.run(
+                ["bozorth3", "-M", str(mates)], check=True, capture_output=True, text=True
+            )
+            scores[name] = np.array([float(v) for v in res.stdout.split()])
+            n_cmp += len(plist)
+        elapsed = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "scores": scores,
+        "extract_s": statistics.median(seconds),
+        "cmp_per_s": n_cmp / elapsed,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# DET curve with Pillow
+
+
+def draw_det(path: Path, title: str, curves: list[tuple[str, np.ndarray, np.ndarray, tuple]]):
+    size, margin = 520, 60
+    img = Image.new("RGB", (size + margin + 20, size + margin + 30), "white")
+    d = ImageDraw.Draw(img)
+    lo = -4.0  # log10 of 0.01 %
+
+    def xy(fmr, fnmr):
+        fx = (math.log10(max(fmr, 1e-4)) - lo) / -lo
+        fy = (math.log10(max(fnmr, 1e-4)) - lo) / -lo
+        return margin + fx * size, 20 + (1 - fy) * size
+
+    for e in range(int(lo), 1):
+        p = (margin + (e - lo) / -lo * size, 20 + (1 - (e - lo) / -lo) * size)
+        d.line([p[0], 20, p[0], 20 + size], fill=(225, 225, 225))
+        d.line([margin, p[1], margin + size, p[1]], fill=(225, 225, 225))
+        label = f"{100 * 10**e:g}%"
+        d.text((p[0] - 12, 24 + size), label, fill="black")
+        d.text((5, p[1] - 6), label, fill="black")
+    d.rectangle([margin, 20, margin + size, 20 + size], outline="black")
+    d.text((margin, 2), title, fill="black")
+    d.text((margin + size // 2 - 10, 40 + size), "FMR", fill="black")
+    d.text((5, 5), "FNMR", fill="black")
+    for n, (name, fmr, fnmr, colour) in enumerate(curves):
+        pts = [xy(a, b) for a, b in zip(fmr, fnmr, strict=True)]
+        if len(pts) > 1:
+            d.line(pts, fill=colour, width=2)
+        d.text((margin + size - 150, 30 + 14 * n), name, fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:5.2f} %"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--db",
+        type=int,
+        action="append",
+        choices=(1, 2, 3),
+        help="database(s) to run (default: 1, 2 and 3)",
+    )
+    ap.add_argument("--limit", type=int, default=10, help="fingers per database (default 10)")
+    ap.add_argument("--workers", type=int, default=2, choices=(1, 2))
+    ap.add_argument("--no-cache", action="store_true", help="re-extract every template")
+    ap.add_argument("--no-nbis", action="store_true", help="skip NBIS even when installed")
+    args = ap.parse_args(argv)
+    dbs = args.db or [1, 2, 3]
+    nbis = nbis_available() and not args.no_nbis
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(
+        f"FVC2000 set B, fingers per DB: {args.limit}; NBIS: "
+        f"{'measured in this run' if nbis else 'not on PATH, ANCHORS.md reference figures'}"
+    )
+    summary = {}
+    for db in dbs:
+        files = images(db, args.limit)
+        if not files:
+            print(f"DB{db}: no images under {EVAL}", file=sys.stderr)
+            return 2
+        prs = pairs(files)
+        ours = run_ours(db, files, prs, args.workers, not args.no_cache)
+        fig = figures(ours["scores"])
+        print(
+            f"\nDB{db}_B  ({len(files)} images; genuine {len(prs['genuine'])}, impostor fvc "
+            f"{len(prs['fvc'])}, ext {len(prs['ext'])}; median minutiae {ours['minutiae']})"
+        )
+        print(f"  {'':28} {'EER':>8} {'FMR100':>8} {'FMR1000':>8}")
+        for name in ("fvc", "ext"):
+            f = fig[name]
+            print(
+                f"  ours  impostors {name:<12} {_pct(f['eer'])} {_pct(f['fmr100'])} "
+                f"{_pct(f['fmr1000'])}"
+            )
+        curves = []
+        colours = {"fvc": (0, 90, 200), "ext": (200, 40, 40)}
+        for name in ("fvc", "ext"):
+            _, fmr, fnmr = rates(ours["scores"]["genuine"], ours["scores"][name])
+            curves.append((f"ours {name}", fmr, fnmr, colours[name]))
+        ref = None
+        if nbis:
+            ref = run_nbis(db, files, prs)
+            nf = figures(ref["scores"])
+            for name in ("fvc", "ext"):
+                f = nf[name]
+                print(
+                    f"  NBIS  impostors {name:<12} {_pct(f['eer'])} {_pct(f['fmr100'])} "
+                    f"{_pct(f['fmr1000'])}"
+                )
+                _, fmr, fnmr = rates(ref["scores"]["genuine"], ref["scores"][name])
+                curves.append((f"NBIS {name}", fmr, fnmr, (120, 120, 120)))
+        else:
+            r = NBIS_REFERENCE[db]
+            print(
+                f"  NBIS reference (ANCHORS.md): EER fvc {r['eer_fvc']} %, ext {r['eer_ext']} %, "
+                f"FMR100 ext {r['fmr100_ext']} %"
+            )
+        print(
+            f"  extraction median {ours['extract_s']:.3f} s/image (CPU time, one core); "
+            f"comparisons {ours['cmp_per_s']:,.0f}/s (one core)"
+        )
+        if nbis:
+            print(
+                f"  NBIS extraction median {ref['extract_s']:.3f} s/image; comparisons "
+                f"{ref['cmp_per_s']:,.0f}/s; ratio ours/NBIS comparisons "
+                f"{ours['cmp_per_s'] / ref['cmp_per_s']:.2f}"
+            )
+        else:
+            r = NBIS_REFERENCE[db]
+            print(
+                f"  NBIS reference (ANCHORS.md): extraction {r['extract_s']} s/image, "
+                f"comparisons {r['cmp_s']:,}/s"
+            )
+        det = OUT / f"det-db{db}.png"
+        draw_det(det, f"FVC2000 DB{db}_B DET", curves)
+        print(f"  DET curve: {det.relative_to(ROOT)}")
+        summary[db] = {"ours": fig, "extract_s": ours["extract_s"], "cmp_per_s": ours["cmp_per_s"]}
+    (OUT / "accuracy.json").write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The fingerprint template: minutiae plus the print's block mask, serialisable and exportable.
+
+Binary layout (all integers big-endian), version 1::
+
+    magic "GWFT" | version u8 | flags u8 (0) | width u16 | height u16 | source ppi u16 (x10 fixed
+    point is not used: whole ppi) | block rows u8 | block cols u8 | minutiae u16 |
+    n x (x u16, y u16, theta u8 [2 pi / 256], type u8 [1 ending, 2 bifurcation], quality u8
+    [0-100]) | cores u8 | cores x (x u16, y u16) | block mask bits (rows x cols, MSB first,
+    padded to a byte) | CRC-32 u32 of all preceding bytes
+
+Coordinates are pixels at 500 ppi (x right, y down, origin top-left).  The cylinders used by
+:func:`gateway.matcher.compare` are recomputed from these values (deterministically) on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+
+import numpy as np
+
+from . import mcc
+from .features import BIFURCATION, ENDING, HOP, pixel_mask
+
+MAGIC = b"GWFT"
+VERSION = 1
+_HEAD = struct.Struct(">4sBBHHHBBH")
+_MINUTIA = np.dtype([("x", ">u2"), ("y", ">u2"), ("t", "u1"), ("k", "u1"), ("q", "u1")])
+_TYPE9_KIND = {ENDING: "A", BIFURCATION: "B"}
+
+
+class Template:
+    """Minutiae of one finger impression and the descriptors the comparison needs.
+
+    ``minutiae`` is an (n, 5) float array: x, y (pixels at 500 ppi), theta (radians, image
+    coordinates), type (1 ridge ending, 2 bifurcation), quality (0..1).
+    """
+
+    __slots__ = (
+        "width",
+        "height",
+        "source_ppi",
+        "minutiae",
+        "block_mask",
+        "cores",
+        "_prep",
+        "_key",
+    )
+
+    def __init__(self, width, height, minutiae, block_mask, source_ppi: float = 500.0, cores=()):
+        self.width = int(width)
+        self.height = int(height)
+        self.source_ppi = float(source_ppi)
+        m = np.asarray(minutiae, np.float64).reshape(-1, 5)
+        # quantise exactly as serialised, so a round trip never changes a score
+        q = np.empty((m.shape[0], 5), np.float64)
+        q[:, 0] = np.clip(np.rint(m[:, 0]), 0, 65535)
+        q[:, 1] = np.clip(np.rint(m[:, 1]), 0, 65535)
+        q[:, 2] = (np.rint(m[:, 2] % (2 * np.pi) / (2 * np.pi) * 256) % 256) * (2 * np.pi / 256)
+        q[:, 3] = m[:, 3]
+        q[:, 4] = np.clip(np.rint(m[:, 4] * 100), 0, 100) / 100
+        self.minutiae = q
+        self.block_mask = np.asarray(block_mask, bool)
+        c = np.asarray(cores, np.float64).reshape(-1, 2)[:255]
+        self.cores = np.clip(np.rint(c), 0, 65535)
+        self._prep = None
+        self._key = None
+
+    def __len__(self) -> int:
+        return self.minutiae.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<Template {self.width}x{self.height} minutiae={len(self)}>"
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Template):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    __hash__ = None
+
+    # -- comparison support ------------------------------------------------------------------
+    @property
+    def prepared(self) -> mcc.Prepared:
+        """The cylinders and geometry used by :func:`gateway.matcher.compare` (built once)."""
+        if self._prep is None:
+            m = self.minutiae
+            mask = pixel_mask(self.block_mask, (self.height, self.width))
+            self._prep = mcc.Prepared(m[:, 0], m[:, 1], m[:, 2], mask)
+        return self._prep
+
+    def prepare(self) -> Template:
+        """Build the comparison descriptors now (they are otherwise built on first use)."""
+        _ = self.prepared
+        return self
+
+    @property
+    def key(self) -> bytes:
+        """A digest of the serialised template (orders the operands of a comparison)."""
+        if self._key is None:
+            self._key = hashlib.blake2b(self.to_bytes(), digest_size=8).digest()
+        return self._key
+
+    # -- serialisation -----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The compact binary form (see the module documentation)."""
+        rows, cols = self.block_mask.shape
+        n = len(self)
+        head = _HEAD.pack(
+            MAGIC,
+            VERSION,
+            0,
+            self.width,
+            self.height,
+            int(round(min(self.source_ppi, 65535))),
+            rows,
+            cols,
+            n,
+        )
+        rec = np.zeros(n, _MINUTIA)
+        m = self.minutiae
+        rec["x"] = m[:, 0]
+        rec["y"] = m[:, 1]
+        rec["t"] = np.rint(m[:, 2] / (2 * np.pi) * 256) % 256
+        rec["k"] = m[:, 3]
+        rec["q"] = np.rint(m[:, 4] * 100)
+        cores = struct.pack(">B", len(self.cores)) + self.cores.astype(">u2").tobytes()
+        bits = np.packbits(self.block_mask.ravel()).tobytes()
+        body = head + rec.tobytes() + cores + bits
+        return body + struct.pack(">I", zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data) -> Template:
+        """Parse :meth:`to_bytes` output; anything else raises ValueError."""
+        try:
+            data = bytes(data)
+        except Exception as exc:  # noqa: BLE001 - any non-bytes input is a value error here
+            raise ValueError(f"not a template: {type(data).__name__}") from exc
+        if len(data) < _HEAD.size + 4:
+            raise ValueError("not a template: too short")
+        magic, version, _flags, width, height, ppi, rows, cols, n = _HEAD.unpack_from(data)
+        if magic != MAGIC:
+            raise ValueError("not a template: bad magic")
+        if version != VERSION:
+            raise ValueError(f"unsupported template version {version}")
+        nbits = rows * cols
+        offset = _HEAD.size + n * _MINUTIA.itemsize
+        if len(data) < offset + 1:
+            raise ValueError("template truncated")
+        ncores = data[offset]
+        size = offset + 1 + 4 * ncores + (nbits + 7) // 8 + 4
+        if len(data) != size:
+            raise ValueError(f"template length {len(data)} != {size}")
+        (crc,) = struct.unpack_from(">I", data, size - 4)
+        if zlib.crc32(data[: size - 4]) != crc:
+            raise ValueError("template checksum mismatch")
+        if width == 0 or height == 0 or ppi == 0:
+            raise ValueError("template has an empty image")
+        if rows != -(-height // HOP) + 1 or cols != -(-width // HOP) + 1:
+            raise ValueError("template block mask does not fit its image size")
+        rec = np.frombuffer(data, _MINUTIA, n, _HEAD.size)
+        if n and (
+            rec["x"].max() >= width
+            or rec["y"].max() >= height
+            or not np.isin(rec["k"], (ENDING, BIFURCATION)).all()
+            or rec["q"].max() > 100
+        ):
+            raise ValueError("template minutia out of range")
+        cores = np.frombuffer(data, ">u2", 2 * ncores, offset + 1).reshape(-1, 2)
+        bits = np.frombuffer(data, np.uint8, (nbits + 7) // 8, offset + 1 + 4 * ncores)
+        mask = np.unpackbits(bits)[:nbits].reshape(rows, cols).astype(bool)
+        m = np.stack(
+            [rec["x"], rec["y"], rec["t"] * (2 * np.pi / 256), rec["k"], rec["q"] / 100.0],
+            axis=1,
+        ).astype(np.float64)
+        return cls(width, height, m, mask, ppi, cores)
+
+    # -- ANSI/NIST-ITL Type-9 ---------------------------------------------------------------
+    def to_type9_fields(
+        self, idc: int = 0, impression: int = 0, position: int = 0, pattern: str = "UC"
+    ) -> dict[str, list[tuple[str, ...]]]:
+        """Type-9 standard-format minutiae fields (legacy block 9.005-9.012).
+
+        Coordinates are in units of 0.01 mm from the bottom-left corner (y upwards), the
+        direction in degrees counter-clockwise from the x axis (0-359).  ``9.001`` LEN and
+        ``9.002`` IDC are left to the writer; ``9.008`` CRP lists the cores found (omitted when
+        none), ``9.011`` RDG says ridge counts are absent.  Qualities map 0..1 to 2..63.
+        """
+        rows = []
+        for index, (x, y, t, k, q) in enumerate(self.minutiae, start=1):
+            deg = int(round(np.degrees(-t))) % 360  # y up: angles turn the other way
+            xyt = f"{self._xy(x, y)}{deg:03d}"
+            quality = 2 + int(round(q * 61))  # 0 and 1 are reserved (manual / no method)
+            rows.append((str(index), xyt, str(quality), _TYPE9_KIND.get(int(k), "D")))
+        fields = {
+            "9.003": [(str(impression),)],
+            "9.004": [("S",)],
+            "9.005": [("EBTS-GATEWAY", "A")],
+            "9.006": [(str(position),)],
+            "9.007": [("T", pattern)],
+            "9.008": [(self._xy(x, y),) for x, y in self.cores],
+            "9.010": [(str(len(self)),)],
+            "9.011": [("0",)],
+            "9.012": rows,
+        }
+        if not self.cores.size:
+            del fields["9.008"]
+        return fields
+
+    def _xy(self, x, y) -> str:
+        """XXXXYYYY: 0.01 mm units from the bottom-left corner."""
+        mm100 = 25.4 / 500.0 * 100
+        xx = min(int(round(x * mm100)), 9999)
+        yy = min(int(round((self.height - 1 - y) * mm100)), 9999)
+        return f"{xx:04d}{yy:04d}"
