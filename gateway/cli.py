@@ -14,6 +14,7 @@ import sys
 COMMANDS = [
     "gateway.commands.dump",
     "gateway.commands.convert",
+    "gateway.commands.validate",
 ]
 
 

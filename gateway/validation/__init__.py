@@ -40,6 +40,7 @@ __all__ = [
     "Strictness",
     "XmlLocation",
     "format_error_finding",
+    "schema_findings",
     "validate",
     "validate_bytes",
 ]
@@ -80,7 +81,7 @@ def validate(
                 continue
             report.add(f)
     if source is not None and txn.encoding == "xml":
-        report.extend(_schema_findings(source))
+        report.extend(schema_findings(source))
     return report
 
 
@@ -99,7 +100,7 @@ def validate_bytes(
     except FormatError as exc:
         report = Report([format_error_finding(exc)])
         if detect_encoding(data) == "xml":
-            report.extend(_schema_findings(data))
+            report.extend(schema_findings(data))
         return report
     return validate(txn, profile=profile, strictness=strictness, source=data, today=today)
 
@@ -115,7 +116,8 @@ def format_error_finding(exc: FormatError) -> Finding:
     )
 
 
-def _schema_findings(data: bytes) -> list[Finding]:
+def schema_findings(data: bytes) -> list[Finding]:
+    """Level 4 (XML Schema) findings of XML ``data``; empty when the schema module is absent."""
     try:
         from .schema import validate_xml_schema
     except ImportError:  # level 4 lives in its own module, absent until XML support lands

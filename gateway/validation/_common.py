@@ -24,6 +24,12 @@ def printable(text: str, limit: int = MSG_LIMIT) -> str:
     return text
 
 
+def len_expected(txn, record: Record) -> bool:
+    """Whether a missing x.001 LEN is a finding: only in traditional records read from bytes (the
+    writer computes LEN of records built in code; the XML encoding has no LEN)."""
+    return txn.encoding == "traditional" and getattr(record, "_raw", None) is not None
+
+
 def location(recno: int, record: Record | None, tag: str | None = None, offset=None) -> Location:
     return Location(recno, record.type if record is not None else None, tag, offset)
 

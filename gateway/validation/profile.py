@@ -22,7 +22,15 @@ from functools import lru_cache
 
 from gateway.ansinist import Field, Location, Record, Transaction
 
-from ._common import charset_ok, describe_ctype, error, gmt_ok, location, parse_date
+from ._common import (
+    charset_ok,
+    describe_ctype,
+    error,
+    gmt_ok,
+    len_expected,
+    location,
+    parse_date,
+)
 from .findings import Finding
 from .verification import Rule, RuleSet, Tot, load
 
@@ -107,7 +115,7 @@ def check(txn: Transaction, profile: Profile) -> list[Finding]:
             continue
         if record.type == _TYPE2 and tot is None:
             continue  # Type-2 content depends on the TOT
-        _check_record(out, recno, record, tot_code, profile)
+        _check_record(out, recno, record, tot_code, profile, len_expected(txn, record))
     return out
 
 
@@ -142,11 +150,15 @@ def _record_counts(out, txn: Transaction, tot: Tot, profile: Profile) -> None:
             )
 
 
-def _check_record(out, recno: int, record: Record, tot: str | None, profile: Profile) -> None:
+def _check_record(
+    out, recno: int, record: Record, tot: str | None, profile: Profile, with_len: bool
+) -> None:
     fields = record.fields
     for tag in profile.tags(record.type):
         if tag == "1.004":
             continue  # TOT: judged as a whole by L3_TOT_UNKNOWN
+        if tag.endswith(".001") and not with_len and tag not in fields:
+            continue
         hit = profile.rule_for(tag, tot)
         if hit is None:
             continue
@@ -304,3 +316,7 @@ def _numeric_keys(values: frozenset) -> frozenset:
 @lru_cache(maxsize=64)
 def _regex(text: str) -> re.Pattern:
     return re.compile(text)
+
+
+# Public: responses check a field they copy against the same rule (see gateway.routing.responses).
+check_field = _check_field

@@ -1,0 +1,130 @@
+"""ERRT (Tenprint Transaction Error) responses built from validation findings.
+
+DESIGN.md "Responses" and EBTS 9.1 (verification file, TOT ERRT ``1:1 2:1``): Type-1 + Type-2 with
+1-11 occurrences of 2.060 MSG (ANS, ``sca="PRINT"``, 1-300 characters), one per finding naming the
+field and the rule; when there are more than 11 findings the 11th line says how many are left out.
+1.010 TCR = the submission's TCN, 1.007 DAI / 1.008 ORI swapped, a new 1.009 TCN, the submission's
+encoding.  Optional Type-2 fields the ERRT rules allow (2.006 ATN, 2.007 SCO, 2.009 OCA, 2.014 FBI,
+2.015 SID, 2.017 MNU, 2.073 CRI; NGI Inc4 ERRT template) are echoed from the submission when they
+are valid there, so the submitter can match the error to its case.
+
+Pure: no I/O, no Twisted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from gateway.ansinist import Location, Transaction
+from gateway.validation import ERROR, Finding
+from gateway.validation._common import MSG_LIMIT, printable
+from gateway.validation.profile import check_field, get_profile
+
+MSG_OCCURRENCES = 11  # EBTS 9.1 2.060 MSG occ 1-11 for ERRT
+ECHOED_FIELDS = ("2.006", "2.007", "2.009", "2.014", "2.015", "2.017", "2.073")
+RESPONSE_VERSIONS = frozenset({"0400", "0500", "0501", "0502"})
+_AN9 = re.compile(r"[A-Za-z0-9]{9}")
+_TCN = re.compile(r"[\x20-\x7e]{10,40}")
+_TYPE1_FIELD = re.compile(rb"(\d+)\.(\d+):([^\x1c\x1d]*)")
+
+
+def errt_messages(findings) -> list[str]:
+    """The 2.060 MSG lines for ``findings``: errors first, at most 11 lines of at most 300 chars."""
+    ordered = sorted(findings, key=lambda f: f.severity != ERROR)
+    lines = [printable(f.errt_text, MSG_LIMIT) for f in ordered]
+    lines = [line for line in lines if line] or ["transaction rejected: no detail available"]
+    if len(lines) > MSG_OCCURRENCES:
+        rest = len(lines) - (MSG_OCCURRENCES - 1)
+        lines = lines[: MSG_OCCURRENCES - 1] + [f"... and {rest} more findings"]
+    return lines
+
+
+def build_errt(
+    submission: Transaction,
+    findings,
+    *,
+    tcn: str,
+    ori: str | None = None,
+    dat: str | None = None,
+    dai: str | None = None,
+) -> Transaction:
+    """The ERRT answering ``submission`` rejected for ``findings`` (an iterable of Finding).
+
+    ``tcn`` is the new transaction control number; ``ori`` defaults to the submission's DAI (the
+    gateway answers as the agency that was addressed) and ``dai`` to the submission's ORI; ``dat``
+    (CCYYMMDD) to today.  A submission TCN that is not ANS 10-40 cannot be referenced in 1.010 TCR
+    (the rule of 1.010) and is then left out; the MSG lines still say what was wrong.
+    """
+    encoding = submission.encoding or "traditional"
+    findings = list(findings)
+    dai = dai or submission.ori or ""
+    ori = ori or submission.dai or ""
+    ver = submission.ver if submission.ver in RESPONSE_VERSIONS else "0400"
+    if encoding == "xml":
+        ver = submission.ver if submission.ver in {"0500", "0501", "0502"} else "0500"
+    tcr = submission.tcn if submission.tcn and _TCN.fullmatch(submission.tcn) else None
+    txn = Transaction.new(
+        tot="ERRT",
+        dai=dai,
+        ori=ori,
+        tcn=tcn,
+        tcr=tcr,
+        dat=dat or date.today().strftime("%Y%m%d"),
+        ver=ver,
+        encoding=encoding,
+    )
+    t2 = txn.add_record(2, idc=0)
+    t2["2.060"] = errt_messages(findings)
+    _echo_fields(submission, t2)
+    # CNT as the records stand (the writer would rebuild it; validation reads it as it is).
+    txn.records[0]["1.003"] = [("1", str(len(txn.records) - 1))] + [
+        (str(t), f"{i:02d}") for t, i in txn.cnt()
+    ]
+    return txn
+
+
+def _echo_fields(submission: Transaction, t2) -> None:
+    source = next((r for r in submission.records if r.type == 2), None)
+    if source is None:
+        return
+    profile = get_profile("ebts-10")
+    for tag in ECHOED_FIELDS:
+        field = source.fields.get(tag)
+        hit = profile.rule_for(tag, "ERRT")
+        if field is None or field.binary or hit is None:
+            continue
+        label, rule = hit
+        problems: list[Finding] = []
+        check_field(problems, Location(2, 2, tag), field, rule, label, "ERRT")
+        if not problems:
+            t2[tag] = [tuple(sub) for sub in field.subfields]
+
+
+def header_of(data: bytes) -> Transaction | None:
+    """A Type-1-only transaction from the head of traditional data the codec could not read.
+
+    Enough to address an ERRT (TCN, ORI, DAI, VER) when a later record is broken; ``None`` when no
+    Type-1 can be made out.
+    """
+    data = bytes(data)
+    end = data.find(b"\x1c")
+    if end < 0 or not data.startswith(b"1."):
+        return None
+    values: dict[int, str] = {}
+    for m in _TYPE1_FIELD.finditer(data, 0, end):
+        if m.group(1) == b"1":
+            values.setdefault(int(m.group(2)), m.group(3).decode("latin-1"))
+    if 9 not in values:
+        return None
+    return Transaction.new(
+        tot=values.get(4, ""),
+        dai=values.get(7, ""),
+        ori=values.get(8, ""),
+        tcn=values[9],
+        dat=values.get(5, ""),
+        ver=values.get(2, "0400"),
+    )
+
+
+__all__ = ["MSG_OCCURRENCES", "build_errt", "errt_messages", "header_of"]
