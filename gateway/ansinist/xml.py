@@ -1,6 +1,7 @@
 """Reader and writer of the ANSI/NIST-ITL XML encoding (NIEM), as FBI EBTS 10.0 constrains it.
 
-Generations, told apart by the namespace of the root ``itl:NISTBiometricInformationExchangePackage``:
+Generations, told apart by the namespace of the root element
+``itl:NISTBiometricInformationExchangePackage``:
 
 * ANSI/NIST-ITL 1-2011 as constrained by EBTS 10.0 (itl ``http://biometrics.nist.gov/standard/2011``,
   ansi-nist ``http://niem.gov/niem/biometrics/1.0``): read and written.
@@ -41,7 +42,7 @@ from pathlib import Path
 from lxml import etree
 
 from .errors import CodecWarning, FormatError, Location
-from .layouts import BINARY_TYPES
+from .layouts import BINARY_LAYOUTS, BINARY_TYPES
 from .model import Field, Record, Transaction
 from .traditional import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SIZE
 
@@ -337,8 +338,9 @@ class _RecordReader:
                 continue
             if not text or text != text.strip():
                 raise _NoFit
-            value = _from_xml_value(entry.conv if entry.conv == "fmt" else _leaf_kind(rel), text)
-            if _to_xml_value(entry.conv if entry.conv == "fmt" else _leaf_kind(rel), value) != text:
+            kind = entry.conv if entry.conv == "fmt" else _leaf_kind(rel or entry.steps[-1:])
+            value = _from_xml_value(kind, text)
+            if _to_xml_value(kind, value) != text:
                 raise _NoFit
             values[idx] = value
         items = ["" if v is None else v for v in values]
@@ -458,9 +460,10 @@ class _RecordReader:
                 tag, raw = node.get("tag"), node.get("base64")
                 try:
                     value = base64.b64decode(raw or "", validate=True)
-                    rt, num = tag.split(".")
-                    int(rt), int(num)
-                except (ValueError, binascii.Error, AttributeError):
+                    # "T.NNN", or "T.NNN#offset" for a duplicate field (see traditional.py)
+                    if not re.fullmatch(r"\d{1,2}\.\d{1,4}(#\d+)?", tag or ""):
+                        raise ValueError(tag)
+                except (ValueError, binascii.Error):
                     self.warnings.append(
                         CodecWarning(
                             "XML_BAD_PI",
@@ -469,7 +472,10 @@ class _RecordReader:
                         )
                     )
                     continue
-                field = Field(tag, raw=value, binary=tag.endswith(".999"))
+                data_tag = (
+                    BINARY_LAYOUTS[self.rtype].data_tag if self.rtype in BINARY_TYPES else None
+                )
+                field = Field(tag, raw=value, binary=tag.endswith(".999") or tag == data_tag)
                 field.dirty = True
                 record.fields[tag] = field
 
@@ -691,11 +697,11 @@ class _Builder:
                 if len(items) != 1:
                     raise _NoFit
                 items = _name_split(items[0])
-            if len(items) > len(entry.items) or not any(items):
-                raise _NoFit
+            if len(items) > len(entry.items) or not any(items) or not items[-1]:
+                raise _NoFit  # the reader cannot tell a trailing empty item from none
             texts = []
             for rel, value in zip(entry.items, items, strict=False):
-                kind = entry.conv if entry.conv == "fmt" else _leaf_kind(rel)
+                kind = entry.conv if entry.conv == "fmt" else _leaf_kind(rel or entry.steps[-1:])
                 if not value:
                     texts.append("")
                     continue
