@@ -64,6 +64,12 @@ def build_errt(
     if encoding == "xml":
         ver = submission.ver if submission.ver in {"0500", "0501", "0502"} else "0500"
     tcr = submission.tcn if submission.tcn and _TCN.fullmatch(submission.tcn) else None
+    dom = None
+    if encoding == "xml":
+        # The EBTS 10 XML schema requires 1.013 DOM (NGI Inc4 templates: NORAM / EBTS 10.0).
+        items = submission.records[0].get("1.013") if submission.records else None
+        dom = tuple(items.items[:2]) if items is not None and len(items.items) >= 2 else None
+        dom = dom or ("NORAM", "EBTS 10.0")
     txn = Transaction.new(
         tot="ERRT",
         dai=dai,
@@ -72,6 +78,7 @@ def build_errt(
         tcr=tcr,
         dat=dat or date.today().strftime("%Y%m%d"),
         ver=ver,
+        dom=dom,
         encoding=encoding,
     )
     t2 = txn.add_record(2, idc=0)

@@ -69,11 +69,12 @@ def validate(
     report.extend(structure.check(txn, strictness))
     report.extend(syntax.check(txn, strictness, today))
     if rules is not None:
-        # A field already in error at levels 1-2 gets no second finding from the profile.
+        # A field levels 1-2 already judged (an error, or a quirk accepted as a warning, such as
+        # CGA "WSQ") gets no second finding from the profile.
         flagged = {
             (f.location.record, f.location.tag)
             for f in report.findings
-            if f.severity == ERROR and not isinstance(f.location, XmlLocation)
+            if not isinstance(f.location, XmlLocation)
         }
         for f in _profile.check(txn, rules):
             loc = f.location

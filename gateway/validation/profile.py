@@ -228,7 +228,9 @@ def _check_field(out, loc: Location, field: Field, rule: Rule, label: str, tot) 
             pairs = zip(items, sub, strict=False)
         else:
             pairs = ((rule, value) for value in sub)
-        for item_rule, value in pairs:
+        for index, (item_rule, value) in enumerate(pairs):
+            if index and not value:
+                continue  # a trailing item left empty (1.013 DOM "NORAM" US "") is optional
             f = _check_value(loc, item_rule, value, label, name, tot)
             if f is not None:
                 out.append(f)
