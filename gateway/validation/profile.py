@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from gateway.ansinist import Field, Location, Record, Transaction
@@ -45,6 +45,7 @@ class Profile:
     name: str
     label: str
     layers: tuple[tuple[str, RuleSet], ...]  # (label, rules), highest precedence first
+    _memo: dict = field(default_factory=dict, repr=False)  # (tag, TOT) -> rule_for() result
 
     def tot(self, code: str | None) -> Tot | None:
         for _, rs in self.layers:
@@ -53,11 +54,18 @@ class Profile:
         return None
 
     def rule_for(self, tag: str, tot: str | None) -> tuple[str, Rule] | None:
+        key = (tag, tot)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        hit = None
         for label, rs in self.layers:
-            for rule in rs.rules_for(tag):
-                if rule.applies(tot):
-                    return label, rule
-        return None
+            hit = next(((label, r) for r in rs.rules_for(tag) if r.applies(tot)), None)
+            if hit is not None:
+                break
+        self._memo[key] = hit
+        return hit
 
     def defines(self, tag: str) -> bool:
         return any(rs.rules_for(tag) for _, rs in self.layers)
@@ -194,8 +202,8 @@ def _check_record(
 
 
 def _check_field(out, loc: Location, field: Field, rule: Rule, label: str, tot) -> None:
-    cite = f"{label} {rule.cite()}"
     name = rule.name
+    cite = _Cite(label, rule)
     subs = field.subfields
     if field.binary:
         return
@@ -238,7 +246,7 @@ def _check_field(out, loc: Location, field: Field, rule: Rule, label: str, tot) 
 
 
 def _check_value(loc, rule: Rule, value: str, label: str, name: str, tot):
-    cite = f"{label} {rule.cite()}"
+    cite = _Cite(label, rule)
     attrs = rule.attrs
     binary = rule.ctype.startswith("B")
     lo, hi = rule.size
@@ -302,6 +310,21 @@ def _check_value(loc, rule: Rule, value: str, label: str, name: str, tot):
             name=name,
         )
     return None
+
+
+class _Cite:
+    """The rule citation of a message, formatted only when a finding is made."""
+
+    __slots__ = ("label", "rule")
+
+    def __init__(self, label: str, rule: Rule):
+        self.label, self.rule = label, rule
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.rule.cite()}"
+
+    def __add__(self, other: str) -> str:
+        return str(self) + other
 
 
 def _in_map(value: str, values: frozenset) -> bool:

@@ -69,6 +69,21 @@ class FieldSpec:
         return f"ANSI/NIST-ITL {self.tag} {self.name} occ {occ}"
 
 
+class _SpecCite:
+    """The rule citation of a message, formatted only when a finding is made."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: FieldSpec):
+        self.spec = spec
+
+    def __str__(self) -> str:
+        return self.spec.cite()
+
+    def __add__(self, other: str) -> str:
+        return str(self) + other
+
+
 def _range(text: str) -> tuple[int, int | None]:
     if text == "*":
         return 0, None
@@ -179,7 +194,7 @@ def _check_field(out, recno: int, record: Record, field: Field, spec: FieldSpec,
 
 def _check_value(loc, spec: FieldSpec, item: ItemSpec, value: str, strictness):
     name = spec.name
-    rule = spec.cite()
+    rule = _SpecCite(spec)
     ctype = item.ctype
     if value == "" and item.optional:
         return None

@@ -86,10 +86,10 @@ class Rule:
     values: frozenset[str] | None = None
     line: int = 0
 
-    @property
-    def name(self) -> str:
-        """The mnemonic without its record prefix: ``T2_NAM`` -> ``NAM``."""
-        return self.mnemonic.split("_", 1)[-1]
+    name: str = ""  # the mnemonic without its record prefix: ``T2_NAM`` -> ``NAM``
+
+    def __post_init__(self) -> None:
+        self.name = self.mnemonic.split("_", 1)[-1]
 
     @property
     def desc(self) -> str:
