@@ -218,75 +218,101 @@ def _decode_wsq_inprocess(data: bytes, header: StreamHeader) -> np.ndarray:
     return pil_to_array(_pil_open(data, ["WSQ"]))
 
 
-# The NBIS decoder inside PyPI ``wsq`` is not memory-safe: fuzzing showed single flipped bits in
-# the entropy-coded data crashing the interpreter (SIGSEGV).  By default WSQ is therefore decoded
-# in a short-lived forked child that sends the pixels back through a pipe; a crash of the child
-# becomes an ImagingError.  Where fork is missing the in-process decoder is the only one.
-WSQ_TIMEOUT = 20.0  # seconds for one isolated decode
+# Native decoders that are not memory-safe on hostile input.  Fuzzing (tests/test_imaging.py)
+# crashed the interpreter with SIGSEGV in the NBIS WSQ decoder of PyPI ``wsq`` (one flipped bit
+# in the entropy-coded data is enough) and in imagecodecs' ljpeg decoder.  Such decoders run in
+# a short-lived forked child that sends the pixels back through a pipe: a crash of the child
+# becomes an ImagingError.  Where fork is missing, only the in-process decoders remain.
+ISOLATION_TIMEOUT = 20.0  # seconds for one isolated decode
+_ARRAY_HEADER = struct.Struct(">4sBIII")  # dtype, ndim, shape (up to 3)
 
 
-def _probe_isolated_wsq() -> bool:
-    import _wsq  # noqa: F401  (the C extension of PyPI wsq)
+def isolated(function: Callable[[bytes, StreamHeader], np.ndarray]):
+    """``function`` run in a forked child process; its crash or hang is an ImagingError."""
 
-    return hasattr(os, "fork")
-
-
-def _decode_wsq_isolated(data: bytes, header: StreamHeader) -> np.ndarray:
-    import _wsq
-
-    size = header.width * header.height
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: decode, write, exit without running any Python cleanup
-        status = 1
+    def run(data: bytes, header: StreamHeader) -> np.ndarray:
+        limit = _ARRAY_HEADER.size + header.width * header.height * max(header.components, 1) * 2
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: decode, write, exit at once (no Python cleanup, no atexit)
+            status = 1
+            try:
+                os.close(read_fd)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)  # NBIS prints its diagnostics to stderr
+                pixels = np.ascontiguousarray(function(data, header))
+                if pixels.dtype.itemsize <= 2 and 2 <= pixels.ndim <= 3:
+                    shape = (*pixels.shape, 1)[:3]
+                    dtype = pixels.dtype.str.encode().ljust(4)
+                    out = _ARRAY_HEADER.pack(dtype, pixels.ndim, *shape) + pixels.tobytes()
+                    view = memoryview(out)
+                    while view:
+                        view = view[os.write(write_fd, view) :]
+                    status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        chunks, received = [], 0
+        deadline = time.monotonic() + ISOLATION_TIMEOUT
         try:
-            os.close(read_fd)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)  # NBIS prints its diagnostics to stderr
-            pixels, width, height, _ppi = _wsq.decompress(data)
-            out = struct.pack(">II", width, height) + bytes(pixels)
-            view = memoryview(out)
-            while view:
-                view = view[os.write(write_fd, view) :]
-            status = 0
+            while received <= limit:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([read_fd], [], [], left)[0]:
+                    os.kill(pid, signal.SIGKILL)
+                    raise ImagingError(DECODE_FAILED, "the decoder timed out")
+                chunk = os.read(read_fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                received += len(chunk)
         finally:
-            os._exit(status)
-    os.close(write_fd)
-    chunks, received, deadline = [], 0, time.monotonic() + WSQ_TIMEOUT
-    limit = 8 + size + 1
-    try:
-        while received < limit:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_fd], [], [], left)[0]:
+            os.close(read_fd)
+            if received > limit:
                 os.kill(pid, signal.SIGKILL)
-                raise ImagingError(DECODE_FAILED, "the WSQ decoder timed out")
-            chunk = os.read(read_fd, min(1 << 20, limit - received))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            received += len(chunk)
-    finally:
-        os.close(read_fd)
-        _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        raise ImagingError(
-            DECODE_FAILED, f"the WSQ decoder crashed on this data (signal {os.WTERMSIG(status)})"
-        )
-    out = b"".join(chunks)
-    if os.WEXITSTATUS(status) != 0 or len(out) < 8:
-        raise ImagingError(DECODE_FAILED, "the WSQ decoder rejected the data")
-    width, height = struct.unpack_from(">II", out)
-    if (width, height) != (header.width, header.height) or len(out) != 8 + size:
-        raise ImagingError(DECODE_FAILED, "the WSQ decoder returned an image of another size")
-    return np.frombuffer(out, np.uint8, size, 8).reshape(height, width)
+            _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status) and received <= limit:
+            raise ImagingError(
+                DECODE_FAILED, f"the decoder crashed on this data (signal {os.WTERMSIG(status)})"
+            )
+        out = b"".join(chunks)
+        if os.WEXITSTATUS(status) != 0 or not _ARRAY_HEADER.size <= len(out) <= limit:
+            raise ImagingError(DECODE_FAILED, "the decoder rejected the data")
+        dtype, ndim, *shape = _ARRAY_HEADER.unpack_from(out)
+        dtype = np.dtype(dtype.strip().decode())
+        shape = tuple(shape[:ndim])
+        if len(out) != _ARRAY_HEADER.size + dtype.itemsize * int(np.prod(shape)):
+            raise ImagingError(DECODE_FAILED, "the decoder returned a damaged image")
+        return np.frombuffer(out, dtype, offset=_ARRAY_HEADER.size).reshape(shape)
+
+    run.__name__ = f"isolated_{function.__name__}"
+    return run
+
+
+def _probe_isolated(probe: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: hasattr(os, "fork") and probe()
+
+
+def _decode_wsq_native(data: bytes, header: StreamHeader) -> np.ndarray:
+    import _wsq  # the C extension of PyPI wsq (what its Pillow plugin calls)
+
+    pixels, width, height, _ppi = _wsq.decompress(data)
+    return np.frombuffer(pixels, np.uint8, width * height).reshape(height, width)
 
 
 for _decoder in (
-    Decoder(WSQ20, "wsq (NBIS, isolated child process)", _decode_wsq_isolated, _probe_isolated_wsq),
+    Decoder(
+        WSQ20, "wsq (NBIS, isolated)", isolated(_decode_wsq_native), _probe_isolated(_probe_pil_wsq)
+    ),
     Decoder(WSQ20, "wsq Pillow plugin (in process)", _decode_wsq_inprocess, _probe_pil_wsq),
     Decoder(JPEGB, "Pillow JPEG", _decode_pillow("JPEG")),
     Decoder(JPEGB, "imagecodecs jpeg8", _decode_jpeg_imagecodecs, _probe_jpeg8),
-    Decoder(JPEGL, "imagecodecs ljpeg (SOF3) / jpegls", _decode_ljpeg, _probe_ljpeg),
+    Decoder(
+        JPEGL,
+        "imagecodecs ljpeg / jpegls (isolated)",
+        isolated(_decode_ljpeg),
+        _probe_isolated(_probe_ljpeg),
+    ),
+    Decoder(JPEGL, "imagecodecs ljpeg / jpegls (in process)", _decode_ljpeg, _probe_ljpeg),
     Decoder(JP2, "Pillow JPEG 2000 (OpenJPEG)", _decode_pillow("JPEG2000"), _probe_pil_jp2),
     Decoder(JP2, "imagecodecs jpeg2k", _decode_jpeg2k_imagecodecs, _probe_jpeg2k),
     Decoder(JP2L, "Pillow JPEG 2000 (OpenJPEG)", _decode_pillow("JPEG2000"), _probe_pil_jp2),
