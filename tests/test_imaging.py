@@ -495,6 +495,17 @@ def test_check_record_reports_each_disagreement():
     assert check_record(Record(2)) == []
 
 
+def test_jp2l_must_be_reversible():
+    lossy = (IMAGES / "openebts-finger8.jp2").read_bytes()  # 9-7 wavelet
+    assert read_header(lossy).process == "irreversible"
+    assert check_record(_type14(**{"14.011": "JP2", "14.999": lossy})) == []
+    [finding] = check_record(_type14(**{"14.011": "JP2L", "14.999": lossy}))
+    assert (finding.code, finding.location.tag) == ("IMG_COMPRESSION_MISMATCH", "14.011")
+    lossless = (IMAGES / "libbiomeval-img.jp2").read_bytes()  # 5-3 wavelet
+    fields = {"14.006": "908", "14.007": "1007", "14.011": "JP2L", "14.999": lossless}
+    assert check_record(_type14(**fields)) == []
+
+
 def test_errors_of_records_carry_their_location():
     record = _type14(**{"14.999": b"\xff\xa0 this is no WSQ"})
     with pytest.raises(ImagingError) as err:
@@ -558,6 +569,19 @@ def test_fuzzed_streams_raise_only_imaging_errors(code):
                 assert image.pixels.dtype == np.uint8 and image.pixels.size > 0
                 outcomes["decoded"] += 1
     assert outcomes["refused"] > 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")
+def test_a_stream_that_corrupts_the_nbis_heap_is_survived():
+    # One flipped bit in the entropy-coded data: NBIS writes out of bounds and either reports
+    # an error or dies of SIGSEGV, depending on the heap.  Either way, this process goes on.
+    data = bytearray((WSQ_DIR / "node-nist-Fingerprint_LeftPointer.wsq").read_bytes())
+    assert data[878] == 222
+    data[878] = 223
+    for _ in range(6):
+        with pytest.raises(ImagingError) as err:
+            decode(bytes(data), "WSQ20")
+        assert err.value.code == "IMG_DECODE_FAILED"
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")

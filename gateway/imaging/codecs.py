@@ -12,6 +12,7 @@ caller (:func:`gateway.imaging.decode`) has already checked the stream's header 
 
 from __future__ import annotations
 
+import faulthandler
 import io
 import os
 import select
@@ -231,26 +232,31 @@ def isolated(function: Callable[[bytes, StreamHeader], np.ndarray]):
     """``function`` run in a forked child process; its crash or hang is an ImagingError."""
 
     def run(data: bytes, header: StreamHeader) -> np.ndarray:
-        limit = _ARRAY_HEADER.size + header.width * header.height * max(header.components, 1) * 2
+        limit = (
+            1 + _ARRAY_HEADER.size + header.width * header.height * max(header.components, 1) * 2
+        )
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: decode, write, exit at once (no Python cleanup, no atexit)
-            status = 1
             try:
                 os.close(read_fd)
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, 2)  # NBIS prints its diagnostics to stderr
-                pixels = np.ascontiguousarray(function(data, header))
-                if pixels.dtype.itemsize <= 2 and 2 <= pixels.ndim <= 3:
+                faulthandler.disable()  # a crash here is expected news, not a report
+                try:
+                    pixels = np.ascontiguousarray(function(data, header))
+                    if pixels.dtype.itemsize > 2 or not 2 <= pixels.ndim <= 3:
+                        raise ValueError(f"unexpected {pixels.dtype} array of {pixels.shape}")
                     shape = (*pixels.shape, 1)[:3]
                     dtype = pixels.dtype.str.encode().ljust(4)
-                    out = _ARRAY_HEADER.pack(dtype, pixels.ndim, *shape) + pixels.tobytes()
-                    view = memoryview(out)
-                    while view:
-                        view = view[os.write(write_fd, view) :]
-                    status = 0
+                    out = b"A" + _ARRAY_HEADER.pack(dtype, pixels.ndim, *shape) + pixels.tobytes()
+                except Exception as exc:  # the library's own error, sent back as text
+                    out = b"E" + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:500]
+                view = memoryview(out)
+                while view:
+                    view = view[os.write(write_fd, view) :]
             finally:
-                os._exit(status)
+                os._exit(0)
         os.close(write_fd)
         chunks, received = [], 0
         deadline = time.monotonic() + ISOLATION_TIMEOUT
@@ -270,19 +276,23 @@ def isolated(function: Callable[[bytes, StreamHeader], np.ndarray]):
             if received > limit:
                 os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
-        if os.WIFSIGNALED(status) and received <= limit:
+        out = b"".join(chunks)
+        if received > limit:
+            raise ImagingError(DECODE_FAILED, "the decoder returned more pixels than announced")
+        if os.WIFSIGNALED(status):
             raise ImagingError(
                 DECODE_FAILED, f"the decoder crashed on this data (signal {os.WTERMSIG(status)})"
             )
-        out = b"".join(chunks)
-        if os.WEXITSTATUS(status) != 0 or not _ARRAY_HEADER.size <= len(out) <= limit:
-            raise ImagingError(DECODE_FAILED, "the decoder rejected the data")
-        dtype, ndim, *shape = _ARRAY_HEADER.unpack_from(out)
+        if out[:1] == b"E":
+            raise ValueError(out[1:].decode("utf-8", "replace"))  # becomes DECODE_FAILED
+        if out[:1] != b"A" or len(out) < 1 + _ARRAY_HEADER.size:
+            raise ImagingError(DECODE_FAILED, "the decoder ended without an answer")
+        dtype, ndim, *shape = _ARRAY_HEADER.unpack_from(out, 1)
         dtype = np.dtype(dtype.strip().decode())
         shape = tuple(shape[:ndim])
-        if len(out) != _ARRAY_HEADER.size + dtype.itemsize * int(np.prod(shape)):
+        if len(out) != 1 + _ARRAY_HEADER.size + dtype.itemsize * int(np.prod(shape)):
             raise ImagingError(DECODE_FAILED, "the decoder returned a damaged image")
-        return np.frombuffer(out, dtype, offset=_ARRAY_HEADER.size).reshape(shape)
+        return np.frombuffer(out, dtype, offset=1 + _ARRAY_HEADER.size).reshape(shape)
 
     run.__name__ = f"isolated_{function.__name__}"
     return run

@@ -13,6 +13,7 @@ import re
 from gateway.ansinist.errors import Location
 from gateway.validation.findings import ERROR, WARNING, Finding
 
+from . import codecs
 from .codecs import NONE, TIFF, canonical_compression, raw_length
 from .errors import (
     BAD_GEOMETRY,
@@ -22,7 +23,7 @@ from .errors import (
     UNSUPPORTED,
     ImagingError,
 )
-from .headers import sniff
+from .headers import read_header, sniff
 from .image import DEFAULT_MAX_SIDE, Image, decode
 
 BINARY_IMAGE_TYPES = frozenset({3, 4, 5, 6, 7, 8})
@@ -295,6 +296,20 @@ def check_record(
             num,
             f"declared {declared_code}, the data is a {image.compression} stream",
         )
+    if declared_code == codecs.JP2L and image.compression == codecs.JP2L:
+        # JP2L means lossless: the codestream must use the reversible 5-3 wavelet
+        # (ISO/IEC 15444-1 Annex F, COD SPcod transformation 1).
+        try:
+            process = read_header(_data_bytes).process
+        except ImagingError:
+            process = None
+        if process == "irreversible":
+            add(
+                ERROR,
+                "IMG_COMPRESSION_MISMATCH",
+                11,
+                "declared JP2L (lossless), the codestream uses the irreversible 9-7 wavelet",
+            )
     bits = info["bits"]
     if bits is not None and not record.is_binary and record.type != 10 and bits != image.bits:
         add(
