@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import random
 import struct
 import zlib
@@ -413,6 +414,22 @@ def test_raw_depths():
         decode(b"\0" * 8, "NONE", width=2, height=2, bits=12)
     with pytest.raises(ImagingError):
         decode(b"\0" * 8, "NONE")
+
+
+def test_deep_samples_are_scaled_to_8_bits():
+    import imagecodecs
+    from PIL import Image as PILImage
+
+    ramp = (np.arange(48 * 64).reshape(48, 64) % 4096).astype(np.uint16)  # 12-bit
+    lossy = decode(imagecodecs.jpeg8_encode(ramp, bitspersample=12, level=95), "JPEGB")
+    assert lossy.bits == 12 and lossy.compression == "JPEGB"
+    assert np.abs(lossy.pixels.astype(int) - (ramp >> 4)).mean() < 3
+    lossless = decode(imagecodecs.ljpeg_encode(ramp, bitspersample=12), "JPEGL")
+    assert lossless.bits == 12 and np.array_equal(lossless.pixels, (ramp >> 4).astype(np.uint8))
+    buffer = io.BytesIO()
+    PILImage.fromarray((ramp * 16).astype(np.uint16)).save(buffer, "PNG")
+    deep_png = decode(buffer.getvalue(), "PNG")
+    assert deep_png.bits == 16 and np.array_equal(deep_png.pixels, (ramp >> 4).astype(np.uint8))
 
 
 def test_compression_codes():

@@ -72,13 +72,15 @@ class Decoder:
     """One way of decoding one compression code.
 
     ``function(data, header)`` returns the pixels; ``probe()`` says whether the library it
-    needs is importable and capable (evaluated once, never raising).
+    needs is importable and capable (evaluated once, never raising); ``accepts(header)`` whether
+    it handles that particular stream (e.g. Pillow reads only 8-bit JPEG).
     """
 
     code: str
     name: str
     function: Callable[[bytes, StreamHeader], np.ndarray]
     probe: Callable[[], bool] = lambda: True
+    accepts: Callable[[StreamHeader], bool] = lambda header: True
     _state: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -109,9 +111,12 @@ def decoders_for(code: str) -> list[Decoder]:
     return list(_REGISTRY.get(canonical_compression(code), ()))
 
 
-def find_decoder(code: str) -> Decoder | None:
-    """The first available decoder of ``code``, or ``None``."""
-    return next((d for d in decoders_for(code) if d.available), None)
+def find_decoder(code: str, header: StreamHeader | None = None) -> Decoder | None:
+    """The first available decoder of ``code`` (that accepts ``header``), or ``None``."""
+    for decoder in decoders_for(code):
+        if decoder.available and (header is None or decoder.accepts(header)):
+            return decoder
+    return None
 
 
 def available_codecs() -> dict[str, bool]:
@@ -314,7 +319,7 @@ for _decoder in (
         WSQ20, "wsq (NBIS, isolated)", isolated(_decode_wsq_native), _probe_isolated(_probe_pil_wsq)
     ),
     Decoder(WSQ20, "wsq Pillow plugin (in process)", _decode_wsq_inprocess, _probe_pil_wsq),
-    Decoder(JPEGB, "Pillow JPEG", _decode_pillow("JPEG")),
+    Decoder(JPEGB, "Pillow JPEG", _decode_pillow("JPEG"), accepts=lambda h: h.precision == 8),
     Decoder(JPEGB, "imagecodecs jpeg8", _decode_jpeg_imagecodecs, _probe_jpeg8),
     Decoder(
         JPEGL,

@@ -175,9 +175,8 @@ def _decode_uncompressed(data, kind, width, height, bits, max_side, ppi) -> Imag
             RAW_SIZE_MISMATCH,
             f"{len(data)} bytes of data for {width} x {height} x {bits} bits ({need} bytes)",
         )
-    header = StreamHeader(
-        RAW, width, height, 3 if bits in (24, 48) else 1, bits // 3 if bits in (24, 48) else bits
-    )
+    components = 3 if bits in (24, 48) else 1
+    header = StreamHeader(RAW, width, height, components, bits // components)
     pixels = _run(find_decoder(NONE), data, header)
     return Image(_to_uint8(pixels, header.precision), ppi, NONE, bits)
 
@@ -186,9 +185,13 @@ def _decode_stream(data: bytes, declared: str, kind: str, max_side: int, ppi) ->
     header = read_header(data, kind)
     _check_side(header.width, header.height, max_side, f"{header.kind} header")
     code = _actual_code(declared, header)
-    decoder = find_decoder(code)
+    decoder = find_decoder(code, header)
     if decoder is None:
-        raise ImagingError(CODEC_UNAVAILABLE, f"no {code} decoder is available here")
+        raise ImagingError(
+            CODEC_UNAVAILABLE,
+            f"no {code} decoder for {header.precision}-bit, {header.components}-component "
+            "images is available here",
+        )
     pixels = _run(decoder, data, header)
     if pixels.ndim not in (2, 3) or pixels.shape[:2] != (header.height, header.width):
         raise ImagingError(

@@ -31,8 +31,9 @@ TAGGED_IMAGE_TYPES = frozenset({10, 13, 14, 15, 16, 17})
 IMAGE_TYPES = BINARY_IMAGE_TYPES | TAGGED_IMAGE_TYPES
 # Friction-ridge and signature records decode to gray; faces, iris and user images keep colour.
 _GRAY_TYPES = frozenset({3, 4, 5, 6, 7, 8, 13, 14, 15})
-# Minimum scanning resolution meant by ISR 0 (ANSI/NIST-ITL 1-2011 8.4.5): 19.69 ppmm for the
-# high-resolution Types 4/6/7 and signatures, 9.84 ppmm for the low-resolution Types 3/5.
+# Binary records are transmitted at 1.012 NTR.  Without an NTR, ISR 0 (x.005: "minimum
+# scanning resolution") means 19.69 ppmm for the high-resolution Types 4/6/7 and signatures and
+# 9.84 ppmm for the low-resolution Types 3/5 (type-3.an2: NTR 09.84, ISR 0).
 _MIN_PPMM = {3: 9.84, 4: 19.69, 5: 9.84, 6: 19.69, 7: 19.69, 8: 19.69}
 _PPMM_TO_PPI = 25.4
 _SLC_PPI, _SLC_PPCM = "1", "2"
