@@ -589,6 +589,45 @@ def test_fuzzed_streams_raise_only_imaging_errors(code):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "misc/openebts-NISTFile.ebts",  # Type-4 WSQ
+        "nist-reference/type-8-sig-fax.an2",  # Type-8 TIFF fax
+        "nist-reference/type-5.an2",  # Type-5 1-bit raw
+        "nbis-an2kconvert/valid1.3.an2",  # Type-10 JPEGB
+    ],
+)
+def test_fuzzed_records_raise_only_imaging_errors(name):
+    """Whole transactions mutated: headers (HLL, VLL, GCA, CGA) and image bytes alike."""
+    source = (TRADITIONAL / name).read_bytes()
+    rng = random.Random(name)
+    checked = 0
+    for n in range(40):
+        mutant = bytearray(source)
+        for _ in range(rng.randint(1, 6)):
+            # Half the flips land in the first 400 bytes, where the record headers are.
+            i = rng.randrange(400 if n % 2 else len(mutant))
+            mutant[i] = rng.randrange(256)
+        try:
+            txn = an.read(bytes(mutant))
+        except an.FormatError:
+            continue
+        ntr = ntr_of(txn)
+        for recno, record in enumerate(txn.records, 1):
+            if record.type not in IMAGE_TYPES:
+                continue
+            try:
+                decode_record(record, ntr=ntr, recno=recno)
+            except ImagingError as err:
+                assert err.location.record == recno
+            findings = check_record(record, ntr=ntr, recno=recno)  # never raises
+            assert all(f.severity in ("error", "warning") for f in findings)
+            checked += 1
+    assert checked > 10
+
+
 def test_a_stream_that_corrupts_the_nbis_heap_is_survived():
     # One flipped bit in the entropy-coded data: NBIS writes out of bounds and either reports
     # an error or dies of SIGSEGV, depending on the heap.  Either way, this process goes on.

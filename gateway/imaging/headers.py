@@ -244,6 +244,7 @@ _SOF_PROCESS = {
     0xCD: "hierarchical",
     0xCE: "hierarchical",
     0xCF: "hierarchical",
+    0xDE: "hierarchical",  # DHP: the size of the whole hierarchical image (10918-1 B.3.2)
     0xF7: "jpeg-ls",  # ISO/IEC 14495-1 SOF55
 }
 
