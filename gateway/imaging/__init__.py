@@ -13,8 +13,11 @@ Public API::
 :class:`ImagingError` (a ``ValueError`` with ``code``, ``message``, ``location``, ``hint``);
 sizes are checked against ``max_side`` (default 4000 pixels) before anything is decompressed.
 
-Decoders are pluggable (:func:`register_decoder`, :func:`available_codecs`).  No Twisted and no
-I/O here, except :func:`load_image_file` reading its one file.
+Decoders are pluggable (:func:`register_decoder`, :func:`available_codecs`).  The native WSQ
+(NBIS, PyPI ``wsq``) and lossless-JPEG (imagecodecs ljpeg) decoders crash on some damaged
+streams, so by default they run in a short-lived forked child (:func:`.codecs.isolated`); a
+crash or a hang there is an ``IMG_DECODE_FAILED`` error.  No Twisted and no I/O here, except
+:func:`load_image_file` reading its one file (and the pipe to such a child).
 """
 
 from __future__ import annotations
