@@ -12,6 +12,7 @@ import sys
 
 # Sub-command modules, in the order ``--help`` lists them.
 COMMANDS = [
+    "gateway.commands.run",
     "gateway.commands.dump",
     "gateway.commands.convert",
     "gateway.commands.validate",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .errors import CodecWarning, FormatError, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES, FGP
-from .model import FS, GS, Field, Record, Transaction
+from .model import FS, GS, RS, US, Field, Record, Transaction
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 10_000
@@ -510,4 +510,30 @@ def _current_cnt(t1: Record):
         return None
 
 
-__all__ = ["read_traditional", "write_traditional", "encode_record", "KNOWN_VERSIONS"]
+def peek_type1(data: bytes, limit: int = 8192) -> dict[str, str]:
+    """Best-effort Type-1 values (tag -> first item) from bytes that may not read at all.
+
+    Used to address an ERRT for a file the reader rejects; never raises.
+    """
+    head = bytes(data[:limit])
+    end = head.find(FS)
+    if end >= 0:
+        head = head[:end]
+    values: dict[str, str] = {}
+    for chunk in head.split(GS):
+        tag, sep, value = chunk.partition(b":")
+        parsed = _parse_tag(tag) if sep else None
+        if parsed is None or parsed[0] != 1:
+            continue
+        text = value.split(RS)[0].split(US)[0].decode("utf-8", "replace")
+        values.setdefault(parsed[2], text)
+    return values
+
+
+__all__ = [
+    "KNOWN_VERSIONS",
+    "encode_record",
+    "peek_type1",
+    "read_traditional",
+    "write_traditional",
+]

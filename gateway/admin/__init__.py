@@ -1,0 +1,1 @@
+"""The admin dashboard and JSON API over the journal."""

@@ -1,0 +1,75 @@
+"""Worker processes for CPU work, as Twisted Deferreds (the matcher's one Twisted boundary).
+
+Decoding, extraction and search run in a :class:`concurrent.futures.ProcessPoolExecutor`
+(``spawn`` start method: the children share nothing with the reactor).  A worker that dies
+(a native decoder crashing on hostile input, the OOM killer) breaks the executor: the pool
+replaces it and fails only the jobs that were running, with :class:`WorkerCrashed`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from twisted.internet import defer, reactor
+
+
+class WorkerCrashed(RuntimeError):
+    """The worker process running a job died."""
+
+
+class WorkerPool:
+    def __init__(self, processes: int = 2, *, clock=None):
+        self.processes = max(1, int(processes))
+        self._reactor = clock or reactor
+        self._executor: ProcessPoolExecutor | None = None
+        self.crashes = 0
+        self.running = 0
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.processes, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._executor
+
+    def run(self, fn, *args) -> defer.Deferred:
+        """Run ``fn(*args)`` in a worker; the Deferred fires in the reactor thread."""
+        d = defer.Deferred()
+        try:
+            future = self._pool().submit(fn, *args)
+        except (BrokenProcessPool, RuntimeError):
+            self._replace()
+            future = self._pool().submit(fn, *args)
+        self.running += 1
+
+        def done(f):
+            self._reactor.callFromThread(self._finish, d, f)
+
+        future.add_done_callback(done)
+        return d
+
+    def _finish(self, d: defer.Deferred, future) -> None:
+        self.running -= 1
+        try:
+            result = future.result()
+        except BrokenProcessPool as exc:
+            self.crashes += 1
+            self._replace()
+            d.errback(WorkerCrashed(str(exc) or "a worker process died"))
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            d.errback(exc)
+            return
+        d.callback(result)
+
+    def _replace(self) -> None:
+        old, self._executor = self._executor, None
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

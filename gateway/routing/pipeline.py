@@ -1,0 +1,243 @@
+"""The pipeline: from a stored message to a queued response (Twisted side).
+
+For each accepted message: check idempotency on (ORI, TCN), hand the bytes to a worker
+(:func:`gateway.routing.processing.process`), record every state it passed, then store the
+response with its deliveries and any enrolment in one commit, and wake the dispatcher.
+A message interrupted by a crash is taken up again by :meth:`Pipeline.resume` on start-up;
+since the response is committed once (RESPONDED is terminal), it is answered exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from twisted.internet import defer
+
+from gateway.ansinist import FormatError, read
+from gateway.ansinist.traditional import peek_type1
+from gateway.matcher.pool import WorkerCrashed
+from gateway.store.journal import TERMINAL, Journal
+
+from .processing import Job, Result, process
+
+log = logging.getLogger("gateway.pipeline")
+
+
+class Pipeline:
+    def __init__(self, config, journal: Journal, pool, dispatcher, *, galleries=None):
+        self.config = config
+        self.journal = journal
+        self.pool = pool
+        self.dispatcher = dispatcher
+        self.galleries = galleries or {}
+        self._inflight: dict[str, defer.Deferred] = {}
+        self._by_key: dict[tuple, defer.Deferred] = {}
+        self.processed = 0
+
+    # -- public ---------------------------------------------------------------------------------
+    def submit(self, msg_id: str) -> defer.Deferred:
+        """Process ``msg_id`` (once, even if submitted twice); fires when it is answered."""
+        if msg_id in self._inflight:
+            return _chain(self._inflight[msg_id])
+        d = defer.ensureDeferred(self._handle(msg_id))
+        self._inflight[msg_id] = d
+
+        def forget(value):
+            self._inflight.pop(msg_id, None)
+            return value
+
+        d.addBoth(forget)
+        d.addErrback(self._unexpected, msg_id)
+        return _chain(d)
+
+    def resume(self) -> list[defer.Deferred]:
+        """Take up every accepted message that was not answered before a stop or crash."""
+        pending = self.journal.unfinished()
+        if pending:
+            log.info("resuming %d unanswered messages", len(pending))
+        return [self.submit(m.id) for m in pending]
+
+    @property
+    def busy(self) -> int:
+        return len(self._inflight)
+
+    # -- steps ----------------------------------------------------------------------------------
+    async def _handle(self, msg_id: str) -> None:
+        msg = self.journal.message(msg_id)
+        if msg.state in TERMINAL:
+            return
+        payload = self.journal.payload(msg.payload)
+        key = _identity(payload)
+        if key is not None:
+            # Idempotent per (ORI, TCN): wait for an earlier twin, then reuse its answer.
+            while key in self._by_key:
+                await _chain(self._by_key[key])
+            mine = defer.Deferred()
+            self._by_key[key] = mine
+            try:
+                if await self._answer_duplicate(msg_id, key):
+                    return
+                await self._process(msg_id, msg, payload)
+            finally:
+                if self._by_key.get(key) is mine:
+                    del self._by_key[key]
+                mine.callback(None)
+        else:
+            await self._process(msg_id, msg, payload)
+
+    async def _answer_duplicate(self, msg_id: str, key: tuple) -> bool:
+        ori, tcn = key
+        previous = self.journal.previous_response(ori, tcn, exclude=msg_id)
+        if previous is None:
+            return False
+        msg = self.journal.message(msg_id)
+        response = self.journal.payload(previous.response) if previous.response else None
+        self.journal.identify(
+            msg_id, ori=ori, tcn=tcn, tot=previous.tot, dai=previous.dai, encoding=previous.encoding
+        )
+        self.journal.respond(
+            msg_id,
+            response=response,
+            response_tot=previous.response_tot,
+            response_tcn=previous.response_tcn,
+            deliveries=self._deliveries(msg, ori, previous.response_tot, previous.encoding),
+            outcome=f"duplicate of {previous.id}: same {previous.response_tot or 'outcome'}",
+            duplicate_of=previous.id,
+        )
+        self.dispatcher.kick()
+        return True
+
+    def _job(self, msg_id: str, payload: bytes) -> Job:
+        cfg = self.config
+        day = dt.date.today()
+        tcn = f"GW{day:%Y%m%d}{self.journal.next_number('response_tcn'):08d}"
+        return Job(
+            message_id=msg_id,
+            payload=payload,
+            response_tcn=tcn,
+            gateway_ori=cfg.gateway_ori,
+            profile=cfg.profile,
+            today=day.isoformat(),
+            fbi_gallery=self.galleries.get("fbi"),
+            journal_path=str(self.journal.path),
+            new_subject_id=f"{self.journal.next_number('ucn'):07d}GW",
+        )
+
+    async def _process(self, msg_id: str, msg, payload: bytes) -> None:
+        started = time.perf_counter()
+        job = self._job(msg_id, payload)
+        result: Result | None = None
+        for attempt in (1, 2):
+            try:
+                result = await self.pool.run(process, job)
+                break
+            except WorkerCrashed as exc:
+                log.warning("worker crashed on %s (attempt %d): %s", msg_id, attempt, exc)
+        if result is None:
+            result = _crash_result(job)
+        ident = result.identity
+        self.journal.identify(
+            msg_id, **{k: ident.get(k) for k in ("ori", "tcn", "tot", "dai", "encoding")}
+        )
+        for state, outcome, ms in result.steps:
+            self.journal.advance(
+                msg_id,
+                state,
+                outcome=outcome,
+                duration_ms=ms,
+                summary=result.summary if state == result.steps[-1][0] else None,
+            )
+        msg = self.journal.message(msg_id)
+        self.journal.respond(
+            msg_id,
+            response=result.response,
+            response_tot=result.response_tot,
+            response_tcn=job.response_tcn if result.response else None,
+            deliveries=self._deliveries(
+                msg, ident.get("ori"), result.response_tot, result.encoding
+            ),
+            duration_ms=(time.perf_counter() - started) * 1000,
+            enrol=result.enroll,
+        )
+        self.processed += 1
+        log.info(
+            "%s %s TCN %s -> %s",
+            msg_id,
+            ident.get("tot"),
+            ident.get("tcn"),
+            result.response_tot or "no answer",
+        )
+        self.dispatcher.kick()
+
+    def _deliveries(self, msg, ori: str | None, response_tot: str | None, encoding: str | None):
+        """Where a response goes: the agency's registered address, else back to the sender."""
+        if not response_tot:
+            return []
+        agency = self.config.agency(ori)
+        ext = "xml" if encoding == "xml" else "eft"
+        meta = {"tot": response_tot, "filename": f"{response_tot.lower()}.{ext}", "tcn": msg.tcn}
+        if msg.transport == "soap":
+            url = (agency.response_soap if agency else None) or msg.reply_to
+            return [("soap", url, meta)] if url else []
+        address = (agency.response_email if agency else None) or msg.reply_to
+        return [("smtp", address, meta)] if address else []
+
+    def _unexpected(self, failure, msg_id):
+        log.error("processing %s failed: %s", msg_id, failure.getTraceback())
+        return None
+
+
+def _chain(d: defer.Deferred) -> defer.Deferred:
+    """A Deferred that fires when ``d`` does, without taking its result."""
+    out = defer.Deferred()
+
+    def fire(value):
+        if not out.called:
+            out.callback(None)
+        return value
+
+    d.addBoth(fire)
+    return out
+
+
+def _identity(payload: bytes) -> tuple[str, str] | None:
+    """(ORI, TCN) of a payload, cheaply; None when it has none."""
+    if payload[:1] == b"<" or payload.lstrip()[:1] == b"<":
+        try:
+            txn = read(payload)
+        except FormatError:
+            return None
+        ori, tcn = txn.ori, txn.tcn
+    else:
+        t1 = peek_type1(payload)
+        ori, tcn = t1.get("1.008"), t1.get("1.009")
+    return (ori, tcn) if ori and tcn else None
+
+
+def _crash_result(job: Job) -> Result:
+    """A worker died twice on this input: answer with an ERRT built here."""
+    from gateway.ansinist import write
+    from gateway.ansinist.errors import Location
+    from gateway.validation import ERROR, Finding
+
+    from .processing import _identity_from_peek, _placeholder_submission
+    from .responses import build_errt
+
+    result = Result()
+    result.identity = _identity_from_peek(job.payload)
+    finding = Finding(
+        ERROR,
+        "WORKER_CRASH",
+        Location(),
+        "the worker processing it died twice",
+        hint="TRANSACTION COULD NOT BE PROCESSED (IMAGE DATA); CHECK AND RESUBMIT",
+    )
+    errt = build_errt(
+        _placeholder_submission(job.payload), [finding], tcn=job.response_tcn, ori=job.gateway_ori
+    )
+    result.response = write(errt)
+    result.response_tot = "ERRT"
+    result.steps.append(("REJECTED", "WORKER_CRASH", 0.0))
+    return result

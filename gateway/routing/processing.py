@@ -1,0 +1,268 @@
+"""The CPU side of the pipeline: decode, validate, search, decide the response (pure).
+
+:func:`process` runs in a worker process (see :mod:`gateway.matcher.pool`) on the raw bytes of
+one accepted transaction and returns plain data: the states it passed with their outcomes and
+durations, the response bytes, and what the parent must record (identity, enrolment, search
+summary).  It never touches the journal or the network, so a transaction can be processed again
+after a crash with the same result.  Bad input never raises: it becomes an ERRT.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from gateway.ansinist import FormatError, Transaction, read, write
+from gateway.ansinist.errors import Location
+from gateway.ansinist.traditional import peek_type1
+
+from . import rules
+from .sre import build_sre
+
+FINGER_POSITIONS = range(1, 11)  # rolled FGP 1-10
+
+
+@dataclass
+class Job:
+    """What the parent hands a worker (picklable)."""
+
+    message_id: str
+    payload: bytes
+    response_tcn: str
+    gateway_ori: str
+    profile: str = "ebts-9.1"
+    today: str | None = None  # ISO date; default: the worker's local date
+    fbi_gallery: str | None = None
+    journal_path: str | None = None  # for enrolments made since the gallery was saved
+    search_positions: tuple[int, ...] = tuple(FINGER_POSITIONS)
+    new_subject_id: str | None = None  # UCN given to an enrolled new subject
+
+
+@dataclass
+class Result:
+    steps: list[tuple[str, str, float]] = field(default_factory=list)  # state, outcome, ms
+    identity: dict = field(default_factory=dict)
+    response: bytes | None = None
+    response_tot: str | None = None
+    encoding: str = "traditional"
+    summary: dict = field(default_factory=dict)
+    enroll: dict | None = None  # {"subject_id": ..., "templates": {position: bytes}}
+
+    def step(self, state: str, outcome: str, started: float) -> float:
+        now = time.perf_counter()
+        self.steps.append((state, outcome, round((now - started) * 1000, 3)))
+        return now
+
+
+def _today(job: Job) -> dt.date:
+    return dt.date.fromisoformat(job.today) if job.today else dt.date.today()
+
+
+def _placeholder_submission(payload: bytes) -> Transaction:
+    """A Type-1-only stand-in for a file that does not read, to address its ERRT."""
+    t1 = peek_type1(payload)
+    return Transaction.new(
+        tot=t1.get("1.004") or "UNKNOWN",
+        dai=t1.get("1.007") or "UNKNOWN",
+        ori=t1.get("1.008") or "UNKNOWN",
+        tcn=t1.get("1.009") or "UNKNOWN",
+        dat=t1.get("1.005") or "19700101",
+        ver="0400",
+    )
+
+
+def _errt(job: Job, submission: Transaction, findings, result: Result) -> None:
+    from .responses import build_errt
+
+    errt = build_errt(
+        submission,
+        findings,
+        tcn=job.response_tcn,
+        ori=job.gateway_ori,
+        dat=_today(job).strftime("%Y%m%d"),
+    )
+    result.response = write(errt)
+    result.response_tot = "ERRT"
+    result.encoding = errt.encoding
+
+
+def process(job: Job) -> Result:
+    """Process one transaction; never raises (an internal error becomes an ERRT)."""
+    result = Result()
+    started = time.perf_counter()
+    try:
+        _process(job, result, started)
+    except Exception as exc:  # noqa: BLE001 - the daemon must answer whatever happens
+        from gateway.validation import ERROR, Finding
+
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        result.summary["internal_error"] = detail[:500]
+        finding = Finding(
+            ERROR,
+            "INTERNAL_ERROR",
+            Location(),
+            "internal processing error",
+            hint="INTERNAL PROCESSING ERROR; RESUBMIT",
+        )
+        try:
+            _errt(job, _placeholder_submission(job.payload), [finding], result)
+        except Exception:  # noqa: BLE001
+            result.response = None
+        result.step("REJECTED", "INTERNAL_ERROR", started)
+    return result
+
+
+def _process(job: Job, result: Result, t: float) -> None:
+    from gateway.validation import format_error_finding, validate
+
+    try:
+        txn = read(job.payload)
+    except FormatError as exc:
+        result.identity = _identity_from_peek(job.payload)
+        result.summary["findings"] = [format_error_finding(exc).to_dict()]
+        t = result.step("REJECTED", exc.code, t)
+        _errt(job, _placeholder_submission(job.payload), [format_error_finding(exc)], result)
+        return
+    result.encoding = txn.encoding
+    result.identity = {
+        "ori": txn.ori,
+        "tcn": txn.tcn,
+        "tot": txn.tot,
+        "dai": txn.dai,
+        "encoding": txn.encoding,
+    }
+    t = result.step("DECODED", f"{len(txn.records)} records", t)
+
+    source = job.payload if txn.encoding == "xml" else None
+    report = validate(txn, profile=job.profile, source=source, today=_today(job))
+    result.summary["findings"] = [f.to_dict() for f in report.findings[:50]]
+    if not report.valid:
+        errors = report.errors
+        t = result.step("REJECTED", f"{len(errors)} errors", t)
+        _errt(job, txn, errors, result)
+        return
+    t = result.step("VALIDATED", f"{len(report.warnings)} warnings", t)
+
+    tot = txn.tot
+    identified, ucn, messages = False, None, []
+    if rules.is_tenprint(tot) and not job.fbi_gallery:
+        t = result.step("SEARCHED", "no FBI gallery configured", t)
+    elif rules.is_tenprint(tot):
+        probe = _probe_templates(txn, job.search_positions)
+        result.summary["fingers"] = sorted(probe)
+        if not probe:
+            from gateway.validation import ERROR, Finding
+
+            finding = Finding(
+                ERROR,
+                "NO_FINGERS",
+                Location(),
+                "no decodable rolled finger image (FGP 1-10)",
+                hint="NO USABLE FINGERPRINT IMAGES (FGP 1-10) IN SUBMISSION",
+            )
+            t = result.step("REJECTED", "NO_FINGERS", t)
+            _errt(job, txn, [finding], result)
+            return
+        best = _search(job, probe)
+        if best is not None and best.decision:
+            identified, ucn = True, best.subject_id
+        result.summary["fbi"] = (
+            {
+                "candidate": best.subject_id,
+                "score": round(float(best.score), 4),
+                "hit": bool(identified),
+            }
+            if best is not None
+            else {"hit": False}
+        )
+        t = result.step("SEARCHED", f"FBI {'hit' if identified else 'no hit'}", t)
+        sub2 = next((r for r in txn.records if r.type == 2), None)
+        ret = sub2.value("2.005") if sub2 is not None else None
+        if rules.should_enroll(tot, ret, identified) and job.new_subject_id:
+            all_templates = _probe_templates(txn, tuple(FINGER_POSITIONS), probe)
+            result.enroll = {
+                "gallery": "fbi",
+                "subject_id": job.new_subject_id,
+                "templates": {pos: tpl.to_bytes() for pos, tpl in all_templates.items()},
+            }
+            ucn = job.new_subject_id
+            messages.append(f"NEW SUBJECT ENROLLED, UCN {ucn}")
+    if rules.answer_required(tot):
+        sre = build_sre(
+            txn,
+            tcn=job.response_tcn,
+            identified=identified,
+            ucn=ucn if identified else None,
+            messages=messages,
+            dat=_today(job).strftime("%Y%m%d"),
+            gateway_ori=job.gateway_ori,
+        )
+        result.response = write(sre)
+        result.response_tot = "SRE"
+    result.step("ROUTED", result.response_tot or "no answer required", t)
+
+
+def _identity_from_peek(payload: bytes) -> dict:
+    t1 = peek_type1(payload)
+    return {
+        "ori": t1.get("1.008"),
+        "tcn": t1.get("1.009"),
+        "tot": t1.get("1.004"),
+        "dai": t1.get("1.007"),
+        "encoding": "traditional",
+    }
+
+
+def _probe_templates(txn: Transaction, positions, have: dict | None = None) -> dict:
+    """Templates of the rolled finger images (Type-14, else Type-4) at ``positions``."""
+    from gateway.imaging import ImagingError, decode_record, ntr_of, to_500ppi
+    from gateway.matcher import extract
+
+    out = dict(have or {})
+    ntr = ntr_of(txn)
+    for record in txn.records:
+        if record.type not in (4, 14):
+            continue
+        try:
+            fgp = int(record.value(f"{record.type}.{4 if record.type == 4 else 13:03d}") or 0)
+        except ValueError:
+            continue
+        if fgp not in positions or fgp in out:
+            continue
+        try:
+            image = to_500ppi(decode_record(record, ntr=ntr))
+            out[fgp] = extract(image.pixels, 500)
+        except (ImagingError, ValueError):
+            continue  # a finger that does not decode is left out of the search
+    return out
+
+
+_GALLERIES: dict[str, list] = {}  # path -> [Gallery, last enrolment row applied]
+
+
+def _search(job: Job, probe: dict):
+    if not job.fbi_gallery:
+        return None
+    gallery = load_gallery(job.fbi_gallery, job.journal_path, "fbi")
+    candidates = gallery.search(probe, top=1)
+    return candidates[0] if candidates else None
+
+
+def load_gallery(path: str, journal_path: str | None, name: str):
+    """The worker's cached gallery, with the enrolments the journal holds applied."""
+    from gateway.matcher import Template
+    from gateway.matcher.gallery import Gallery
+
+    entry = _GALLERIES.get(path)
+    if entry is None:
+        entry = _GALLERIES[path] = [Gallery.load(path), 0]
+    gallery = entry[0]
+    if journal_path:
+        from gateway.store.enrolments import read_enrolments
+
+        for rowid, subject_id, position, data in read_enrolments(journal_path, name, entry[1]):
+            gallery.add(subject_id, position, Template.from_bytes(data))
+            entry[1] = rowid
+    return gallery

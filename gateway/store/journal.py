@@ -1,0 +1,530 @@
+"""The message journal: transactions, their states, payloads, responses and outbound queue.
+
+SQLite in WAL mode with ``synchronous=FULL``: when :meth:`Journal.accept` returns, the raw bytes
+and the STORED state are on disk, so a transport may acknowledge (DESIGN.md section 1).  Every
+state transition is written here and to the routing log (JSON lines, no personal fields).
+Payloads are stored once, by SHA-256.
+
+The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
+thread (commits are small) and never from worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .enrolments import SCHEMA as ENROLMENT_SCHEMA
+from .enrolments import add_enrolment
+
+# States (DESIGN.md section 1).
+RECEIVED, STORED, DECODED, VALIDATED, REJECTED = (
+    "RECEIVED",
+    "STORED",
+    "DECODED",
+    "VALIDATED",
+    "REJECTED",
+)
+SEARCHED, ROUTED, RESPONDED, DUPLICATE = "SEARCHED", "ROUTED", "RESPONDED", "DUPLICATE"
+UNREADABLE = "UNREADABLE"  # bytes that are no transaction at all: answered by ERRT when possible
+TERMINAL = frozenset({RESPONDED, DUPLICATE})
+# Outbound states, per destination.
+QUEUED, SENT, RETRYING, FAILED = "QUEUED", "SENT", "RETRYING", "FAILED"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS payloads (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    transport TEXT NOT NULL,
+    peer TEXT,
+    reply_to TEXT,
+    payload TEXT NOT NULL REFERENCES payloads(sha256),
+    encoding TEXT,
+    ori TEXT, tcn TEXT, tot TEXT, dai TEXT,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    response_tot TEXT,
+    response TEXT REFERENCES payloads(sha256),
+    response_tcn TEXT,
+    duplicate_of TEXT,
+    summary TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
+CREATE INDEX IF NOT EXISTS messages_ori_tcn ON messages(ori, tcn);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    destination TEXT,
+    outcome TEXT,
+    duration_ms REAL
+);
+CREATE INDEX IF NOT EXISTS transitions_message ON transitions(message_id);
+CREATE TABLE IF NOT EXISTS outbound (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    payload TEXT NOT NULL REFERENCES payloads(sha256),
+    meta TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    UNIQUE (message_id, kind, destination)
+);
+CREATE INDEX IF NOT EXISTS outbound_due ON outbound(state, next_attempt);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    received_at: float
+    transport: str
+    peer: str | None
+    reply_to: str | None
+    payload: str
+    encoding: str | None
+    ori: str | None
+    tcn: str | None
+    tot: str | None
+    dai: str | None
+    state: str
+    updated_at: float
+    response_tot: str | None
+    response: str | None
+    response_tcn: str | None
+    duplicate_of: str | None
+    summary: str | None
+
+    def to_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["summary"] = json.loads(self.summary) if self.summary else None
+        return out
+
+
+@dataclass(frozen=True)
+class Outbound:
+    id: int
+    message_id: str
+    kind: str
+    destination: str
+    payload: str
+    meta: str | None
+    state: str
+    attempts: int
+    next_attempt: float
+    last_error: str | None
+    created_at: float
+    sent_at: float | None
+
+
+class RoutingLog:
+    """Append-only JSON lines; one line per transition, fsync'd with the batch."""
+
+    FIELDS = (
+        "time",
+        "message_id",
+        "tcn",
+        "ori",
+        "tot",
+        "from_state",
+        "to_state",
+        "destination",
+        "outcome",
+        "duration_ms",
+    )
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def write(self, entry: dict) -> None:
+        if self._fh is None:
+            return
+        line = {k: entry.get(k) for k in self.FIELDS}
+        self._fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class Journal:
+    """The durable store of the gateway (one SQLite file under the data directory)."""
+
+    def __init__(self, path: str | Path, routing_log: str | Path | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+        self.db.executescript(ENROLMENT_SCHEMA)
+        self.log = RoutingLog(Path(routing_log) if routing_log else None)
+        self._log_pending: list[dict] = []
+
+    def close(self) -> None:
+        self.db.close()
+        self.log.close()
+
+    # -- helpers ----------------------------------------------------------------------
+    def _tx(self):
+        return _Tx(self)
+
+    def _committed(self, ok: bool) -> None:
+        pending, self._log_pending = self._log_pending, []
+        if ok:
+            for entry in pending:
+                self.log.write(entry)
+
+    def _put_payload(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        self.db.execute(
+            "INSERT OR IGNORE INTO payloads (sha256, size, data) VALUES (?, ?, ?)",
+            (digest, len(data), data),
+        )
+        return digest
+
+    def payload(self, digest: str) -> bytes:
+        row = self.db.execute("SELECT data FROM payloads WHERE sha256 = ?", (digest,)).fetchone()
+        if row is None:
+            raise KeyError(digest)
+        return bytes(row[0])
+
+    def next_number(self, name: str) -> int:
+        """A durable counter (control numbers, response TCNs)."""
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, 1) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                (name,),
+            )
+            (value,) = self.db.execute(
+                "SELECT value FROM counters WHERE name = ?", (name,)
+            ).fetchone()
+        return value
+
+    def _transition(
+        self, msg: dict, to_state: str, *, destination=None, outcome=None, duration_ms=None, at=None
+    ) -> None:
+        at = at or time.time()
+        self.db.execute(
+            "INSERT INTO transitions (message_id, at, from_state, to_state, destination, "
+            "outcome, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (msg["id"], at, msg.get("state"), to_state, destination, outcome, duration_ms),
+        )
+        self._log_pending.append(
+            {
+                "time": _iso(at),
+                "message_id": msg["id"],
+                "tcn": msg.get("tcn"),
+                "ori": msg.get("ori"),
+                "tot": msg.get("tot"),
+                "from_state": msg.get("state"),
+                "to_state": to_state,
+                "destination": destination,
+                "outcome": outcome,
+                "duration_ms": None if duration_ms is None else round(duration_ms, 3),
+            }
+        )
+        msg["state"] = to_state
+
+    # -- intake ----------------------------------------------------------------------
+    def accept(
+        self, data: bytes, *, transport: str, peer: str | None = None, reply_to: str | None = None
+    ) -> str:
+        """Store the raw bytes durably (RECEIVED -> STORED); returns the message id."""
+        return self.accept_many([data], transport=transport, peer=peer, reply_to=reply_to)[0]
+
+    def accept_many(
+        self,
+        items: list[bytes],
+        *,
+        transport: str,
+        peer: str | None = None,
+        reply_to: str | None = None,
+    ) -> list[str]:
+        """Store several transactions in one commit: all are accepted, or none."""
+        now = time.time()
+        ids = []
+        with self._tx():
+            for data in items:
+                msg_id = f"M{int(now * 1000):013d}-{uuid.uuid4().hex[:10]}"
+                msg = {"id": msg_id, "state": None}
+                digest = self._put_payload(data)
+                self.db.execute(
+                    "INSERT INTO messages (id, received_at, transport, peer, reply_to, payload, "
+                    "state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (msg_id, now, transport, peer, reply_to, digest, STORED, now),
+                )
+                self._transition(
+                    msg, RECEIVED, outcome=f"{len(data)} bytes via {transport}", at=now
+                )
+                self._transition(msg, STORED, outcome=digest[:16], at=now)
+                ids.append(msg_id)
+        return ids
+
+    def identify(self, msg_id: str, *, ori, tcn, tot, dai, encoding) -> None:
+        """Record the Type-1 identity of a decoded message (no state change)."""
+        with self._tx():
+            self.db.execute(
+                "UPDATE messages SET ori = ?, tcn = ?, tot = ?, dai = ?, encoding = ? WHERE id = ?",
+                (ori, tcn, tot, dai, encoding, msg_id),
+            )
+
+    def advance(
+        self,
+        msg_id: str,
+        to_state: str,
+        *,
+        outcome=None,
+        duration_ms=None,
+        destination=None,
+        summary: dict | None = None,
+    ) -> None:
+        with self._tx():
+            msg = self._row(msg_id)
+            self._transition(
+                msg, to_state, outcome=outcome, duration_ms=duration_ms, destination=destination
+            )
+            self.db.execute(
+                "UPDATE messages SET state = ?, updated_at = ?, "
+                "summary = COALESCE(?, summary) WHERE id = ?",
+                (to_state, time.time(), json.dumps(summary) if summary else None, msg_id),
+            )
+
+    def respond(
+        self,
+        msg_id: str,
+        *,
+        response: bytes | None,
+        response_tot: str | None,
+        response_tcn: str | None,
+        deliveries: list[tuple[str, str, dict]],
+        outcome: str | None = None,
+        duration_ms: float | None = None,
+        duplicate_of: str | None = None,
+        enrol: dict | None = None,
+    ) -> None:
+        """Store the response, its deliveries and any enrolment in one commit (-> RESPONDED).
+
+        ``deliveries``: (kind, destination, meta) per destination, e.g. ("smtp", address, {}).
+        ``response`` is None for a TOT that needs no answer (CNA).  Idempotent: a message
+        already answered is left as it is.
+        """
+        now = time.time()
+        with self._tx():
+            msg = self._row(msg_id)
+            if msg["state"] in TERMINAL:
+                return
+            digest = self._put_payload(response) if response is not None else None
+            if enrol:
+                add_enrolment(
+                    self.db, msg_id, enrol["gallery"], enrol["subject_id"], enrol["templates"]
+                )
+            for kind, destination, meta in deliveries if digest else ():
+                self.db.execute(
+                    "INSERT OR IGNORE INTO outbound (message_id, kind, destination, payload, "
+                    "meta, state, next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (msg_id, kind, destination, digest, json.dumps(meta), QUEUED, now, now),
+                )
+                self._transition(msg, msg["state"], destination=destination, outcome=QUEUED)
+            final = DUPLICATE if duplicate_of else RESPONDED
+            self._transition(
+                msg,
+                final,
+                outcome=outcome or response_tot or "no answer required",
+                duration_ms=duration_ms,
+            )
+            self.db.execute(
+                "UPDATE messages SET state = ?, updated_at = ?, response = ?, response_tot = ?, "
+                "response_tcn = ?, duplicate_of = ? WHERE id = ?",
+                (final, now, digest, response_tot, response_tcn, duplicate_of, msg_id),
+            )
+
+    def previous_response(self, ori: str, tcn: str, exclude: str) -> Message | None:
+        """The first answered message with this (ORI, TCN), for idempotent resubmissions."""
+        row = self.db.execute(
+            "SELECT * FROM messages WHERE ori = ? AND tcn = ? AND id != ? AND state = ? "
+            "ORDER BY received_at LIMIT 1",
+            (ori, tcn, exclude, RESPONDED),
+        ).fetchone()
+        return Message(*row) if row else None
+
+    def earlier_in_flight(self, ori: str, tcn: str, msg_id: str) -> Message | None:
+        """An earlier, still unanswered message with the same (ORI, TCN)."""
+        row = self.db.execute(
+            "SELECT * FROM messages WHERE ori = ? AND tcn = ? AND id < ? AND response IS NULL "
+            "ORDER BY id LIMIT 1",
+            (ori, tcn, msg_id),
+        ).fetchone()
+        return Message(*row) if row else None
+
+    # -- queries ----------------------------------------------------------------------
+    def _row(self, msg_id: str) -> dict:
+        cur = self.db.execute("SELECT * FROM messages WHERE id = ?", (msg_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise KeyError(msg_id)
+        return dict(zip([c[0] for c in cur.description], row, strict=True))
+
+    def message(self, msg_id: str) -> Message:
+        row = self.db.execute("SELECT * FROM messages WHERE id = ?", (msg_id,)).fetchone()
+        if row is None:
+            raise KeyError(msg_id)
+        return Message(*row)
+
+    def messages(
+        self,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        state: str | None = None,
+        tcn: str | None = None,
+        ori: str | None = None,
+    ) -> list[Message]:
+        where, args = [], []
+        for column, value in (("state", state), ("tcn", tcn), ("ori", ori)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT * FROM messages"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_at DESC LIMIT ? OFFSET ?"
+        return [Message(*r) for r in self.db.execute(sql, (*args, limit, offset))]
+
+    def unfinished(self) -> list[Message]:
+        """Accepted messages not yet answered: resumed after a restart."""
+        rows = self.db.execute(
+            "SELECT * FROM messages WHERE state NOT IN (?, ?) ORDER BY received_at",
+            tuple(TERMINAL),
+        )
+        return [Message(*r) for r in rows]
+
+    def transitions(self, msg_id: str) -> list[dict]:
+        cur = self.db.execute(
+            "SELECT at, from_state, to_state, destination, outcome, duration_ms "
+            "FROM transitions WHERE message_id = ? ORDER BY id",
+            (msg_id,),
+        )
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur]
+
+    def stats(self) -> dict:
+        states = dict(self.db.execute("SELECT state, COUNT(*) FROM messages GROUP BY state"))
+        outbound = dict(self.db.execute("SELECT state, COUNT(*) FROM outbound GROUP BY state"))
+        tots = dict(
+            self.db.execute(
+                "SELECT COALESCE(response_tot, '-'), COUNT(*) FROM messages GROUP BY response_tot"
+            )
+        )
+        return {"messages": states, "outbound": outbound, "responses": tots}
+
+    # -- outbound queue ----------------------------------------------------------------------
+    def due(self, now: float | None = None, limit: int = 50) -> list[Outbound]:
+        now = time.time() if now is None else now
+        rows = self.db.execute(
+            "SELECT * FROM outbound WHERE state IN (?, ?) AND next_attempt <= ? "
+            "ORDER BY next_attempt LIMIT ?",
+            (QUEUED, RETRYING, now, limit),
+        )
+        return [Outbound(*r) for r in rows]
+
+    def next_due_time(self) -> float | None:
+        row = self.db.execute(
+            "SELECT MIN(next_attempt) FROM outbound WHERE state IN (?, ?)", (QUEUED, RETRYING)
+        ).fetchone()
+        return row[0]
+
+    def outbound_for(self, msg_id: str) -> list[Outbound]:
+        rows = self.db.execute("SELECT * FROM outbound WHERE message_id = ? ORDER BY id", (msg_id,))
+        return [Outbound(*r) for r in rows]
+
+    def delivered(self, item: Outbound, duration_ms: float | None = None) -> None:
+        now = time.time()
+        with self._tx():
+            self.db.execute(
+                "UPDATE outbound SET state = ?, attempts = attempts + 1, sent_at = ?, "
+                "last_error = NULL WHERE id = ?",
+                (SENT, now, item.id),
+            )
+            msg = self._row(item.message_id)
+            self._transition(
+                msg,
+                msg["state"],
+                destination=item.destination,
+                outcome=SENT,
+                duration_ms=duration_ms,
+            )
+
+    def delivery_failed(self, item: Outbound, error: str, *, retry_at: float | None) -> None:
+        with self._tx():
+            state = RETRYING if retry_at is not None else FAILED
+            self.db.execute(
+                "UPDATE outbound SET state = ?, attempts = attempts + 1, next_attempt = ?, "
+                "last_error = ? WHERE id = ?",
+                (state, retry_at or time.time(), error[:500], item.id),
+            )
+            msg = self._row(item.message_id)
+            self._transition(
+                msg, msg["state"], destination=item.destination, outcome=f"{state}: {error[:200]}"
+            )
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT (the commit is the fsync point in WAL + synchronous=FULL).
+
+    Routing-log lines of the transaction are written only once it has committed.
+    """
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self.outer = False
+
+    def __enter__(self):
+        db = self.journal.db
+        if not db.in_transaction:
+            db.execute("BEGIN IMMEDIATE")
+            self.outer = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.outer:
+            self.journal.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            self.journal._committed(exc_type is None)
+        return False
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a newly created file's entry is durable."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,270 @@
+"""SMTP intake and delivery: a thin Twisted adapter around the journal and the pipeline.
+
+Intake: an ESMTP server (STARTTLS when a certificate is configured; SIZE announced) accepts one
+EBTS file per MIME attachment (base64); several attachments give several transactions.  The
+reply to DATA is 250 only after every attachment is committed to the journal; a message that is
+not MIME or carries no attachment gets a 5xx with the reason.  Submissions and responses travel
+as ``application/octet-stream`` attachments (OPM FIN 00-04 / FBI EFTS e-mail practice).
+
+Delivery: :func:`send_response` builds the response e-mail and hands it to the outbound relay.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from twisted.internet import defer
+from twisted.mail import smtp
+from zope.interface import implementer
+
+log = logging.getLogger("gateway.smtp")
+
+
+class IntakeRejected(Exception):
+    def __init__(self, code: int, text: str):
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
+    """The (filename, bytes) of every attachment of a MIME message.
+
+    Raises IntakeRejected (5xx) when the message is not MIME or has no attachment.
+    """
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+    except Exception as exc:  # noqa: BLE001 - the email package raises many kinds
+        raise IntakeRejected(554, f"5.6.0 message cannot be parsed as MIME: {exc}") from None
+    if message.get("MIME-Version") is None and not message.is_multipart():
+        raise IntakeRejected(554, "5.6.0 not a MIME message: send the EBTS file as an attachment")
+    parts = []
+    if message.is_multipart():
+        parts = list(message.iter_attachments())
+        # A part whose disposition is missing but whose type is binary is an attachment too.
+        if not parts:
+            parts = [p for p in message.walk() if p.get_content_maintype() == "application"]
+    elif message.get_content_disposition() == "attachment" or (
+        message.get_content_maintype() == "application"
+    ):
+        parts = [message]
+    out = []
+    for part in parts:
+        try:
+            data = part.get_payload(decode=True)
+        except Exception:  # noqa: BLE001
+            data = None
+        if not data:
+            continue
+        out.append((part.get_filename(), bytes(data)))
+    if not out:
+        raise IntakeRejected(554, "5.6.0 no attachment: send each EBTS file as a MIME attachment")
+    return out
+
+
+@implementer(smtp.IMessage)
+class _Collector:
+    """Collects the DATA of one SMTP transaction (shared by all its recipients)."""
+
+    def __init__(self, delivery: IntakeDelivery, sender: str, peer: str | None):
+        self.delivery = delivery
+        self.sender = sender
+        self.peer = peer
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.too_big = False
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802 - Twisted API
+        if self.too_big:
+            return
+        self.size += len(line) + 2
+        if self.size > self.delivery.max_size:
+            self.too_big = True
+            self.lines = []
+            return
+        self.lines.append(line)
+
+    def eomReceived(self) -> defer.Deferred:  # noqa: N802 - Twisted API
+        if self.too_big:
+            return defer.fail(
+                smtp.SMTPServerError(
+                    552, f"5.3.4 message exceeds the size limit of {self.delivery.max_size} bytes"
+                )
+            )
+        raw = b"\r\n".join(self.lines) + b"\r\n"
+        self.lines = []
+        return self.delivery.store(raw, self.sender, self.peer)
+
+    def connectionLost(self) -> None:  # noqa: N802 - Twisted API
+        self.lines = []
+
+
+@implementer(smtp.IMessage)
+class _Ignore:
+    """Second and later recipients of the same transaction: the data is stored once."""
+
+    def lineReceived(self, line):  # noqa: N802
+        pass
+
+    def eomReceived(self):  # noqa: N802
+        return defer.succeed(None)
+
+    def connectionLost(self):  # noqa: N802
+        pass
+
+
+@implementer(smtp.IMessageDelivery)
+class IntakeDelivery:
+    def __init__(self, intake, max_size: int, peer: str | None):
+        self.intake = intake
+        self.max_size = max_size
+        self.peer = peer
+        self._sender = ""
+        self._collector: _Collector | None = None
+
+    def receivedHeader(self, helo, origin, recipients):  # noqa: N802
+        return None  # the stored bytes are the attachment, not the envelope
+
+    def validateFrom(self, helo, origin):  # noqa: N802
+        self._sender = str(origin) if origin else ""
+        self._collector = None
+        return origin
+
+    def validateTo(self, user):  # noqa: N802
+        def factory():
+            if self._collector is None:
+                self._collector = _Collector(self, self._sender, self.peer)
+                return self._collector
+            return _Ignore()
+
+        return factory
+
+    def store(self, raw: bytes, sender: str, peer: str | None) -> defer.Deferred:
+        try:
+            attachments = extract_attachments(raw)
+        except IntakeRejected as exc:
+            log.info("rejected a message from %s: %s", peer, exc.text)
+            return defer.fail(smtp.SMTPServerError(exc.code, exc.text))
+        try:
+            ids = self.intake.accept(
+                [data for _, data in attachments],
+                transport="smtp",
+                peer=peer,
+                reply_to=sender or None,
+            )
+        except Exception as exc:  # noqa: BLE001 - storage failure: temporary, the client retries
+            log.error("cannot store a message from %s: %s", peer, exc)
+            return defer.fail(smtp.SMTPServerError(451, "4.3.0 cannot store the message now"))
+        return defer.succeed(ids)
+
+
+class IntakeESMTP(smtp.ESMTP):
+    """ESMTP that announces SIZE and refuses MAIL FROM with a SIZE beyond the limit."""
+
+    max_size = 64 * 1024 * 1024
+
+    def extensions(self):
+        ext = super().extensions()
+        ext[b"SIZE"] = [str(self.max_size).encode()]
+        return ext
+
+    def do_MAIL(self, rest):  # noqa: N802 - Twisted API
+        for param in rest.split()[1:]:
+            key, _, value = param.partition(b"=")
+            if key.upper() == b"SIZE" and value.isdigit() and int(value) > self.max_size:
+                self.sendCode(552, b"5.3.4 message size exceeds the fixed maximum message size")
+                return
+        return super().do_MAIL(rest)
+
+    def _messageHandled(self, resultList):  # noqa: N802 - Twisted internal, answers DATA
+        # Twisted answers every failure with "550 Could not send e-mail"; say why instead.
+        for success, result in resultList:
+            if not success:
+                error = result.value
+                if isinstance(error, smtp.SMTPServerError):
+                    self.sendCode(error.code, str(error.resp).encode("ascii", "replace"))
+                else:
+                    log.error("intake failed: %s", result.getTraceback())
+                    self.sendCode(451, b"4.3.0 internal error, try again later")
+                return
+        ids = [i for ok, r in resultList if ok and r for i in r]
+        self.sendCode(250, f"2.0.0 stored {len(ids)} transaction(s): {' '.join(ids)}".encode())
+
+
+class IntakeFactory(smtp.SMTPFactory):
+    """Builds an :class:`IntakeESMTP` per connection."""
+
+    protocol = IntakeESMTP
+
+    def __init__(self, intake, *, domain: str, max_size: int, tls_context=None):
+        super().__init__()
+        self.intake = intake
+        self.domain = domain
+        self.max_size = max_size
+        self.tls_context = tls_context
+
+    def buildProtocol(self, addr):  # noqa: N802 - Twisted API
+        proto = IntakeESMTP(contextFactory=self.tls_context)
+        proto.factory = self
+        proto.host = self.domain.encode()
+        proto.max_size = self.max_size
+        proto.delivery = IntakeDelivery(self.intake, self.max_size, getattr(addr, "host", None))
+        proto.timeout = 300
+        return proto
+
+
+def build_response_email(
+    *,
+    sender: str,
+    to: str,
+    payload: bytes,
+    filename: str,
+    subject: str,
+    message_id: str | None = None,
+) -> bytes:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    # A stable Message-ID per delivery lets receivers drop a redelivery after a crash.
+    message["Message-ID"] = message_id or make_msgid(domain="ebts-gateway")
+    message.set_content("EBTS response attached.\r\n")
+    message.add_attachment(
+        payload, maintype="application", subtype="octet-stream", filename=filename
+    )
+    # LF line ends: twisted.mail.smtp.sendmail turns them into CRLF on the wire.
+    return message.as_bytes(policy=email.policy.default)
+
+
+def smtp_sender(config):
+    """The outbound sender of ``smtp`` deliveries, through the configured relay."""
+    host, port = config.outbound_relay
+
+    def send(item, payload: bytes) -> defer.Deferred:
+        import json
+
+        meta = json.loads(item.meta or "{}")
+        data = build_response_email(
+            sender=config.outbound_from,
+            to=item.destination,
+            payload=payload,
+            filename=meta.get("filename", "response.eft"),
+            subject=f"EBTS {meta.get('tot', 'response')} for TCN {meta.get('tcn') or '-'}",
+            message_id=f"<{item.message_id}.{item.id}@{config.smtp_domain}>",
+        )
+        return smtp.sendmail(
+            host,
+            config.outbound_from,
+            [item.destination],
+            data,
+            port=port,
+            requireAuthentication=False,
+            requireTransportSecurity=False,
+        )
+
+    return send
