@@ -229,3 +229,75 @@ def test_bad_config_names_the_key(tmp_path, capsys):
     bad.write_text("[outbound\n")
     assert main(["run", "--config", str(bad)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
+
+
+def _self_signed(tmp_path):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest_twisted.ensureDeferred
+async def test_starttls_submission(tmp_path, sink):
+    import ssl
+    from email.message import EmailMessage
+
+    cert, key = _self_signed(tmp_path)
+    gateway = await _start(tmp_path, sink, smtp={"tls_cert": str(cert), "tls_key": str(key)})
+    try:
+        port = gateway.port("smtp")
+
+        def submit():
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.ehlo()
+                assert client.has_extn("starttls")
+                client.starttls(context=context)
+                client.ehlo()
+                message = EmailMessage()
+                message["From"], message["To"] = "livescan@ny.example", "ident@gw.example"
+                message["Subject"] = "EBTS"
+                message.set_content("attached")
+                message.add_attachment(
+                    make_car("NY-INT-000050", fingers=1),
+                    maintype="application",
+                    subtype="octet-stream",
+                )
+                client.send_message(message)
+                return client.sock.version()
+
+        version = await threads.deferToThread(submit)
+        assert version.startswith("TLS")
+        await sink.wait_for(1)
+        assert _attachment(sink, 0).tcr == "NY-INT-000050"
+    finally:
+        await gateway.stopService()
