@@ -50,7 +50,8 @@ async function refresh(){
      <td><a href="#" onclick="show('${esc(x.id)}');return false">
      <code>${esc(x.id)}</code></a></td>
      <td>${esc(x.tot)}</td><td>${esc(x.ori)}</td><td>${esc(x.tcn)}</td>
-     <td class="${esc(x.state)}">${esc(x.state)}</td><td>${esc(x.response_tot)}</td></tr>`).join('');
+     <td class="${esc(x.state)}">${esc(x.state)}</td>
+     <td>${esc(x.response_tot)}</td></tr>`).join('');
 }
 async function show(id){
   const d = await (await fetch('/api/messages/' + encodeURIComponent(id))).json();
