@@ -128,7 +128,7 @@ def test_rendering_follows_the_declared_rotation():
         near = np.hypot(xx - u, yy - v) < 40
         normal = np.degrees(np.angle(z[near].sum())) / 2  # ridge normal, degrees
         measured = (normal - 90 + 90) % 180 - 90  # horizontal ridges have a vertical normal
-        assert abs(measured - params.rotation) < 2, (params.rotation, measured)
+        assert abs(measured - params.rotation) < 4, (params.rotation, measured)  # + skin jitter
         checked += 1
     assert checked >= 3
 

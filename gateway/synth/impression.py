@@ -39,6 +39,10 @@ class ImpressionParams:
     background: float  # grey level of the background
     blur: float  # sensor blur sigma in pixels
     noise: float  # additive noise sigma in grey levels
+    mottle: float  # amplitude of the local variation of ridge thickness (uneven pressure, sweat)
+    smudge: float  # 0..1, how far the wettest areas fill the valleys
+    jitter: float  # amplitude in pixels of a smooth non-rigid skin displacement
+    scratches: int  # light streaks across the image (dirt or scratches on the platen)
 
 
 def impression_params(m: Master, impression: int, rng: np.random.Generator) -> ImpressionParams:
@@ -54,11 +58,12 @@ def impression_params(m: Master, impression: int, rng: np.random.Generator) -> I
     else:
         contact_centre = (float(rng.normal(0, 0.16 * ax)), float(rng.normal(0, 0.14 * ay)))
         contact_axes = (ax * rng.uniform(0.72, 1.0), ay * rng.uniform(0.75, 1.0))
-    drag_scale = 0.5 if rolled else 1.0
+    # The rolled impression is taken with care; the others vary like plain live-scan captures.
+    hard = 0.5 if rolled else 1.0
     drag = (
-        float(rng.normal(0.0, np.radians(3.0)) * drag_scale),
-        float(rng.normal(0.0, 5.0) * drag_scale),
-        float(rng.normal(0.0, 5.0) * drag_scale),
+        float(rng.normal(0.0, np.radians(4.0)) * hard),
+        float(rng.normal(0.0, 7.0) * hard),
+        float(rng.normal(0.0, 7.0) * hard),
     )
     threshold = float(np.clip(m.skin + rng.normal(0.0, 0.12), -0.45, 0.45))
     dryness = float(np.clip(0.1 + 0.9 * max(threshold, 0.0) + rng.normal(0, 0.06), 0.0, 0.6))
@@ -70,10 +75,14 @@ def impression_params(m: Master, impression: int, rng: np.random.Generator) -> I
         drag=drag,
         threshold=threshold,
         dryness=dryness,
-        contrast=float(rng.uniform(150, 225)),
-        background=float(rng.uniform(228, 250)),
-        blur=float(rng.uniform(0.6, 1.1)),
-        noise=float(rng.uniform(3.0, 8.0)),
+        contrast=float(rng.uniform(150, 225) if rolled else rng.uniform(90, 215)),
+        background=float(rng.uniform(215, 250)),
+        blur=float(rng.uniform(0.6, 1.1) if rolled else rng.uniform(0.7, 1.5)),
+        noise=float(rng.uniform(3.0, 8.0) if rolled else rng.uniform(4.0, 12.0)),
+        mottle=float(rng.uniform(0.1, 0.4) * hard),
+        smudge=float(rng.uniform(0.0, 0.7) * hard),
+        jitter=float(rng.uniform(1.0, 3.5) * hard),
+        scratches=int(rng.poisson(0.1 if rolled else 0.5)),
     )
 
 
@@ -107,6 +116,9 @@ def render(m: Master, p: ImpressionParams, rng: np.random.Generator) -> np.ndarr
     ry = ym - ky
     xm = xm + w * ((np.cos(dr) - 1) * rx - np.sin(dr) * ry + tx)
     ym = ym + w * (np.sin(dr) * rx + (np.cos(dr) - 1) * ry + ty)
+    if p.jitter:
+        xm = xm + p.jitter * fields.smooth_noise(rng, (SIZE, SIZE), 5).astype(np.float32)
+        ym = ym + p.jitter * fields.smooth_noise(rng, (SIZE, SIZE), 5).astype(np.float32)
     coords = np.stack([ym, xm])
     ridge = ndimage.map_coordinates(m.ridges, coords, order=1, cval=-1.0)
     fg = ndimage.map_coordinates(m.mask, coords, order=1, cval=0.0)
@@ -114,19 +126,36 @@ def render(m: Master, p: ImpressionParams, rng: np.random.Generator) -> np.ndarr
     rim = np.hypot((xm - kx) / p.contact_axes[0], (ym - ky) / p.contact_axes[1])
     pressure = _smoothstep((1.0 - rim) / 0.22) * fg
     # Ridge thickness: ridges thin out where the pressure falls.
-    level = p.threshold + 0.6 * (1.0 - pressure)
+    wet = fields.smooth_noise(rng, (SIZE, SIZE), 7).astype(np.float32)
+    level = p.threshold + 0.6 * (1.0 - pressure) - p.mottle * wet
     ink = _smoothstep((ridge - level) / 0.5 + 0.5)
+    # Sweat or pressure fills the valleys of the wettest patches.
+    ink = np.maximum(ink, p.smudge * _smoothstep((wet - 1.0) / 0.8))
     # Dry skin: ridges break into fragments and pores.
     grain = ndimage.gaussian_filter(rng.standard_normal((SIZE, SIZE)).astype(np.float32), 1.6)
     grain /= float(grain.std()) or 1.0
     blotch = fields.smooth_noise(rng, (SIZE, SIZE), 14).astype(np.float32)
     breaks = _smoothstep((grain + 0.8 * blotch - (3.0 - 2.5 * p.dryness)) / 0.6)
     ink = ink * (1.0 - breaks) * pressure
+    for _ in range(p.scratches):
+        ink *= _scratch(rng)
     ink = ndimage.gaussian_filter(ink, p.blur)
-    shade = 6.0 * fields.smooth_noise(rng, (SIZE, SIZE), 3)
+    shade = 8.0 * fields.smooth_noise(rng, (SIZE, SIZE), 3)
     img = p.background + shade - p.contrast * ink
     img += rng.normal(0.0, p.noise, (SIZE, SIZE))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _scratch(rng: np.random.Generator) -> np.ndarray:
+    """A multiplicative mask with one thin, slightly curved light streak."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    offset = rng.uniform(-0.35, 0.35) * SIZE
+    bend = rng.normal(0, 2e-4)
+    u = (xx - SIZE / 2) * np.cos(angle) + (yy - SIZE / 2) * np.sin(angle)
+    v = -(xx - SIZE / 2) * np.sin(angle) + (yy - SIZE / 2) * np.cos(angle) - offset
+    dist = np.abs(v - bend * u * u)
+    return 1.0 - 0.85 * np.exp(-0.5 * (dist / rng.uniform(0.8, 1.8)) ** 2)
 
 
 def impression_rng(identity: int, position: int, impression: int) -> np.random.Generator:
