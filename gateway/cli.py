@@ -16,6 +16,9 @@ COMMANDS = [
     "gateway.commands.dump",
     "gateway.commands.convert",
     "gateway.commands.validate",
+    "gateway.commands.enroll",
+    "gateway.commands.search",
+    "gateway.commands.gallery",
 ]
 
 

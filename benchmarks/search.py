@@ -1,0 +1,356 @@
+"""1:N tenprint search benchmark on template-level synthetic galleries (not run in CI).
+
+    .venv/bin/python benchmarks/search.py [--sizes 1000,10000,100000] [--mated 300]
+        [--nonmated 1000] [--calibration 1000] [--workers 2] [--validate 8]
+
+For each gallery size N (N subjects x 10 fingers, :mod:`gateway.matcher.synthetic`, built once and
+cached under ``benchmarks/out/``):
+
+* load time of the memory-mapped gallery and bytes per finger;
+* the threshold calibrated at FPIR 0.1 % on ``--calibration`` non-mated tenprint searches, then
+  on fresh searches: rank-1 identification rate and FNIR at the threshold (``--mated`` searches,
+  probes are impressions 1-3 of enrolled subjects whose impression 0 is in the gallery) and FPIR
+  (``--nonmated`` searches of subjects not in the gallery);
+* search latency p50 / p99 (per search, measured inside each worker, ``--workers`` processes
+  searching concurrently on this 2-core machine) and the effective finger comparisons per second
+  (N x 10 / p50 latency);
+* the same with the first stage switched off (the second stage over every subject): a few probes
+  at 1k and 10k; at 100k the latency is extrapolated linearly from 10k (labelled so);
+* at the smallest size, the precise ``gateway.matcher.compare`` as second stage on a short list,
+  for its comparisons per second;
+* ``--validate K``: K image-level synthetic identities (``gateway.synth.finger``, rendered and
+  extracted) against template-level ones: minutiae statistics and score distributions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway.matcher import synthetic  # noqa: E402
+from gateway.matcher.gallery import Gallery  # noqa: E402
+
+OUT = REPO / "benchmarks" / "out"
+SEED = 1  # gallery subjects
+NONMATED_SEED = 77  # test non-mated probes
+CALIBRATION_SEED = 78  # calibration non-mated probes
+FPIR = 0.001
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- building -----------------------------------------------------------------------------------
+def _parts(args):
+    seed, s, e, background = args
+    return synthetic.enrolment_parts(seed, s, e, background)
+
+
+def build(size: int, workers: int) -> Path:
+    path = OUT / f"gallery-{size}-s{SEED}"
+    if (path / "index.json").exists():
+        return path
+    g = Gallery()
+    bg = g.background
+    step = 200
+    jobs = [(SEED, s, min(size, s + step), bg) for s in range(0, size, step)]
+    t0 = time.perf_counter()
+    done = 0
+    with mp.get_context("fork").Pool(workers) as pool:
+        for parts in pool.imap(_parts, jobs):
+            g.add_batch(*parts)
+            done += len(parts[0]) // 10
+            if done % 5000 < step or done == size:
+                el = time.perf_counter() - t0
+                print(f"  build {size}: {done}/{size} subjects {el:.0f}s", file=sys.stderr)
+    t1 = time.perf_counter()
+    g.save(path)
+    log(f"  built {size} subjects in {t1 - t0:.0f}s (+ save {time.perf_counter() - t1:.1f}s)")
+    return path
+
+
+# -- searching in worker processes --------------------------------------------------------------
+_G: Gallery | None = None
+
+
+def _init(path):
+    global _G
+    _G = Gallery.load(path)
+
+
+def _search(job):
+    kind, ident, impression, opts = job
+    probe = synthetic.tenprint(ident, impression)
+    t = time.perf_counter()
+    res = _G.search(probe, top=3, **opts)
+    dt = time.perf_counter() - t
+    return kind, ident, dt, [(c.subject_id, c.score) for c in res]
+
+
+def run_searches(path, jobs, workers):
+    out = []
+    with mp.get_context("fork").Pool(workers, initializer=_init, initargs=(str(path),)) as pool:
+        for r in pool.imap(_search, jobs, chunksize=4):
+            out.append(r)
+    return out
+
+
+def pct(x, q):
+    return float(np.percentile(np.asarray(x), q)) if len(x) else float("nan")
+
+
+def evaluate(size, path, args, workers):
+    g_t0 = time.perf_counter()
+    g = Gallery.load(path)
+    load = time.perf_counter() - g_t0
+    bpf = g.nbytes_per_finger()
+    n = len(g)
+    log(f"  load {load:.3f}s; {n} subjects; {bpf:.0f} bytes per finger")
+    rng = np.random.default_rng(size)
+    mated_idx = rng.choice(n, size=min(args.mated, n), replace=False)
+    mated = [
+        ("mated", synthetic.identity(SEED, int(i)), 1 + k % 3, {}) for k, i in enumerate(mated_idx)
+    ]
+    calib = [
+        ("calib", synthetic.identity(CALIBRATION_SEED, i), 1, {}) for i in range(args.calibration)
+    ]
+    nonm = [("nonmated", synthetic.identity(NONMATED_SEED, i), 1, {}) for i in range(args.nonmated)]
+    t0 = time.perf_counter()
+    res = run_searches(path, calib + mated + nonm, workers)
+    wall = time.perf_counter() - t0
+    by = {"mated": [], "calib": [], "nonmated": []}
+    for r in res:
+        by[r[0]].append(r)
+    top_calib = [r[3][0][1] if r[3] else 0.0 for r in by["calib"]]
+    thr = g.calibrate(top_calib, fpir=FPIR)
+    rank1 = 0
+    fn = 0
+    mated_scores = []
+    for _kind, ident, _dt, cands in by["mated"]:
+        sid = synthetic.subject_id(SEED, ident - synthetic.identity(SEED, 0))
+        hit = bool(cands) and cands[0][0] == sid
+        rank1 += hit
+        fn += not (hit and cands[0][1] >= thr)
+        mated_scores.append(next((s for c, s in cands if c == sid), 0.0))
+    top_non = [r[3][0][1] if r[3] else 0.0 for r in by["nonmated"]]
+    fp = sum(s >= thr for s in top_non)
+    lat = [r[2] for r in res]
+    p50, p99 = pct(lat, 50), pct(lat, 99)
+    nm = len(by["mated"])
+    log(
+        f"  threshold {thr:.4f} (FPIR {FPIR} on {len(top_calib)} calibration searches; "
+        f"highest calibration non-mated {max(top_calib):.3f})"
+    )
+    log(
+        f"  rank-1 {rank1}/{nm} = {100 * rank1 / max(nm, 1):.2f} %; FNIR {fn}/{nm} = "
+        f"{100 * fn / max(nm, 1):.2f} %; FPIR {fp}/{len(top_non)} = "
+        f"{100 * fp / max(len(top_non), 1):.2f} %"
+    )
+    log(
+        f"  scores: mated median {np.median(mated_scores):.3f} (min {min(mated_scores):.3f}); "
+        f"non-mated best median {np.median(top_non):.3f} (max {max(top_non):.3f})"
+    )
+    log(
+        f"  latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms ({len(lat)} searches, "
+        f"{workers} workers, {len(lat) / wall:.2f} searches/s); effective "
+        f"{n * 10 / p50 / 1e6:.2f} M finger comparisons/s per search"
+    )
+    return {
+        "size": n,
+        "load": load,
+        "bpf": bpf,
+        "rank1": rank1 / max(nm, 1),
+        "fnir": fn / max(nm, 1),
+        "fpir": fp / max(len(top_non), 1),
+        "p50": p50,
+        "p99": p99,
+        "thr": thr,
+    }
+
+
+def brute(size, path, probes, workers, ref=None):
+    if probes == 0:
+        if ref is None:
+            return None
+        p50 = ref["brute_p50"] * size / ref["size"]
+        log(
+            f"  first stage OFF: EXTRAPOLATED from {ref['size']} subjects: p50 {p50:.1f} s "
+            f"({size * 10 / p50 / 1e6:.3f} M finger comparisons/s)"
+        )
+        return {"brute_p50": p50, "size": size, "extrapolated": True}
+    g = Gallery.load(path)
+    jobs = [
+        ("mated", synthetic.identity(SEED, int(i)), 1, {"first_stage": False})
+        for i in np.linspace(0, len(g) - 1, probes).astype(int)
+    ]
+    res = run_searches(path, jobs, workers)
+    ok = 0
+    for _k, ident, _dt, cands in res:
+        sid = synthetic.subject_id(SEED, ident - synthetic.identity(SEED, 0))
+        ok += bool(cands) and cands[0][0] == sid
+    lat = [r[2] for r in res]
+    p50 = pct(lat, 50)
+    log(
+        f"  first stage OFF ({probes} mated probes): rank-1 {ok}/{probes}; latency p50 "
+        f"{p50:.2f} s, p99 {pct(lat, 99):.2f} s; {size * 10 / p50 / 1e6:.3f} M finger "
+        "comparisons/s"
+    )
+    return {"brute_p50": p50, "size": size, "extrapolated": False}
+
+
+def precise(path, probes=2, shortlist=3):
+    """Second stage with gateway.matcher.compare on a short list (throughput only)."""
+    g = Gallery.load(path)
+    times = []
+    ok = 0
+    for i in range(probes):
+        probe = synthetic.tenprint(synthetic.identity(SEED, i), 1)
+        t = time.perf_counter()
+        res = g.search(probe, top=1, shortlist=shortlist, second_stage="compare")
+        times.append(time.perf_counter() - t)
+        ok += res[0].subject_id == synthetic.subject_id(SEED, i)
+    per = np.median(times) / (shortlist * 10)
+    log(
+        f"  second stage = gateway.matcher.compare, shortlist {shortlist}: "
+        f"{np.median(times):.2f} s per search, {1 / per:.0f} finger comparisons/s "
+        f"(template decode + prepare + compare); rank-1 {ok}/{probes}"
+    )
+
+
+# -- template-level vs image-level ---------------------------------------------------------------
+def _stats(templates):
+    counts = [len(t) for t in templates]
+    ends = sum(int((t.minutiae[:, 3] == 1).sum()) for t in templates) / max(sum(counts), 1)
+    qual = np.mean([t.minutiae[:, 4].mean() for t in templates if len(t)])
+    nn = []
+    for t in templates:
+        m = t.minutiae
+        if len(m) > 1:
+            d = np.hypot(m[:, None, 0] - m[None, :, 0], m[:, None, 1] - m[None, :, 1])
+            np.fill_diagonal(d, np.inf)
+            nn.append(np.median(d.min(1)))
+    return np.mean(counts), np.std(counts), ends, qual, np.mean(nn)
+
+
+def _pair_stats(gen_pairs, imp_pairs):
+    from gateway.matcher import compare, vector
+    from gateway.matcher.gallery import _slot, pair_scores
+
+    def s2(a, b):
+        sa, na = _slot(a.minutiae)
+        sb, nb = _slot(b.minutiae)
+        return float(pair_scores(sa[:na], sb[None], np.array([nb]))[0])
+
+    def s1(a, b):
+        ca, cb = vector.code(a), vector.code(b)
+        return float(vector.similarity(vector.hamming(ca[None], cb))[0])
+
+    out = {}
+    for name, f in (("stage-1 cosine", s1), ("stage-2 score", s2), ("compare", compare)):
+        g = [f(a, b) for a, b in gen_pairs]
+        i = [f(a, b) for a, b in imp_pairs]
+        out[name] = (np.mean(g), np.std(g), np.mean(i), np.std(i))
+    return out
+
+
+def validate(k):
+    from gateway import synth
+    from gateway.matcher import extract
+
+    log(f"\n== template-level vs image-level synthetic fingers ({k} identities x 2 fingers x 2)")
+    t0 = time.perf_counter()
+    img = {}
+    for ident in range(k):
+        for pos in (2, 7):
+            for imp in (0, 1):
+                img[(ident, pos, imp)] = extract(synth.finger(ident + 500, pos, imp))
+    log(f"  rendered and extracted {len(img)} images in {time.perf_counter() - t0:.0f}s")
+    tl = {}
+    for ident in range(200):
+        for imp in (0, 1):
+            b = synthetic.impressions(np.full(2, 10_000 + ident), np.array([2, 7]), imp)
+            tl[(ident, 2, imp)] = synthetic.template(b, 0)
+            tl[(ident, 7, imp)] = synthetic.template(b, 1)
+    for name, d, n in (("image-level", img, k), ("template-level", tl, 200)):
+        c, cs, e, q, nn = _stats(list(d.values()))
+        log(
+            f"  {name:15s} minutiae {c:5.1f} +- {cs:4.1f}; endings {100 * e:4.1f} %; quality "
+            f"{q:.2f}; median nearest-neighbour distance {nn:5.1f} px"
+        )
+        gen = [(d[(i, p, 0)], d[(i, p, 1)]) for i in range(n) for p in (2, 7)]
+        imp = [(d[(i, p, 0)], d[((i + 1) % n, p, 1)]) for i in range(n) for p in (2, 7)]
+        if n > 40:
+            gen, imp = gen[:80], imp[:80]
+        for sname, (gm, gs, im, isd) in _pair_stats(gen, imp).items():
+            log(
+                f"    {sname:15s} genuine {gm:.3f} +- {gs:.3f}   impostor {im:.3f} +- {isd:.3f}"
+                f"   d' {(gm - im) / max(np.sqrt((gs**2 + isd**2) / 2), 1e-9):.2f}"
+            )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--mated", type=int, default=300)
+    ap.add_argument("--nonmated", type=int, default=1000)
+    ap.add_argument("--calibration", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=2, choices=(1, 2))
+    ap.add_argument(
+        "--brute", default="20,4,0", help="first-stage-off probes per size (0: extrapolate)"
+    )
+    ap.add_argument("--validate", type=int, default=8, help="image-level identities (0: skip)")
+    ap.add_argument("--build-only", action="store_true")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    brutes = [int(s) for s in args.brute.split(",")] + [0] * len(sizes)
+    OUT.mkdir(parents=True, exist_ok=True)
+    log(f"search benchmark: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")
+    summary = []
+    ref = None
+    for i, size in enumerate(sizes):
+        log(f"\n== gallery of {size} subjects x 10 fingers")
+        path = build(size, args.workers)
+        if args.build_only:
+            continue
+        r = evaluate(size, path, args, args.workers)
+        b = brute(size, path, brutes[i], args.workers, ref)
+        if b is not None and not b.get("extrapolated"):
+            ref = b
+        if b is not None:
+            r["brute_p50"] = b["brute_p50"]
+            r["brute_extrapolated"] = b.get("extrapolated", False)
+            log(f"  speed-up of the first stage: {b['brute_p50'] / r['p50']:.0f} x")
+        if i == 0:
+            precise(path)
+        summary.append(r)
+    if args.validate and not args.build_only:
+        validate(args.validate)
+    if summary:
+        log("\n== summary (targets at 100k: p50 <= 1 s, rank-1 >= 99.5 %, FPIR <= 0.1 %, ")
+        log("   <= 2048 bytes per finger, load <= 2 s)")
+        log("subjects  load_s  bytes/finger  rank1_%  FNIR_%  FPIR_%  p50_ms  p99_ms  brute_p50_s")
+        for r in summary:
+            bp = r.get("brute_p50", float("nan"))
+            mark = "*" if r.get("brute_extrapolated") else " "
+            log(
+                f"{r['size']:8d}  {r['load']:6.3f}  {r['bpf']:12.0f}  {100 * r['rank1']:7.2f}  "
+                f"{100 * r['fnir']:6.2f}  {100 * r['fpir']:6.2f}  {1000 * r['p50']:6.0f}  "
+                f"{1000 * r['p99']:6.0f}  {bp:10.1f}{mark}"
+            )
+        log("(* extrapolated linearly from the largest measured size)")
+    log(f"load average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

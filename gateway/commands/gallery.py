@@ -1,0 +1,203 @@
+"""``ebts-gateway gallery``: build a synthetic gallery, describe one, calibrate its threshold.
+
+* ``gallery build --synthetic N --seed S DIR`` - N template-level synthetic subjects (ten fingers
+  each, :mod:`gateway.matcher.synthetic`), with a progress bar on stderr;
+* ``gallery info DIR [--json]`` - subjects, fingers, bytes per finger, threshold;
+* ``gallery calibrate DIR [--searches N] [--fpir F]`` - runs N non-mated synthetic tenprint
+  searches and stores the threshold that meets the false-positive identification rate F.
+
+Exit status: 0 done, 2 bad input (missing or damaged gallery, bad arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+NAME = "gallery"
+HELP = "build, describe and calibrate 1:N search galleries"
+
+#: Identities of calibration probes: a seed no gallery builder is expected to use.
+CALIBRATION_SEED = 90_000
+
+
+class Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal, else a line at the
+    end and every ~10 %)."""
+
+    def __init__(self, label: str, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.monotonic()
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        total = max(total, 1)
+        frac = min(1.0, done / total)
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        width = 30
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        text = f"{self.label} [{bar}] {done}/{total} {elapsed:5.1f}s eta {eta:5.1f}s"
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if done >= total else ""))
+            self.stream.flush()
+        else:
+            tenth = int(frac * 10)
+            if tenth != self.last or done >= total:
+                self.last = tenth
+                self.stream.write(text + "\n")
+                self.stream.flush()
+
+
+def error(message: str) -> int:
+    """Print ``ebts-gateway: message`` on stderr; returns exit status 2."""
+    print(f"ebts-gateway: {message}", file=sys.stderr)
+    return 2
+
+
+def open_gallery(path: str):
+    """Load a gallery or print why not (returns None)."""
+    from gateway.matcher.gallery import Gallery
+
+    try:
+        return Gallery.load(path)
+    except ValueError as exc:
+        error(str(exc))
+        return None
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    b = sub.add_parser("build", help="build a gallery of template-level synthetic subjects")
+    b.add_argument("--synthetic", type=_positive, required=True, metavar="N", help="subjects")
+    b.add_argument("--seed", type=int, default=0, help="seed of the synthetic subjects")
+    b.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    b.add_argument("dir", metavar="DIR", help="gallery directory to write")
+    i = sub.add_parser("info", help="describe a gallery")
+    i.add_argument("dir", metavar="DIR")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    c = sub.add_parser("calibrate", help="set the decision threshold from non-mated searches")
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("--searches", type=_positive, default=200, help="non-mated searches")
+    c.add_argument("--fpir", type=float, default=0.001, help="target false-positive rate")
+    parser.set_defaults(_parser=parser)
+
+
+def run(args) -> int:
+    action = getattr(args, "action", None)
+    if action == "build":
+        return _build(args)
+    if action == "info":
+        return _info(args)
+    if action == "calibrate":
+        return _calibrate(args)
+    args._parser.print_help(sys.stderr)
+    return 2
+
+
+def _build(args) -> int:
+    from gateway.matcher import synthetic
+    from gateway.matcher.gallery import Gallery
+
+    path = Path(args.dir)
+    if path.exists() and not args.force:
+        return error(f"{path} exists (use --force to replace it)")
+    if path.exists() and not path.is_dir():
+        return error(f"{path} is not a directory")
+    if args.seed < 0 or args.seed >= CALIBRATION_SEED:
+        return error(f"--seed must be 0-{CALIBRATION_SEED - 1}")
+    g = Gallery()
+    synthetic.populate(g, args.synthetic, seed=args.seed, progress=Progress("build"))
+    if path.exists() and not (path / "index.json").exists() and any(path.iterdir()):
+        return error(f"{path} is a non-empty directory that is not a gallery")
+    if path.exists() and not (path / "index.json").exists():
+        shutil.rmtree(path)
+    g.save(path)
+    print(f"{path}: {len(g)} subjects, {g.nbytes_per_finger():.0f} bytes per finger")
+    return 0
+
+
+def describe(g) -> dict:
+    """A JSON-able summary of a gallery."""
+    from gateway.matcher import vector
+
+    fingers = sum(len(g.positions(s)) for s in g.subjects) if len(g) <= 20000 else None
+    return {
+        "path": str(g.path) if g.path else None,
+        "subjects": len(g),
+        "fingers": fingers,
+        "bytes_per_finger": round(g.nbytes_per_finger(), 1),
+        "code_bits": vector.BITS,
+        "threshold": g.threshold,
+        "calibration": g.calibration,
+    }
+
+
+def _info(args) -> int:
+    g = open_gallery(args.dir)
+    if g is None:
+        return 2
+    info = describe(g)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"gallery {info['path']}")
+    print(f"  subjects          {info['subjects']}")
+    if info["fingers"] is not None:
+        print(f"  fingers           {info['fingers']}")
+    print(f"  bytes per finger  {info['bytes_per_finger']}")
+    if g.threshold is None:
+        print("  threshold         not calibrated (run `ebts-gateway gallery calibrate`)")
+    else:
+        cal = g.calibration
+        print(
+            f"  threshold         {g.threshold:.4f} (FPIR {cal.get('fpir')} over "
+            f"{cal.get('searches')} non-mated searches)"
+        )
+    return 0
+
+
+def _calibrate(args) -> int:
+    from gateway.matcher import synthetic
+
+    if not 0 < args.fpir < 1:
+        return error("--fpir must be between 0 and 1")
+    g = open_gallery(args.dir)
+    if g is None:
+        return 2
+    if not len(g):
+        return error(f"{args.dir}: the gallery is empty")
+    progress = Progress("calibrate")
+    scores = []
+    for i in range(args.searches):
+        probe = synthetic.tenprint(synthetic.identity(CALIBRATION_SEED, i), impression=1)
+        best = g.search(probe, top=1)
+        scores.append(best[0].score if best else 0.0)
+        progress(i + 1, args.searches)
+    t = g.calibrate(scores, fpir=args.fpir)
+    g.save_threshold(args.dir)
+    print(f"{args.dir}: threshold {t:.4f} for FPIR {args.fpir} ({args.searches} searches)")
+    if args.searches * args.fpir < 1:
+        print(
+            f"note: {args.searches} searches cannot resolve FPIR {args.fpir}: the threshold is "
+            "just above the highest non-mated score",
+            file=sys.stderr,
+        )
+    return 0

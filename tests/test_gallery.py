@@ -1,0 +1,260 @@
+"""The 1:N gallery: contents, persistence, search, calibration and the enroll/search/gallery CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+
+from gateway.cli import main
+from gateway.matcher import synthetic
+from gateway.matcher.gallery import BYTES_PER_FINGER, Candidate, Gallery
+
+SEED = 3
+
+
+def _cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _mated(i, impression=1):
+    return synthetic.tenprint(synthetic.identity(SEED, i), impression)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A saved synthetic gallery of 150 subjects, calibrated on 40 non-mated searches."""
+    g = Gallery()
+    synthetic.populate(g, 150, seed=SEED)
+    scores = [
+        g.search(synthetic.tenprint(synthetic.identity(50, i), 1))[0].score for i in range(40)
+    ]
+    g.calibrate(scores, fpir=0.001)
+    path = tmp_path_factory.mktemp("g") / "gallery"
+    g.save(path)
+    return path
+
+
+def test_add_replace_remove():
+    g = Gallery()
+    a, b = _mated(0, 0), _mated(1, 0)
+    for p, t in a.items():
+        g.add("A", p, t)
+    g.add("B", 3, b[3])
+    assert len(g) == 2 and g.subjects == ["A", "B"]
+    assert g.positions("A") == list(range(1, 11)) and g.positions("B") == [3]
+    assert g.template("B", 3) == b[3] and g.template("B", 4) is None
+    g.add("B", 3, b[4])  # replace
+    assert g.template("B", 3) == b[4] and len(g) == 2
+    g.remove("A", 2)
+    assert g.positions("A") == [1] + list(range(3, 11))
+    g.remove("B", 3)  # last finger: the subject goes
+    assert "B" not in g and len(g) == 1
+    g.remove("A")
+    assert len(g) == 0 and g.subjects == []
+    with pytest.raises(KeyError):
+        g.remove("A")
+    for bad in (0, 11, "3", 2.0, True):
+        with pytest.raises(ValueError):
+            g.add("C", bad, a[1])
+    with pytest.raises(ValueError):
+        g.add("", 1, a[1])
+    assert g.search(a) == []
+
+
+def test_save_load_round_trip(built, tmp_path):
+    g = Gallery.load(built)
+    assert isinstance(g._base.codes, np.memmap) and isinstance(g._base.minutiae, np.memmap)
+    assert len(g) == 150 and g.subjects[0] == synthetic.subject_id(SEED, 0)
+    assert g.threshold is not None and g.calibration["searches"] == 40
+    sid = synthetic.subject_id(SEED, 7)
+    assert g.template(sid, 5) == synthetic.tenprint(synthetic.identity(SEED, 7), 0)[5]
+    probe = _mated(7)
+    before = [(c.subject_id, c.score) for c in g.search(probe)]
+    g.save(tmp_path / "copy")
+    again = Gallery.load(tmp_path / "copy")
+    assert [(c.subject_id, c.score) for c in again.search(probe)] == before
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporaries left
+    with pytest.raises(ValueError):
+        Gallery.load(tmp_path / "missing")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "index.json").write_text("{not json")
+    with pytest.raises(ValueError):
+        Gallery.load(tmp_path / "junk")
+
+
+def test_mated_rank1_and_decisions(built):
+    g = Gallery.load(built)
+    for i, imp in ((3, 1), (60, 2), (149, 3), (88, 1)):
+        res = g.search(_mated(i, imp), top=5)
+        assert isinstance(res[0], Candidate)
+        assert res[0].subject_id == synthetic.subject_id(SEED, i)
+        assert res[0].decision and res[0].score >= g.threshold
+        assert [c.score for c in res] == sorted((c.score for c in res), reverse=True)
+        assert set(res[0].finger_scores) == set(range(1, 11))
+        assert abs(sum(res[0].finger_scores.values()) - res[0].score) < 1e-9
+    # fewer fingers still work
+    four = {p: t for p, t in _mated(20, 2).items() if p in (1, 2, 6, 7)}
+    res = g.search(four, top=3)
+    assert res[0].subject_id == synthetic.subject_id(SEED, 20) and set(res[0].finger_scores) == {
+        1,
+        2,
+        6,
+        7,
+    }
+
+
+def test_nonmated_below_threshold(built):
+    g = Gallery.load(built)
+    for i in range(100, 110):  # other non-mated probes than the calibration ones
+        res = g.search(synthetic.tenprint(synthetic.identity(51, i), 1), top=3)
+        assert not any(c.decision for c in res)
+        assert res[0].score < g.threshold
+
+
+def test_calibrate():
+    g = Gallery()
+    rng = np.random.default_rng(1)
+    scores = rng.gumbel(0.5, 0.05, 5000)
+    t = g.calibrate(scores, fpir=0.001)
+    assert np.mean(scores >= t) <= 0.001
+    assert t == g.threshold and g.calibration["searches"] == 5000
+    few = g.calibrate(scores[:50], fpir=0.001)
+    assert few > scores[:50].max()  # the fitted tail goes beyond the sample
+    with pytest.raises(ValueError):
+        g.calibrate([], fpir=0.001)
+    with pytest.raises(ValueError):
+        g.calibrate([0.1, 0.2], fpir=1.5)
+
+
+def test_bytes_per_finger(built):
+    g = Gallery.load(built)
+    assert BYTES_PER_FINGER < 600
+    assert g.nbytes_per_finger() <= 2048
+    sizes = sum(f.stat().st_size for f in built.iterdir())
+    assert sizes / (150 * 10) <= 2048 + 64
+
+
+def test_incremental_enrolment_and_removal(built, tmp_path):
+    g = Gallery.load(built)
+    synthetic.populate(g, 10, seed=SEED, start=150)  # new subjects
+    assert len(g) == 160 and g.modified
+    new = synthetic.subject_id(SEED, 155)
+    assert g.search(_mated(155))[0].subject_id == new
+    old = synthetic.subject_id(SEED, 4)
+    assert g.search(_mated(4))[0].subject_id == old
+    g.remove(old)
+    assert old not in g and all(c.subject_id != old for c in g.search(_mated(4)))
+    # replacing one finger of a mapped subject keeps its other fingers
+    moved = synthetic.subject_id(SEED, 9)
+    g.add(moved, 1, _mated(9, 0)[1])
+    assert g.positions(moved) == list(range(1, 11))
+    assert g.search(_mated(9))[0].subject_id == moved
+    g.save(tmp_path / "g2")
+    h = Gallery.load(tmp_path / "g2")
+    assert len(h) == 159 and old not in h and new in h
+    assert h.subjects.count(moved) == 1
+    assert h.search(_mated(155))[0].subject_id == new
+    assert h.threshold == g.threshold
+
+
+def test_first_stage_off_agrees(built):
+    g = Gallery.load(built)
+    probe = _mated(33, 2)
+    fast = g.search(probe, top=1)[0]
+    slow = g.search(probe, top=1, first_stage=False)[0]
+    assert fast.subject_id == slow.subject_id and fast.score == pytest.approx(slow.score)
+
+
+# -- command line -------------------------------------------------------------------------------
+def _transaction(identity, impression, tcn, positions=(2, 7)):
+    """A small traditional transaction with Type-14 WSQ fingers of gateway.synth."""
+    synth = pytest.importorskip("gateway.synth")
+    from gateway.ansinist import Transaction, write
+    from gateway.synth.transactions import wsq_bytes
+
+    txn = Transaction.new(
+        tot="CAR", dai="WVFBI0000", ori="WV0000000", tcn=tcn, dat="20260101", ntr="19.69"
+    )
+    t2 = txn.add_record(2)
+    t2["2.018"] = "SYNTHETIC, SUBJECT"
+    for p in positions:
+        pixels = synth.finger(identity, p, impression)
+        t14 = txn.add_record(14)
+        for tag, value in (
+            ("14.003", "1"),
+            ("14.004", "WV0000000"),
+            ("14.005", "20260101"),
+            ("14.006", str(pixels.shape[1])),
+            ("14.007", str(pixels.shape[0])),
+            ("14.008", "1"),
+            ("14.009", "500"),
+            ("14.010", "500"),
+            ("14.011", "WSQ20"),
+            ("14.012", "8"),
+            ("14.013", str(p)),
+        ):
+            t14[tag] = value
+        t14["14.999"] = wsq_bytes(pixels)
+    return write(txn)
+
+
+def test_cli_happy_path(tmp_path, built):
+    gal = tmp_path / "cli"
+    rc, out, err = _cli("gallery", "build", "--synthetic", 40, "--seed", 5, gal)
+    assert rc == 0 and "40 subjects" in out and "build [" in err
+    rc, out, _ = _cli("gallery", "info", gal, "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["subjects"] == 40 and info["bytes_per_finger"] <= 2048
+    rc, out, _ = _cli("gallery", "calibrate", gal, "--searches", 5)
+    assert rc == 0 and "threshold" in out
+    assert Gallery.load(gal).threshold is not None
+    a = tmp_path / "a.an2"
+    a.write_bytes(_transaction(11, 0, "TCN-A"))
+    b = tmp_path / "b.an2"
+    b.write_bytes(_transaction(12, 0, "TCN-B"))
+    rc, out, _ = _cli("enroll", gal, a, b)
+    assert rc == 0 and "2 fingers enrolled as TCN-A" in out
+    rc, out, _ = _cli("enroll", gal, a, "--subject", "PERSON-1")
+    assert rc == 0
+    g = Gallery.load(gal)
+    assert len(g) == 43 and g.positions("TCN-B") == [2, 7]
+    probe = tmp_path / "p.an2"
+    probe.write_bytes(_transaction(12, 1, "TCN-P"))
+    rc, out, _ = _cli("search", gal, probe, "--json", "--top", 3)
+    res = json.loads(out)
+    assert rc == 0 and res["fingers"] == [2, 7] and len(res["candidates"]) == 3
+    assert res["candidates"][0]["subject_id"] == "TCN-B"
+    rc, out, _ = _cli("search", gal, probe)
+    assert rc == 0 and "TCN-B" in out.splitlines()[1]
+
+
+def test_cli_bad_input(tmp_path, built):
+    junk = tmp_path / "junk.an2"
+    junk.write_bytes(b"not a transaction")
+    rc, _, err = _cli("search", tmp_path / "nothing", junk)
+    assert rc == 2 and "not a gallery" in err
+    rc, _, err = _cli("search", built, junk)
+    assert rc == 2 and "junk.an2" in err and "Traceback" not in err
+    rc, _, err = _cli("search", built, tmp_path / "missing.an2")
+    assert rc == 2 and "cannot read" in err
+    rc, _, err = _cli("enroll", tmp_path / "new", junk)
+    assert rc == 2 and not (tmp_path / "new").exists()
+    rc, _, err = _cli("gallery", "build", "--synthetic", 5, built)
+    assert rc == 2 and "exists" in err
+    rc, _, err = _cli("gallery", "info", junk)
+    assert rc == 2 and "not a gallery" in err
+    rc, _, err = _cli("gallery", "calibrate", built, "--fpir", 2)
+    assert rc == 2
+    rc, _, _ = _cli("gallery")
+    assert rc == 2
+    with pytest.raises(SystemExit) as exc:
+        _cli("gallery", "build", "--synthetic", "-4", tmp_path / "x")
+    assert exc.value.code == 2
