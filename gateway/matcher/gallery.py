@@ -510,20 +510,30 @@ class Gallery:
         """First-stage fused scores: list of (segment, alive row indices, scores)."""
         out = []
         positions = sorted(probe_codes)
-        pc = np.stack([probe_codes[p] for p in positions])  # (k, BYTES)
+        cols = np.array(positions) - 1
+        every = len(positions) == POSITIONS
+        pc = np.stack([probe_codes[p] for p in positions]).view(np.uint64)  # (k, BYTES / 8)
+        lut = vector.similarity(np.arange(vector.BITS + 1)).astype(np.float32)
+        step = 16384
         for seg in self._segments():
             if not seg.rows:
                 continue
             rows = seg.rows
             total = np.zeros(rows, np.float32)
-            for s in range(0, rows, 32768):
-                e = min(rows, s + 32768)
-                codes = np.asarray(seg.codes[s:e])
-                cnt = np.asarray(seg.counts[s:e])
-                for j, p in enumerate(positions):
-                    h = vector.hamming(codes[:, p - 1], pc[j])
-                    sim = vector.similarity(h)
-                    total[s:e] += np.where(cnt[:, p - 1] > 0, sim, 0.0)
+            codes = seg.codes.view(np.uint64) if seg.codes.flags.c_contiguous else None
+            for s in range(0, rows, step):
+                e = min(rows, s + step)
+                c = codes[s:e] if codes is not None else np.ascontiguousarray(seg.codes[s:e])
+                if codes is None:
+                    c = c.view(np.uint64)
+                present = np.asarray(seg.counts[s:e]) > 0
+                if not every:
+                    c = c[:, cols]
+                    present = present[:, cols]
+                h = np.bitwise_count(c ^ pc[None]).sum(-1, dtype=np.uint16)  # (n, k)
+                sim = lut[h]
+                sim *= present
+                total[s:e] = sim.sum(1)
             alive = seg.alive[:rows]
             out.append((seg, np.nonzero(alive)[0], total[alive]))
         return out
