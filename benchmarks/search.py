@@ -1,7 +1,7 @@
 """1:N tenprint search benchmark on template-level synthetic galleries (not run in CI).
 
     .venv/bin/python benchmarks/search.py [--sizes 1000,10000,100000] [--mated 300]
-        [--nonmated 1000] [--calibration 1000] [--workers 2] [--validate 8]
+        [--nonmated 1000] [--calibration 1000] [--workers 2] [--validate 4]
 
 For each gallery size N (N subjects x 10 fingers, :mod:`gateway.matcher.synthetic`, built once and
 cached under ``benchmarks/out/``):
@@ -133,6 +133,7 @@ def evaluate(size, path, args, workers):
         by[r[0]].append(r)
     top_calib = [r[3][0][1] if r[3] else 0.0 for r in by["calib"]]
     thr = g.calibrate(top_calib, fpir=FPIR)
+    g.save_threshold(path)
     rank1 = 0
     fn = 0
     mated_scores = []
@@ -263,39 +264,58 @@ def _pair_stats(gen_pairs, imp_pairs):
     return out
 
 
-def validate(k):
-    from gateway import synth
-    from gateway.matcher import extract
-
-    log(f"\n== template-level vs image-level synthetic fingers ({k} identities x 2 fingers x 2)")
+def validate(k, gallery_path):
+    """Image-level synthetic subjects (rendered + extracted) against template-level ones."""
+    log(f"\n== template-level vs image-level synthetic fingers ({k} image-level identities)")
     t0 = time.perf_counter()
     img = {}
     for ident in range(k):
-        for pos in (2, 7):
-            for imp in (0, 1):
-                img[(ident, pos, imp)] = extract(synth.finger(ident + 500, pos, imp))
-    log(f"  rendered and extracted {len(img)} images in {time.perf_counter() - t0:.0f}s")
-    tl = {}
-    for ident in range(200):
         for imp in (0, 1):
-            b = synthetic.impressions(np.full(2, 10_000 + ident), np.array([2, 7]), imp)
-            tl[(ident, 2, imp)] = synthetic.template(b, 0)
-            tl[(ident, 7, imp)] = synthetic.template(b, 1)
-    for name, d, n in (("image-level", img, k), ("template-level", tl, 200)):
+            for p, t in synthetic.image_tenprint(ident + 500, imp).items():
+                img[(ident, p, imp)] = t
+    log(f"  rendered and extracted {len(img)} images in {time.perf_counter() - t0:.0f}s")
+    n_tl = 100
+    tl = {}
+    for ident in range(n_tl):
+        for imp in (0, 1):
+            for p, t in synthetic.tenprint(10_000 + ident, imp).items():
+                tl[(ident, p, imp)] = t
+    for name, d, n in (("image-level", img, k), ("template-level", tl, n_tl)):
         c, cs, e, q, nn = _stats(list(d.values()))
         log(
             f"  {name:15s} minutiae {c:5.1f} +- {cs:4.1f}; endings {100 * e:4.1f} %; quality "
             f"{q:.2f}; median nearest-neighbour distance {nn:5.1f} px"
         )
-        gen = [(d[(i, p, 0)], d[(i, p, 1)]) for i in range(n) for p in (2, 7)]
-        imp = [(d[(i, p, 0)], d[((i + 1) % n, p, 1)]) for i in range(n) for p in (2, 7)]
-        if n > 40:
-            gen, imp = gen[:80], imp[:80]
+        ps = range(1, 11)
+        gen = [(d[(i, p, 0)], d[(i, p, 1)]) for i in range(n) for p in ps]
+        imp = [(d[(i, p, 0)], d[((i + 1) % n, p, 1)]) for i in range(n) for p in ps]
+        if len(gen) > 60:
+            gen, imp = gen[:60], imp[:60]
         for sname, (gm, gs, im, isd) in _pair_stats(gen, imp).items():
             log(
                 f"    {sname:15s} genuine {gm:.3f} +- {gs:.3f}   impostor {im:.3f} +- {isd:.3f}"
                 f"   d' {(gm - im) / max(np.sqrt((gs**2 + isd**2) / 2), 1e-9):.2f}"
+                f"   ({len(gen)} + {len(imp)} pairs)"
             )
+    # the image-level subjects enrolled among the template-level distractors, then searched
+    g = Gallery.load(gallery_path)
+    for ident in range(k):
+        for p in range(1, 11):
+            g.add(f"IMG-{ident}", p, img[(ident, p, 0)])
+    top_ok = 0
+    for ident in range(k):
+        probe = {p: img[(ident, p, 1)] for p in range(1, 11)}
+        res = g.search(probe, top=2)
+        ok = res[0].subject_id == f"IMG-{ident}"
+        top_ok += ok
+        log(
+            f"  image-level mated search {ident}: rank-1 {'yes' if ok else 'NO'}, score "
+            f"{res[0].score:.3f} (decision {res[0].decision}), next {res[1].score:.3f}"
+        )
+    log(
+        f"  image-level mated searches in a {len(g) - k}-subject template-level gallery: "
+        f"rank-1 {top_ok}/{k}"
+    )
 
 
 def main(argv=None) -> int:
@@ -308,7 +328,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--brute", default="20,4,0", help="first-stage-off probes per size (0: extrapolate)"
     )
-    ap.add_argument("--validate", type=int, default=8, help="image-level identities (0: skip)")
+    ap.add_argument("--validate", type=int, default=4, help="image-level identities (0: skip)")
     ap.add_argument("--build-only", action="store_true")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -334,7 +354,7 @@ def main(argv=None) -> int:
             precise(path)
         summary.append(r)
     if args.validate and not args.build_only:
-        validate(args.validate)
+        validate(args.validate, OUT / f"gallery-{sizes[0]}-s{SEED}")
     if summary:
         log("\n== summary (targets at 100k: p50 <= 1 s, rank-1 >= 99.5 %, FPIR <= 0.1 %, ")
         log("   <= 2048 bytes per finger, load <= 2 s)")

@@ -357,3 +357,15 @@ def populate(gallery, count: int, seed: int = 0, start: int = 0, progress=None, 
         if progress is not None:
             progress(done, count)
     return gallery
+
+
+def image_tenprint(identity: int, impression: int = 0, positions=range(1, 11)) -> dict:
+    """``{position: Template}`` of image-level synthetic fingers: rendered by
+    :func:`gateway.synth.finger` and extracted by :func:`gateway.matcher.extract` (slow: about
+    a second a finger; for validating the template-level model on a small subset).  Raises
+    ImportError when :mod:`gateway.synth` is not available."""
+    from gateway import synth
+
+    from . import extract
+
+    return {p: extract(synth.finger(int(identity), p, impression)) for p in positions}
