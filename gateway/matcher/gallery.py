@@ -112,7 +112,7 @@ class _Segment:
         self.offsets = offsets  # mapped segment only
         self.blobs = blobs  # mapped: uint8 memmap; growable: list of [bytes | None] * 10
         self.ids = ids  # list of subject ids, row order
-        self.alive = np.ones(len(ids), bool)
+        self.alive = np.zeros(codes.shape[0], bool) if growable else np.ones(len(ids), bool)
         self.growable = growable
 
     @classmethod
@@ -135,14 +135,14 @@ class _Segment:
         row = self.rows
         if row == self.codes.shape[0]:
             cap = max(16, 2 * row)
-            for name in ("codes", "minutiae", "counts"):
+            for name in ("codes", "minutiae", "counts", "alive"):
                 old = getattr(self, name)
                 new = np.zeros((cap,) + old.shape[1:], old.dtype)
                 new[:row] = old[:row]
                 setattr(self, name, new)
         self.ids.append(subject_id)
         self.blobs.append([None] * POSITIONS)
-        self.alive = np.append(self.alive, True)
+        self.alive[row] = True
         return row
 
     def template_bytes(self, row: int, position: int) -> bytes | None:
@@ -196,7 +196,7 @@ class Gallery:
         """Subject ids, in storage order."""
         out = []
         for seg in self._segments():
-            out.extend(sid for sid, ok in zip(seg.ids, seg.alive, strict=True) if ok)
+            out.extend(sid for sid, ok in zip(seg.ids, seg.alive[: seg.rows], strict=True) if ok)
         return out
 
     def positions(self, subject_id: str) -> list[int]:
