@@ -16,6 +16,7 @@ COMMANDS = [
     "gateway.commands.dump",
     "gateway.commands.convert",
     "gateway.commands.validate",
+    "gateway.commands.replay",
     "gateway.commands.enroll",
     "gateway.commands.search",
     "gateway.commands.gallery",

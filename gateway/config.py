@@ -55,7 +55,7 @@ class Config:
     retry_attempts: int = 30
     workers: int = 2
     gateway_ori: str = "WVIAFIS0Z"  # the ORI our responses come from (FBI CJIS in EBTS samples)
-    profile: str = "ebts-9.1"
+    profile: str = "ebts-10"
     agencies: tuple[Agency, ...] = ()
     jurisdictions: tuple[Jurisdiction, ...] = ()
     lesc_email: str | None = None
@@ -195,7 +195,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         if p is not None and not p.is_file():
             raise ConfigError(key, f"no such file: {p}")
 
-    profile = _str(validation, "profile", "validation.", "ebts-9.1")
+    profile = _str(validation, "profile", "validation.", "ebts-10")
     if profile not in {"ebts-9.1", "ebts-10", "none"}:
         raise ConfigError("validation.profile", f"must be ebts-9.1, ebts-10 or none: {profile!r}")
 

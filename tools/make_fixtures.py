@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.ansinist import Transaction, read, write  # noqa: E402
+from gateway.routing import rules  # noqa: E402
 from gateway.routing.responses import build_errt, header_of  # noqa: E402
 from gateway.validation import validate_bytes  # noqa: E402
 
@@ -176,7 +177,7 @@ def fixtures() -> dict[str, bytes]:
 
     # Level 2: ANSI/NIST field syntax
     out["l2-bad-date.eft"] = _edit(lambda t: t.records[2].__setitem__("14.005", "20250230"))
-    out["l2-future-dat.eft"] = _edit(lambda t: t.records[0].__setitem__("1.005", "20260120"))
+    out["l2-future-dat.eft"] = _edit(lambda t: t.records[0].__setitem__("1.005", "20991231"))
     out["l2-bad-cga.eft"] = _edit(lambda t: t.records[2].__setitem__("14.011", "WSQ2"))
     out["l2-legacy-cga.eft"] = _edit(lambda t: t.records[2].__setitem__("14.011", "WSQ"))
     out["l2-bad-nsr.eft"] = _edit(lambda t: t.records[0].__setitem__("1.011", "19.7"))
@@ -218,7 +219,21 @@ def fixtures() -> dict[str, bytes]:
     report = validate_bytes(out["l3-missing-mandatory-xml.xml"], today=_today())
     errt = build_errt(bad, report.findings, tcn="GW20260110000002", dat=DAT)
     out["errt-response-xml.xml"] = write(errt)
-    return out
+    return _unique_tcns(out)
+
+
+BASE_TCN = b"WV20260110000001"
+
+
+def _unique_tcns(out: dict[str, bytes]) -> dict[str, bytes]:
+    """Give every fixture its own TCN (same length, so LEN fields stay right): the gateway
+    answers a repeated (ORI, TCN) with the first answer, and replay matches answers by TCR."""
+    unique = {}
+    for n, name in enumerate(sorted(out), start=1):
+        tcn = b"WV2026011" + f"{n:07d}".encode()
+        assert len(tcn) == len(BASE_TCN)
+        unique[name] = out[name].replace(BASE_TCN, tcn)
+    return unique
 
 
 def as_xml(txn: Transaction) -> Transaction:
@@ -286,7 +301,8 @@ def _today() -> date:
 def expectation(data: bytes) -> dict:
     report = validate_bytes(data, profile=PROFILE, today=_today())
     if report.valid:
-        response = None
+        # What the gateway answers a valid transaction (gateway.routing.rules).
+        response = rules.gateway_answer(read(data).tot)
     else:
         try:
             read(data)

@@ -18,6 +18,9 @@ log = logging.getLogger("gateway.outbound")
 
 
 class Dispatcher:
+    max_in_flight = 8  # concurrent deliveries
+    send_timeout = 120.0  # seconds before a hanging delivery counts as failed
+
     def __init__(self, journal, config, senders: dict, *, clock=None, rng=None):
         self.journal = journal
         self.config = config
@@ -57,9 +60,11 @@ class Dispatcher:
     def _run(self) -> None:
         self._timer = None
         now = time.time()
-        for item in self.journal.due(now):
+        for item in self.journal.due(now, limit=self.max_in_flight + len(self._inflight)):
             if item.id in self._inflight:
                 continue
+            if len(self._inflight) >= self.max_in_flight:
+                break
             self._inflight.add(item.id)
             self._send(item)
         self._schedule_next()
@@ -83,6 +88,8 @@ class Dispatcher:
                 d = defer.maybeDeferred(sender, item, self.journal.payload(item.payload))
             except Exception as exc:  # noqa: BLE001
                 d = defer.fail(exc)
+
+        d.addTimeout(self.send_timeout, self.clock)
 
         def ok(_):
             if not self._running:

@@ -32,7 +32,7 @@ class Job:
     payload: bytes
     response_tcn: str
     gateway_ori: str
-    profile: str = "ebts-9.1"
+    profile: str = "ebts-10"
     today: str | None = None  # ISO date; default: the worker's local date
     fbi_gallery: str | None = None
     journal_path: str | None = None  # for enrolments made since the gallery was saved
@@ -146,6 +146,19 @@ def _process(job: Job, result: Result, t: float) -> None:
     t = result.step("VALIDATED", f"{len(report.warnings)} warnings", t)
 
     tot = txn.tot
+    if rules.gateway_answer(tot) == "ERRT":
+        from gateway.validation import ERROR, Finding
+
+        finding = Finding(
+            ERROR,
+            "TOT_NOT_SERVED",
+            Location(1, 1, "1.004"),
+            f"TOT {tot} is not served by this gateway",
+            hint=f"1.004 TOT {tot}: TRANSACTION TYPE NOT SERVED BY THIS GATEWAY",
+        )
+        t = result.step("REJECTED", "TOT_NOT_SERVED", t)
+        _errt(job, txn, [finding], result)
+        return
     identified, ucn, messages = False, None, []
     if rules.is_tenprint(tot) and not job.fbi_gallery:
         t = result.step("SEARCHED", "no FBI gallery configured", t)

@@ -55,6 +55,20 @@ def answer_required(tot: str | None) -> bool:
     return tot in TENPRINT_TOTS and tot not in NO_ANSWER_TOTS
 
 
+def gateway_answer(tot: str | None) -> str | None:
+    """The TOT this gateway answers a *valid* submission with.
+
+    SRE for tenprint submissions that require an answer; nothing for CNA ("No Answer
+    Necessary") and for responses it receives (SRE, ERRT ...); ERRT for any other TOT, which
+    this gateway does not serve.
+    """
+    if answer_required(tot):
+        return "SRE"
+    if tot in RESPONSE_TOTS or tot in NO_ANSWER_TOTS:
+        return None
+    return "ERRT"
+
+
 def should_enroll(tot: str | None, ret: str | None, hit: bool) -> bool:
     """EBTS 2.005 RET=Y asks to retain the prints; a new subject is enrolled on no hit."""
     return tot in TENPRINT_TOTS and (ret or "").upper() == "Y" and not hit

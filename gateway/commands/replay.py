@@ -1,0 +1,239 @@
+"""``ebts-gateway replay DIR --to smtp://HOST:PORT``: send fixtures, compare the answers.
+
+Every transaction file in DIR that has a ``NAME.expect.json`` beside it is sent to the gateway
+(over SMTP as a MIME attachment, or over SOAP with ``--to soap://HOST:PORT``).  Responses come
+back through the gateway's outbound relay: replay listens there itself (``--listen``, by default
+127.0.0.1:2526, the embedded default relay) and matches each response to its fixture by TCR =
+the fixture's TCN.  The expectation file says:
+
+``response_tot``
+    the TOT of the answer ("SRE", "ERRT") or null when no answer is due (e.g. CNA);
+``srf`` (optional)
+    2.059 of an SRE ("I" or "N");
+``findings`` (optional)
+    findings with a ``location``; each field tag named there must appear in an ERRT MSG line.
+
+It prints a table and writes a JUnit XML report; exit 0 only when every outcome is as expected.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+NAME = "replay"
+HELP = "send fixture transactions to a gateway and compare its responses with expectations"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("directory", help="folder of fixtures (NAME.eft|.xml + NAME.expect.json)")
+    parser.add_argument("--to", required=True, help="smtp://HOST:PORT or soap://HOST:PORT")
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:2526",
+        help="where to receive the responses (the gateway's outbound relay)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for all responses"
+    )
+    parser.add_argument(
+        "--grace", type=float, default=3.0, help="seconds to wait for answers that must not come"
+    )
+    parser.add_argument("--junit", default="replay-junit.xml", help="JUnit XML report path")
+    parser.add_argument("--sender", default="replay@localhost", help="envelope sender")
+
+
+@dataclass
+class Case:
+    name: str
+    path: Path
+    expect: dict
+    tcn: str | None = None
+    response: bytes | None = None
+    response_tot: str | None = None
+    problems: list[str] = field(default_factory=list)
+    sent_error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def discover(directory: Path) -> list[Case]:
+    cases = []
+    for expect_path in sorted(directory.rglob("*.expect.json")):
+        stem = expect_path.name[: -len(".expect.json")]
+        candidates = [
+            p
+            for p in expect_path.parent.glob(stem + ".*")
+            if p.name != expect_path.name and not p.name.endswith(".json")
+        ]
+        if len(candidates) != 1:
+            continue
+        try:
+            expect = json.loads(expect_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{expect_path}: not valid JSON: {exc}") from None
+        name = str(candidates[0].relative_to(directory))
+        cases.append(Case(name, candidates[0], expect))
+    return cases
+
+
+def _tcn_of(data: bytes) -> str | None:
+    from gateway.ansinist import FormatError, read
+    from gateway.ansinist.traditional import peek_type1
+
+    if data.lstrip()[:1] == b"<":
+        try:
+            return read(data).tcn
+        except FormatError:
+            return None
+    return peek_type1(data).get("1.009")
+
+
+def check(case: Case) -> None:
+    """Compare what came back with the expectation (fills ``case.problems``)."""
+    from gateway.ansinist import FormatError, read
+
+    expected = case.expect.get("response_tot")
+    if case.sent_error:
+        case.problems.append(f"not accepted: {case.sent_error}")
+        return
+    if expected is None:
+        if case.response is not None:
+            case.problems.append(f"expected no answer, got {case.response_tot}")
+        return
+    if case.response is None:
+        case.problems.append(f"expected {expected}, got no answer in time")
+        return
+    try:
+        response = read(case.response)
+    except FormatError as exc:
+        case.problems.append(f"the response does not read: {exc}")
+        return
+    if response.tot != expected:
+        case.problems.append(f"expected {expected}, got {response.tot}")
+        return
+    t2 = next((r for r in response.records if r.type == 2), None)
+    if expected == "SRE" and "srf" in case.expect:
+        srf = t2.value("2.059") if t2 is not None else None
+        if srf != case.expect["srf"]:
+            case.problems.append(f"expected SRF {case.expect['srf']}, got {srf}")
+    if expected == "ERRT":
+        lines = " | ".join(
+            sub[0] for sub in (t2["2.060"].subfields if t2 is not None and "2.060" in t2 else ())
+        )
+        tags = {
+            f["location"].split("field ")[1].split()[0]
+            for f in case.expect.get("findings", [])
+            if "field " in f.get("location", "")
+        }
+        if len(case.expect.get("findings", [])) <= 10:
+            for tag in sorted(tags):
+                if tag not in lines:
+                    case.problems.append(f"ERRT does not name field {tag}")
+
+
+def junit(cases: list[Case], suite: str) -> bytes:
+    from xml.sax.saxutils import escape, quoteattr
+
+    failures = sum(not c.passed for c in cases)
+    total = sum(c.seconds for c in cases)
+    out = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<testsuite name={quoteattr(suite)} tests="{len(cases)}" failures="{failures}" '
+        f'errors="0" time="{total:.3f}">',
+    ]
+    for c in cases:
+        out.append(
+            f'  <testcase classname="replay" name={quoteattr(c.name)} time="{c.seconds:.3f}">'
+        )
+        if not c.passed:
+            text = "; ".join(c.problems)
+            out.append(f"    <failure message={quoteattr(text)}>{escape(text)}</failure>")
+        out.append("  </testcase>")
+    out.append("</testsuite>")
+    return ("\n".join(out) + "\n").encode()
+
+
+def run(args) -> int:
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        print(f"replay: {directory} is not a folder", file=sys.stderr)
+        return 2
+    target = urlparse(args.to)
+    if target.scheme not in ("smtp", "soap") or not target.hostname or not target.port:
+        print(
+            f"replay: --to must be smtp://HOST:PORT or soap://HOST:PORT, not {args.to!r}",
+            file=sys.stderr,
+        )
+        return 2
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"replay: --listen must be HOST:PORT, not {args.listen!r}", file=sys.stderr)
+        return 2
+    cases = discover(directory)
+    if not cases:
+        print(f"replay: no fixtures with .expect.json in {directory}", file=sys.stderr)
+        return 2
+
+    from gateway.replay_io import Receiver, send_smtp, send_soap
+
+    receiver = Receiver(host, int(port))
+    try:
+        receiver.start()
+    except OSError as exc:
+        print(f"replay: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        by_tcn: dict[str, list[Case]] = {}
+        started = {}
+        for case in cases:
+            data = case.path.read_bytes()
+            case.tcn = _tcn_of(data)
+            by_tcn.setdefault(case.tcn, []).append(case)
+            started[case.name] = time.monotonic()
+            try:
+                if target.scheme == "smtp":
+                    send_smtp(target.hostname, target.port, data, args.sender, case.path.name)
+                else:
+                    send_soap(f"http://{target.hostname}:{target.port}", data)
+            except Exception as exc:  # noqa: BLE001 - reported per case
+                case.sent_error = str(exc)
+        waiting = [c for c in cases if c.expect.get("response_tot") and not c.sent_error]
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            for tcr, tot, payload in receiver.take():
+                for case in by_tcn.get(tcr, []):
+                    if case.response is None:
+                        case.response, case.response_tot = payload, tot
+                        case.seconds = time.monotonic() - started[case.name]
+                        break
+            if all(c.response is not None for c in waiting):
+                break
+            time.sleep(0.1)
+        time.sleep(args.grace)
+        for tcr, tot, payload in receiver.take():
+            for case in by_tcn.get(tcr, []):
+                if case.response is None:
+                    case.response, case.response_tot = payload, tot
+    finally:
+        receiver.stop()
+
+    for case in cases:
+        check(case)
+    width = max(len(c.name) for c in cases)
+    print(f"{'fixture':<{width}}  {'expected':<9} {'got':<9} result")
+    for c in cases:
+        got = c.response_tot or ("-" if not c.sent_error else "refused")
+        verdict = "ok" if c.passed else "FAIL: " + "; ".join(c.problems)
+        print(f"{c.name:<{width}}  {c.expect.get('response_tot') or '-':<9} {got:<9} {verdict}")
+    failed = sum(not c.passed for c in cases)
+    print(f"\n{len(cases) - failed} passed, {failed} failed")
+    Path(args.junit).write_bytes(junit(cases, f"replay {args.to}"))
+    return 0 if failed == 0 else 1

@@ -1,0 +1,127 @@
+"""Blocking network helpers of ``ebts-gateway replay``: a response sink and the senders.
+
+:class:`Receiver` is a small SMTP server (a thread per connection) that plays the state
+system's mailbox: it accepts whatever the gateway's outbound relay delivers and keeps, for
+each attachment that reads as a transaction, (TCR, TOT, bytes).  It listens on loopback by
+default and accepts messages up to 64 MiB.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import socketserver
+import threading
+from email.message import EmailMessage
+
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class _SMTPHandler(socketserver.StreamRequestHandler):
+    timeout = 60
+
+    def reply(self, text: str) -> None:
+        self.wfile.write(text.encode() + b"\r\n")
+        self.wfile.flush()
+
+    def handle(self) -> None:
+        self.reply("220 ebts-gateway-replay ESMTP")
+        while True:
+            line = self.rfile.readline(4096)
+            if not line:
+                return
+            verb = line.strip().split(b" ", 1)[0].upper()
+            if verb in (b"EHLO", b"HELO"):
+                self.reply(f"250-replay\r\n250 SIZE {MAX_MESSAGE}" if verb == b"EHLO" else "250 ok")
+            elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                self.reply("250 ok")
+            elif verb == b"DATA":
+                self.reply("354 end with <CRLF>.<CRLF>")
+                lines, size = [], 0
+                while True:
+                    data = self.rfile.readline(1 << 20)
+                    if not data or data in (b".\r\n", b".\n"):
+                        break
+                    if data.startswith(b".."):
+                        data = data[1:]
+                    size += len(data)
+                    if size <= MAX_MESSAGE:
+                        lines.append(data)
+                self.server.receiver.collect(b"".join(lines))
+                self.reply("250 ok")
+            elif verb == b"QUIT":
+                self.reply("221 bye")
+                return
+            else:
+                self.reply("502 command not implemented")
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class Receiver:
+    def __init__(self, host: str = "127.0.0.1", port: int = 2526):
+        self.address = (host, port)
+        self._lock = threading.Lock()
+        self._items: list[tuple[str | None, str | None, bytes]] = []
+        self._server: _Server | None = None
+
+    def start(self) -> None:
+        self._server = _Server(self.address, _SMTPHandler)
+        self._server.receiver = self
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def collect(self, raw: bytes) -> None:
+        from gateway.ansinist import FormatError, read
+
+        try:
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            parts = list(message.iter_attachments()) if message.is_multipart() else []
+        except Exception:  # noqa: BLE001 - a mailbox keeps what it cannot parse out of the way
+            parts = []
+        for part in parts:
+            payload = part.get_payload(decode=True) or b""
+            try:
+                txn = read(payload)
+                item = (txn.tcr, txn.tot, payload)
+            except FormatError:
+                item = (None, None, payload)
+            with self._lock:
+                self._items.append(item)
+
+    def take(self) -> list[tuple[str | None, str | None, bytes]]:
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
+
+def send_smtp(host: str, port: int, data: bytes, sender: str, filename: str) -> None:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = f"ebts@{host}"
+    message["Subject"] = f"EBTS replay {filename}"
+    message.set_content("EBTS transaction attached.")
+    message.add_attachment(data, maintype="application", subtype="octet-stream", filename=filename)
+    with smtplib.SMTP(host, port, timeout=60) as client:
+        client.send_message(message)
+
+
+def send_soap(base_url: str, data: bytes) -> str:
+    from gateway.transports.soap_client import submit_soap
+
+    xml = data.lstrip()[:1] == b"<"
+    service = "NGIUserService" if xml else "NativeEBTSService"
+    return submit_soap(f"{base_url}/ngi/{service}", data, xml=xml)
