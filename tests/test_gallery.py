@@ -174,7 +174,7 @@ def test_first_stage_off_agrees(built):
 
 
 # -- command line -------------------------------------------------------------------------------
-def _transaction(identity, impression, tcn, positions=(2, 7)):
+def _transaction(identity, impression, tcn, positions=(2, 7), corrupt=()):
     """A small traditional transaction with Type-14 WSQ fingers of gateway.synth."""
     synth = pytest.importorskip("gateway.synth")
     from gateway.ansinist import Transaction, write
@@ -202,7 +202,7 @@ def _transaction(identity, impression, tcn, positions=(2, 7)):
             ("14.013", str(p)),
         ):
             t14[tag] = value
-        t14["14.999"] = wsq_bytes(pixels)
+        t14["14.999"] = b"\xff\xa0 not WSQ data" if p in corrupt else wsq_bytes(pixels)
     return write(txn)
 
 
@@ -255,6 +255,11 @@ def test_cli_bad_input(tmp_path, built):
     assert rc == 2
     rc, _, _ = _cli("gallery")
     assert rc == 2
+    half = tmp_path / "half.an2"
+    half.write_bytes(_transaction(13, 0, "TCN-H", positions=(1, 3), corrupt=(3,)))
+    rc, out, err = _cli("enroll", tmp_path / "g3", half)
+    assert rc == 2 and "record 4 (Type-14)" in err and "Traceback" not in err
+    assert Gallery.load(tmp_path / "g3").positions("TCN-H") == [1]
     with pytest.raises(SystemExit) as exc:
         _cli("gallery", "build", "--synthetic", "-4", tmp_path / "x")
     assert exc.value.code == 2

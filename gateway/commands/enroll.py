@@ -6,8 +6,8 @@ enrolled under the subject id: ``--subject``, else the transaction's 2.014 FBI n
 1.009 TCN.  A finger already enrolled for that subject is replaced.  The gallery directory is
 created when missing.
 
-Exit status: 0 all files enrolled; 2 when a file or the gallery could not be read (the files
-that could be are still enrolled).
+Exit status: 0 all files enrolled; 2 when a file, a finger image or the gallery could not be
+read (whatever could be read is still enrolled).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def finger_position(record) -> int | None:
     return None
 
 
-def fingers(txn, name: str):
+def fingers(txn, name: str, errors: list | None = None):
     """Yield ``(position, Template)`` for the finger images of a transaction; problems with one
-    record are reported on stderr and skipped."""
+    record are reported on stderr, appended to ``errors`` and skipped."""
     from gateway.imaging import ImagingError, decode_record, ntr_of, to_500ppi
     from gateway.matcher import extract
 
@@ -67,6 +67,8 @@ def fingers(txn, name: str):
             yield position, extract(image.pixels, image.ppi or 500)
         except (ImagingError, ValueError) as exc:
             print(f"{name}: record {recno} (Type-{record.type}): {exc}", file=sys.stderr)
+            if errors is not None:
+                errors.append((recno, str(exc)))
 
 
 def subject_of(txn) -> str | None:
@@ -106,12 +108,18 @@ def run(args) -> int:
             failed += 1
             continue
         count = 0
-        for position, template in fingers(txn, name):
+        errors: list = []
+        for position, template in fingers(txn, name, errors):
             g.add(sid, position, template)
             count += 1
-        if not count:
-            print(f"{name}: no finger image (Type-4/14, positions 1-10) to enrol", file=sys.stderr)
+        if errors:
             failed += 1
+        if not count:
+            if not errors:
+                print(
+                    f"{name}: no finger image (Type-4/14, positions 1-10) to enrol", file=sys.stderr
+                )
+                failed += 1
         else:
             print(f"{name}: {count} fingers enrolled as {sid}")
             enrolled += count
