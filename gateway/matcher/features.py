@@ -31,7 +31,18 @@ WIN = 32  # analysis window (pixels)
 HOP = 16  # block size = hop between windows
 MIN_PERIOD, MAX_PERIOD = 4.0, 18.0  # ridge period band searched (pixels at 500 ppi)
 
+# contextual filter: radial Gaussian sigma (fraction of the block frequency) and the half-width of
+# the angular window (radians), widened where the orientation is uncertain
+RADIAL_SIGMA = 0.3
+ANGULAR_BW = np.pi / 5
+ANGULAR_BW_LOW_COH = np.pi / 4
+
 ENDING, BIFURCATION = 1, 2
+LOCAL_ORIENTATION = True
+CLOSE = 0.5
+CLUSTER = 3
+FACING = True
+BORDER_MARGIN = 0.8  # minutiae closer than this many ridge periods to the print's border go
 CORE_INDEX = 1  # sign of the doubled-angle winding of a core (image coordinates, y down)
 
 
@@ -204,10 +215,10 @@ def enhance(img: np.ndarray):
 
     # filters: radial Gaussian band x angular raised cosine
     f0 = freq[:, :, None, None]
-    sig_r = 0.3 * f0 + 0.01
+    sig_r = RADIAL_SIGMA * f0 + 0.01
     radial = np.exp(-((_RADIUS - f0) ** 2) / (2 * sig_r**2))
     dphi = (_PHI - normal[:, :, None, None] + np.pi / 2) % np.pi - np.pi / 2
-    bw = (np.pi / 7 + (1 - coh) * np.pi / 4)[:, :, None, None]
+    bw = (ANGULAR_BW + (1 - coh) * ANGULAR_BW_LOW_COH)[:, :, None, None]
     angular = np.where(np.abs(dphi) < bw, np.cos(np.pi / 2 * dphi / bw) ** 2, 0)
     filt = (radial * angular).astype(np.float32)
     filt[:, :, 0, 0] = 0
@@ -245,16 +256,17 @@ class _Tracer:
         s = self.skel
         return [p + o for o in self.offsets if s[p + o]]
 
-    def trace(self, start: int, visited: set, maxlen: int):
+    def trace(self, start: int, visited: set, maxlen: int, through=()):
         """Follow the ridge from ``start``; returns (path, kind) with kind 0 (still running after
-        ``maxlen``), 1 (ran into an ending) or 3 (ran into a junction)."""
+        ``maxlen``), 1 (ran into an ending) or 3 (ran into a junction).  Pixels in ``through``
+        (the junction the trace leaves) never stop it."""
         path = [start]
         cur = start
         skel, cn = self.skel, self.cn
         visited.add(cur)
         for _ in range(maxlen):
             c = cn[cur]
-            if len(path) > 1 and c != 2:
+            if len(path) > 1 and c != 2 and cur not in through:
                 return path, (1 if c == 1 else 3)
             nxt = -1
             for o in self.offsets:
@@ -285,6 +297,21 @@ class _Tracer:
                 best = next((k for k in run if k % 2 == 0), run[0])
                 starts.append(p + circle[best])
         return starts
+
+
+def _local_orientation(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, radius: int):
+    """Ridge-normal direction (mod pi) at the given pixels from the gradient structure tensor
+    over a Gaussian-weighted disc around each."""
+    gy, gx = np.gradient(img)
+    r = radius
+    pad = np.pad(np.stack([gx * gx - gy * gy, 2 * gx * gy]), ((0, 0), (r, r), (r, r)))
+    off = np.arange(-r, r + 1)
+    wgt = np.exp(-(off[:, None] ** 2 + off[None, :] ** 2) / (2 * (r / 2) ** 2))
+    yy = ys[:, None, None] + r + off[None, :, None]
+    xx = xs[:, None, None] + r + off[None, None, :]
+    c2 = (pad[0][yy, xx] * wgt).sum((1, 2))
+    s2 = (pad[1][yy, xx] * wgt).sum((1, 2))
+    return 0.5 * np.arctan2(s2, c2)
 
 
 def find_cores(normal: np.ndarray, bmask: np.ndarray) -> np.ndarray:
@@ -345,7 +372,7 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
     bifs = (inner_cn == 3) & (count >= 3)
     # distance to the border of the print
     dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    margin = 0.8 * period
+    margin = BORDER_MARGIN * period
     cand = (ends | bifs) & (dist > margin)
     ys, xs = np.nonzero(cand)
     if ys.size == 0:
@@ -372,6 +399,7 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
                     return j
         return None
 
+    cluster_of: set[int] = set()
     for i in range(ys.size):
         p = int(flat[i])
         if kinds[i] == ENDING:
@@ -393,16 +421,23 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
             qy, qx = divmod(q, wp)
             theta[i] = np.arctan2((ys[i] + 1) - qy, (xs[i] + 1) - qx)
         else:
+            if p in cluster_of:  # another pixel of the same junction was taken already
+                keep[i] = False
+                continue
             starts = tracer.branches(p)
             if len(starts) != 3:
                 keep[i] = False
                 continue
+            # the pixels of this junction (a junction can be two or three adjacent pixels)
+            through = {p + dy * wp + dx for dy in (-2, -1, 0, 1, 2) for dx in (-2, -1, 0, 1, 2)}
+            for q in through:
+                cluster_of.add(q)
             visited = {p, *starts}
             dirs = []
             for s in starts:
                 vis = set(visited)
                 vis.discard(s)
-                path, hit = tracer.trace(s, vis, maxlen)
+                path, hit = tracer.trace(s, vis, maxlen, through)
                 if hit == 3 and len(path) < 0.6 * period:
                     keep[i] = False
                     drop_near.append((path[-1], BIFURCATION))
@@ -417,7 +452,8 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
                 abs(_angle_diff(d[0], d[2])),
                 abs(_angle_diff(d[0], d[1])),
             ]
-            stem = int(np.argmax(sep))  # the branch farthest from the other two
+            # the two fork branches are the closest pair; the stem is the third
+            stem = int(np.argmin(sep))
             theta[i] = d[stem]
 
     for p, kind in drop_near:
@@ -428,7 +464,10 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
     # refine the direction with the smoothed orientation field (mod pi), keep the traced sense
     bi = np.clip(np.rint(ys / HOP).astype(int), 0, bmask.shape[0] - 1)
     bj = np.clip(np.rint(xs / HOP).astype(int), 0, bmask.shape[1] - 1)
-    ridge = normal[bi, bj] + np.pi / 2
+    if LOCAL_ORIENTATION:
+        ridge = _local_orientation(enhanced, xs, ys, int(round(1.2 * period))) + np.pi / 2
+    else:
+        ridge = normal[bi, bj] + np.pi / 2
     flip = np.abs(_angle_diff(ridge, theta)) > np.pi / 2
     refined = np.where(flip, ridge + np.pi, ridge)
     close = np.abs(_angle_diff(refined, theta)) < np.pi / 4
@@ -447,15 +486,16 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         np.fill_diagonal(d, np.inf)
         bad = np.zeros(xs.size, bool)
         # clusters of minutiae in noisy places, and pairs that are too close
-        bad |= (d < 0.5 * period).any(1)
-        bad |= (d < 1.5 * period).sum(1) >= 3
+        bad |= (d < CLOSE * period).any(1)
+        bad |= (d < 1.5 * period).sum(1) >= CLUSTER
         # endings facing each other across a ridge break
         e = kinds == ENDING
         opposite = np.abs(_angle_diff(theta[:, None], theta[None, :])) > 0.75 * np.pi
         ahead = np.arctan2(-dy, -dx)  # direction from i to j
         aligned = np.abs(_angle_diff(ahead, theta[:, None])) < np.pi / 4
         facing = e[:, None] & e[None, :] & opposite & aligned & (d < 2.0 * period)
-        bad |= facing.any(1) | facing.any(0)
+        if FACING:
+            bad |= facing.any(1) | facing.any(0)
         sel = np.nonzero(~bad)[0]
         xs, ys, theta, kinds, bi, bj = (a[sel] for a in (xs, ys, theta, kinds, bi, bj))
 

@@ -28,14 +28,14 @@ ND = 6  # angular sections
 SIGMA_S = 28.0 / 3.0
 SIGMA_D = 2.0 * np.pi / 9.0
 MU_PSI, TAU_PSI = 0.01, 400.0
-MIN_VALID_CELLS = 0.75  # fraction of the disc's cells that must lie in the print
+MIN_VALID_CELLS = 0.5  # fraction of the disc's cells that must lie in the print
 MIN_NEIGHBOURS = 2
 MIN_COMMON = 0.6  # fraction of the disc's cells valid in both cylinders for a comparison
 
 # LSS-R parameters
 MIN_NP, MAX_NP, MU_P, TAU_P = 4, 12, 20.0, 0.4
 W_R, N_REL = 0.5, 5
-MU_1, TAU_1 = 5.0, -8.0 / 5.0
+MU_1, TAU_1 = 8.0, -0.8
 MU_2, TAU_2 = np.pi / 12, -30.0
 MU_3, TAU_3 = np.pi / 12, -30.0
 
@@ -109,9 +109,28 @@ def cylinders(x, y, theta, mask: np.ndarray):
 class Prepared:
     """Everything :func:`score` needs about one template (valid cylinders only)."""
 
-    __slots__ = ("n", "values", "left", "right", "theta", "dist", "rel", "radial")
+    __slots__ = (
+        "n",
+        "values",
+        "left",
+        "right",
+        "x",
+        "y",
+        "theta",
+        "dist",
+        "rel",
+        "radial",
+        "mask",
+        "all_x",
+        "all_y",
+        "all_t",
+    )
 
     def __init__(self, x, y, theta, mask):
+        self.mask = mask
+        self.all_x = np.asarray(x, np.float64)
+        self.all_y = np.asarray(y, np.float64)
+        self.all_t = np.asarray(theta, np.float64)
         values, cells, ok = cylinders(x, y, theta, mask)
         sel = np.nonzero(ok)[0]
         self.n = int(sel.size)
@@ -125,6 +144,8 @@ class Prepared:
         y = np.asarray(y, np.float64)[sel]
         t = np.asarray(theta, np.float64)[sel]
         self.theta = t
+        self.x = x
+        self.y = y
         dx = x[:, None] - x[None, :]
         dy = y[:, None] - y[None, :]
         self.dist = np.hypot(dx, dy)
@@ -158,7 +179,21 @@ def score(a: Prepared, b: Prepared) -> float:
     lam = local_similarity(a, b)
     nr = min(na, nb)
     flat = lam.ravel()
-    top = np.argpartition(flat, -nr)[-nr:]
+    if UNIQUE:
+        order = np.argsort(-flat, kind="stable")
+        used_a, used_b, top = set(), set(), []
+        for k in order[: 4 * (na + nb)]:
+            i, j = divmod(int(k), nb)
+            if i in used_a or j in used_b:
+                continue
+            used_a.add(i)
+            used_b.add(j)
+            top.append(k)
+            if len(top) == nr:
+                break
+        top = np.array(top)
+    else:
+        top = np.argpartition(flat, -nr)[-nr:]
     l0 = flat[top]
     pos = l0 > 0
     if pos.sum() < 2:
@@ -175,8 +210,66 @@ def score(a: Prepared, b: Prepared) -> float:
     lr = l0
     for _ in range(N_REL):
         lr = W_R * lr + (1 - W_R) * (rho @ lr)
-    eff = lr / l0
+    eff = lr / l0 if SELECT == "eff" else lr
     np_ = MIN_NP + int(round(_sigmoid(min(na, nb), MU_P, TAU_P) * (MAX_NP - MIN_NP)))
     np_ = min(np_, nr)
     best = np.argpartition(eff, -np_)[-np_:]
-    return float(lr[best].mean())
+    s_mcc = float(lr[best].mean())
+    if MODE == "mcc":
+        return s_mcc
+    s_pair = pairing(a, b, ia[best], ib[best], lr[best])
+    if MODE == "pair":
+        return s_pair
+    return (
+        s_pair * min(1.0, s_mcc / MCC_NORM)
+        if MODE == "prod"
+        else 0.5 * (s_pair + min(1.0, s_mcc / MCC_NORM))
+    )
+
+
+MODE = "mcc"
+UNIQUE = True
+SELECT = "lr"
+MCC_NORM = 0.1
+PAIR_DIST = 15.0
+PAIR_ANGLE = np.pi / 6
+
+
+def pairing(a: Prepared, b: Prepared, ia, ib, w) -> float:
+    """Align a onto b with the consistent pairs, count one-to-one mated minutiae."""
+    dt = np.angle(np.sum(w * np.exp(1j * (b.theta[ib] - a.theta[ia]))))
+    c, s = np.cos(dt), np.sin(dt)
+    ax, ay = a.x[ia], a.y[ia]
+    bx, by = b.x[ib], b.y[ib]
+    wn = w / w.sum()
+    tx = np.sum(wn * (bx - (c * ax - s * ay)))
+    ty = np.sum(wn * (by - (s * ax + c * ay)))
+    # all minutiae of a, moved into b's frame
+    x = c * a.all_x - s * a.all_y + tx
+    y = s * a.all_x + c * a.all_y + ty
+    t = a.all_t + dt
+    d = np.hypot(x[:, None] - b.all_x[None, :], y[:, None] - b.all_y[None, :])
+    da = np.abs(_adiff(t[:, None], b.all_t[None, :]))
+    d = np.where(da < PAIR_ANGLE, d, np.inf)
+    j = d.argmin(1)
+    i = d.argmin(0)
+    mutual = (i[j] == np.arange(len(j))) & (d[np.arange(len(j)), j] < PAIR_DIST)
+    m = int(mutual.sum())
+    # minutiae of each inside the other's print
+    h, w_ = b.mask.shape
+    xi, yi = np.rint(x).astype(int), np.rint(y).astype(int)
+    ok = (xi >= 0) & (xi < w_) & (yi >= 0) & (yi < h)
+    na = int(b.mask[yi[ok], xi[ok]].sum())
+    # inverse transform for b's minutiae
+    bx0, by0 = b.all_x - tx, b.all_y - ty
+    xb = c * bx0 + s * by0
+    yb = -s * bx0 + c * by0
+    h, w_ = a.mask.shape
+    xi, yi = np.rint(xb).astype(int), np.rint(yb).astype(int)
+    ok = (xi >= 0) & (xi < w_) & (yi >= 0) & (yi < h)
+    nb = int(a.mask[yi[ok], xi[ok]].sum())
+    na, nb = max(na, m, PAIR_MIN), max(nb, m, PAIR_MIN)
+    return m * m / (na * nb)
+
+
+PAIR_MIN = 10
