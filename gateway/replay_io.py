@@ -8,6 +8,7 @@ default and accepts messages up to 64 MiB.
 
 from __future__ import annotations
 
+import collections
 import email
 import email.policy
 import smtplib
@@ -26,6 +27,12 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
         self.wfile.flush()
 
     def handle(self) -> None:
+        try:
+            self._dialogue()
+        except OSError:
+            pass  # the sender went away (killed, timed out): nothing was accepted
+
+    def _dialogue(self) -> None:
         self.reply("220 ebts-gateway-replay ESMTP")
         while True:
             line = self.rfile.readline(4096)
@@ -69,6 +76,7 @@ class Receiver:
         self._lock = threading.Lock()
         self._items: list[tuple[str | None, str | None, bytes]] = []
         self._server: _Server | None = None
+        self.message_ids: collections.Counter = collections.Counter()
 
     def start(self) -> None:
         self._server = _Server(self.address, _SMTPHandler)
@@ -90,6 +98,8 @@ class Receiver:
         try:
             message = email.message_from_bytes(raw, policy=email.policy.default)
             parts = list(message.iter_attachments()) if message.is_multipart() else []
+            with self._lock:
+                self.message_ids[message.get("Message-ID")] += 1
         except Exception:  # noqa: BLE001 - a mailbox keeps what it cannot parse out of the way
             parts = []
         for part in parts:

@@ -1,0 +1,57 @@
+"""Configuration: embedded defaults, the commented example, and errors that name the key."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from gateway.config import ConfigError, load_config, parse_config
+from tests.conftest import REPO
+
+
+def test_embedded_defaults_are_loopback():
+    config = load_config(None)
+    for endpoint in (config.listen_smtp, config.listen_soap, config.listen_admin):
+        assert "interface=127.0.0.1" in endpoint
+    assert config.outbound_relay == ("127.0.0.1", 2526)
+    assert config.demo_gallery and config.profile == "ebts-10"
+
+
+def test_example_file_parses():
+    config = load_config(REPO / "examples" / "gateway.toml")
+    assert config.agency("NY0303000").response_email == "ident-bureau@ny.example"
+    assert config.jurisdictions[0].dhs_activated == dt.date(2009, 10, 27)
+    assert config.data_dir == (REPO / "examples" / "ebts-data")
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"listen": {"smtp": "2525"}}, "listen.smtp"),
+        ({"listen": {"imap": "tcp:143"}}, "listen.imap"),
+        ({"outbound": {"smtp_relay": "nohost"}}, "outbound.smtp_relay"),
+        ({"outbound": {"retry_initial": -1}}, "outbound.retry_initial"),
+        ({"agency": [{"response_email": "a@b.example"}]}, "agency[1].ori"),
+        ({"agency": [{"ori": "X", "response_email": "nobody"}]}, "agency[1].response_email"),
+        ({"agency": [{"ori": "X"}, {"ori": "X"}]}, "agency[2].ori"),
+        (
+            {"jurisdiction": [{"ori_prefix": "NY", "dhs_activated": "sometime"}]},
+            "jurisdiction[1].dhs_activated",
+        ),
+        ({"validation": {"profile": "ebts-11"}}, "validation.profile"),
+        ({"smtp": {"tls_cert": "/nonexistent.pem"}}, "smtp.tls_key"),
+        ({"workers": 0}, "workers"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_errors_name_the_key(raw, key):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert info.value.key == key
+    assert str(info.value).startswith(key)
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
