@@ -138,11 +138,10 @@ def describe(g) -> dict:
     """A JSON-able summary of a gallery."""
     from gateway.matcher import vector
 
-    fingers = sum(len(g.positions(s)) for s in g.subjects) if len(g) <= 20000 else None
     return {
         "path": str(g.path) if g.path else None,
         "subjects": len(g),
-        "fingers": fingers,
+        "fingers": g.fingers,
         "bytes_per_finger": round(g.nbytes_per_finger(), 1),
         "code_bits": vector.BITS,
         "threshold": g.threshold,
@@ -160,8 +159,7 @@ def _info(args) -> int:
         return 0
     print(f"gallery {info['path']}")
     print(f"  subjects          {info['subjects']}")
-    if info["fingers"] is not None:
-        print(f"  fingers           {info['fingers']}")
+    print(f"  fingers           {info['fingers']}")
     print(f"  bytes per finger  {info['bytes_per_finger']}")
     if g.threshold is None:
         print("  threshold         not calibrated (run `ebts-gateway gallery calibrate`)")

@@ -459,6 +459,18 @@ class Gallery:
         g.path = path
         return g
 
+    @property
+    def fingers(self) -> int:
+        """The number of enrolled fingers."""
+        total = 0
+        for seg in self._segments():
+            alive = np.nonzero(seg.alive[: seg.rows])[0]
+            if seg.growable:
+                total += sum(b is not None for r in alive for b in seg.blobs[r])
+            else:
+                total += int((np.asarray(seg.offsets[alive][:, :, 1]) > 0).sum())
+        return total
+
     def nbytes_per_finger(self) -> float:
         """Average stored bytes per enrolled finger (arrays plus serialised templates)."""
         fingers = 0
