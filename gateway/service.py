@@ -20,6 +20,7 @@ from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
 from gateway.store.journal import Journal
 from gateway.transports.smtp import IntakeFactory, smtp_sender
+from gateway.transports.soap import soap_root, soap_sender
 
 log = logging.getLogger("gateway")
 
@@ -49,7 +50,9 @@ class Gateway(service.MultiService):
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(data_dir / "journal.sqlite3", data_dir / "routing.log")
         self.pool = WorkerPool(config.workers)
-        self.dispatcher = Dispatcher(self.journal, config, {"smtp": smtp_sender(config)})
+        self.dispatcher = Dispatcher(
+            self.journal, config, {"smtp": smtp_sender(config), "soap": soap_sender(config)}
+        )
         self.galleries = dict(galleries or {})
         self.pipeline = Pipeline(
             config, self.journal, self.pool, self.dispatcher, galleries=self.galleries
@@ -64,6 +67,7 @@ class Gateway(service.MultiService):
             tls_context=_tls_context(config),
         )
         self._listen("smtp", config.listen_smtp, smtp_factory)
+        self._listen("soap", config.listen_soap, server.Site(soap_root(self)))
         self._listen("admin", config.listen_admin, server.Site(admin_root(self)))
 
     def _listen(self, name: str, description: str, factory) -> None:
