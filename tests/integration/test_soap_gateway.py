@@ -252,6 +252,17 @@ async def test_faults_are_the_wsdl_faults(tmp_path, receiver):
         )
         assert status == 400
         assert body_element(body).findtext("{*}Code/{*}Value") == "soapenv:Sender"
+        _assert_valid(schema, body_element(body).find("{*}Detail")[0])
+        # ... and a valid SOAP 1.2 submission a SOAP 1.2 answer.
+        car = make_car("NY-SOAP-000005", fingers=1)
+        soap12 = envelope.format(base64.b64encode(car).decode()).replace(
+            SOAP11, "http://www.w3.org/2003/05/soap-envelope"
+        )
+        status, body = await threads.deferToThread(
+            _post, native, soap12.encode(), "application/soap+xml; charset=utf-8"
+        )
+        assert status == 200 and b"http://www.w3.org/2003/05/soap-envelope" in body
+        assert NCN.match(body_element(body).text)
 
         # Storage failure: SERVICE_NOT_AVAILABLE; anything else: INTERNAL_PROCESSING_ERROR.
         car = make_car("NY-SOAP-000003", fingers=1)
