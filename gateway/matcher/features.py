@@ -39,6 +39,8 @@ ANGULAR_BW_LOW_COH = np.pi / 4
 
 ENDING, BIFURCATION = 1, 2
 LOCAL_ORIENTATION = True
+SEG_DROP = 3.0  # blocks with less than exp(-SEG_DROP) of the strong blocks' energy are background
+LOOK_AHEAD = 2.0  # ridge periods ahead of an ending that must lie in the print
 CLOSE = 0.5
 CLUSTER = 3
 FACING = True
@@ -153,7 +155,7 @@ def _segment(energy: np.ndarray) -> np.ndarray:
     lo = np.percentile(loge, 5)
     if hi - lo < 1.0:  # flat image: no contrast anywhere
         return np.zeros(energy.shape, bool)
-    thr = lo + 0.45 * (hi - lo)
+    thr = max(lo + 0.45 * (hi - lo), hi - SEG_DROP)
     mask = _smooth(loge, 0.8) > thr
     mask = ndimage.binary_opening(mask, np.ones((2, 2), bool))
     mask = ndimage.binary_closing(mask, np.ones((3, 3), bool), border_value=0)
@@ -477,6 +479,17 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
     sel = np.nonzero(keep)[0]
     xs, ys, theta, kinds = xs[sel], ys[sel], theta[sel], kinds[sel]
     bi, bj = bi[sel], bj[sel]
+
+    # endings whose ridge runs out into the background (or off the image) are cut ridges
+    if LOOK_AHEAD > 0 and xs.size:
+        steps = np.arange(1, int(LOOK_AHEAD * period) + 1)
+        px_ = np.rint(xs[:, None] + np.cos(theta)[:, None] * steps).astype(int)
+        py_ = np.rint(ys[:, None] + np.sin(theta)[:, None] * steps).astype(int)
+        inside = (px_ >= 0) & (px_ < w) & (py_ >= 0) & (py_ < h)
+        inside[inside] = mask[py_[inside], px_[inside]]
+        cut = (kinds == ENDING) & ~inside.all(1)
+        sel = np.nonzero(~cut)[0]
+        xs, ys, theta, kinds, bi, bj = (a[sel] for a in (xs, ys, theta, kinds, bi, bj))
 
     # geometric clean-up on the remaining minutiae
     if xs.size > 1:

@@ -19,11 +19,13 @@ by their geometric compatibility with the others and the most "efficient" ones a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import erf
 
 R = 70.0  # cylinder radius (pixels at 500 ppi)
-NS = 16  # spatial cells per side
+NS = 8  # spatial cells per side
 ND = 6  # angular sections
 SIGMA_S = 28.0 / 3.0
 SIGMA_D = 2.0 * np.pi / 9.0
@@ -107,169 +109,128 @@ def cylinders(x, y, theta, mask: np.ndarray):
 
 
 class Prepared:
-    """Everything :func:`score` needs about one template (valid cylinders only)."""
+    """Everything :func:`score` needs about one template (valid cylinders only).
 
-    __slots__ = (
-        "n",
-        "values",
-        "left",
-        "right",
-        "x",
-        "y",
-        "theta",
-        "dist",
-        "rel",
-        "radial",
-        "mask",
-        "all_x",
-        "all_y",
-        "all_t",
-    )
+    ``values`` (n, D) float32 cylinder values, ``left`` = [S; M] and ``right`` = [M; S] where
+    S holds the squared values summed over the angular sections and M the cell validity (both
+    per spatial cell), ``dirs`` (n, 2) the unit direction vectors and ``geometry`` (3, n, n) the
+    pairwise distance, relative direction and radial angle used by the relaxation.
+    """
+
+    __slots__ = ("n", "values", "left", "right", "dirs", "geometry")
 
     def __init__(self, x, y, theta, mask):
-        self.mask = mask
-        self.all_x = np.asarray(x, np.float64)
-        self.all_y = np.asarray(y, np.float64)
-        self.all_t = np.asarray(theta, np.float64)
         values, cells, ok = cylinders(x, y, theta, mask)
         sel = np.nonzero(ok)[0]
-        self.n = int(sel.size)
+        self.n = n = int(sel.size)
         values = values[sel]
         cells = cells[sel]
-        sq = (values.reshape(self.n, NS * NS, ND) ** 2).sum(2)  # (n, NS*NS)
-        self.values = np.ascontiguousarray(values)
-        self.left = np.ascontiguousarray(np.concatenate([sq, cells]))  # [S; M]
-        self.right = np.ascontiguousarray(np.concatenate([cells, sq]))  # [M; S]
+        sq = (values.reshape(n, NS * NS, ND) ** 2).sum(2)  # (n, NS*NS)
+        self.values = np.ascontiguousarray(values, np.float32)
+        self.left = np.ascontiguousarray(np.concatenate([sq, cells]), np.float32)
+        self.right = np.ascontiguousarray(np.concatenate([cells, sq]), np.float32)
         x = np.asarray(x, np.float64)[sel]
         y = np.asarray(y, np.float64)[sel]
         t = np.asarray(theta, np.float64)[sel]
-        self.theta = t
-        self.x = x
-        self.y = y
+        self.dirs = np.ascontiguousarray(np.stack([np.cos(t), np.sin(t)], 1), np.float32)
         dx = x[:, None] - x[None, :]
         dy = y[:, None] - y[None, :]
-        self.dist = np.hypot(dx, dy)
-        self.rel = _adiff(t[:, None], t[None, :])
+        geometry = np.empty((3, n, n), np.float32)
+        geometry[0] = np.hypot(dx, dy)
+        geometry[1] = _adiff(t[:, None], t[None, :])
         # angle between each minutia's direction and the segment to each other minutia
-        self.radial = _adiff(t[:, None], np.arctan2(-dy, -dx))
+        geometry[2] = _adiff(t[:, None], np.arctan2(-dy, -dx))
+        self.geometry = geometry
+
+
+_MIN_COMMON_CELLS = np.float32(MIN_COMMON * _DISC_CELLS)
 
 
 def local_similarity(a: Prepared, b: Prepared) -> np.ndarray:
-    """The (na, nb) matrix of cylinder similarities."""
+    """The (na, nb) matrix of cylinder similarities (0 where not comparable)."""
     na, nb = a.n, b.n
     dot = a.values @ b.values.T
     x = a.left @ b.right.T
     sa = x[:na, :nb]  # |a restricted to b's valid cells|^2
-    common = x[na:, :nb]
     sb = x[na:, nb:]  # |b restricted to a's valid cells|^2
-    diff2 = np.maximum(sa + sb - 2 * dot, 0)
     den = np.sqrt(sa) + np.sqrt(sb)
-    lam = 1 - np.sqrt(diff2) / np.maximum(den, 1e-9)
-    bad = (den <= 1e-9) | (common < MIN_COMMON * _DISC_CELLS)
-    bad |= np.abs(_adiff(a.theta[:, None], b.theta[None, :])) > np.pi / 2
-    lam[bad] = 0
+    den += 1e-6
+    diff = sa + sb
+    diff -= 2 * dot
+    np.maximum(diff, 0, out=diff)
+    lam = np.sqrt(diff, out=diff)
+    lam /= den
+    np.subtract(1, lam, out=lam)
+    # comparable: enough common cells and directions less than 90 degrees apart
+    ok = (x[na:, :nb] >= _MIN_COMMON_CELLS) & ((a.dirs @ b.dirs.T) >= 0)
+    lam *= ok
     return lam
 
 
+_MU = np.array([MU_1, MU_2, MU_3], np.float32)[:, None, None]
+_TAU = np.array([TAU_1, TAU_2, TAU_3], np.float32)[:, None, None]
+_TWO_PI = np.float32(2 * np.pi)
+_PI = np.float32(np.pi)
+
+
+def _pairs(lam: np.ndarray, nr: int):
+    """Up to ``nr`` one-to-one pairs of high similarity: each minutia of a proposes its best
+    match in b, and of the proposals to the same minutia of b only the best is kept."""
+    na, nb = lam.shape
+    j = lam.argmax(1)
+    best = lam[_ARANGE[:na], j]
+    order = best.argsort(kind="stable")  # ascending: the best proposal is written last
+    owner = np.full(nb, -1, np.intp)
+    owner[j[order]] = order
+    ia = owner[owner >= 0]
+    l0 = best[ia]
+    if ia.size > nr:
+        sel = np.argpartition(l0, -nr)[-nr:]
+        ia, l0 = ia[sel], l0[sel]
+    pos = l0 > 0
+    ia, l0 = ia[pos], l0[pos]
+    return ia, j[ia], l0
+
+
+_ARANGE = np.arange(1 << 16)
+
+
+def _n_pairs(n: int) -> int:
+    """How many pairs the score averages (MCC's n_P), from the smaller minutiae count."""
+    z = 1.0 / (1.0 + math.exp(-TAU_P * (n - MU_P)))
+    return MIN_NP + int(round(z * (MAX_NP - MIN_NP)))
+
+
 def score(a: Prepared, b: Prepared) -> float:
-    """Global similarity in [0, 1] by LSS-R."""
+    """Global similarity in [0, 1] by LSS-R: the best one-to-one pairs of cylinders are
+    relaxed by their geometric compatibility and the best relaxed similarities averaged."""
     na, nb = a.n, b.n
     if na < 2 or nb < 2:
         return 0.0
     lam = local_similarity(a, b)
-    nr = min(na, nb)
-    flat = lam.ravel()
-    if UNIQUE:
-        order = np.argsort(-flat, kind="stable")
-        used_a, used_b, top = set(), set(), []
-        for k in order[: 4 * (na + nb)]:
-            i, j = divmod(int(k), nb)
-            if i in used_a or j in used_b:
-                continue
-            used_a.add(i)
-            used_b.add(j)
-            top.append(k)
-            if len(top) == nr:
-                break
-        top = np.array(top)
-    else:
-        top = np.argpartition(flat, -nr)[-nr:]
-    l0 = flat[top]
-    pos = l0 > 0
-    if pos.sum() < 2:
+    ia, ib, l0 = _pairs(lam, min(na, nb))
+    nr = l0.size
+    if nr < 2:
         return 0.0
-    top, l0 = top[pos], l0[pos]
-    nr = top.size
-    ia, ib = np.divmod(top, nb)
-    d1 = np.abs(a.dist[ia][:, ia] - b.dist[ib][:, ib])
-    d2 = np.abs(_adiff(a.rel[ia][:, ia], b.rel[ib][:, ib]))
-    d3 = np.abs(_adiff(a.radial[ia][:, ia], b.radial[ib][:, ib]))
-    rho = _sigmoid(d1, MU_1, TAU_1) * _sigmoid(d2, MU_2, TAU_2) * _sigmoid(d3, MU_3, TAU_3)
-    np.fill_diagonal(rho, 0)
-    rho /= nr - 1
+    d = a.geometry[:, ia[:, None], ia[None, :]]
+    d -= b.geometry[:, ib[:, None], ib[None, :]]
+    ang = d[1:]
+    ang += _PI
+    np.remainder(ang, _TWO_PI, out=ang)
+    ang -= _PI
+    np.abs(d, out=d)
+    d -= _MU
+    d *= -_TAU
+    np.minimum(d, 29, out=d)  # the product of three stays finite in float32
+    np.exp(d, out=d)
+    d += 1
+    rho = d[0] * d[1]
+    rho *= d[2]
+    np.reciprocal(rho, out=rho)
+    rho *= (1 - W_R) / (nr - 1)
+    rho.ravel()[:: nr + 1] = W_R  # lr <- W_R * lr + (1 - W_R) * mean of compatible others
     lr = l0
     for _ in range(N_REL):
-        lr = W_R * lr + (1 - W_R) * (rho @ lr)
-    eff = lr / l0 if SELECT == "eff" else lr
-    np_ = MIN_NP + int(round(_sigmoid(min(na, nb), MU_P, TAU_P) * (MAX_NP - MIN_NP)))
-    np_ = min(np_, nr)
-    best = np.argpartition(eff, -np_)[-np_:]
-    s_mcc = float(lr[best].mean())
-    if MODE == "mcc":
-        return s_mcc
-    s_pair = pairing(a, b, ia[best], ib[best], lr[best])
-    if MODE == "pair":
-        return s_pair
-    return (
-        s_pair * min(1.0, s_mcc / MCC_NORM)
-        if MODE == "prod"
-        else 0.5 * (s_pair + min(1.0, s_mcc / MCC_NORM))
-    )
-
-
-MODE = "mcc"
-UNIQUE = True
-SELECT = "lr"
-MCC_NORM = 0.1
-PAIR_DIST = 15.0
-PAIR_ANGLE = np.pi / 6
-
-
-def pairing(a: Prepared, b: Prepared, ia, ib, w) -> float:
-    """Align a onto b with the consistent pairs, count one-to-one mated minutiae."""
-    dt = np.angle(np.sum(w * np.exp(1j * (b.theta[ib] - a.theta[ia]))))
-    c, s = np.cos(dt), np.sin(dt)
-    ax, ay = a.x[ia], a.y[ia]
-    bx, by = b.x[ib], b.y[ib]
-    wn = w / w.sum()
-    tx = np.sum(wn * (bx - (c * ax - s * ay)))
-    ty = np.sum(wn * (by - (s * ax + c * ay)))
-    # all minutiae of a, moved into b's frame
-    x = c * a.all_x - s * a.all_y + tx
-    y = s * a.all_x + c * a.all_y + ty
-    t = a.all_t + dt
-    d = np.hypot(x[:, None] - b.all_x[None, :], y[:, None] - b.all_y[None, :])
-    da = np.abs(_adiff(t[:, None], b.all_t[None, :]))
-    d = np.where(da < PAIR_ANGLE, d, np.inf)
-    j = d.argmin(1)
-    i = d.argmin(0)
-    mutual = (i[j] == np.arange(len(j))) & (d[np.arange(len(j)), j] < PAIR_DIST)
-    m = int(mutual.sum())
-    # minutiae of each inside the other's print
-    h, w_ = b.mask.shape
-    xi, yi = np.rint(x).astype(int), np.rint(y).astype(int)
-    ok = (xi >= 0) & (xi < w_) & (yi >= 0) & (yi < h)
-    na = int(b.mask[yi[ok], xi[ok]].sum())
-    # inverse transform for b's minutiae
-    bx0, by0 = b.all_x - tx, b.all_y - ty
-    xb = c * bx0 + s * by0
-    yb = -s * bx0 + c * by0
-    h, w_ = a.mask.shape
-    xi, yi = np.rint(xb).astype(int), np.rint(yb).astype(int)
-    ok = (xi >= 0) & (xi < w_) & (yi >= 0) & (yi < h)
-    nb = int(a.mask[yi[ok], xi[ok]].sum())
-    na, nb = max(na, m, PAIR_MIN), max(nb, m, PAIR_MIN)
-    return m * m / (na * nb)
-
-
-PAIR_MIN = 10
+        lr = rho @ lr
+    k = min(_n_pairs(min(na, nb)), nr)
+    return float(np.partition(lr, nr - k)[nr - k :].sum() / k)
