@@ -60,11 +60,14 @@ class Config:
     jurisdictions: tuple[Jurisdiction, ...] = ()
     lesc_email: str | None = None
     lesc_soap: str | None = None
+    lesc_ori: str = "VTICE0900"
+    offense_rows: tuple = ()  # [[offense]] rows laid over the default NCIC level table
     gallery_fbi: Path | None = None
     gallery_dhs: Path | None = None
     demo_gallery: bool = True
     demo_subjects: int = 50
     match_threshold: float | None = None  # None: the gallery's calibrated threshold
+    search_positions: tuple[int, ...] = tuple(range(1, 11))  # fingers (FGP) used to search
     raw: dict = field(default_factory=dict, repr=False)
 
     def agency(self, ori: str | None) -> Agency | None:
@@ -87,6 +90,7 @@ _TOP = {
     "lesc",
     "gallery",
     "matcher",
+    "offense",
 }
 
 
@@ -178,11 +182,23 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     validation = _table(raw, "validation")
     _unknown(validation, {"profile"}, "validation.")
     lesc = _table(raw, "lesc")
-    _unknown(lesc, {"email", "soap"}, "lesc.")
+    _unknown(lesc, {"email", "soap", "ori"}, "lesc.")
     gallery = _table(raw, "gallery")
     _unknown(gallery, {"fbi", "dhs", "demo", "demo_subjects"}, "gallery.")
     matcher = _table(raw, "matcher")
-    _unknown(matcher, {"threshold"}, "matcher.")
+    _unknown(matcher, {"threshold", "search_positions"}, "matcher.")
+    positions = matcher.get("search_positions", list(range(1, 11)))
+    if (
+        not isinstance(positions, list)
+        or not positions
+        or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 10 for p in positions
+        )
+    ):
+        raise ConfigError(
+            "matcher.search_positions",
+            f"must be a list of finger positions 1-10, not {positions!r}",
+        )
 
     tls_cert = path(_str(smtp, "tls_cert", "smtp."), "smtp.tls_cert")
     tls_key = path(_str(smtp, "tls_key", "smtp."), "smtp.tls_key")
@@ -235,6 +251,20 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         date = None if activated in (None, False) else _date(activated, f"{prefix}dhs_activated")
         jurisdictions.append(Jurisdiction(ori_prefix, date))
 
+    # The NCIC offense table: checked now so a bad row stops start-up with its key.
+    from gateway.routing.offenses import OffenseConfigError, offense_table_from_config
+
+    try:
+        offense_table_from_config(raw)
+    except OffenseConfigError as exc:
+        raise ConfigError(exc.key, str(exc).removeprefix(f"{exc.key}: ")) from None
+    offense_rows = tuple(raw.get("offense", ()))
+    lesc_email = _str(lesc, "email", "lesc.")
+    if lesc_email is not None and "@" not in lesc_email:
+        raise ConfigError("lesc.email", f"not an e-mail address: {lesc_email!r}")
+    lesc_soap = _str(lesc, "soap", "lesc.")
+    if lesc_soap is not None and not lesc_soap.startswith(("http://", "https://")):
+        raise ConfigError("lesc.soap", f"not an http(s) URL: {lesc_soap!r}")
     relay = _str(outbound, "smtp_relay", "outbound.", "127.0.0.1:2526")
     return Config(
         data_dir=data_dir,
@@ -257,13 +287,16 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         profile=profile,
         agencies=tuple(agencies),
         jurisdictions=tuple(jurisdictions),
-        lesc_email=_str(lesc, "email", "lesc."),
-        lesc_soap=_str(lesc, "soap", "lesc."),
+        lesc_email=lesc_email,
+        lesc_soap=lesc_soap,
+        lesc_ori=_str(lesc, "ori", "lesc.", "VTICE0900"),
+        offense_rows=offense_rows,
         gallery_fbi=path(_str(gallery, "fbi", "gallery."), "gallery.fbi"),
         gallery_dhs=path(_str(gallery, "dhs", "gallery."), "gallery.dhs"),
         demo_gallery=bool(gallery.get("demo", True)),
         demo_subjects=int(_num(gallery, "demo_subjects", "gallery.", 50, 1, int)),
         match_threshold=_num(matcher, "threshold", "matcher.", None),
+        search_positions=tuple(sorted(set(positions))),
         raw=raw,
     )
 

@@ -19,6 +19,7 @@ from gateway.matcher.pool import WorkerPool
 from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
 from gateway.store.journal import Journal
+from gateway.transports.http import http_sender
 from gateway.transports.smtp import IntakeFactory, smtp_sender
 from gateway.transports.soap import soap_root, soap_sender
 
@@ -51,7 +52,9 @@ class Gateway(service.MultiService):
         self.journal = Journal(data_dir / "journal.sqlite3", data_dir / "routing.log")
         self.pool = WorkerPool(config.workers)
         self.dispatcher = Dispatcher(
-            self.journal, config, {"smtp": smtp_sender(config), "soap": soap_sender(config)}
+            self.journal,
+            config,
+            {"smtp": smtp_sender(config), "soap": soap_sender(config), "http": http_sender(config)},
         )
         self.galleries = dict(galleries or {})
         self.pipeline = Pipeline(

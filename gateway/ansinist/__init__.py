@@ -57,8 +57,11 @@ def write(txn: Transaction, encoding: str | None = None, *, canonical: bool = Fa
     """
     encoding = encoding or txn.encoding
     if encoding == "xml":
+        from .traditional import refresh_cnt
         from .xml import write_xml
 
+        if txn.records and txn.records[0].type == 1:
+            refresh_cnt(txn)  # CNT is a field of the XML encoding too
         return write_xml(txn)
     if encoding != "traditional":
         raise ValueError(f"unknown encoding {encoding!r}")

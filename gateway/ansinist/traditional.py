@@ -484,12 +484,16 @@ def write_traditional(txn: Transaction, canonical: bool = False) -> bytes:
         and not any(r.modified for r in records)
     ):
         return _source_bytes(txn)
-    t1 = records[0]
+    refresh_cnt(txn)
+    return b"".join([_encode(r, canonical) for r in records])
+
+
+def refresh_cnt(txn: Transaction) -> None:
+    """Rewrite 1.003 CNT when it no longer lists the records as they stand (2-digit IDCs)."""
+    t1 = txn.records[0]
     wanted = txn.cnt()
     if _current_cnt(t1) != wanted:
-        # Keep the IDC width of the source (or 2 digits) when CNT must be rebuilt.
         t1["1.003"] = [("1", str(len(wanted)))] + [(str(t), f"{i:02d}") for t, i in wanted]
-    return b"".join([_encode(r, canonical) for r in records])
 
 
 def _source_bytes(txn: Transaction) -> bytes:
@@ -534,6 +538,7 @@ __all__ = [
     "KNOWN_VERSIONS",
     "encode_record",
     "peek_type1",
+    "refresh_cnt",
     "read_traditional",
     "write_traditional",
 ]

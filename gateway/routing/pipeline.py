@@ -20,6 +20,7 @@ from gateway.ansinist.traditional import peek_type1
 from gateway.matcher.pool import WorkerCrashed
 from gateway.store.journal import TERMINAL, Journal
 
+from .iaq import iaq_control
 from .processing import Job, Result, process
 
 log = logging.getLogger("gateway.pipeline")
@@ -121,8 +122,14 @@ class Pipeline:
             profile=cfg.profile,
             today=day.isoformat(),
             fbi_gallery=self.galleries.get("fbi"),
+            dhs_gallery=self.galleries.get("dhs"),
             journal_path=str(self.journal.path),
             new_subject_id=f"{self.journal.next_number('ucn'):07d}GW",
+            search_positions=tuple(cfg.search_positions),
+            jurisdictions=tuple(cfg.jurisdictions),
+            offense_rows=tuple(cfg.offense_rows),
+            lesc=bool(cfg.lesc_email or cfg.lesc_soap),
+            lesc_ori=cfg.lesc_ori,
         )
 
     async def _process(self, msg_id: str, msg, payload: bytes) -> None:
@@ -141,25 +148,34 @@ class Pipeline:
         self.journal.identify(
             msg_id, **{k: ident.get(k) for k in ("ori", "tcn", "tot", "dai", "encoding")}
         )
-        for state, outcome, ms in result.steps:
+        for n, (state, outcome, ms, destination) in enumerate(result.steps, start=1):
             self.journal.advance(
                 msg_id,
                 state,
                 outcome=outcome,
                 duration_ms=ms,
-                summary=result.summary if state == result.steps[-1][0] else None,
+                destination=destination,
+                summary=result.summary if n == len(result.steps) else None,
             )
         msg = self.journal.message(msg_id)
+        deliveries = self._deliveries(msg, ident.get("ori"), result.response_tot, result.encoding)
+        links = []
+        for notice in result.notices:  # IAQ to the ICE LESC on a DHS match
+            deliveries.extend(self._lesc_deliveries(msg_id, notice))
+            links.append(iaq_control(msg_id))
+        outcome = None
+        if result.iar is not None:
+            deliveries, outcome = self._forward_iar(msg_id, result.iar)
         self.journal.respond(
             msg_id,
             response=result.response,
-            response_tot=result.response_tot,
+            response_tot=result.response_tot or ("IAR" if result.iar else None),
             response_tcn=job.response_tcn if result.response else None,
-            deliveries=self._deliveries(
-                msg, ident.get("ori"), result.response_tot, result.encoding
-            ),
+            deliveries=deliveries,
+            outcome=outcome,
             duration_ms=(time.perf_counter() - started) * 1000,
             enrol=result.enroll,
+            links=links,
         )
         self.processed += 1
         log.info(
@@ -171,6 +187,44 @@ class Pipeline:
         )
         self.dispatcher.kick()
 
+    def _lesc_deliveries(self, msg_id: str, notice: dict) -> list[tuple]:
+        meta = {
+            "tot": notice["kind"],
+            "text": True,
+            "filename": "iaq.txt",
+            "subject": f"IAQ {iaq_control(msg_id)}",
+        }
+        text = notice["text"].encode("ascii", "replace")
+        out = []
+        if self.config.lesc_email:
+            out.append(("smtp", self.config.lesc_email, meta, text))
+        if self.config.lesc_soap:
+            out.append(("http", self.config.lesc_soap, meta, text))
+        return out
+
+    def _forward_iar(self, msg_id: str, iar: dict) -> tuple[list[tuple], str]:
+        """Link an IAR to the booking whose IAQ it answers and forward it to that agency."""
+        original_id = self.journal.linked(iar.get("control"))
+        if original_id is None:
+            return [], f"IAR control {iar.get('control')} matches no IAQ sent; kept, not forwarded"
+        original = self.journal.message(original_id)
+        agency = self.config.agency(original.ori)
+        address = (agency.response_email if agency else None) or (
+            original.reply_to if original.transport == "smtp" else None
+        )
+        self.journal.note(original_id, outcome=f"IAR received as {msg_id}", destination="LESC")
+        meta = {
+            "tot": "IAR",
+            "text": True,
+            "filename": "iar.txt",
+            "tcn": original.tcn,
+            "subject": f"IAR for TCN {original.tcn}",
+        }
+        text = iar["text"].encode("ascii", "replace")
+        if not address:
+            return [], f"IAR linked to {original_id} (TCN {original.tcn}); no address to forward"
+        return [("smtp", address, meta, text)], f"IAR linked to {original_id}, forwarded"
+
     def _deliveries(self, msg, ori: str | None, response_tot: str | None, encoding: str | None):
         """Where a response goes: the agency's registered address, else back to the sender."""
         if not response_tot:
@@ -179,7 +233,9 @@ class Pipeline:
         ext = "xml" if encoding == "xml" else "eft"
         meta = {"tot": response_tot, "filename": f"{response_tot.lower()}.{ext}", "tcn": msg.tcn}
         if msg.transport == "soap":
-            url = (agency.response_soap if agency else None) or msg.reply_to
+            # SOAP answers go only to a registered receiveResponse URL, never to an address a
+            # request names (that would let any client make the gateway POST anywhere).
+            url = agency.response_soap if agency else None
             return [("soap", url, meta)] if url else []
         address = (agency.response_email if agency else None) or msg.reply_to
         return [("smtp", address, meta)] if address else []
@@ -239,5 +295,5 @@ def _crash_result(job: Job) -> Result:
     )
     result.response = write(errt)
     result.response_tot = "ERRT"
-    result.steps.append(("REJECTED", "WORKER_CRASH", 0.0))
+    result.steps.append(("REJECTED", "WORKER_CRASH", 0.0, None))
     return result

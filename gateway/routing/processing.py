@@ -38,6 +38,11 @@ class Job:
     journal_path: str | None = None  # for enrolments made since the gallery was saved
     search_positions: tuple[int, ...] = tuple(FINGER_POSITIONS)
     new_subject_id: str | None = None  # UCN given to an enrolled new subject
+    dhs_gallery: str | None = None
+    jurisdictions: tuple = ()  # gateway.config.Jurisdiction values
+    offense_rows: tuple = ()  # [[offense]] rows over the default NCIC table
+    lesc: bool = False  # an LESC destination is configured: IAQs are built
+    lesc_ori: str = "VTICE0900"
 
 
 @dataclass
@@ -49,10 +54,12 @@ class Result:
     encoding: str = "traditional"
     summary: dict = field(default_factory=dict)
     enroll: dict | None = None  # {"subject_id": ..., "templates": {position: bytes}}
+    notices: list[dict] = field(default_factory=list)  # {"kind": "IAQ", "text": ...}
+    iar: dict | None = None  # an IAR to forward: {"control": ..., "text": ...}
 
-    def step(self, state: str, outcome: str, started: float) -> float:
+    def step(self, state: str, outcome: str, started: float, destination=None) -> float:
         now = time.perf_counter()
-        self.steps.append((state, outcome, round((now - started) * 1000, 3)))
+        self.steps.append((state, outcome, round((now - started) * 1000, 3), destination))
         return now
 
 
@@ -117,6 +124,9 @@ def process(job: Job) -> Result:
 def _process(job: Job, result: Result, t: float) -> None:
     from gateway.validation import format_error_finding, validate
 
+    if _looks_like_iar(job.payload):
+        _process_iar(job, result, t)
+        return
     try:
         txn = read(job.payload)
     except FormatError as exc:
@@ -147,74 +157,159 @@ def _process(job: Job, result: Result, t: float) -> None:
 
     tot = txn.tot
     if rules.gateway_answer(tot) == "ERRT":
-        from gateway.validation import ERROR, Finding
-
-        finding = Finding(
-            ERROR,
+        _reject(
+            job,
+            txn,
+            result,
+            t,
             "TOT_NOT_SERVED",
             Location(1, 1, "1.004"),
             f"TOT {tot} is not served by this gateway",
-            hint=f"1.004 TOT {tot}: TRANSACTION TYPE NOT SERVED BY THIS GATEWAY",
+            f"1.004 TOT {tot}: TRANSACTION TYPE NOT SERVED BY THIS GATEWAY",
         )
-        t = result.step("REJECTED", "TOT_NOT_SERVED", t)
-        _errt(job, txn, [finding], result)
         return
-    identified, ucn, messages = False, None, []
-    if rules.is_tenprint(tot) and not job.fbi_gallery:
-        t = result.step("SEARCHED", "no FBI gallery configured", t)
-    elif rules.is_tenprint(tot):
+    identified, ucn, messages, esi = False, None, [], None
+    dhs_needed, why = rules.dhs_search_required(tot, txn.ori, txn.dat, job.jurisdictions)
+    if rules.is_tenprint(tot) and (job.fbi_gallery or (dhs_needed and job.dhs_gallery)):
         probe = _probe_templates(txn, job.search_positions)
         result.summary["fingers"] = sorted(probe)
         if not probe:
-            from gateway.validation import ERROR, Finding
-
-            finding = Finding(
-                ERROR,
+            _reject(
+                job,
+                txn,
+                result,
+                t,
                 "NO_FINGERS",
                 Location(),
                 "no decodable rolled finger image (FGP 1-10)",
-                hint="NO USABLE FINGERPRINT IMAGES (FGP 1-10) IN SUBMISSION",
+                "NO USABLE FINGERPRINT IMAGES (FGP 1-10) IN SUBMISSION",
             )
-            t = result.step("REJECTED", "NO_FINGERS", t)
-            _errt(job, txn, [finding], result)
             return
-        best = _search(job, probe)
-        if best is not None and best.decision:
-            identified, ucn = True, best.subject_id
-        result.summary["fbi"] = (
-            {
-                "candidate": best.subject_id,
-                "score": round(float(best.score), 4),
-                "hit": bool(identified),
-            }
-            if best is not None
-            else {"hit": False}
-        )
-        t = result.step("SEARCHED", f"FBI {'hit' if identified else 'no hit'}", t)
+    else:
+        probe = {}
+    if rules.is_tenprint(tot):
+        # FBI leg: every tenprint submission, every subject.
+        if job.fbi_gallery:
+            best = _search(job.fbi_gallery, "fbi", job, probe)
+            identified = best is not None and bool(best.decision)
+            ucn = best.subject_id if identified else None
+            result.summary["fbi"] = _candidate(best, identified)
+            t = result.step("SEARCHED", "hit" if identified else "no hit", t, "FBI")
+        else:
+            t = result.step("SEARCHED", "no FBI gallery configured", t, "FBI")
         sub2 = next((r for r in txn.records if r.type == 2), None)
         ret = sub2.value("2.005") if sub2 is not None else None
-        if rules.should_enroll(tot, ret, identified) and job.new_subject_id:
+        if job.fbi_gallery and rules.should_enroll(tot, ret, identified) and job.new_subject_id:
             all_templates = _probe_templates(txn, tuple(FINGER_POSITIONS), probe)
             result.enroll = {
                 "gallery": "fbi",
                 "subject_id": job.new_subject_id,
                 "templates": {pos: tpl.to_bytes() for pos, tpl in all_templates.items()},
             }
-            ucn = job.new_subject_id
-            messages.append(f"NEW SUBJECT ENROLLED, UCN {ucn}")
+            messages.append(f"NEW SUBJECT ENROLLED, UCN {job.new_subject_id}")
+    # DHS leg: booking TOTs from activated jurisdictions, dated on or after activation.
+    result.summary["dhs"] = {"searched": bool(dhs_needed and job.dhs_gallery), "why": why}
+    if dhs_needed and job.dhs_gallery:
+        best = _search(job.dhs_gallery, "dhs", job, probe)
+        dhs_hit = best is not None and bool(best.decision)
+        result.summary["dhs"].update(_candidate(best, dhs_hit))
+        if dhs_hit:
+            esi, lines = _dhs_match(job, txn, best.subject_id, ucn, result)
+            messages.extend(lines)
+        t = result.step("SEARCHED", "hit" if dhs_hit else "no hit", t, "DHS")
+    elif rules.is_booking(tot):
+        t = result.step("ROUTED", f"not sent to DHS: {why}", t, "DHS")
     if rules.answer_required(tot):
         sre = build_sre(
             txn,
             tcn=job.response_tcn,
             identified=identified,
-            ucn=ucn if identified else None,
+            ucn=ucn,
             messages=messages,
+            esi=esi,
             dat=_today(job).strftime("%Y%m%d"),
             gateway_ori=job.gateway_ori,
         )
         result.response = write(sre)
         result.response_tot = "SRE"
     result.step("ROUTED", result.response_tot or "no answer required", t)
+
+
+def _reject(job, txn, result, t, code, location, message, hint) -> None:
+    from gateway.validation import ERROR, Finding
+
+    result.step("REJECTED", code, t)
+    _errt(job, txn, [Finding(ERROR, code, location, message, hint=hint)], result)
+
+
+def _candidate(best, hit: bool) -> dict:
+    if best is None:
+        return {"hit": False}
+    return {"candidate": best.subject_id, "score": round(float(best.score), 4), "hit": hit}
+
+
+def _dhs_match(job: Job, txn: Transaction, dhs_id: str, ucn: str | None, result: Result):
+    """SRE lines, ESI and the IAQ for a DHS match (the gateway informs; it directs nothing)."""
+    from .iaq import build_iaq, dhs_messages
+    from .offenses import OffenseTable, priority
+    from .subjects import DhsSubject
+
+    dhs_subject = _subject(job.dhs_gallery, dhs_id) or DhsSubject(
+        dhs_id=dhs_id, immigration_status=None, name=None, dob=None, sex=None, pob=None
+    )
+    fbi_subject = _subject(job.fbi_gallery, ucn) if ucn else None
+    table = OffenseTable.from_config(list(job.offense_rows)) if job.offense_rows else None
+    history = fbi_subject.history if fbi_subject is not None else []
+    level = priority(history, table=table)
+    result.summary["dhs"]["priority"] = level.label
+    if job.lesc:
+        text = build_iaq(
+            txn,
+            dhs_subject=dhs_subject,
+            fbi_subject=fbi_subject,
+            priority=level,
+            sender_ori=job.gateway_ori,
+            lesc_ori=job.lesc_ori,
+            message_id=job.message_id,
+            table=table,
+        )
+        result.notices.append({"kind": "IAQ", "text": text, "priority": level.label})
+    return dhs_subject.dhs_id, dhs_messages(dhs_subject, level)
+
+
+def _subject(gallery_path: str | None, subject_id: str | None):
+    """The biographic record kept beside a gallery (``subjects.jsonl``), if any."""
+    if not gallery_path or not subject_id:
+        return None
+    from pathlib import Path
+
+    from .subjects import SubjectStore
+
+    path = Path(gallery_path) / "subjects.jsonl"
+    if not path.exists():
+        return None
+    return SubjectStore(path, durable=False).get(subject_id)
+
+
+def _looks_like_iar(payload: bytes) -> bool:
+    """An Nlets IAR (text), not an ANSI/NIST file: 'IAR.' opens it or one of its first lines."""
+    head = payload.lstrip()[:512].upper()
+    return head.startswith(b"IAR.") or b"\nIAR." in head
+
+
+def _process_iar(job: Job, result: Result, t: float) -> None:
+    """An Immigration Alien Response from the LESC: parse it; the parent links and forwards."""
+    from .iaq import parse_iar
+
+    try:
+        iar = parse_iar(job.payload)
+    except ValueError as exc:
+        result.identity = {"tot": "IAR", "encoding": "text"}
+        result.step("REJECTED", f"IAR does not parse: {exc}"[:200], t)
+        return
+    result.identity = {"tot": "IAR", "ori": iar.get("sender_ori"), "encoding": "text"}
+    result.iar = {"control": iar.get("control"), "text": iar.get("text") or ""}
+    result.step("DECODED", "IAR", t)
 
 
 def _identity_from_peek(payload: bytes) -> dict:
@@ -255,10 +350,8 @@ def _probe_templates(txn: Transaction, positions, have: dict | None = None) -> d
 _GALLERIES: dict[str, list] = {}  # path -> [Gallery, last enrolment row applied]
 
 
-def _search(job: Job, probe: dict):
-    if not job.fbi_gallery:
-        return None
-    gallery = load_gallery(job.fbi_gallery, job.journal_path, "fbi")
+def _search(path: str, name: str, job: Job, probe: dict):
+    gallery = load_gallery(path, job.journal_path, name)
     candidates = gallery.search(probe, top=1)
     return candidates[0] if candidates else None
 

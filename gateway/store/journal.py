@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS outbound (
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound(state, next_attempt);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS links (control TEXT PRIMARY KEY, message_id TEXT NOT NULL);
 """
 
 
@@ -326,6 +327,7 @@ class Journal:
         duration_ms: float | None = None,
         duplicate_of: str | None = None,
         enrol: dict | None = None,
+        links: list[str] | None = None,
     ) -> None:
         """Store the response, its deliveries and any enrolment in one commit (-> RESPONDED).
 
@@ -343,13 +345,29 @@ class Journal:
                 add_enrolment(
                     self.db, msg_id, enrol["gallery"], enrol["subject_id"], enrol["templates"]
                 )
-            for kind, destination, meta in deliveries if digest else ():
+            for delivery in deliveries:
+                # (kind, destination, meta) sends the response; a 4th item is its own payload
+                # (an IAQ to the LESC, a forwarded IAR).
+                kind, destination, meta = delivery[:3]
+                payload = self._put_payload(delivery[3]) if len(delivery) > 3 else digest
+                if payload is None:
+                    continue
                 self.db.execute(
                     "INSERT OR IGNORE INTO outbound (message_id, kind, destination, payload, "
                     "meta, state, next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (msg_id, kind, destination, digest, json.dumps(meta), QUEUED, now, now),
+                    (msg_id, kind, destination, payload, json.dumps(meta), QUEUED, now, now),
                 )
-                self._transition(msg, msg["state"], destination=destination, outcome=QUEUED)
+                self._transition(
+                    msg,
+                    msg["state"],
+                    destination=destination,
+                    outcome=f"{QUEUED} {meta.get('tot', '')}".strip(),
+                )
+            for control in links or ():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO links (control, message_id) VALUES (?, ?)",
+                    (control, msg_id),
+                )
             final = DUPLICATE if duplicate_of else RESPONDED
             self._transition(
                 msg,
@@ -362,6 +380,21 @@ class Journal:
                 "response_tcn = ?, duplicate_of = ? WHERE id = ?",
                 (final, now, digest, response_tot, response_tcn, duplicate_of, msg_id),
             )
+
+    def linked(self, control: str | None) -> str | None:
+        """The message an IAQ control reference was sent for (to link its IAR)."""
+        if not control:
+            return None
+        row = self.db.execute(
+            "SELECT message_id FROM links WHERE control = ?", (control,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def note(self, msg_id: str, *, outcome: str, destination: str | None = None) -> None:
+        """A transition that keeps the state (an IAR linked to an answered message)."""
+        with self._tx():
+            msg = self._row(msg_id)
+            self._transition(msg, msg["state"], destination=destination, outcome=outcome)
 
     def previous_response(self, ori: str, tcn: str, exclude: str) -> Message | None:
         """The first answered message with this (ORI, TCN), for idempotent resubmissions."""

@@ -41,6 +41,9 @@ def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
     except Exception as exc:  # noqa: BLE001 - the email package raises many kinds
         raise IntakeRejected(554, f"5.6.0 message cannot be parsed as MIME: {exc}") from None
     if message.get("MIME-Version") is None and not message.is_multipart():
+        body = _nlets_body(message)
+        if body is not None:
+            return [(None, body)]
         raise IntakeRejected(554, "5.6.0 not a MIME message: send the EBTS file as an attachment")
     parts = []
     if message.is_multipart():
@@ -62,8 +65,26 @@ def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
             continue
         out.append((part.get_filename(), bytes(data)))
     if not out:
+        body = _nlets_body(message)
+        if body is not None:
+            return [(None, body)]
         raise IntakeRejected(554, "5.6.0 no attachment: send each EBTS file as a MIME attachment")
     return out
+
+
+def _nlets_body(message) -> bytes | None:
+    """The text body of an Nlets message (an IAR from the LESC), which has no attachment."""
+    try:
+        part = message.get_body(preferencelist=("plain",))
+        text = part.get_content() if part is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+    if not text:
+        return None
+    head = text.lstrip()[:512].upper()
+    if head.startswith("IAR.") or "\nIAR." in head:
+        return text.encode("ascii", "replace")
+    return None
 
 
 @implementer(smtp.IMessage)
@@ -225,7 +246,9 @@ def build_response_email(
     filename: str,
     subject: str,
     message_id: str | None = None,
+    text: bool = False,
 ) -> bytes:
+    """The e-mail carrying a response: EBTS files as an attachment, Nlets text as the body."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -233,6 +256,9 @@ def build_response_email(
     message["Date"] = formatdate(localtime=False, usegmt=True)
     # A stable Message-ID per delivery lets receivers drop a redelivery after a crash.
     message["Message-ID"] = message_id or make_msgid(domain="ebts-gateway")
+    if text:  # IAQ / IAR: Nlets 7-bit text travels as the message body
+        message.set_content(payload.decode("ascii", "replace"))
+        return message.as_bytes(policy=email.policy.default)
     message.set_content("EBTS response attached.\r\n")
     message.add_attachment(
         payload, maintype="application", subtype="octet-stream", filename=filename
@@ -254,8 +280,10 @@ def smtp_sender(config):
             to=item.destination,
             payload=payload,
             filename=meta.get("filename", "response.eft"),
-            subject=f"EBTS {meta.get('tot', 'response')} for TCN {meta.get('tcn') or '-'}",
+            subject=meta.get("subject")
+            or f"EBTS {meta.get('tot', 'response')} for TCN {meta.get('tcn') or '-'}",
             message_id=f"<{item.message_id}.{item.id}@{config.smtp_domain}>",
+            text=bool(meta.get("text")),
         )
         return smtp.sendmail(
             host,
