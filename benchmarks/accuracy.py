@@ -163,6 +163,9 @@ def run_ours(db: int, files: dict, prs: dict, workers: int, use_cache: bool) -> 
     cache_dir = OUT / "cache" / digest / f"db{db}"
     if use_cache:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (OUT / "cache").iterdir():  # templates of older matcher versions
+            if stale.name != digest and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
     jobs = [(p, (cache_dir / f"{p.stem}.tpl") if use_cache else None) for p in files.values()]
     with Pool(workers) as pool:
         results = pool.map(_extract_one, jobs, chunksize=2)

@@ -19,6 +19,7 @@ COMMANDS = [
     "gateway.commands.replay",
     "gateway.commands.enroll",
     "gateway.commands.search",
+    "gateway.commands.match",
     "gateway.commands.gallery",
 ]
 

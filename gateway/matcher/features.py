@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 TARGET_PPI = 500.0
+MAX_SIDE = 4000  # pixels at 500 ppi (the template stores block counts in a byte)
 WIN = 32  # analysis window (pixels)
 HOP = 16  # block size = hop between windows
 MIN_PERIOD, MAX_PERIOD = 4.0, 18.0  # ridge period band searched (pixels at 500 ppi)
@@ -354,6 +355,8 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         raise ValueError(f"bad resolution: {ppi!r}")
     img = _rescale(pixels, float(ppi))
     h, w = img.shape
+    if max(h, w) > MAX_SIDE:
+        raise ValueError(f"image of {w} x {h} pixels at 500 ppi: larger than {MAX_SIDE}")
     img = img - ndimage.uniform_filter(img, 15, mode="reflect")
     img = -img  # ridges (dark) positive
     enhanced, bmask, normal, coh, period = enhance(img)

@@ -32,6 +32,7 @@ SIGMA_D = 2.0 * np.pi / 9.0
 MU_PSI, TAU_PSI = 0.01, 400.0
 MIN_VALID_CELLS = 0.5  # fraction of the disc's cells that must lie in the print
 MIN_NEIGHBOURS = 2
+MAX_CYLINDERS = 80  # keep only this many best-quality cylinders (0: all)
 MIN_COMMON = 0.6  # fraction of the disc's cells valid in both cylinders for a comparison
 
 # LSS-R parameters
@@ -119,9 +120,12 @@ class Prepared:
 
     __slots__ = ("n", "values", "left", "right", "dirs", "geometry")
 
-    def __init__(self, x, y, theta, mask):
+    def __init__(self, x, y, theta, mask, quality=None):
         values, cells, ok = cylinders(x, y, theta, mask)
         sel = np.nonzero(ok)[0]
+        if MAX_CYLINDERS and sel.size > MAX_CYLINDERS:
+            q = np.ones(len(x)) if quality is None else np.asarray(quality, np.float64)
+            sel = np.sort(sel[np.argsort(-q[sel], kind="stable")[:MAX_CYLINDERS]])
         self.n = n = int(sel.size)
         values = values[sel]
         cells = cells[sel]

@@ -87,7 +87,7 @@ class Template:
         if self._prep is None:
             m = self.minutiae
             mask = pixel_mask(self.block_mask, (self.height, self.width))
-            self._prep = mcc.Prepared(m[:, 0], m[:, 1], m[:, 2], mask)
+            self._prep = mcc.Prepared(m[:, 0], m[:, 1], m[:, 2], mask, m[:, 4])
         return self._prep
 
     def prepare(self) -> Template:

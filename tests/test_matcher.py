@@ -1,0 +1,187 @@
+"""The numpy matcher: determinism, symmetry, serialisation, Type-9 export, ordering of scores.
+
+No accuracy thresholds and no timings here: those live in ``benchmarks/accuracy.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gateway.matcher import Template, compare, extract
+from tests.conftest import EVAL
+
+FVC = EVAL / "fvc2000-db2-b"
+FINGERS = (101, 102, 103, 104)
+
+
+def _pixels(finger: int, impression: int) -> np.ndarray:
+    path = FVC / f"{finger}_{impression}.tif"
+    if not path.exists():
+        pytest.fail(f"the FVC evaluation images are missing: {path}")
+    return np.asarray(Image.open(path).convert("L"))
+
+
+@pytest.fixture(scope="module")
+def templates() -> dict[tuple[int, int], Template]:
+    return {(f, i): extract(_pixels(f, i)) for f in FINGERS for i in (1, 2)}
+
+
+def test_extraction_is_deterministic(templates):
+    again = extract(_pixels(101, 1))
+    assert again.to_bytes() == templates[101, 1].to_bytes()
+    assert len(again) > 0
+
+
+def test_template_fields(templates):
+    t = templates[102, 1]
+    m = t.minutiae
+    assert m.shape == (len(t), 5)
+    assert (m[:, 0] >= 0).all() and (m[:, 0] < t.width).all()
+    assert (m[:, 1] >= 0).all() and (m[:, 1] < t.height).all()
+    assert ((m[:, 2] >= 0) & (m[:, 2] < 2 * np.pi)).all()
+    assert set(np.unique(m[:, 3])) <= {1.0, 2.0}
+    assert ((m[:, 4] >= 0) & (m[:, 4] <= 1)).all()
+    assert (t.width, t.height) == (256, 364)
+
+
+def test_compare_is_symmetric(templates):
+    keys = list(templates)
+    for a in keys[:4]:
+        for b in keys:
+            assert compare(templates[a], templates[b]) == compare(templates[b], templates[a])
+
+
+def test_compare_with_itself_is_high(templates):
+    t = templates[103, 2]
+    assert compare(t, t) > 0.9
+    assert 0.0 <= compare(t, templates[104, 1]) <= 1.0
+
+
+def test_genuine_pairs_score_above_impostor_pairs_of_the_same_fingers(templates):
+    for f in FINGERS:
+        genuine = compare(templates[f, 1], templates[f, 2])
+        impostors = [
+            compare(templates[f, i], templates[g, j])
+            for g in FINGERS
+            if g != f
+            for i in (1, 2)
+            for j in (1, 2)
+        ]
+        assert genuine > max(impostors), (f, genuine, max(impostors))
+
+
+def test_serialisation_round_trip(templates):
+    t = templates[101, 2]
+    data = t.to_bytes()
+    assert data[:4] == b"GWFT" and data[4] == 1
+    back = Template.from_bytes(data)
+    assert back == t
+    assert back.to_bytes() == data
+    np.testing.assert_array_equal(back.minutiae, t.minutiae)
+    np.testing.assert_array_equal(back.block_mask, t.block_mask)
+    other = templates[101, 1]
+    assert compare(back, other) == compare(t, other)
+    assert len(data) < 32 + 7 * len(t) + 4 * len(t.cores) + t.block_mask.size // 8 + 8
+
+
+def test_from_bytes_of_garbage_raises_value_error(templates):
+    data = templates[104, 2].to_bytes()
+    rng = np.random.default_rng(4)
+    bad = [b"", b"GWFT", b"\x00" * 40, bytes(rng.integers(0, 256, 300, dtype=np.uint8))]
+    bad += [data[:n] for n in (5, 20, len(data) // 2, len(data) - 1)]
+    bad.append(data + b"\x00")
+    for pos in (0, 4, 8, 20, len(data) // 2, len(data) - 2):  # single flipped bits
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x10
+        bad.append(bytes(flipped))
+    # a valid checksum over nonsense: a minutia outside the image
+    body = bytearray(data[:-4])
+    struct.pack_into(">H", body, 16, 60000)  # x of the first minutia
+    bad.append(bytes(body) + struct.pack(">I", zlib.crc32(bytes(body))))
+    for _ in range(200):
+        bad.append(bytes(rng.integers(0, 256, int(rng.integers(0, 600)), dtype=np.uint8)))
+    for blob in bad:
+        with pytest.raises(ValueError):
+            Template.from_bytes(blob)
+    with pytest.raises(ValueError):
+        Template.from_bytes(12345)
+
+
+def test_type9_fields(templates):
+    t = templates[102, 2]
+    fields = t.to_type9_fields(impression=0, position=3)
+    assert {"9.003", "9.004", "9.005", "9.006", "9.007", "9.010", "9.012"} <= set(fields)
+    assert fields["9.004"] == [("S",)]
+    assert fields["9.006"] == [("3",)]
+    assert fields["9.010"] == [(str(len(t)),)]
+    mrc = fields["9.012"]
+    assert len(mrc) == len(t)
+    for n, sub in enumerate(mrc, start=1):
+        index, xyt, quality, kind = sub
+        assert index == str(n)
+        assert re.fullmatch(r"\d{11}", xyt)
+        assert 0 <= int(xyt[8:]) <= 359
+        assert 2 <= int(quality) <= 63
+        assert kind in ("A", "B", "C", "D")
+    for sub in fields.get("9.008", []):
+        assert re.fullmatch(r"\d{8}", sub[0])
+    # x in 0.01 mm from the left, y from the bottom: the first minutia
+    x, y = t.minutiae[0, :2]
+    assert int(mrc[0][1][:4]) == round(x * 25.4 / 500 * 100)
+    assert int(mrc[0][1][4:8]) == round((t.height - 1 - y) * 25.4 / 500 * 100)
+    # the codec takes the values as they are
+    from gateway.ansinist import Record
+
+    record = Record(9)
+    for tag, value in fields.items():
+        record[tag] = value
+    assert record["9.012"].subfields == tuple(tuple(s) for s in mrc)
+
+
+def test_other_resolutions_are_rescaled():
+    pixels = _pixels(101, 1)
+    big = np.asarray(Image.fromarray(pixels).resize((512, 728), Image.BILINEAR))
+    t = extract(big, ppi=1000)
+    assert abs(t.width - 256) <= 1 and abs(t.height - 364) <= 1
+    assert t.source_ppi == 1000
+
+
+def test_blank_and_bad_images():
+    blank = extract(np.full((300, 300), 200, np.uint8))
+    assert len(blank) == 0
+    assert compare(blank, blank) == 0.0
+    with pytest.raises(ValueError):
+        extract(np.zeros((20, 20), np.uint8))
+    with pytest.raises(ValueError):
+        extract(np.zeros((100, 100, 3), np.uint8))
+    with pytest.raises(ValueError):
+        extract(np.zeros((100, 100), np.uint8), ppi=0)
+
+
+def test_match_command(capsys):
+    from gateway.cli import main
+
+    a, b = FVC / "101_1.tif", FVC / "101_2.tif"
+    assert main(["match", str(a), str(b), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0 < out["score"] <= 1
+    assert out["a"]["minutiae"] > 0
+
+
+def test_match_command_unreadable_input(tmp_path, capsys):
+    from gateway.cli import main
+
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"this is neither an image nor a transaction")
+    assert main(["match", str(junk), str(FVC / "101_1.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "junk.bin" in err and "Traceback" not in err
+    assert main(["match", str(tmp_path / "missing.tif"), str(junk)]) == 2
+    assert "missing.tif" in capsys.readouterr().err
