@@ -65,7 +65,7 @@ class Config:
     gallery_fbi: Path | None = None
     gallery_dhs: Path | None = None
     demo_gallery: bool = True
-    demo_subjects: int = 50
+    demo_subjects: int = 12
     match_threshold: float | None = None  # None: the gallery's calibrated threshold
     search_positions: tuple[int, ...] = tuple(range(1, 11))  # fingers (FGP) used to search
     raw: dict = field(default_factory=dict, repr=False)
@@ -294,7 +294,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         gallery_fbi=path(_str(gallery, "fbi", "gallery."), "gallery.fbi"),
         gallery_dhs=path(_str(gallery, "dhs", "gallery."), "gallery.dhs"),
         demo_gallery=bool(gallery.get("demo", True)),
-        demo_subjects=int(_num(gallery, "demo_subjects", "gallery.", 50, 1, int)),
+        demo_subjects=int(_num(gallery, "demo_subjects", "gallery.", 12, 1, int)),
         match_threshold=_num(matcher, "threshold", "matcher.", None),
         search_positions=tuple(sorted(set(positions))),
         raw=raw,

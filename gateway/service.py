@@ -119,15 +119,22 @@ def _tls_context(config):
 
 
 def build_gateway(config) -> Gateway:
-    """The gateway with its galleries: configured paths, else a demo gallery when enabled."""
+    """The gateway with its galleries: configured paths, else demo galleries when enabled."""
+    import dataclasses
+
     galleries = {}
     if config.gallery_fbi is not None:
         galleries["fbi"] = str(config.gallery_fbi)
-    elif config.demo_gallery:
-        from gateway.demo import ensure_demo_gallery
-
-        path = Path(config.data_dir) / "galleries" / "fbi-demo"
-        galleries["fbi"] = str(ensure_demo_gallery(path, config.demo_subjects, kind="fbi"))
     if config.gallery_dhs is not None:
         galleries["dhs"] = str(config.gallery_dhs)
+    if config.demo_gallery and not galleries:
+        from gateway import demo
+
+        root = Path(config.data_dir) / "galleries"
+        for kind in ("fbi", "dhs"):
+            path = demo.ensure_demo_gallery(root / f"{kind}-demo", config.demo_subjects, kind=kind)
+            galleries[kind] = str(path)
+        if "search_positions" not in config.raw.get("matcher", {}):
+            # The demo subjects are enrolled with four fingers: search with those.
+            config = dataclasses.replace(config, search_positions=demo.POSITIONS)
     return Gateway(config, galleries=galleries)

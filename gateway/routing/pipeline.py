@@ -130,6 +130,7 @@ class Pipeline:
             offense_rows=tuple(cfg.offense_rows),
             lesc=bool(cfg.lesc_email or cfg.lesc_soap),
             lesc_ori=cfg.lesc_ori,
+            match_threshold=cfg.match_threshold,
         )
 
     async def _process(self, msg_id: str, msg, payload: bytes) -> None:

@@ -43,6 +43,7 @@ class Job:
     offense_rows: tuple = ()  # [[offense]] rows over the default NCIC table
     lesc: bool = False  # an LESC destination is configured: IAQs are built
     lesc_ori: str = "VTICE0900"
+    match_threshold: float | None = None  # overrides the galleries' calibrated thresholds
 
 
 @dataclass
@@ -191,7 +192,7 @@ def _process(job: Job, result: Result, t: float) -> None:
         # FBI leg: every tenprint submission, every subject.
         if job.fbi_gallery:
             best = _search(job.fbi_gallery, "fbi", job, probe)
-            identified = best is not None and bool(best.decision)
+            identified = _decided(best, job)
             ucn = best.subject_id if identified else None
             result.summary["fbi"] = _candidate(best, identified)
             t = result.step("SEARCHED", "hit" if identified else "no hit", t, "FBI")
@@ -211,7 +212,7 @@ def _process(job: Job, result: Result, t: float) -> None:
     result.summary["dhs"] = {"searched": bool(dhs_needed and job.dhs_gallery), "why": why}
     if dhs_needed and job.dhs_gallery:
         best = _search(job.dhs_gallery, "dhs", job, probe)
-        dhs_hit = best is not None and bool(best.decision)
+        dhs_hit = _decided(best, job)
         result.summary["dhs"].update(_candidate(best, dhs_hit))
         if dhs_hit:
             esi, lines = _dhs_match(job, txn, best.subject_id, ucn, result)
@@ -240,6 +241,15 @@ def _reject(job, txn, result, t, code, location, message, hint) -> None:
 
     result.step("REJECTED", code, t)
     _errt(job, txn, [Finding(ERROR, code, location, message, hint=hint)], result)
+
+
+def _decided(best, job: Job) -> bool:
+    """A hit: the fused score reaches the configured threshold, else the gallery's decision."""
+    if best is None:
+        return False
+    if job.match_threshold is not None:
+        return float(best.score) >= job.match_threshold
+    return bool(best.decision)
 
 
 def _candidate(best, hit: bool) -> dict:

@@ -1,0 +1,131 @@
+"""Demo galleries for the embedded defaults: synthetic subjects only, never real people.
+
+On first start without configured galleries, ``ebts-gateway run`` builds:
+
+- an FBI gallery: ``subjects`` image-level synthetic identities (:mod:`gateway.synth`,
+  impression 0 of fingers 1, 2, 6, 7) with invented criminal histories, among template-level
+  synthetic distractors (:mod:`gateway.matcher.synthetic`);
+- a DHS gallery: every third of those identities (ids ``IDENT0000003`` ...) with invented
+  immigration records, among other distractors.
+
+A CAR from :func:`demo_car` for identity ``i`` (impression 1: another capture of the same
+fingers) is then identified (UCN ``demo_ucn(i)``), and for ``i % 3 == 0`` also matched by DHS,
+which makes the gateway queue an IAQ to the LESC address.  Built once; later starts reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import shutil
+from pathlib import Path
+
+log = logging.getLogger("gateway.demo")
+
+POSITIONS = (1, 2, 6, 7)  # thumbs and index fingers
+DISTRACTORS = 300
+CALIBRATION_SEARCHES = 200
+DEMO_ORI = "NY0303000"
+
+
+def demo_ucn(identity: int) -> str:
+    return f"{identity:07d}DM"
+
+
+def demo_dhs_id(identity: int) -> str:
+    return f"IDENT{identity:07d}"
+
+
+def in_dhs(identity: int) -> bool:
+    return identity % 3 == 0
+
+
+def _templates(identity: int) -> tuple[int, dict[int, bytes]]:
+    from gateway import synth
+    from gateway.matcher import extract
+
+    return identity, {p: extract(synth.finger(identity, p, 0)).to_bytes() for p in POSITIONS}
+
+
+def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path:
+    """Build the demo gallery ``kind`` ("fbi" or "dhs") at ``path`` unless it is there."""
+    path = Path(path)
+    if (path / "demo.json").exists():
+        return path
+    from gateway.matcher import Template
+    from gateway.matcher import synthetic as distractors
+    from gateway.matcher.gallery import Gallery
+    from gateway.routing.subjects import (
+        SYNTHETIC_PROFILES,
+        SubjectStore,
+        synthetic_dhs_subject,
+        synthetic_fbi_subject,
+    )
+
+    identities = [i for i in range(1, subjects + 1) if kind == "fbi" or in_dhs(i)]
+    log.info(
+        "building the %s demo gallery (%d synthetic identities + %d distractors) in %s; "
+        "this takes a minute, once",
+        kind,
+        len(identities),
+        DISTRACTORS,
+        path,
+    )
+    gallery = Gallery()
+    distractors.populate(gallery, DISTRACTORS, seed=11 if kind == "fbi" else 13)
+    enrolled = {}
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        for identity, templates in pool.imap_unordered(_templates, identities):
+            sid = demo_ucn(identity) if kind == "fbi" else demo_dhs_id(identity)
+            enrolled[sid] = {p: Template.from_bytes(d) for p, d in templates.items()}
+            for position, template in enrolled[sid].items():
+                gallery.add(sid, position, template)
+    scores = []
+    for i in range(CALIBRATION_SEARCHES):
+        probe = distractors.tenprint(distractors.identity(97, i), impression=1)
+        best = gallery.search({p: t for p, t in probe.items() if p in POSITIONS}, top=1)
+        scores.append(best[0].score if best else 0.0)
+    # Image-level impostors cost nothing more: each enrolled identity against the others.
+    image_level = []
+    for sid, probe in enrolled.items():
+        others = [c for c in gallery.search(probe, top=2) if c.subject_id != sid]
+        image_level.append(others[0].score if others else 0.0)
+    threshold = gallery.calibrate(scores + image_level, fpir=0.001)
+    # Few searches cannot resolve FPIR 0.001: keep a margin over the highest image-level
+    # impostor (template-level distractors score lower than rendered prints do).
+    gallery.threshold = max(threshold, 1.5 * max(image_level, default=0.0))
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    gallery.save(tmp)
+    store = SubjectStore(tmp / "subjects.jsonl")
+    profiles = sorted(SYNTHETIC_PROFILES)
+    for identity in identities:
+        if kind == "fbi":
+            profile = profiles[identity % len(profiles)]
+            store.put(synthetic_fbi_subject(demo_ucn(identity), identity, profile=profile))
+        else:
+            store.put(synthetic_dhs_subject(demo_dhs_id(identity), identity))
+    (tmp / "demo.json").write_text(
+        json.dumps(
+            {
+                "kind": kind,
+                "identities": identities,
+                "positions": list(POSITIONS),
+                "threshold": gallery.threshold,
+            },
+            indent=1,
+        )
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(path)
+    log.info("%s demo gallery ready: threshold %.4f", kind, gallery.threshold)
+    return path
+
+
+def demo_car(identity: int, *, tcn: str | None = None, ori: str = DEMO_ORI, dat: str | None = None):
+    """A CAR for a demo identity (impression 1: a different capture than the enrolled one)."""
+    from gateway import synth
+
+    return synth.car_transaction(identity, impression=1, ori=ori, tcn=tcn, dat=dat)
