@@ -77,6 +77,7 @@ class Receiver:
         self._items: list[tuple[str | None, str | None, bytes]] = []
         self._server: _Server | None = None
         self.message_ids: collections.Counter = collections.Counter()
+        self.deliveries: list[tuple[str | None, str | None]] = []  # (TCR, Message-ID)
 
     def start(self) -> None:
         self._server = _Server(self.address, _SMTPHandler)
@@ -111,6 +112,7 @@ class Receiver:
                 item = (None, None, payload)
             with self._lock:
                 self._items.append(item)
+                self.deliveries.append((item[0], message.get("Message-ID")))
 
     def take(self) -> list[tuple[str | None, str | None, bytes]]:
         with self._lock:

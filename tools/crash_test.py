@@ -202,17 +202,19 @@ def main(argv=None) -> int:
     db.close()
     lost = sorted(t for t in acks if answers[t] == 0)
     unanswered = sorted(t for t, n in accepted.items() if answers[t] < n)
-    duplicated = sum(max(0, answers[t] - accepted[t]) for t in answers)
-    redelivered = sum(n - 1 for n in receiver.message_ids.values() if n > 1)
+    distinct: dict[str, set] = collections.defaultdict(set)
+    for tcr, message_id in receiver.deliveries:
+        distinct[tcr].add(message_id)
+    redelivered = sum(answers.values()) - sum(len(ids) for ids in distinct.values())
+    duplicated = sum(max(0, len(distinct[t]) - accepted[t]) for t in distinct)
     print(f"journal: {sum(accepted.values())} accepted messages, states {states}")
     print(f"answers received: {sum(answers.values())}")
     print(f"lost (acknowledged to the client, never answered): {len(lost)} {lost[:10]}")
     print(f"accepted submissions without their answer: {len(unanswered)} {unanswered[:10]}")
-    print(f"duplicated (answers beyond accepted submissions): {duplicated}")
-    print(f"redelivered (same Message-ID twice; a receiver drops these): {redelivered}")
-    print(f"duplicated after dropping redeliveries: {duplicated - redelivered}")
+    print(f"redelivered (same Message-ID again; a receiver drops these): {redelivered}")
+    print(f"duplicated (distinct answers beyond accepted submissions): {duplicated}")
     print(f"work dir (journal, routing log, daemon log): {workdir}")
-    return 0 if not lost and not unanswered and duplicated == redelivered else 1
+    return 0 if not lost and not unanswered and not duplicated else 1
 
 
 if __name__ == "__main__":

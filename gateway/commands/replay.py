@@ -10,6 +10,9 @@ the fixture's TCN.  The expectation file says:
     the TOT of the answer ("SRE", "ERRT") or null when no answer is due (e.g. CNA);
 ``srf`` (optional)
     2.059 of an SRE ("I" or "N");
+``esi`` (optional)
+    2.2037 ESI of an SRE: the DHS subject id on a DHS match, null when DHS did not match or
+    was not searched;
 ``findings`` (optional)
     findings with a ``location``; each field tag named there must appear in an ERRT MSG line.
 
@@ -124,6 +127,10 @@ def check(case: Case) -> None:
         srf = t2.value("2.059") if t2 is not None else None
         if srf != case.expect["srf"]:
             case.problems.append(f"expected SRF {case.expect['srf']}, got {srf}")
+    if expected == "SRE" and "esi" in case.expect:
+        esi = t2.value("2.2037") if t2 is not None else None
+        if esi != case.expect["esi"]:
+            case.problems.append(f"expected ESI {case.expect['esi']}, got {esi}")
     if expected == "ERRT":
         lines = " | ".join(
             sub[0] for sub in (t2["2.060"].subfields if t2 is not None and "2.060" in t2 else ())

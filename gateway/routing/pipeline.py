@@ -35,6 +35,7 @@ class Pipeline:
         self.galleries = galleries or {}
         self._inflight: dict[str, defer.Deferred] = {}
         self._by_key: dict[tuple, defer.Deferred] = {}
+        self._retries: dict[str, int] = {}
         self.processed = 0
 
     # -- public ---------------------------------------------------------------------------------
@@ -241,8 +242,19 @@ class Pipeline:
         address = (agency.response_email if agency else None) or msg.reply_to
         return [("smtp", address, meta)] if address else []
 
+    retry_delay = 10.0
+    max_retries = 3
+
     def _unexpected(self, failure, msg_id):
+        """A bug or a storage error: log it and try again later (the message stays unanswered
+        in the journal, so a restart takes it up too)."""
         log.error("processing %s failed: %s", msg_id, failure.getTraceback())
+        count = self._retries.get(msg_id, 0) + 1
+        self._retries[msg_id] = count
+        if count <= self.max_retries:
+            from twisted.internet import reactor
+
+            reactor.callLater(self.retry_delay * count, self.submit, msg_id)
         return None
 
 
