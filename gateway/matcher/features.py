@@ -39,13 +39,22 @@ ANGULAR_BW = np.pi / 5
 ANGULAR_BW_LOW_COH = np.pi / 4
 
 ENDING, BIFURCATION = 1, 2
+
+# orientation field: Gaussian smoothing of the doubled-angle vectors (in blocks); minutia
+# directions from the structure tensor of the enhanced image around each minutia (else the
+# block field)
+ORIENT_SIGMA = 1.5
 LOCAL_ORIENTATION = True
-SEG_DROP = 3.0  # blocks with less than exp(-SEG_DROP) of the strong blocks' energy are background
-LOOK_AHEAD = 2.0  # ridge periods ahead of an ending that must lie in the print
-CLOSE = 0.5
-CLUSTER = 3
-FACING = True
-BORDER_MARGIN = 0.8  # minutiae closer than this many ridge periods to the print's border go
+# segmentation: blocks with less than exp(-SEG_DROP) of the strong blocks' ridge energy are
+# background (and at most the lower 45 % of the log-energy range)
+SEG_DROP = 3.0
+# spurious minutiae (lengths in ridge periods)
+BORDER_MARGIN = 0.8  # closer than this to the print's border
+LOOK_AHEAD = 2.0  # an ending whose ridge would run out of the print within this is a cut ridge
+CLOSE = 0.5  # two minutiae closer than this
+CLUSTER = 3  # this many other minutiae within 1.5 periods: a noisy place
+FACING = True  # two endings facing each other within 2 periods: a broken ridge
+MIN_QUALITY = 0.0  # minutiae of lower quality are dropped (0: none)
 CORE_INDEX = 1  # sign of the doubled-angle winding of a core (image coordinates, y down)
 
 
@@ -207,8 +216,8 @@ def enhance(img: np.ndarray):
     freq = (p2 * _RADIUS).sum((2, 3)) / e2
     wgt = np.sqrt(energy) * (0.2 + mask)
     wgt = wgt / wgt.max()
-    sc = _smooth(c2, 1.0, wgt)
-    ss = _smooth(s2, 1.0, wgt)
+    sc = _smooth(c2, ORIENT_SIGMA, wgt)
+    ss = _smooth(s2, ORIENT_SIGMA, wgt)
     coh = np.clip(np.hypot(sc, ss), 0, 1)
     normal = 0.5 * np.arctan2(ss, sc)
     freq = _smooth(freq, 2.0, wgt * np.hypot(c2, s2))
@@ -516,5 +525,8 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         xs, ys, theta, kinds, bi, bj = (a[sel] for a in (xs, ys, theta, kinds, bi, bj))
 
     quality = np.clip(coh[bi, bj], 0, 1) * np.clip(dist[ys, xs] / (2.5 * period), 0, 1)
+    if MIN_QUALITY > 0:
+        sel = np.nonzero(quality >= MIN_QUALITY)[0]
+        xs, ys, theta, kinds, quality = (a[sel] for a in (xs, ys, theta, kinds, quality))
     minutiae = np.stack([xs, ys, theta, kinds, quality], axis=1).astype(np.float32)
     return Features(w, h, minutiae, bmask, period, cores)
