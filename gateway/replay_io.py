@@ -94,7 +94,6 @@ class Receiver:
             self._server.server_close()
 
     def collect(self, raw: bytes) -> None:
-        from gateway.ansinist import FormatError, read
 
         try:
             message = email.message_from_bytes(raw, policy=email.policy.default)
@@ -105,14 +104,22 @@ class Receiver:
             parts = []
         for part in parts:
             payload = part.get_payload(decode=True) or b""
-            try:
-                txn = read(payload)
-                item = (txn.tcr, txn.tot, payload)
-            except FormatError:
-                item = (None, None, payload)
+            item = self.collect_payload(payload)
             with self._lock:
-                self._items.append(item)
                 self.deliveries.append((item[0], message.get("Message-ID")))
+
+    def collect_payload(self, payload: bytes) -> tuple:
+        """Keep one received transaction as (TCR, TOT, bytes)."""
+        from gateway.ansinist import FormatError, read
+
+        try:
+            txn = read(payload)
+            item = (txn.tcr, txn.tot, payload)
+        except FormatError:
+            item = (None, None, payload)
+        with self._lock:
+            self._items.append(item)
+        return item
 
     def take(self) -> list[tuple[str | None, str | None, bytes]]:
         with self._lock:
@@ -137,3 +144,76 @@ def send_soap(base_url: str, data: bytes) -> str:
     xml = data.lstrip()[:1] == b"<"
     service = "NGIUserService" if xml else "NativeEBTSService"
     return submit_soap(f"{base_url}/ngi/{service}", data, xml=xml)
+
+
+class SoapReceiver:
+    """The agency's receiveResponse service (NativeEBTSResponseService / NGIResponseService):
+    accepts what the gateway pushes and keeps (TCR, TOT, bytes) like :class:`Receiver`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 2527, sink: Receiver | None = None):
+        self.address = (host, port)
+        self.sink = sink or Receiver(host, 0)
+        self._server = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/receiveResponse"
+
+    def start(self) -> None:
+        import base64
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from lxml import etree
+
+        from gateway.transports.soap_client import (
+            NATIVE_MESSAGE,
+            NGI_CORE,
+            SOAP11,
+            VOID,
+            body_children,
+            parse_envelope,
+        )
+
+        sink = self.sink
+        answer = (
+            f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{SOAP11}"><s:Body>'
+            f'<ngi-core:{VOID.localname} xmlns:ngi-core="{NGI_CORE}"/></s:Body></s:Envelope>'
+        ).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802 - http.server API
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(min(length, MAX_MESSAGE))
+                try:
+                    _, _, body = parse_envelope(raw)
+                    (element,) = body_children(body)
+                    if etree.QName(element) == NATIVE_MESSAGE:
+                        payload = base64.b64decode(element.text or "")
+                    else:
+                        payload = etree.tostring(element, xml_declaration=True, encoding="UTF-8")
+                except Exception:  # noqa: BLE001 - a bad request gets a 500
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                sink.collect_payload(payload)
+                self.send_response(200)
+                self.send_header("content-type", "text/xml; charset=utf-8")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self._server = ThreadingHTTPServer(self.address, Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def take(self):
+        return self.sink.take()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

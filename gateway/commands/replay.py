@@ -4,7 +4,8 @@ Every transaction file in DIR that has a ``NAME.expect.json`` beside it is sent 
 (over SMTP as a MIME attachment, or over SOAP with ``--to soap://HOST:PORT``).  Responses come
 back through the gateway's outbound relay: replay listens there itself (``--listen``, by default
 127.0.0.1:2526, the embedded default relay) and matches each response to its fixture by TCR =
-the fixture's TCN.  The expectation file says:
+the fixture's TCN.  Over SOAP it serves receiveResponse itself (``--listen-soap``, register its
+URL as the agency's ``response_soap``).  The expectation file says:
 
 ``response_tot``
     the TOT of the answer ("SRE", "ERRT") or null when no answer is due (e.g. CNA);
@@ -39,6 +40,12 @@ def add_arguments(parser) -> None:
         "--listen",
         default="127.0.0.1:2526",
         help="where to receive the responses (the gateway's outbound relay)",
+    )
+    parser.add_argument(
+        "--listen-soap",
+        default="127.0.0.1:2527",
+        help="with --to soap://: where to serve receiveResponse (register "
+        "http://HOST:PORT/receiveResponse as the agency's response_soap)",
     )
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for all responses"
@@ -189,13 +196,25 @@ def run(args) -> int:
         print(f"replay: no fixtures with .expect.json in {directory}", file=sys.stderr)
         return 2
 
-    from gateway.replay_io import Receiver, send_smtp, send_soap
+    from gateway.replay_io import Receiver, SoapReceiver, send_smtp, send_soap
 
-    receiver = Receiver(host, int(port))
+    if target.scheme == "soap":
+        soap_host, _, soap_port = args.listen_soap.rpartition(":")
+        if not soap_host or not soap_port.isdigit():
+            print(
+                f"replay: --listen-soap must be HOST:PORT, not {args.listen_soap!r}",
+                file=sys.stderr,
+            )
+            return 2
+        receiver = SoapReceiver(soap_host, int(soap_port))
+        where = args.listen_soap
+    else:
+        receiver = Receiver(host, int(port))
+        where = args.listen
     try:
         receiver.start()
     except OSError as exc:
-        print(f"replay: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        print(f"replay: cannot listen on {where}: {exc}", file=sys.stderr)
         return 2
     try:
         by_tcn: dict[str, list[Case]] = {}

@@ -63,3 +63,50 @@ async def test_replay_fixture_folder_over_smtp(tmp_path, capsys):
         assert "car-valid.eft" in out and "expected ERRT, got SRE" in out
     finally:
         await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_replay_fixture_folder_over_soap(tmp_path, capsys):
+    receive = _free_port()
+    config = gateway_config(
+        tmp_path,
+        _free_port(),
+        agency=[
+            {"ori": "WV0340000", "response_soap": f"http://127.0.0.1:{receive}/receiveResponse"}
+        ],
+    )
+    gateway = Gateway(config)
+    gateway.startService()
+    for svc in gateway.ports.values():
+        await svc._waitingForPort
+    try:
+        report = tmp_path / "junit.xml"
+        args = [
+            "replay",
+            str(FIXTURES),
+            "--to",
+            f"soap://127.0.0.1:{gateway.port('soap')}",
+            "--listen-soap",
+            f"127.0.0.1:{receive}",
+            "--junit",
+            str(report),
+            "--grace",
+            "1",
+            "--timeout",
+            "120",
+        ]
+        code = await threads.deferToThread(main, args)
+        out = capsys.readouterr().out
+        # Over SOAP, files the service refuses as requests (no transaction at all) are answered
+        # by a SOAP fault at once: replay reports them as not accepted.
+        suite = ET.parse(report).getroot()
+        failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+        assert code == (1 if failed else 0), out
+        assert all(
+            "not accepted" in c.find("failure").get("message")
+            for c in suite.iter("testcase")
+            if c.find("failure") is not None
+        ), out
+        assert int(suite.get("tests")) - len(failed) >= 30, out
+    finally:
+        await gateway.stopService()
