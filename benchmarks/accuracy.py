@@ -263,7 +263,7 @@ def draw_det(path: Path, title: str, curves: list[tuple[str, np.ndarray, np.ndar
     d.rectangle([margin, 20, margin + size, 20 + size], outline="black")
     d.text((margin, 2), title, fill="black")
     d.text((margin + size // 2 - 10, 40 + size), "FMR", fill="black")
-    d.text((5, 5), "FNMR", fill="black")
+    d.text((margin + 4, 24), "FNMR", fill="black")
     for n, (name, fmr, fnmr, colour) in enumerate(curves):
         pts = [xy(a, b) for a, b in zip(fmr, fnmr, strict=True)]
         if len(pts) > 1:
