@@ -136,7 +136,7 @@ def test_calibrate():
 
 def test_bytes_per_finger(built):
     g = Gallery.load(built)
-    assert BYTES_PER_FINGER < 600
+    assert BYTES_PER_FINGER < 800
     assert g.nbytes_per_finger() <= 2048
     sizes = sum(f.stat().st_size for f in built.iterdir())
     assert sizes / (150 * 10) <= 2048 + 64

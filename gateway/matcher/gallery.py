@@ -1,9 +1,10 @@
 """A persistent, memory-mapped gallery of subjects x finger positions and its 1:N tenprint search.
 
-Per finger the gallery keeps (about 0.9 KB in all, see :data:`BYTES_PER_FINGER`):
+Per finger the gallery keeps (about 1.1 KB in all, see :data:`BYTES_PER_FINGER`):
 
-* the first-stage code: ``vector.BYTES`` packed sign bits of the finger's fixed-length
-  pair-word vector (:mod:`gateway.matcher.vector`);
+* the first-stage code: ``vector.BITS`` packed sign bits of the finger's fixed-length
+  pair-word vector (:mod:`gateway.matcher.vector`), of which the first ``vector.PREFIX_BITS``
+  are scanned for every subject and the rest only for the best ``refine`` ones;
 * a compact minutiae slot for the second stage: up to ``SLOT`` minutiae (best quality first) as
   int16 x, y and a direction in 1/256 turns;
 * the serialised :class:`gateway.matcher.Template` (``Template.to_bytes()``), for the precise
@@ -22,9 +23,10 @@ the mapped segment masked out.  A search always sees the current state.
 
 Search (``Gallery.search``):
 
-1. **first stage** - for each probe finger the Hamming distance of its code to the code of the
-   same position of every subject (XOR and popcount over the whole segment), mapped to a cosine
-   estimate and summed over the probe's fingers; the ``shortlist`` best subjects go on;
+1. **first stage** - for each probe finger the Hamming distance of its code prefix to the code
+   prefix of the same position of every subject (XOR and popcount over the whole segment),
+   mapped to a cosine estimate and summed over the probe's fingers; the best ``refine``
+   subjects are re-scored with the full codes and the ``shortlist`` best of them go on;
 2. **second stage** - every probe finger is compared with the same finger of each shortlisted
    subject: by default a vectorised minutiae consolidation (alignment by a Hough vote over
    minutia pairs, refined on the peak's pairs, then the count of minutiae paired within
@@ -518,26 +520,27 @@ class Gallery:
         }
         return t
 
-    def stage1(self, probe_codes: dict[int, np.ndarray]):
-        """First-stage fused scores: list of (segment, alive row indices, scores)."""
+    def stage1(self, probe_codes: dict[int, np.ndarray], prefix: bool = True):
+        """First-stage fused scores over every subject: list of (segment, alive row indices,
+        scores); ``prefix`` uses the first ``vector.PREFIX_BITS`` bits of the codes only."""
         out = []
         positions = sorted(probe_codes)
         cols = np.array(positions) - 1
         every = len(positions) == POSITIONS
-        pc = np.stack([probe_codes[p] for p in positions]).view(np.uint64)  # (k, BYTES / 8)
-        lut = vector.similarity(np.arange(vector.BITS + 1)).astype(np.float32)
+        words = (vector.PREFIX_BYTES if prefix else vector.BYTES) // 8
+        bits = words * 64
+        pc = np.stack([probe_codes[p] for p in positions]).view(np.uint64)[:, :words]
+        lut = vector.similarity(np.arange(bits + 1), bits).astype(np.float32)
         step = 16384
         for seg in self._segments():
             if not seg.rows:
                 continue
             rows = seg.rows
             total = np.zeros(rows, np.float32)
-            codes = seg.codes.view(np.uint64) if seg.codes.flags.c_contiguous else None
+            codes = seg.codes.view(np.uint64)
             for s in range(0, rows, step):
                 e = min(rows, s + step)
-                c = codes[s:e] if codes is not None else np.ascontiguousarray(seg.codes[s:e])
-                if codes is None:
-                    c = c.view(np.uint64)
+                c = codes[s:e, :, :words]
                 present = np.asarray(seg.counts[s:e]) > 0
                 if not every:
                     c = c[:, cols]
@@ -550,17 +553,40 @@ class Gallery:
             out.append((seg, np.nonzero(alive)[0], total[alive]))
         return out
 
+    def _refine(self, picks, probe_codes):
+        """Fused scores of the picked (segment, row) with the full codes."""
+        positions = sorted(probe_codes)
+        cols = np.array(positions) - 1
+        pc = np.stack([probe_codes[p] for p in positions]).view(np.uint64)
+        lut = vector.similarity(np.arange(vector.BITS + 1)).astype(np.float32)
+        out = np.zeros(len(picks), np.float32)
+        by_seg: dict[int, tuple] = {}
+        for i, (seg, row) in enumerate(picks):
+            by_seg.setdefault(id(seg), (seg, [], []))
+            by_seg[id(seg)][1].append(i)
+            by_seg[id(seg)][2].append(row)
+        for seg, idx, rows in by_seg.values():
+            rows = np.asarray(rows)
+            order = np.argsort(rows)
+            c = np.asarray(seg.codes[rows[order]])[:, cols].view(np.uint64)
+            present = np.asarray(seg.counts[rows[order]])[:, cols] > 0
+            h = np.bitwise_count(c ^ pc[None]).sum(-1, dtype=np.uint16)
+            out[np.asarray(idx)[order]] = (lut[h] * present).sum(1)
+        return out
+
     def search(
         self,
         probe: dict,
         top: int = 10,
         shortlist: int = 50,
+        refine: int = 4000,
         first_stage: bool = True,
         second_stage: str = "minutiae",
     ) -> list[Candidate]:
         """Tenprint (or fewer fingers) 1:N search; ``probe`` maps positions 1-10 to Templates.
 
-        Returns at most ``top`` candidates, best first.  ``first_stage=False`` runs the second
+        Returns at most ``top`` candidates, best first.  The prefix scan keeps ``refine``
+        subjects, the full codes ``shortlist`` of them.  ``first_stage=False`` runs the second
         stage over every subject (for measurements); ``second_stage`` is ``"minutiae"`` (fast,
         default) or ``"compare"`` (:func:`gateway.matcher.compare`).
         """
@@ -588,9 +614,15 @@ class Gallery:
                 scores.append(s)
             rows = np.concatenate(rows)
             scores = np.concatenate(scores)
-            k = min(shortlist, scores.size)
+            # re-rank the best ``refine`` subjects of the prefix scan with the full codes
+            k = min(max(refine, shortlist), scores.size)
             best = np.argpartition(-scores, k - 1)[:k]
-            best = best[np.argsort(-scores[best], kind="stable")]
+            full = self._refine([(segs[i], int(rows[i])) for i in best], codes)
+            k = min(shortlist, best.size)
+            sel = np.argpartition(-full, k - 1)[:k]
+            sel = sel[np.argsort(-full[sel], kind="stable")]
+            best = best[sel]
+            scores[best] = full[sel]
             picks = [(segs[i], int(rows[i]), float(scores[i])) for i in best]
         else:
             picks = [

@@ -330,14 +330,16 @@ def enrolment_parts(seed: int, start: int, stop: int, background=None) -> tuple:
     idx = np.repeat(np.arange(start, stop), 10)
     pos = np.tile(np.arange(1, 11), stop - start)
     b = impressions(identity(seed, 0) + idx, pos, 0)
-    cds = vector.codes(b.minutiae, b.count, background)
     slots = np.zeros((len(b), _gallery.SLOT, 3), np.int16)
     counts = np.zeros(len(b), np.int64)
+    quantised = np.zeros_like(b.minutiae)
     blobs = []
     for i in range(len(b)):
         t = template(b, i)
         slots[i], counts[i] = _gallery._slot(t.minutiae)
+        quantised[i, : len(t)] = t.minutiae  # the codes see what a probe template sees
         blobs.append(t.to_bytes())
+    cds = vector.codes(quantised, b.count, background)
     ids = [subject_id(seed, int(i)) for i in idx]
     return ids, pos, cds, slots, counts, blobs
 

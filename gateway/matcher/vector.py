@@ -19,7 +19,9 @@ deterministic reference sample of template-level synthetic fingers
 For storage and speed the centred histogram is reduced to ``BITS`` sign bits of fixed random
 projections (SimHash): the fraction of equal bits of two codes estimates the angle between the
 vectors, and comparing a probe with a whole gallery is an XOR and a popcount over packed uint64
-words - a million fingers in a few tens of milliseconds.
+words.  The first ``PREFIX_BITS`` bits are a code of their own (independent projections): a
+search scans the whole gallery with them, then re-ranks the best few thousand subjects with all
+``BITS`` (the estimate's noise falls with the number of bits).
 
 ``codes(minutiae, count)`` works on padded batches (B, M, 5); ``code(template)`` on one
 :class:`gateway.matcher.Template`; ``similarity(a, b)`` maps Hamming distances to [-1, 1].
@@ -37,8 +39,10 @@ MAX_USED = 64  # minutiae used per finger (highest quality first)
 D_CELLS = int(RADIUS // D_BIN) + 1
 GRID = D_CELLS * A_BINS * B_BINS
 FEATURES = 2 * GRID  # two offset grids
-BITS = 512
+BITS = 2048
 BYTES = BITS // 8
+PREFIX_BITS = 512  # the first bits: the code the whole gallery is scanned with
+PREFIX_BYTES = PREFIX_BITS // 8
 _SEED = 0x5EC7_0001
 
 _rng = np.random.default_rng(_SEED)
@@ -169,9 +173,9 @@ def code_batch(templates, background=None) -> np.ndarray:
     return codes(pad, np.array([m.shape[0] for m in ms], np.int64), background)
 
 
-def similarity(hamming) -> np.ndarray:
-    """Cosine estimate in [-1, 1] from a Hamming distance between two codes."""
-    return np.cos(np.pi * np.asarray(hamming, np.float32) / BITS)
+def similarity(hamming, bits: int = BITS) -> np.ndarray:
+    """Cosine estimate in [-1, 1] from a Hamming distance between two codes of ``bits``."""
+    return np.cos(np.pi * np.asarray(hamming, np.float32) / bits)
 
 
 def hamming(gallery: np.ndarray, probe: np.ndarray) -> np.ndarray:
