@@ -187,8 +187,12 @@ def _upsample(field: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.n
 
 
 def pixel_mask(block_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The segmentation mask at pixel resolution."""
-    return _upsample(block_mask.astype(np.float32), shape) > 0.5
+    """The segmentation mask at pixel resolution: every pixel takes its nearest block."""
+    h, w = shape
+    rows, cols = block_mask.shape
+    iy = np.minimum((np.arange(h) + HOP // 2) // HOP, rows - 1)
+    ix = np.minimum((np.arange(w) + HOP // 2) // HOP, cols - 1)
+    return np.asarray(block_mask, bool)[iy[:, None], ix[None, :]]
 
 
 def enhance(img: np.ndarray):
@@ -226,13 +230,15 @@ def enhance(img: np.ndarray):
     period = float(1.0 / np.median(inside))
 
     # filters: radial Gaussian band x angular raised cosine
-    f0 = freq[:, :, None, None]
-    sig_r = RADIAL_SIGMA * f0 + 0.01
+    f32 = np.float32
+    f0 = freq.astype(f32)[:, :, None, None]
+    sig_r = f32(RADIAL_SIGMA) * f0 + f32(0.01)
     radial = np.exp(-((_RADIUS - f0) ** 2) / (2 * sig_r**2))
-    dphi = (_PHI - normal[:, :, None, None] + np.pi / 2) % np.pi - np.pi / 2
-    bw = (ANGULAR_BW + (1 - coh) * ANGULAR_BW_LOW_COH)[:, :, None, None]
-    angular = np.where(np.abs(dphi) < bw, np.cos(np.pi / 2 * dphi / bw) ** 2, 0)
-    filt = (radial * angular).astype(np.float32)
+    half = f32(np.pi / 2)
+    dphi = (_PHI - normal.astype(f32)[:, :, None, None] + half) % f32(np.pi) - half
+    bw = (ANGULAR_BW + (1 - coh) * ANGULAR_BW_LOW_COH).astype(f32)[:, :, None, None]
+    angular = np.where(np.abs(dphi) < bw, np.cos(half * dphi / bw) ** 2, f32(0))
+    filt = radial * angular
     filt[:, :, 0, 0] = 0
     out = np.fft.irfft2(spec * filt, s=(WIN, WIN)).astype(np.float32) * _WIN2
 
