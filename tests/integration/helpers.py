@@ -146,3 +146,14 @@ def send_smtp(
             return client.send_message(message)
 
     return threads.deferToThread(blocking)
+
+
+async def started(config, galleries=None):
+    """A Gateway built from ``config``, started, once all its listeners are bound."""
+    from gateway.service import Gateway
+
+    gateway = Gateway(config, galleries=galleries)
+    gateway.startService()
+    for svc in gateway.ports.values():
+        await svc._waitingForPort
+    return gateway

@@ -25,7 +25,7 @@ from gateway.routing.iaq import build_iar, iaq_control
 from gateway.routing.subjects import SubjectStore, synthetic_dhs_subject, synthetic_fbi_subject
 from gateway.service import Gateway
 from tests.integration.cars import make_car
-from tests.integration.helpers import Sink
+from tests.integration.helpers import Sink, started
 
 POSITION = 2
 LEVEL1, CHARGED_ONLY, UNKNOWN = 3, 5, 8  # synthetic identities
@@ -78,14 +78,6 @@ def galleries(tmp_path_factory):
     return paths
 
 
-@pytest.fixture
-def sink():
-    s = Sink()
-    s.start()
-    yield s
-    s.stop()
-
-
 async def _start(tmp_path, sink, galleries) -> Gateway:
     config = parse_config(
         {
@@ -113,11 +105,7 @@ async def _start(tmp_path, sink, galleries) -> Gateway:
             "lesc": {"email": "lesc@ice.example"},
         }
     )
-    gateway = Gateway(config, galleries=galleries)
-    gateway.startService()
-    for svc in gateway.ports.values():
-        await svc._waitingForPort
-    return gateway
+    return await started(config, galleries)
 
 
 def _send(port: int, attachments=(), text: str | None = None):

@@ -10,9 +10,8 @@ import pytest_twisted
 from twisted.internet import threads
 
 from gateway.cli import main
-from gateway.service import Gateway
 from tests.conftest import REPO
-from tests.integration.helpers import gateway_config
+from tests.integration.helpers import gateway_config, started
 
 FIXTURES = REPO / "fixtures" / "validation"
 
@@ -26,10 +25,7 @@ def _free_port() -> int:
 @pytest_twisted.ensureDeferred
 async def test_replay_fixture_folder_over_smtp(tmp_path, capsys):
     relay = _free_port()
-    gateway = Gateway(gateway_config(tmp_path, relay))
-    gateway.startService()
-    for svc in gateway.ports.values():
-        await svc._waitingForPort
+    gateway = await started(gateway_config(tmp_path, relay))
     try:
         folder = tmp_path / "fixtures"
         shutil.copytree(FIXTURES, folder)
@@ -75,10 +71,7 @@ async def test_replay_fixture_folder_over_soap(tmp_path, capsys):
             {"ori": "WV0340000", "response_soap": f"http://127.0.0.1:{receive}/receiveResponse"}
         ],
     )
-    gateway = Gateway(config)
-    gateway.startService()
-    for svc in gateway.ports.values():
-        await svc._waitingForPort
+    gateway = await started(config)
     try:
         report = tmp_path / "junit.xml"
         args = [

@@ -14,24 +14,12 @@ from gateway.ansinist import read
 from gateway.service import Gateway
 from gateway.store.journal import Journal
 from tests.integration.cars import make_car
-from tests.integration.helpers import Sink, gateway_config, send_smtp
+from tests.integration.helpers import Sink, gateway_config, send_smtp, started
 
 
 async def _start(tmp_path, sink: Sink, **extra) -> Gateway:
     config = gateway_config(tmp_path, sink.port.getHost().port, **extra)
-    gateway = Gateway(config)
-    gateway.startService()
-    for svc in gateway.ports.values():
-        await svc._waitingForPort
-    return gateway
-
-
-@pytest.fixture
-def sink():
-    s = Sink()
-    s.start()
-    yield s
-    s.stop()
+    return await started(config)
 
 
 def _attachment(sink: Sink, index: int):

@@ -28,7 +28,7 @@ from gateway.transports.soap_client import (
     submit_soap,
 )
 from tests.integration.cars import make_car
-from tests.integration.helpers import gateway_config
+from tests.integration.helpers import gateway_config, started
 from tests.integration.soap_helpers import ResponseReceiver, body_element, schema_from_wsdl_url
 
 NCN = re.compile(CONTROL_NUMBER_PATTERN + r"\Z")
@@ -41,11 +41,7 @@ async def _start(tmp_path, receiver: ResponseReceiver, **outbound) -> Gateway:
         agency=[{"ori": "NY0303000", "response_soap": receiver.url}],
         outbound={"retry_initial": 0.2, "retry_max": 0.5, **outbound},
     )
-    gateway = Gateway(config)
-    gateway.startService()
-    for svc in gateway.ports.values():
-        await svc._waitingForPort
-    return gateway
+    return await started(config)
 
 
 @pytest.fixture
