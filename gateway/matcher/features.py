@@ -177,15 +177,6 @@ def _segment(energy: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _upsample(field: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
-    """Block field (centres at multiples of HOP) -> pixel field."""
-    h, w = shape
-    yy = (np.arange(h, dtype=np.float32) / HOP)[:, None]
-    xx = (np.arange(w, dtype=np.float32) / HOP)[None, :]
-    coords = np.broadcast_arrays(yy, xx)
-    return ndimage.map_coordinates(field, coords, order=order, mode="nearest")
-
-
 def pixel_mask(block_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The segmentation mask at pixel resolution: every pixel takes its nearest block."""
     h, w = shape
