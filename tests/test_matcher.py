@@ -185,3 +185,15 @@ def test_match_command_unreadable_input(tmp_path, capsys):
     assert "junk.bin" in err and "Traceback" not in err
     assert main(["match", str(tmp_path / "missing.tif"), str(junk)]) == 2
     assert "missing.tif" in capsys.readouterr().err
+
+
+def test_match_command_on_transactions(capsys):
+    from gateway.cli import main
+
+    txn = EVAL / "nbis-an2k-testdata" / "valid1.1.an2"  # one Type-4 record, finger 10
+    assert main(["match", str(txn), str(txn), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["score"] > 0.9
+    assert "Type-4" in out["a"]["source"]
+    assert main(["match", str(txn), str(txn), "--fgp", "3"]) == 2
+    assert "finger position 3" in capsys.readouterr().err
