@@ -98,6 +98,11 @@ def _errt(job: Job, submission: Transaction, findings, result: Result) -> None:
 
 def process(job: Job) -> Result:
     """Process one transaction; never raises (an internal error becomes an ERRT)."""
+    from gateway.imaging.codecs import prefer_in_process
+
+    # A worker process is disposable (its pool replaces it if a native decoder crashes), so it
+    # decodes WSQ and lossless JPEG in process rather than in a fork per image.
+    prefer_in_process()
     result = Result()
     started = time.perf_counter()
     try:
