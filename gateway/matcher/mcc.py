@@ -119,16 +119,36 @@ def cylinders(x, y, theta, mask: np.ndarray):
     return (values.reshape(n, -1).astype(np.float32), valid.astype(np.float32), ok)
 
 
+# the geometry of a template is stored as int16 so that a difference needs no wrapping: angles
+# in units of 2 pi / 65536 (two's-complement overflow is the wrap to [-pi, pi)), distances in
+# units of 1/32 pixel; the relaxation's sigmoids are then lookup tables of |difference|
+_ANGLE_UNIT = 2 * np.pi / 65536
+_DIST_SCALE = 32.0
+_MAX_DIST = 32767 / _DIST_SCALE
+
+
+def _table(step, n, mu, tau):
+    v = np.arange(n) * step
+    return (1.0 / (1.0 + np.exp(np.clip(-tau * (v - mu), -80, 80)))).astype(np.float32)
+
+
+_LUT_DIST = _table(1 / _DIST_SCALE, 32768, MU_1, TAU_1)
+_LUT_ANGLE = _table(_ANGLE_UNIT, 32769, MU_2, TAU_2)
+assert (MU_2, TAU_2) == (MU_3, TAU_3)  # one table serves both angle terms
+
+
 class Prepared:
     """Everything :func:`score` needs about one template (valid cylinders only).
 
-    ``values`` (n, D) float32 cylinder values, ``left`` = [S; M] and ``right`` = [M; S] where
-    S holds the squared values summed over the angular sections and M the cell validity (both
-    per spatial cell), ``dirs`` (n, 2) the unit direction vectors and ``geometry`` (3, n, n) the
-    pairwise distance, relative direction and radial angle used by the relaxation.
+    ``values`` (n, D) float32 cylinder values over the cells inside the disc; ``left`` =
+    [S; M] and ``right`` = [M; S] where S holds the squared values summed over the angular
+    sections and M the cell validity (both per spatial cell; ``left`` has one more column, a
+    tiny constant that keeps the norms positive); ``dirs`` (n, 3) and ``dirs_t`` (3, n) give,
+    as one product, the direction test next to the common-cell count; ``geometry`` (n * n, 4)
+    int16 the pairwise distance, relative direction and radial angle used by the relaxation.
     """
 
-    __slots__ = ("n", "values", "left", "right", "dirs", "geometry")
+    __slots__ = ("n", "values", "left", "right", "dirs", "dirs_t", "geometry")
 
     def __init__(self, x, y, theta, mask, quality=None):
         values, cells, ok = cylinders(x, y, theta, mask)
@@ -137,79 +157,61 @@ class Prepared:
             q = np.ones(len(x)) if quality is None else np.asarray(quality, np.float64)
             sel = np.sort(sel[np.argsort(-q[sel], kind="stable")[:MAX_CYLINDERS]])
         self.n = n = int(sel.size)
-        values = values[sel]
-        cells = cells[sel]
-        sq = (values.reshape(n, NS * NS, ND) ** 2).sum(2)  # (n, NS*NS)
-        self.values = np.ascontiguousarray(values, np.float32)
-        self.left = np.ascontiguousarray(np.concatenate([sq, cells]), np.float32)
-        self.right = np.ascontiguousarray(np.concatenate([cells, sq]), np.float32)
+        # cells outside the disc are never valid: leave them out of every product
+        values = values[sel].reshape(n, NS * NS, ND)[:, _IN_DISC].astype(np.float32)
+        cells = cells[sel][:, _IN_DISC].astype(np.float32)
+        sq = (values**2).sum(2)  # (n, cells)
+        self.values = np.ascontiguousarray(values.reshape(n, _DISC_CELLS * ND))
+        eps = np.zeros((2 * n, 1), np.float32)
+        eps[:n] = 1e-12
+        self.left = np.ascontiguousarray(np.concatenate([np.concatenate([sq, cells]), eps], 1))
+        right = np.concatenate([np.concatenate([cells, sq]), np.zeros((2 * n, 1))], 1)
+        self.right = np.ascontiguousarray(right.T, np.float32)
         x = np.asarray(x, np.float64)[sel]
         y = np.asarray(y, np.float64)[sel]
         t = np.asarray(theta, np.float64)[sel]
-        self.dirs = np.ascontiguousarray(np.stack([np.cos(t), np.sin(t)], 1), np.float32)
+        # (big cos, big sin, sqrt(MIN_COMMON cells)) . (cos, sin, 1): at least the threshold
+        # exactly when the directions are at most 90 degrees apart
+        self.dirs = np.stack([_BIG * np.cos(t), _BIG * np.sin(t), np.full(n, _ROOT_COMMON)], 1)
+        self.dirs = np.ascontiguousarray(self.dirs, np.float32)
+        self.dirs_t = np.ascontiguousarray(np.stack([np.cos(t), np.sin(t), np.ones(n)]), np.float32)
         dx = x[:, None] - x[None, :]
         dy = y[:, None] - y[None, :]
-        geometry = np.empty((3, n, n), np.float32)
-        geometry[0] = np.hypot(dx, dy)
-        geometry[1] = _adiff(t[:, None], t[None, :])
+        geometry = np.zeros((n, n, 4), np.int16)
+        geometry[:, :, 0] = np.rint(np.minimum(np.hypot(dx, dy), _MAX_DIST) * _DIST_SCALE)
+        geometry[:, :, 1] = _angle_units(t[:, None] - t[None, :])
         # angle between each minutia's direction and the segment to each other minutia
-        geometry[2] = _adiff(t[:, None], np.arctan2(-dy, -dx))
-        self.geometry = geometry
+        geometry[:, :, 2] = _angle_units(t[:, None] - np.arctan2(-dy, -dx))
+        self.geometry = np.ascontiguousarray(geometry.reshape(n * n, 4)).view(np.uint64).ravel()
 
 
-_MIN_COMMON_CELLS = np.float32(MIN_COMMON * _DISC_CELLS)
+def _angle_units(a):
+    """Angles as int16 in units of 2 pi / 65536 (wrapped)."""
+    return (np.rint(a / _ANGLE_UNIT).astype(np.int64) % 65536).astype(np.uint16).view(np.int16)
+
+
+_ROOT_COMMON = float(np.sqrt(np.float32(MIN_COMMON * _DISC_CELLS)))
+_BIG = 1e4
 
 
 def local_similarity(a: Prepared, b: Prepared) -> np.ndarray:
     """The (na, nb) matrix of cylinder similarities (0 where not comparable)."""
     na, nb = a.n, b.n
-    dot = a.values @ b.values.T
-    x = a.left @ b.right.T
-    sa = x[:na, :nb]  # |a restricted to b's valid cells|^2
-    sb = x[na:, nb:]  # |b restricted to a's valid cells|^2
-    den = np.sqrt(sa) + np.sqrt(sb)
-    den += 1e-6
-    diff = sa + sb
-    diff -= 2 * dot
+    x = a.left @ b.right  # (2na, 2nb): |a|_b^2, -, common cells, |b|_a^2
+    np.sqrt(x, out=x)
+    den = x[:na, :nb] + x[na:, nb:]
+    diff = a.values @ b.values.T
+    diff *= -2
+    diff += x[:na, :nb] ** 2
+    diff += x[na:, nb:] ** 2
     np.maximum(diff, 0, out=diff)
     lam = np.sqrt(diff, out=diff)
     lam /= den
     np.subtract(1, lam, out=lam)
-    # comparable: enough common cells and directions less than 90 degrees apart
-    ok = (x[na:, :nb] >= _MIN_COMMON_CELLS) & ((a.dirs @ b.dirs.T) >= 0)
+    # comparable: enough common cells and directions at most 90 degrees apart
+    ok = np.minimum(x[na:, :nb], a.dirs @ b.dirs_t) >= _ROOT_COMMON
     lam *= ok
     return lam
-
-
-_MU = np.array([MU_1, MU_2, MU_3], np.float32)[:, None, None]
-_TAU = np.array([TAU_1, TAU_2, TAU_3], np.float32)[:, None, None]
-_TWO_PI = np.float32(2 * np.pi)
-_PI = np.float32(np.pi)
-
-
-def _pairs(lam: np.ndarray):
-    """One-to-one pairs of high similarity: each minutia of a proposes its best match in b,
-    and of the proposals to the same minutia of b the best one (first on ties) is kept."""
-    na, nb = lam.shape
-    j = lam.argmax(1)
-    best = lam[_ARANGE[:na], j]
-    # proposals to each minutia of b: (nb, na)
-    prop = np.where(j[None, :] == _ARANGE[:nb, None], best[None, :], -1.0)
-    ia = prop.argmax(1)
-    l0 = prop[_ARANGE[:nb], ia]
-    ib = np.nonzero(l0 > 0)[0]
-    if ib.size > MAX_PAIRS:  # the best MAX_PAIRS, kept in slot order
-        ib = np.sort(ib[np.argsort(-l0[ib], kind="stable")[:MAX_PAIRS]])
-    return ia[ib], ib, l0[ib].astype(np.float32)
-
-
-_ARANGE = np.arange(1 << 16)
-
-
-def _n_pairs(n: int) -> int:
-    """How many pairs the score averages (MCC's n_P), from the smaller minutiae count."""
-    z = 1.0 / (1.0 + math.exp(-TAU_P * (n - MU_P)))
-    return MIN_NP + int(round(z * (MAX_NP - MIN_NP)))
 
 
 def score(a: Prepared, b: Prepared) -> float:
@@ -219,29 +221,46 @@ def score(a: Prepared, b: Prepared) -> float:
     if na < 2 or nb < 2:
         return 0.0
     lam = local_similarity(a, b)
-    ia, ib, l0 = _pairs(lam)
-    nr = l0.size
+    # one-to-one pairs: each minutia of a proposes its best match in b (first on ties), of the
+    # proposals to the same minutia of b the best one (first on ties) is kept
+    j = lam.argmax(1)
+    best = lam[_ARANGE[:na], j]
+    prop = np.where(j[None, :] == _ARANGE[:nb, None], best[None, :], -1.0)
+    ia = prop.argmax(1)
+    l0 = prop[_ARANGE[:nb], ia]
+    ib = np.flatnonzero(l0 > 0)
+    nr = ib.size
     if nr < 2:
         return 0.0
-    d = a.geometry[:, ia[:, None], ia[None, :]]
-    d -= b.geometry[:, ib[:, None], ib[None, :]]
-    ang = d[1:]
-    ang += _PI
-    np.remainder(ang, _TWO_PI, out=ang)
-    ang -= _PI
+    if nr > MAX_PAIRS:  # the best MAX_PAIRS, kept in slot order
+        ib = np.sort(ib[np.argsort(-l0[ib], kind="stable")[:MAX_PAIRS]])
+        nr = MAX_PAIRS
+    ia = ia[ib]
+    lr = l0[ib].astype(np.float32)
+    # compatibility of every two pairs from the differences of their geometry
+    ga = a.geometry[(ia * na)[:, None] + ia]
+    gb = b.geometry[(ib * nb)[:, None] + ib]
+    d = ga.view(np.int16) - gb.view(np.int16)  # (nr, 4 nr): distance, direction, radial
     np.abs(d, out=d)
-    d -= _MU
-    d *= -_TAU
-    np.minimum(d, 29, out=d)  # the product of three stays finite in float32
-    np.exp(d, out=d)
-    d += 1
-    rho = d[0] * d[1]
-    rho *= d[2]
-    np.reciprocal(rho, out=rho)
-    rho *= (1 - W_R) / (nr - 1)
-    rho.ravel()[:: nr + 1] = W_R  # lr <- W_R * lr + (1 - W_R) * mean of compatible others
-    lr = l0
+    d = d.view(np.uint16).reshape(nr, nr, 4)
+    rho = _LUT_DIST[d[:, :, 0]]
+    rho *= _LUT_ANGLE[d[:, :, 1]]
+    rho *= _LUT_ANGLE[d[:, :, 2]]
+    # lr <- W_R * lr + c * sum of the others' compatibility-weighted lr, c = (1 - W_R) / (nr
+    # - 1); the factor c is taken out of the iterations (diagonal W_R / c) and applied once
+    c = (1 - W_R) / (nr - 1)
+    rho.ravel()[:: nr + 1] = W_R / c
     for _ in range(N_REL):
         lr = rho @ lr
     k = min(_n_pairs(min(na, nb)), nr)
-    return float(np.partition(lr, nr - k)[nr - k :].sum() / k)
+    lr.sort()
+    return float(lr[nr - k :].sum(dtype=np.float64) * c**N_REL / k)
+
+
+_ARANGE = np.arange(1 << 16)
+
+
+def _n_pairs(n: int) -> int:
+    """How many pairs the score averages (MCC's n_P), from the smaller minutiae count."""
+    z = 1.0 / (1.0 + math.exp(-TAU_P * (n - MU_P)))
+    return MIN_NP + int(round(z * (MAX_NP - MIN_NP)))
