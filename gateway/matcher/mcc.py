@@ -148,7 +148,8 @@ class Prepared:
     int16 the pairwise distance, relative direction and radial angle used by the relaxation.
     """
 
-    __slots__ = ("n", "values", "left", "right", "dirs", "dirs_t", "geometry")
+    __slots__ = ("n", "values", "values_m2", "values_t", "left", "right", "dirs", "dirs_t")
+    __slots__ += ("geometry",)
 
     def __init__(self, x, y, theta, mask, quality=None):
         values, cells, ok = cylinders(x, y, theta, mask)
@@ -162,6 +163,8 @@ class Prepared:
         cells = cells[sel][:, _IN_DISC].astype(np.float32)
         sq = (values**2).sum(2)  # (n, cells)
         self.values = np.ascontiguousarray(values.reshape(n, _DISC_CELLS * ND))
+        self.values_m2 = -2 * self.values
+        self.values_t = np.ascontiguousarray(self.values.T)
         eps = np.zeros((2 * n, 1), np.float32)
         eps[:n] = 1e-12
         self.left = np.ascontiguousarray(np.concatenate([np.concatenate([sq, cells]), eps], 1))
@@ -182,7 +185,7 @@ class Prepared:
         geometry[:, :, 1] = _angle_units(t[:, None] - t[None, :])
         # angle between each minutia's direction and the segment to each other minutia
         geometry[:, :, 2] = _angle_units(t[:, None] - np.arctan2(-dy, -dx))
-        self.geometry = np.ascontiguousarray(geometry.reshape(n * n, 4)).view(np.uint64).ravel()
+        self.geometry = np.ascontiguousarray(geometry).view(np.uint64).reshape(n, n)
 
 
 def _angle_units(a):
@@ -196,22 +199,27 @@ _BIG = 1e4
 
 def local_similarity(a: Prepared, b: Prepared) -> np.ndarray:
     """The (na, nb) matrix of cylinder similarities (0 where not comparable)."""
+    lam = _ratio(a, b)
+    np.subtract(1, lam, out=lam)
+    return lam
+
+
+def _ratio(a: Prepared, b: Prepared) -> np.ndarray:
+    """``|a - b| / (|a| + |b|)`` (restricted to the common cells) for all pairs; 1 where the
+    cylinders are not comparable (so that 1 - ratio is the local similarity)."""
     na, nb = a.n, b.n
     x = a.left @ b.right  # (2na, 2nb): |a|_b^2, -, common cells, |b|_a^2
-    np.sqrt(x, out=x)
-    den = x[:na, :nb] + x[na:, nb:]
-    diff = a.values @ b.values.T
-    diff *= -2
-    diff += x[:na, :nb] ** 2
-    diff += x[na:, nb:] ** 2
+    r = np.sqrt(x)
+    den = r[:na, :nb] + r[na:, nb:]
+    diff = a.values_m2 @ b.values_t  # -2 a.b
+    diff += x[:na, :nb]
+    diff += x[na:, nb:]
     np.maximum(diff, 0, out=diff)
-    lam = np.sqrt(diff, out=diff)
-    lam /= den
-    np.subtract(1, lam, out=lam)
+    ratio = np.sqrt(diff, out=diff)
+    ratio /= den
     # comparable: enough common cells and directions at most 90 degrees apart
-    ok = np.minimum(x[na:, :nb], a.dirs @ b.dirs_t) >= _ROOT_COMMON
-    lam *= ok
-    return lam
+    np.copyto(ratio, 1, where=np.minimum(r[na:, :nb], a.dirs @ b.dirs_t) < _ROOT_COMMON)
+    return ratio
 
 
 def score(a: Prepared, b: Prepared) -> float:
@@ -220,29 +228,28 @@ def score(a: Prepared, b: Prepared) -> float:
     na, nb = a.n, b.n
     if na < 2 or nb < 2:
         return 0.0
-    lam = local_similarity(a, b)
+    ratio = _ratio(a, b)  # 1 - local similarity
     # one-to-one pairs: each minutia of a proposes its best match in b (first on ties), of the
     # proposals to the same minutia of b the best one (first on ties) is kept
-    j = lam.argmax(1)
-    best = lam[_ARANGE[:na], j]
-    prop = np.where(j[None, :] == _ARANGE[:nb, None], best[None, :], -1.0)
-    ia = prop.argmax(1)
-    l0 = prop[_ARANGE[:nb], ia]
-    ib = np.flatnonzero(l0 > 0)
+    j = ratio.argmin(1)
+    prop = np.full((nb, na), 2.0, np.float32)
+    prop[j, _ARANGE[:na]] = ratio[_ARANGE[:na], j]
+    ia = prop.argmin(1)
+    r0 = prop[_ARANGE[:nb], ia]
+    ib = np.flatnonzero(r0 < 1)
     nr = ib.size
     if nr < 2:
         return 0.0
     if nr > MAX_PAIRS:  # the best MAX_PAIRS, kept in slot order
-        ib = np.sort(ib[np.argsort(-l0[ib], kind="stable")[:MAX_PAIRS]])
+        ib = np.sort(ib[np.argsort(r0[ib], kind="stable")[:MAX_PAIRS]])
         nr = MAX_PAIRS
     ia = ia[ib]
-    lr = l0[ib].astype(np.float32)
+    lr = 1 - r0[ib]
     # compatibility of every two pairs from the differences of their geometry
-    ga = a.geometry[(ia * na)[:, None] + ia]
-    gb = b.geometry[(ib * nb)[:, None] + ib]
-    d = ga.view(np.int16) - gb.view(np.int16)  # (nr, 4 nr): distance, direction, radial
+    d = a.geometry.take(ia, 0).take(ia, 1).view(np.int16)
+    d -= b.geometry.take(ib, 0).take(ib, 1).view(np.int16)  # (nr, 4 nr)
     np.abs(d, out=d)
-    d = d.view(np.uint16).reshape(nr, nr, 4)
+    d = d.view(np.uint16).reshape(nr, nr, 4)  # distance, direction, radial angle
     rho = _LUT_DIST[d[:, :, 0]]
     rho *= _LUT_ANGLE[d[:, :, 1]]
     rho *= _LUT_ANGLE[d[:, :, 2]]
@@ -250,9 +257,8 @@ def score(a: Prepared, b: Prepared) -> float:
     # - 1); the factor c is taken out of the iterations (diagonal W_R / c) and applied once
     c = (1 - W_R) / (nr - 1)
     rho.ravel()[:: nr + 1] = W_R / c
-    for _ in range(N_REL):
-        lr = rho @ lr
-    k = min(_n_pairs(min(na, nb)), nr)
+    lr = _relax(rho, lr)
+    k = min(_NP[min(na, nb, len(_NP) - 1)], nr)
     lr.sort()
     return float(lr[nr - k :].sum(dtype=np.float64) * c**N_REL / k)
 
@@ -260,7 +266,20 @@ def score(a: Prepared, b: Prepared) -> float:
 _ARANGE = np.arange(1 << 16)
 
 
+def _relax(rho: np.ndarray, lr: np.ndarray) -> np.ndarray:
+    """``rho^N_REL @ lr`` (also for stacks of matrices) with few products."""
+    if N_REL == 5:
+        r2 = rho @ rho
+        return r2 @ (r2 @ (rho @ lr))
+    for _ in range(N_REL):
+        lr = rho @ lr
+    return lr
+
+
 def _n_pairs(n: int) -> int:
     """How many pairs the score averages (MCC's n_P), from the smaller minutiae count."""
     z = 1.0 / (1.0 + math.exp(-TAU_P * (n - MU_P)))
     return MIN_NP + int(round(z * (MAX_NP - MIN_NP)))
+
+
+_NP = [_n_pairs(n) for n in range(4 * MAX_NP + int(MU_P) + 100)]
