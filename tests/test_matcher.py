@@ -197,3 +197,48 @@ def test_match_command_on_transactions(capsys):
     assert "Type-4" in out["a"]["source"]
     assert main(["match", str(txn), str(txn), "--fgp", "3"]) == 2
     assert "finger position 3" in capsys.readouterr().err
+
+
+def test_local_similarity_matches_the_direct_formula(templates):
+    """The fused products of ``mcc`` give MCC's ``1 - |a - b| / (|a| + |b|)`` over the cells
+    valid in both cylinders (0 when too few are common or directions differ by > 90 deg)."""
+    from gateway.matcher import mcc
+    from gateway.matcher.features import pixel_mask
+
+    def direct(t):
+        m = t.minutiae
+        mask = pixel_mask(t.block_mask, (t.height, t.width))
+        values, cells, ok = mcc.cylinders(m[:, 0], m[:, 1], m[:, 2], mask)
+        sel = np.nonzero(ok)[0]
+        if sel.size > mcc.MAX_CYLINDERS:
+            sel = np.sort(sel[np.argsort(-m[sel, 4], kind="stable")[: mcc.MAX_CYLINDERS]])
+        v = values[sel].astype(np.float64).reshape(sel.size, -1, mcc.ND)
+        return v, cells[sel].astype(bool), m[sel, 2]
+
+    a, b = templates[101, 1], templates[101, 2]
+    va, ca, ta = direct(a)
+    vb, cb, tb = direct(b)
+    want = np.zeros((len(va), len(vb)))
+    cos = np.cos(ta[:, None] - tb[None, :])
+    for i in range(len(va)):
+        for j in range(len(vb)):
+            common = ca[i] & cb[j]
+            if common.sum() < mcc.MIN_COMMON * mcc._DISC_CELLS or cos[i, j] < 0:
+                continue
+            x, y = va[i][common], vb[j][common]
+            den = np.linalg.norm(x) + np.linalg.norm(y)
+            want[i, j] = 1 - np.linalg.norm(x - y) / den if den else 1.0
+    got = mcc.local_similarity(a.prepared, b.prepared)
+    assert got.shape == want.shape
+    boundary = np.abs(cos) < 1e-6  # exactly 90 degrees apart: either answer is right
+    assert np.abs(got - want)[~boundary].max() < 1e-3
+
+
+def test_compare_of_tiny_templates_is_finite_and_symmetric(templates):
+    t = templates[102, 1]
+    tiny = [Template(t.width, t.height, t.minutiae[:n], t.block_mask) for n in (0, 1, 2, 3, 6)]
+    for a in tiny + [t]:
+        for b in tiny + [t]:
+            s = compare(a, b)
+            assert np.isfinite(s) and 0.0 <= s <= 1.0
+            assert s == compare(b, a)

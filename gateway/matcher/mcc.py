@@ -168,7 +168,9 @@ class Prepared:
         eps = np.zeros((2 * n, 1), np.float32)
         eps[:n] = 1e-12
         self.left = np.ascontiguousarray(np.concatenate([np.concatenate([sq, cells]), eps], 1))
-        right = np.concatenate([np.concatenate([cells, sq]), np.zeros((2 * n, 1))], 1)
+        one = np.zeros((2 * n, 1), np.float32)
+        one[:n] = 1  # with eps: |a|_b^2 + 1e-12, so that the denominator is never 0
+        right = np.concatenate([np.concatenate([cells, sq]), one], 1)
         self.right = np.ascontiguousarray(right.T, np.float32)
         x = np.asarray(x, np.float64)[sel]
         y = np.asarray(y, np.float64)[sel]
