@@ -174,10 +174,14 @@ def run_config(name: str, templates: list[bytes], args, extra: str) -> dict:
         "missing": len(accepted) - len(answered),
         "car_per_s": len(answered) / elapsed if elapsed else 0.0,
         "p50": statistics.median(latencies) if latencies else float("nan"),
-        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-        if latencies
-        else float("nan"),
+        "p99": _p99(latencies),
+        "health_p99_ms": 1000 * _p99(sorted(health)),
+        "load": os.getloadavg()[0],
     }
+
+
+def _p99(values: list[float]) -> float:
+    return values[min(len(values) - 1, int(0.99 * len(values)))] if values else float("nan")
 
 
 def _with_tcn(data: bytes, tcn: str) -> bytes:
@@ -235,11 +239,14 @@ def main(argv=None) -> int:
         f"\n{args.clients} clients, {args.cars} CARs (10 rolled WSQ fingers each), "
         f"{args.subjects} gallery subjects, {args.workers} workers, {os.cpu_count()} cores"
     )
-    print(f"{'configuration':<14}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'missing':>9}")
+    print(
+        f"{'configuration':<14}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'missing':>9}"
+        f"{'/health p99 ms':>16}{'load':>7}"
+    )
     for r in rows:
         print(
             f"{r['config']:<14}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-            f"{r['missing']:>9}"
+            f"{r['missing']:>9}{r['health_p99_ms']:>16.1f}{r['load']:>7.1f}"
         )
     print(
         "targets (issue 6): p99 <= 3 s with 10 clients, >= 5 CAR/s on 2 cores, "
