@@ -14,6 +14,17 @@ from concurrent.futures.process import BrokenProcessPool
 
 from twisted.internet import defer, reactor
 
+WORKER_NICE = 5  # CPU work yields to the reactor: intake and /health stay responsive
+
+
+def _worker_init() -> None:
+    import os
+
+    try:
+        os.nice(WORKER_NICE)
+    except (AttributeError, OSError):  # not on this platform / not permitted: run as is
+        pass
+
 
 class WorkerCrashed(RuntimeError):
     """The worker process running a job died."""
@@ -30,7 +41,9 @@ class WorkerPool:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=self.processes, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
             )
         return self._executor
 
