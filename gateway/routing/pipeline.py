@@ -114,7 +114,9 @@ class Pipeline:
     def _job(self, msg_id: str, payload: bytes) -> Job:
         cfg = self.config
         day = dt.date.today()
-        tcn = f"GW{day:%Y%m%d}{self.journal.next_number('response_tcn'):08d}"
+        with self.journal.transaction():
+            tcn = f"GW{day:%Y%m%d}{self.journal.next_number('response_tcn'):08d}"
+            ucn = f"{self.journal.next_number('ucn'):07d}GW"
         return Job(
             message_id=msg_id,
             payload=payload,
@@ -125,7 +127,7 @@ class Pipeline:
             fbi_gallery=self.galleries.get("fbi"),
             dhs_gallery=self.galleries.get("dhs"),
             journal_path=str(self.journal.path),
-            new_subject_id=f"{self.journal.next_number('ucn'):07d}GW",
+            new_subject_id=ucn,
             search_positions=tuple(cfg.search_positions),
             jurisdictions=tuple(cfg.jurisdictions),
             offense_rows=tuple(cfg.offense_rows),
@@ -147,38 +149,42 @@ class Pipeline:
         if result is None:
             result = _crash_result(job)
         ident = result.identity
-        self.journal.identify(
-            msg_id, **{k: ident.get(k) for k in ("ori", "tcn", "tot", "dai", "encoding")}
-        )
-        for n, (state, outcome, ms, destination) in enumerate(result.steps, start=1):
-            self.journal.advance(
-                msg_id,
-                state,
-                outcome=outcome,
-                duration_ms=ms,
-                destination=destination,
-                summary=result.summary if n == len(result.steps) else None,
+        # One commit (one fsync) for every state of the result, the answer and its deliveries.
+        with self.journal.transaction():
+            self.journal.identify(
+                msg_id, **{k: ident.get(k) for k in ("ori", "tcn", "tot", "dai", "encoding")}
             )
-        msg = self.journal.message(msg_id)
-        deliveries = self._deliveries(msg, ident.get("ori"), result.response_tot, result.encoding)
-        links = []
-        for notice in result.notices:  # IAQ to the ICE LESC on a DHS match
-            deliveries.extend(self._lesc_deliveries(msg_id, notice))
-            links.append(iaq_control(msg_id))
-        outcome = None
-        if result.iar is not None:
-            deliveries, outcome = self._forward_iar(msg_id, result.iar)
-        self.journal.respond(
-            msg_id,
-            response=result.response,
-            response_tot=result.response_tot or ("IAR" if result.iar else None),
-            response_tcn=job.response_tcn if result.response else None,
-            deliveries=deliveries,
-            outcome=outcome,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            enrol=result.enroll,
-            links=links,
-        )
+            for n, (state, outcome, ms, destination) in enumerate(result.steps, start=1):
+                self.journal.advance(
+                    msg_id,
+                    state,
+                    outcome=outcome,
+                    duration_ms=ms,
+                    destination=destination,
+                    summary=result.summary if n == len(result.steps) else None,
+                )
+            msg = self.journal.message(msg_id)
+            deliveries = self._deliveries(
+                msg, ident.get("ori"), result.response_tot, result.encoding
+            )
+            links = []
+            for notice in result.notices:  # IAQ to the ICE LESC on a DHS match
+                deliveries.extend(self._lesc_deliveries(msg_id, notice))
+                links.append(iaq_control(msg_id))
+            outcome = None
+            if result.iar is not None:
+                deliveries, outcome = self._forward_iar(msg_id, result.iar)
+            self.journal.respond(
+                msg_id,
+                response=result.response,
+                response_tot=result.response_tot or ("IAR" if result.iar else None),
+                response_tcn=job.response_tcn if result.response else None,
+                deliveries=deliveries,
+                outcome=outcome,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                enrol=result.enroll,
+                links=links,
+            )
         self.processed += 1
         log.info(
             "%s %s TCN %s -> %s",

@@ -193,6 +193,10 @@ class Journal:
     def _tx(self):
         return _Tx(self)
 
+    def transaction(self):
+        """Group several journal calls into one commit: ``with journal.transaction(): ...``."""
+        return _Tx(self)
+
     def _committed(self, ok: bool) -> None:
         pending, self._log_pending = self._log_pending, []
         if ok:
