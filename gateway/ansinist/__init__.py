@@ -24,6 +24,7 @@ __all__ = [
     "Transaction",
     "detect_encoding",
     "normalize_tag",
+    "peek",
     "read",
     "write",
 ]
@@ -48,6 +49,23 @@ def read(
             raise FormatError("XML_UNSUPPORTED", "the XML encoding is not supported") from None
         return read_xml(bytes(data), max_size=max_size, max_records=max_records)
     return read_traditional(data, max_size=max_size, max_records=max_records)
+
+
+def peek(data: bytes) -> dict[str, str]:
+    """Type-1 values (tag -> first item) of a transaction in either encoding, best effort.
+
+    For identifying and addressing data before (or without) a full read; never raises: data
+    that yields no Type-1 gives ``{}``.
+    """
+    from .traditional import peek_type1
+
+    if detect_encoding(data) != "xml":
+        return peek_type1(data)
+    try:
+        t1 = read(data).records[0]
+    except FormatError:
+        return {}
+    return {tag: field.value for tag, field in t1.fields.items() if not field.binary}
 
 
 def write(txn: Transaction, encoding: str | None = None, *, canonical: bool = False) -> bytes:

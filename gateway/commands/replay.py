@@ -95,15 +95,9 @@ def discover(directory: Path) -> list[Case]:
 
 
 def _tcn_of(data: bytes) -> str | None:
-    from gateway.ansinist import FormatError, read
-    from gateway.ansinist.traditional import peek_type1
+    from gateway.ansinist import peek
 
-    if data.lstrip()[:1] == b"<":
-        try:
-            return read(data).tcn
-        except FormatError:
-            return None
-    return peek_type1(data).get("1.009")
+    return peek(data).get("1.009")
 
 
 def check(case: Case) -> None:

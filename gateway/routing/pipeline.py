@@ -15,8 +15,7 @@ import time
 
 from twisted.internet import defer
 
-from gateway.ansinist import FormatError, read
-from gateway.ansinist.traditional import peek_type1
+from gateway.ansinist import peek
 from gateway.matcher.pool import WorkerCrashed
 from gateway.store.journal import TERMINAL, Journal
 
@@ -279,15 +278,8 @@ def _chain(d: defer.Deferred) -> defer.Deferred:
 
 def _identity(payload: bytes) -> tuple[str, str] | None:
     """(ORI, TCN) of a payload, cheaply; None when it has none."""
-    if payload[:1] == b"<" or payload.lstrip()[:1] == b"<":
-        try:
-            txn = read(payload)
-        except FormatError:
-            return None
-        ori, tcn = txn.ori, txn.tcn
-    else:
-        t1 = peek_type1(payload)
-        ori, tcn = t1.get("1.008"), t1.get("1.009")
+    t1 = peek(payload)
+    ori, tcn = t1.get("1.008"), t1.get("1.009")
     return (ori, tcn) if ori and tcn else None
 
 

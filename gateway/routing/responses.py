@@ -17,6 +17,7 @@ import re
 from datetime import date
 
 from gateway.ansinist import Location, Transaction
+from gateway.ansinist.traditional import peek_type1
 from gateway.validation import ERROR, Finding
 from gateway.validation._common import MSG_LIMIT, printable
 from gateway.validation.profile import check_field, get_profile
@@ -26,18 +27,66 @@ ECHOED_FIELDS = ("2.006", "2.007", "2.009", "2.014", "2.015", "2.017", "2.073")
 RESPONSE_VERSIONS = frozenset({"0400", "0500", "0501", "0502"})
 _AN9 = re.compile(r"[A-Za-z0-9]{9}")
 _TCN = re.compile(r"[\x20-\x7e]{10,40}")
-_TYPE1_FIELD = re.compile(rb"(\d+)\.(\d+):([^\x1c\x1d]*)")
+
+
+def msg_lines(lines, more: str = "findings") -> list[str]:
+    """2.060 MSG occurrences: printable, at most 300 characters each, at most 11; past 11 the last
+    line says how many more there were."""
+    lines = [printable(line, MSG_LIMIT) for line in lines]
+    lines = [line for line in lines if line]
+    if len(lines) > MSG_OCCURRENCES:
+        rest = len(lines) - (MSG_OCCURRENCES - 1)
+        lines = lines[: MSG_OCCURRENCES - 1] + [f"... and {rest} more {more}".rstrip()]
+    return lines
 
 
 def errt_messages(findings) -> list[str]:
     """The 2.060 MSG lines for ``findings``: errors first, at most 11 lines of at most 300 chars."""
     ordered = sorted(findings, key=lambda f: f.severity != ERROR)
-    lines = [printable(f.errt_text, MSG_LIMIT) for f in ordered]
-    lines = [line for line in lines if line] or ["transaction rejected: no detail available"]
-    if len(lines) > MSG_OCCURRENCES:
-        rest = len(lines) - (MSG_OCCURRENCES - 1)
-        lines = lines[: MSG_OCCURRENCES - 1] + [f"... and {rest} more findings"]
-    return lines
+    return msg_lines(f.errt_text for f in ordered) or ["transaction rejected: no detail available"]
+
+
+def response_header(
+    submission: Transaction,
+    tot: str,
+    *,
+    tcn: str,
+    ori: str | None = None,
+    dai: str | None = None,
+    dat: str | None = None,
+    pry: str | None = None,
+) -> Transaction:
+    """Type-1 of a response to ``submission`` (SRE, ERRT), in the submission's encoding.
+
+    DAI and ORI are the submission's ORI and DAI swapped unless given; TCR is the submission's
+    TCN when it is ANS 10-40 (the rule of 1.010), else left out; VER follows the submission where
+    a response may carry it; XML responses carry 1.013 DOM, which the EBTS 10 schema requires.
+    """
+    encoding = submission.encoding or "traditional"
+    dai = dai or submission.ori or ""
+    ori = ori or submission.dai or ""
+    ver = submission.ver if submission.ver in RESPONSE_VERSIONS else "0400"
+    if encoding == "xml":
+        ver = submission.ver if submission.ver in {"0500", "0501", "0502"} else "0500"
+    tcr = submission.tcn if submission.tcn and _TCN.fullmatch(submission.tcn) else None
+    dom = None
+    if encoding == "xml":
+        # The EBTS 10 XML schema requires 1.013 DOM (NGI Inc4 templates: NORAM / EBTS 10.0).
+        items = submission.records[0].get("1.013") if submission.records else None
+        dom = tuple(items.items[:2]) if items is not None and len(items.items) >= 2 else None
+        dom = dom or ("NORAM", "EBTS 10.0")
+    return Transaction.new(
+        tot=tot,
+        dai=dai,
+        ori=ori,
+        tcn=tcn,
+        tcr=tcr,
+        dat=dat or date.today().strftime("%Y%m%d"),
+        ver=ver,
+        pry=pry,
+        dom=dom,
+        encoding=encoding,
+    )
 
 
 def build_errt(
@@ -56,33 +105,9 @@ def build_errt(
     (CCYYMMDD) to today.  A submission TCN that is not ANS 10-40 cannot be referenced in 1.010 TCR
     (the rule of 1.010) and is then left out; the MSG lines still say what was wrong.
     """
-    encoding = submission.encoding or "traditional"
-    findings = list(findings)
-    dai = dai or submission.ori or ""
-    ori = ori or submission.dai or ""
-    ver = submission.ver if submission.ver in RESPONSE_VERSIONS else "0400"
-    if encoding == "xml":
-        ver = submission.ver if submission.ver in {"0500", "0501", "0502"} else "0500"
-    tcr = submission.tcn if submission.tcn and _TCN.fullmatch(submission.tcn) else None
-    dom = None
-    if encoding == "xml":
-        # The EBTS 10 XML schema requires 1.013 DOM (NGI Inc4 templates: NORAM / EBTS 10.0).
-        items = submission.records[0].get("1.013") if submission.records else None
-        dom = tuple(items.items[:2]) if items is not None and len(items.items) >= 2 else None
-        dom = dom or ("NORAM", "EBTS 10.0")
-    txn = Transaction.new(
-        tot="ERRT",
-        dai=dai,
-        ori=ori,
-        tcn=tcn,
-        tcr=tcr,
-        dat=dat or date.today().strftime("%Y%m%d"),
-        ver=ver,
-        dom=dom,
-        encoding=encoding,
-    )
+    txn = response_header(submission, "ERRT", tcn=tcn, ori=ori, dai=dai, dat=dat)
     t2 = txn.add_record(2, idc=0)
-    t2["2.060"] = errt_messages(findings)
+    t2["2.060"] = errt_messages(list(findings))
     _echo_fields(submission, t2)
     # CNT as the records stand (the writer would rebuild it; validation reads it as it is).
     txn.records[0]["1.003"] = [("1", str(len(txn.records) - 1))] + [
@@ -115,23 +140,26 @@ def header_of(data: bytes) -> Transaction | None:
     Type-1 can be made out.
     """
     data = bytes(data)
-    end = data.find(b"\x1c")
-    if end < 0 or not data.startswith(b"1."):
+    if b"\x1c" not in data or not data.startswith(b"1."):
         return None
-    values: dict[int, str] = {}
-    for m in _TYPE1_FIELD.finditer(data, 0, end):
-        if m.group(1) == b"1":
-            values.setdefault(int(m.group(2)), m.group(3).decode("latin-1"))
-    if 9 not in values:
+    values = peek_type1(data, limit=len(data))
+    if "1.009" not in values:
         return None
     return Transaction.new(
-        tot=values.get(4, ""),
-        dai=values.get(7, ""),
-        ori=values.get(8, ""),
-        tcn=values[9],
-        dat=values.get(5, ""),
-        ver=values.get(2, "0400"),
+        tot=values.get("1.004", ""),
+        dai=values.get("1.007", ""),
+        ori=values.get("1.008", ""),
+        tcn=values["1.009"],
+        dat=values.get("1.005", ""),
+        ver=values.get("1.002", "0400"),
     )
 
 
-__all__ = ["MSG_OCCURRENCES", "build_errt", "errt_messages", "header_of"]
+__all__ = [
+    "MSG_OCCURRENCES",
+    "build_errt",
+    "errt_messages",
+    "header_of",
+    "msg_lines",
+    "response_header",
+]

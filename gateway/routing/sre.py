@@ -8,49 +8,9 @@ DHS subject id on a DHS match (EBTS 10 naming).  Same encoding as the submission
 
 from __future__ import annotations
 
-import datetime as dt
-
 from gateway.ansinist import Transaction
 
-MSG_MAX = 300
-MSG_OCCURRENCES = 11
-
-
-def response_header(
-    submission: Transaction,
-    tot: str,
-    *,
-    tcn: str,
-    dat: str | None = None,
-    gateway_ori: str | None = None,
-) -> Transaction:
-    """Type-1 of a response: TCR = submission TCN, ORI/DAI swapped, same VER, DOM and encoding."""
-    t1 = submission.records[0]
-    dom = t1.get("1.013")
-    txn = Transaction.new(
-        tot=tot,
-        dai=submission.ori or "UNKNOWN",
-        ori=submission.dai or gateway_ori or "UNKNOWN",
-        tcn=tcn,
-        tcr=submission.tcn or None,
-        dat=dat or dt.date.today().strftime("%Y%m%d"),
-        ver=submission.ver if submission.ver in {"0400", "0500", "0501", "0502"} else "0400",
-        pry=t1.value("1.006"),
-        dom=tuple(dom.items[:2]) if dom is not None and len(dom.items) >= 2 else None,
-        encoding=submission.encoding,
-    )
-    return txn
-
-
-def clip_messages(lines: list[str]) -> list[str]:
-    """At most 11 MSG occurrences of at most 300 printable characters."""
-    out = []
-    for line in lines:
-        text = "".join(c if " " <= c <= "~" else " " for c in line).strip()
-        out.append(text[:MSG_MAX] or "-")
-    if len(out) > MSG_OCCURRENCES:
-        out = out[: MSG_OCCURRENCES - 1] + [f"... and {len(lines) - MSG_OCCURRENCES + 1} more"]
-    return out
+from .responses import msg_lines, response_header
 
 
 def build_sre(
@@ -65,7 +25,14 @@ def build_sre(
     gateway_ori: str | None = None,
 ) -> Transaction:
     """The SRE answering ``submission``."""
-    txn = response_header(submission, "SRE", tcn=tcn, dat=dat, gateway_ori=gateway_ori)
+    txn = response_header(
+        submission,
+        "SRE",
+        tcn=tcn,
+        ori=submission.dai or gateway_ori,
+        dat=dat,
+        pry=submission.records[0].value("1.006"),
+    )
     sub2 = next((r for r in submission.records if r.type == 2), None)
     t2 = txn.add_record(2, idc=0)
     name = sub2.value("2.018") if sub2 is not None else None
@@ -76,7 +43,7 @@ def build_sre(
     t2["2.059"] = "I" if identified else "N"
     lines = list(messages or [])
     if lines:
-        t2["2.060"] = clip_messages(lines)
+        t2["2.060"] = msg_lines(lines, more="")
     cri = sub2.get("2.073") if sub2 is not None else None
     if cri is not None and cri.value:
         t2["2.073"] = [sub[0] for sub in cri.subfields][:3]
