@@ -292,8 +292,14 @@ def _dhs_match(job: Job, txn: Transaction, dhs_id: str, ucn: str | None, result:
     return dhs_subject.dhs_id, dhs_messages(dhs_subject, level)
 
 
+_STORES: dict[str, tuple[float, object]] = {}  # path -> (mtime, SubjectStore)
+
+
 def _subject(gallery_path: str | None, subject_id: str | None):
-    """The biographic record kept beside a gallery (``subjects.jsonl``), if any."""
+    """The biographic record kept beside a gallery (``subjects.jsonl``), if any.
+
+    The worker keeps each store loaded and reads it again only when the file changes.
+    """
     if not gallery_path or not subject_id:
         return None
     from pathlib import Path
@@ -301,9 +307,14 @@ def _subject(gallery_path: str | None, subject_id: str | None):
     from .subjects import SubjectStore
 
     path = Path(gallery_path) / "subjects.jsonl"
-    if not path.exists():
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
         return None
-    return SubjectStore(path, durable=False).get(subject_id)
+    cached = _STORES.get(str(path))
+    if cached is None or cached[0] != mtime:
+        cached = _STORES[str(path)] = (mtime, SubjectStore(path, durable=False))
+    return cached[1].get(subject_id)
 
 
 def _looks_like_iar(payload: bytes) -> bool:
