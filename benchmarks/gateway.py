@@ -2,10 +2,18 @@
 """Gateway throughput and latency: N concurrent SMTP clients, CARs against a 10k-subject gallery.
 
 Runs ``ebts-gateway run`` as a child process on loopback ports with its outbound relay pointing
-at a mailbox in this process, submits ``--cars`` synthetic CARs (ten rolled WSQ fingers each,
-made by :mod:`gateway.synth`, every one with its own TCN) from ``--clients`` threads, and
-measures, per CAR, the time from the SMTP 250 (durably accepted) to the SRE arriving at the
-mailbox.  Prints CAR/s and latency p50/p99 for each configuration:
+at a mailbox in this process.  Each of ``--clients`` clients is a booking station: it submits a
+CAR by SMTP, waits for its SRE, then submits the next (closed loop: at most ``--clients`` CARs
+are in the gateway at any time).  Latency is the time from the SMTP 250 (durably accepted) to
+the SRE arriving at the mailbox; CAR/s is answered CARs over the time from the first submission
+to the last answer.
+
+The CARs are synthetic (ten rolled WSQ fingers each, :mod:`gateway.synth`, every one with its
+own TCN).  Before the timed phase ``--prebooked`` identities are booked once (impression 1) so
+that the gallery holds them; in the timed phase a ``--repeat`` fraction of the CARs are second
+bookings of those identities (impression 2: other images of the same fingers, so the search must
+find them: SRF=I, nothing enrolled) and the rest are new identities (SRF=N; RET=Y, so the ten
+fingers are enrolled).  The hits counted are printed to show the mix happened.  Configurations:
 
 - ``fbi-10``: search with all ten fingers against the FBI gallery;
 - ``fbi-4``: search with fingers 1, 2, 6, 7 (``[matcher] search_positions``);
@@ -82,22 +90,44 @@ def gallery(subjects: int) -> Path:
     return path
 
 
-def cars(count: int) -> list[bytes]:
-    """Distinct synthetic CARs (cached): identity i, impression 1."""
+def car(identity: int, impression: int) -> bytes:
+    """One synthetic CAR (cached under benchmarks/out/cars)."""
     folder = OUT / "cars"
     folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for identity in range(1, count + 1):
-        path = folder / f"car-{identity:05d}.eft"
-        if not path.exists():
-            from gateway import synth
+    suffix = "" if impression == 1 else f"-{impression}"
+    path = folder / f"car-{identity:05d}{suffix}.eft"
+    if not path.exists():
+        from gateway import synth
 
-            path.write_bytes(write(synth.car_transaction(identity, impression=1)))
-        out.append(path.read_bytes())
-    return out
+        path.write_bytes(write(synth.car_transaction(identity, impression=impression)))
+    return path.read_bytes()
 
 
-def run_config(name: str, templates: list[bytes], args, extra: str) -> dict:
+def _make(key: tuple[int, int]) -> None:
+    car(*key)
+
+
+def workload(args) -> tuple[list[bytes], list[tuple[bytes, bool]]]:
+    """The pre-bookings and the timed CARs as (bytes, expected hit), built in 2 processes."""
+    import random
+    from concurrent.futures import ProcessPoolExecutor
+
+    rng = random.Random(args.seed)
+    prebooked = list(range(1, args.prebooked + 1))
+    plan, new = [], args.prebooked
+    for _ in range(args.cars):
+        if prebooked and rng.random() < args.repeat:
+            plan.append((rng.choice(prebooked), 2))
+        else:
+            new += 1
+            plan.append((new, 1))
+    keys = sorted({(i, 1) for i in prebooked} | set(plan))
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_make, keys))
+    return [car(i, 1) for i in prebooked], [(car(i, n), n == 2) for i, n in plan]
+
+
+def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]], args, extra):
     work = Path(tempfile.mkdtemp(prefix=f"ebts-bench-{name}-"))
     relay, smtp_port, admin_port = free_port(), free_port(), free_port()
     receiver = Receiver("127.0.0.1", relay)
@@ -117,6 +147,7 @@ def run_config(name: str, templates: list[bytes], args, extra: str) -> dict:
         stderr=log,
         start_new_session=True,
     )
+    mailbox = Mailbox(receiver)
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
@@ -125,30 +156,34 @@ def run_config(name: str, templates: list[bytes], args, extra: str) -> dict:
                 break
             except OSError:
                 time.sleep(0.2)
-        # warm-up: the worker processes import numpy/scipy on their first job
-        _submit(smtp_port, _with_tcn(templates[0], f"WARMUP-{name}"))
-        _wait(receiver, {f"WARMUP-{name}"}, 300)
+        # warm-up and pre-bookings (the worker processes import numpy/scipy on their first
+        # job; the pre-booked identities are enrolled so that their second bookings hit)
+        for i, data in enumerate(prebook or [timed[0][0]]):
+            tcn = f"PRE-{name}-{i:05d}"
+            _submit(smtp_port, _with_tcn(data, tcn))
+            mailbox.wait(tcn, 300)
         accepted: dict[str, float] = {}
+        answered: dict[str, float] = {}
+        hits: dict[str, bool] = {}
         lock = threading.Lock()
-        queue = [
-            (
-                _with_tcn(templates[i % len(templates)], f"BENCH-{name}-{i:06d}"),
-                f"BENCH-{name}-{i:06d}",
-            )
-            for i in range(args.cars)
-        ]
+        queue = list(enumerate(timed))
+        queue.reverse()
 
         def client():
             while True:
                 with lock:
                     if not queue:
                         return
-                    data, tcn = queue.pop()
-                _submit(smtp_port, data)
-                with lock:
-                    accepted[tcn] = time.perf_counter()
+                    i, (data, _) = queue.pop()
+                tcn = f"BENCH-{name}-{i:06d}"
+                _submit(smtp_port, _with_tcn(data, tcn))
+                accepted[tcn] = time.perf_counter()
+                got = mailbox.wait(tcn, args.timeout)
+                if got is None:
+                    return
+                answered[tcn], hits[tcn] = got
 
-        # /health is probed from a separate process (10 client threads here hold the GIL).
+        # /health is probed from a separate process (the client threads here hold the GIL).
         prober = subprocess.Popen(
             [sys.executable, "-c", PROBE, str(admin_port)], stdout=subprocess.PIPE, text=True
         )
@@ -158,7 +193,6 @@ def run_config(name: str, templates: list[bytes], args, extra: str) -> dict:
             t.start()
         for t in threads:
             t.join()
-        answered = _wait(receiver, set(accepted), args.timeout)
         prober.terminate()
         health = sorted(float(x) for x in prober.communicate()[0].split())
         elapsed = max(answered.values(), default=started) - started
@@ -166,17 +200,67 @@ def run_config(name: str, templates: list[bytes], args, extra: str) -> dict:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+        mailbox.stop()
         receiver.stop()
     return {
         "config": name,
         "cars": len(answered),
-        "missing": len(accepted) - len(answered),
+        "missing": len(timed) - len(answered),
+        "hits": sum(hits.values()),
+        "expected_hits": sum(hit for _, hit in timed),
         "car_per_s": len(answered) / elapsed if elapsed else 0.0,
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p99": _p99(latencies),
         "health_p99_ms": 1000 * _p99(health),
         "load": os.getloadavg()[0],
     }
+
+
+class Mailbox:
+    """Hands each arriving SRE to the client waiting for its TCN: (arrival time, SRF=I)."""
+
+    def __init__(self, receiver: Receiver):
+        self.receiver = receiver
+        self.cond = threading.Condition()
+        self.arrived: dict[str, tuple[float, bool]] = {}
+        self.running = True
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while self.running:
+            items = self.receiver.take()
+            now = time.perf_counter()
+            if items:
+                with self.cond:
+                    for tcr, _tot, payload in items:
+                        if tcr:
+                            self.arrived[tcr] = (now, _srf(payload))
+                    self.cond.notify_all()
+            time.sleep(0.005)
+
+    def wait(self, tcn: str, timeout: float):
+        deadline = time.time() + timeout
+        with self.cond:
+            while tcn not in self.arrived:
+                left = deadline - time.time()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            return self.arrived.pop(tcn)
+
+    def stop(self) -> None:
+        self.running = False
+
+
+def _srf(payload: bytes) -> bool:
+    """2.059 SRF of an SRE is I (identified)."""
+    try:
+        txn = read(payload)
+        t2 = next(r for r in txn.records if r.type == 2)
+        return t2.value("2.059") == "I"
+    except Exception:  # noqa: BLE001 - an unreadable answer is not a hit
+        return False
 
 
 def _p99(values: list[float]) -> float:
@@ -199,23 +283,13 @@ def _submit(port: int, data: bytes) -> None:
         client.send_message(message)
 
 
-def _wait(receiver: Receiver, tcns: set[str], timeout: float) -> dict[str, float]:
-    got: dict[str, float] = {}
-    deadline = time.time() + timeout
-    while time.time() < deadline and len(got) < len(tcns):
-        now = time.perf_counter()
-        for tcr, _tot, _payload in receiver.take():
-            if tcr in tcns and tcr not in got:
-                got[tcr] = now
-        time.sleep(0.02)
-    return got
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--cars", type=int, default=60)
-    parser.add_argument("--distinct", type=int, default=12, help="distinct synthetic CARs")
+    parser.add_argument("--cars", type=int, default=60, help="CARs in the timed phase")
+    parser.add_argument("--prebooked", type=int, default=20, help="identities booked first")
+    parser.add_argument("--repeat", type=float, default=0.5, help="fraction of second bookings")
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--subjects", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900.0)
@@ -223,28 +297,30 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     path = gallery(args.subjects)
-    templates = cars(args.distinct)
+    prebook, timed = workload(args)
     configs = {
         "fbi-10": f'[gallery]\nfbi = "{path}"\n',
         "fbi-4": f'[gallery]\nfbi = "{path}"\n[matcher]\nsearch_positions = [1, 2, 6, 7]\n',
         "no-gallery": "[gallery]\ndemo = false\n",
     }
     rows = [
-        run_config(name, templates, args, extra)
+        run_config(name, prebook if name != "no-gallery" else [], timed, args, extra)
         for name, extra in configs.items()
         if not args.only or name in args.only
     ]
     print(
-        f"\n{args.clients} clients, {args.cars} CARs (10 rolled WSQ fingers each), "
+        f"\n{args.clients} clients (closed loop), {args.cars} CARs (10 rolled WSQ fingers each; "
+        f"{args.repeat:.0%} second bookings of {args.prebooked} pre-booked identities), "
         f"{args.subjects} gallery subjects, {args.workers} workers, {os.cpu_count()} cores"
     )
     print(
-        f"{'configuration':<14}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'missing':>9}"
+        f"{'configuration':<14}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'hits':>9}{'missing':>9}"
         f"{'/health p99 ms':>16}{'load':>7}"
     )
     for r in rows:
+        hits = f"{r['hits']}/{r['expected_hits']}"
         print(
-            f"{r['config']:<14}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+            f"{r['config']:<14}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
             f"{r['missing']:>9}{r['health_p99_ms']:>16.1f}{r['load']:>7.1f}"
         )
     print(
