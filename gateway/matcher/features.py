@@ -21,9 +21,12 @@ stem (away from the fork), which makes both types behave alike under ridge/valle
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from scipy import fft as sfft
 from scipy import ndimage
 
 TARGET_PPI = 500.0
@@ -31,6 +34,7 @@ MAX_SIDE = 4000  # pixels at 500 ppi (the template stores block counts in a byte
 WIN = 32  # analysis window (pixels)
 HOP = 16  # block size = hop between windows
 MIN_PERIOD, MAX_PERIOD = 4.0, 18.0  # ridge period band searched (pixels at 500 ppi)
+_CHUNK = 4  # block rows transformed at a time (even)
 
 # contextual filter: radial Gaussian sigma (fraction of the block frequency) and the half-width of
 # the angular window (radians), widened where the orientation is uncertain
@@ -91,38 +95,87 @@ def _build_luts():
 _ZS1, _ZS2, _CN, _COUNT = _build_luts()
 
 
-def _neighbour_code(b: np.ndarray) -> np.ndarray:
-    """8-neighbour code of every interior pixel of a 0/1 uint8 array padded by one pixel."""
-    c = b[:-2, 1:-1].copy()
-    c |= b[:-2, 2:] << 1
-    c |= b[1:-1, 2:] << 2
-    c |= b[2:, 2:] << 3
-    c |= b[2:, 1:-1] << 4
-    c |= b[2:, :-2] << 5
-    c |= b[1:-1, :-2] << 6
-    c |= b[:-2, :-2] << 7
+def _row_order(lut: np.ndarray) -> np.ndarray:
+    """The same table indexed by the row-major code (bit 0 = NW, N, NE, W, E, SW, S, 7 = SE)."""
+    codes = np.arange(256)
+    # row-major bit k is the neighbour of clockwise bit row_to_cw[k]
+    row_to_cw = (7, 0, 1, 6, 2, 5, 4, 3)
+    cw = sum(((codes >> k) & 1) << b for k, b in enumerate(row_to_cw))
+    return lut[cw]
+
+
+_ZS1_ROW, _ZS2_ROW = _row_order(_ZS1), _row_order(_ZS2)
+
+
+def _codes_at(flat: np.ndarray, idx: np.ndarray, wp: int) -> np.ndarray:
+    """8-neighbour codes (bit 0 = N, then clockwise) of the pixels ``idx``: flat indices into a
+    padded 0/1 uint8 array of width ``wp``."""
+    c = flat[idx - wp]
+    c |= flat[idx - wp + 1] << 1
+    c |= flat[idx + 1] << 2
+    c |= flat[idx + wp + 1] << 3
+    c |= flat[idx + wp] << 4
+    c |= flat[idx + wp - 1] << 5
+    c |= flat[idx - 1] << 6
+    c |= flat[idx - wp - 1] << 7
     return c
 
 
+def _row_codes(flat: np.ndarray, lo: int, hi: int, wp: int) -> np.ndarray:
+    """Row-major 8-neighbour codes of the flat pixels lo..hi-1 of a padded image of width wp
+    (three neighbours above in bits 0-2, left and right in bits 3-4, three below in bits 5-7)."""
+    # horizontal triples of the rows above and below, pairs of the row itself
+    t = flat[lo - wp - 1 : hi + wp - 1].copy()
+    t |= flat[lo - wp : hi + wp] << 1
+    t |= flat[lo - wp + 1 : hi + wp + 1] << 2
+    code = t[: hi - lo].copy()
+    code |= flat[lo - 1 : hi - 1] << 3
+    code |= flat[lo + 1 : hi + 1] << 4
+    t <<= 5
+    code |= t[2 * wp :]
+    return code
+
+
+_SPARSE = 32  # a sub-iteration looks only near the removed pixels when they are this sparse
+
+
 def thin(binary: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of a boolean image; returns a one-pixel padded uint8 skeleton."""
+    """Zhang-Suen thinning of a boolean image; returns a one-pixel padded uint8 skeleton.
+
+    Works on the flat padded image.  The first passes look at every pixel between the first and
+    the last ridge pixel; later ones only at the pixels next to those removed since the same
+    sub-iteration last ran (the others cannot change), which gives exactly the classical result.
+    """
     b = np.zeros((binary.shape[0] + 2, binary.shape[1] + 2), np.uint8)
     b[1:-1, 1:-1] = binary
-    ys, xs = np.nonzero(binary)
-    if ys.size == 0:
+    wp = b.shape[1]
+    flat = b.reshape(-1)
+    on = flat.view(bool)
+    lo = int(np.argmax(on))
+    if not on[lo]:
         return b
-    # work on the bounding box only
-    y0, y1, x0, x1 = ys.min(), ys.max() + 3, xs.min(), xs.max() + 3
-    box = b[y0:y1, x0:x1]
-    ibox = box[1:-1, 1:-1]
+    hi = on.size - int(np.argmax(on[::-1]))  # the padding keeps every neighbour in the array
+    ring = np.array([-wp - 1, -wp, -wp + 1, -1, 0, 1, wp - 1, wp, wp + 1])
+    # pixels removed by the last two sub-iterations (None: that sub-iteration has not run yet)
+    history: list[np.ndarray | None] = [None, None]
     for _ in range(60):
         changed = False
-        for lut in (_ZS1, _ZS2):
-            code = _neighbour_code(box)
-            kill = lut[code] & (ibox == 1)
-            if kill.any():
-                ibox[kill] = 0
+        for lut, row_lut in ((_ZS1, _ZS1_ROW), (_ZS2, _ZS2_ROW)):
+            if history[0] is None or history[0].size + history[1].size > (hi - lo) // _SPARSE:
+                kill = np.take(row_lut, _row_codes(flat, lo, hi, wp))
+                kill &= on[lo:hi]
+                removed = np.flatnonzero(kill) + lo
+            else:
+                near = np.zeros(on.size, bool)
+                for r in history:
+                    near[(r[:, None] + ring).ravel()] = True
+                near &= on
+                near = np.flatnonzero(near)
+                removed = near[np.take(lut, _codes_at(flat, near, wp))]
+            if removed.size:
+                flat[removed] = 0
                 changed = True
+            history = [history[1], removed]
         if not changed:
             break
     return b
@@ -148,6 +201,12 @@ _SIN2 = np.sin(2 * _PHI).astype(np.float32)
 # rfft stores the half plane: columns other than 0 and WIN/2 stand for two bins.
 _WEIGHT = np.where((np.arange(_FX.shape[1]) == 0) | (np.arange(_FX.shape[1]) == WIN // 2), 1, 2)
 _WEIGHT = (_WEIGHT[None, :] * _BAND).astype(np.float32)
+# the ridge band only (the analysis ignores the other bins)
+_BAND_IDX = np.flatnonzero(_BAND)
+_WEIGHT_B = _WEIGHT.ravel()[_BAND_IDX]
+_COS2_B = _COS2.ravel()[_BAND_IDX]
+_SIN2_B = _SIN2.ravel()[_BAND_IDX]
+_RADIUS_B = _RADIUS.ravel()[_BAND_IDX]
 
 
 def _smooth(field: np.ndarray, sigma: float, weight: np.ndarray | None = None) -> np.ndarray:
@@ -186,11 +245,81 @@ def pixel_mask(block_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(block_mask, bool)[iy[:, None], ix[None, :]]
 
 
+def border_distance(
+    block_mask: np.ndarray, shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, limit: float
+) -> np.ndarray:
+    """Euclidean distance from the pixels (ys, xs) to the nearest pixel outside the print: off
+    the image, or in a background block of ``pixel_mask(block_mask, shape)``.  Exact where it is
+    at most ``limit`` (a larger distance may come out larger than the true one, never below
+    ``limit``); the same values as a Euclidean distance transform of the padded pixel mask."""
+    h, w = shape
+    rows, cols = block_mask.shape
+    ys = np.asarray(ys, np.int64)
+    xs = np.asarray(xs, np.int64)
+    # the image edge: the row or column just outside it
+    edge = np.minimum(np.minimum(ys + 1, h - ys), np.minimum(xs + 1, w - xs))
+    d2 = edge * edge
+    r = int(limit // HOP) + 1  # blocks within reach of a background pixel at most ``limit`` away
+    bg = np.pad(~np.asarray(block_mask, bool), r, constant_values=False)
+    # pixel extent of every (padded) block row / column; the last ones reach the image edge
+    bi = np.arange(-r, rows + r)
+    bj = np.arange(-r, cols + r)
+    ylo, yhi = bi * HOP - HOP // 2, np.where(bi == rows - 1, h - 1, bi * HOP + HOP // 2 - 1)
+    xlo, xhi = bj * HOP - HOP // 2, np.where(bj == cols - 1, w - 1, bj * HOP + HOP // 2 - 1)
+    iy = np.minimum((ys + HOP // 2) // HOP, rows - 1) + r
+    ix = np.minimum((xs + HOP // 2) // HOP, cols - 1) + r
+    off = np.arange(-r, r + 1)
+    ny = (iy[:, None] + off)[:, :, None]  # (n, k, 1)
+    nx = (ix[:, None] + off)[:, None, :]  # (n, 1, k)
+    dy = np.maximum(np.maximum(ylo[ny] - ys[:, None, None], ys[:, None, None] - yhi[ny]), 0)
+    dx = np.maximum(np.maximum(xlo[nx] - xs[:, None, None], xs[:, None, None] - xhi[nx]), 0)
+    blk = np.where(bg[ny, nx], dy * dy + dx * dx, np.iinfo(np.int64).max)
+    if ys.size:
+        d2 = np.minimum(d2, blk.reshape(ys.size, -1).min(1))
+    return np.sqrt(d2.astype(np.float64))
+
+
+def _spectra(blocks: np.ndarray) -> np.ndarray:
+    """Windowed spectra of a stack of WIN x WIN blocks (float32 in, complex64 out)."""
+    return sfft.rfft2(np.multiply(blocks, _WIN2, dtype=np.float32))
+
+
+def _filters(freq: np.ndarray, normal: np.ndarray, coh: np.ndarray) -> np.ndarray:
+    """Contextual filters (float32, one per block): radial Gaussian around the block frequency
+    times a raised-cosine angular window around its ridge normal."""
+    f32 = np.float32
+    f0 = freq.astype(f32)[..., None, None]
+    sig_r = f32(RADIAL_SIGMA) * f0 + f32(0.01)
+    filt = _RADIUS - f0
+    filt *= filt
+    filt *= f32(-0.5) / (sig_r * sig_r)
+    np.exp(filt, out=filt)
+    # angle between the bin and the block's ridge normal, wrapped to [-pi/2, pi/2]
+    dphi = _PHI - normal.astype(f32)[..., None, None]
+    wrap = dphi * f32(1 / np.pi)
+    np.rint(wrap, out=wrap)
+    wrap *= f32(np.pi)
+    dphi -= wrap
+    # cos^2(pi/2 * dphi / bw) inside |dphi| < bw, zero outside: the scaled angle stays below
+    # 3 pi / 2 (bw >= pi / 5), where the cosine is negative, so clipping it at zero is the edge
+    bw = (ANGULAR_BW + (1 - coh) * ANGULAR_BW_LOW_COH).astype(f32)[..., None, None]
+    dphi *= f32(np.pi / 2) / bw
+    ang = np.cos(dphi, out=dphi)
+    np.maximum(ang, 0, out=ang)
+    ang *= ang
+    filt *= ang
+    filt[..., 0, 0] = 0
+    return filt
+
+
 def enhance(img: np.ndarray):
     """Contextual filtering of a mean-removed image (ridges positive).
 
     Returns the enhanced image, the block mask, the block ridge-normal orientation, the block
     coherence and the median ridge period.
+
+    The blocks are transformed a few block rows at a time (_CHUNK): the working arrays stay small,
+    which saves the page faults of large temporary arrays and keeps them in the cache.
     """
     h, w = img.shape
     nby, nbx = -(-h // HOP) + 1, -(-w // HOP) + 1
@@ -198,17 +327,25 @@ def enhance(img: np.ndarray):
     pad = np.pad(img, ((HOP, hp - h - HOP), (HOP, wp - w - HOP)), mode="reflect")
     blocks = np.lib.stride_tricks.sliding_window_view(pad, (WIN, WIN))[::HOP, ::HOP]
     blocks = blocks[:nby, :nbx]
-    spec = np.fft.rfft2(blocks * _WIN2)
-    power = (spec.real**2 + spec.imag**2).astype(np.float32) * _WEIGHT
-    energy = power.sum((2, 3)) + 1e-9
+    chunks = range(0, nby, _CHUNK)
+    power = np.empty((nby, nbx, _BAND_IDX.size), np.float32)
+    spectra = np.empty((nby, nbx, WIN, WIN // 2 + 1), np.complex64)
+    for r in chunks:
+        spectra[r : r + _CHUNK] = _spectra(blocks[r : r + _CHUNK])
+        band = spectra[r : r + _CHUNK].reshape(-1, WIN * (WIN // 2 + 1))[:, _BAND_IDX]
+        p = power[r : r + _CHUNK].reshape(-1, _BAND_IDX.size)
+        np.multiply(band.real, band.real, out=p)
+        p += band.imag * band.imag
+    power *= _WEIGHT_B
+    energy = power.sum(2) + 1e-9
     mask = _segment(energy)
 
     # orientation of the ridge normal (doubled angle), coherence
     p2 = power * power  # sharpen towards the spectral peak
-    e2 = p2.sum((2, 3)) + 1e-12
-    c2 = (p2 * _COS2).sum((2, 3)) / e2
-    s2 = (p2 * _SIN2).sum((2, 3)) / e2
-    freq = (p2 * _RADIUS).sum((2, 3)) / e2
+    e2 = p2.sum(2) + 1e-12
+    c2 = (p2 * _COS2_B).sum(2) / e2
+    s2 = (p2 * _SIN2_B).sum(2) / e2
+    freq = (p2 * _RADIUS_B).sum(2) / e2
     wgt = np.sqrt(energy) * (0.2 + mask)
     wgt = wgt / wgt.max()
     sc = _smooth(c2, ORIENT_SIGMA, wgt)
@@ -220,28 +357,22 @@ def enhance(img: np.ndarray):
     inside = freq[mask] if mask.any() else freq.ravel()
     period = float(1.0 / np.median(inside))
 
-    # filters: radial Gaussian band x angular raised cosine
-    f32 = np.float32
-    f0 = freq.astype(f32)[:, :, None, None]
-    sig_r = f32(RADIAL_SIGMA) * f0 + f32(0.01)
-    radial = np.exp(-((_RADIUS - f0) ** 2) / (2 * sig_r**2))
-    half = f32(np.pi / 2)
-    dphi = (_PHI - normal.astype(f32)[:, :, None, None] + half) % f32(np.pi) - half
-    bw = (ANGULAR_BW + (1 - coh) * ANGULAR_BW_LOW_COH).astype(f32)[:, :, None, None]
-    angular = np.where(np.abs(dphi) < bw, np.cos(half * dphi / bw) ** 2, f32(0))
-    filt = radial * angular
-    filt[:, :, 0, 0] = 0
-    out = np.fft.irfft2(spec * filt, s=(WIN, WIN)).astype(np.float32) * _WIN2
-
-    # overlap-add
+    # filter, inverse transform and overlap-add (block row i covers rows i*HOP .. i*HOP+WIN-1
+    # of the padded image; _CHUNK is even, so the parity of a row within a chunk is its own)
     acc = np.zeros((hp, wp), np.float32)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            sub = out[dy::2, dx::2]
-            ny, nx = sub.shape[:2]
-            tiled = sub.transpose(0, 2, 1, 3).reshape(ny * WIN, nx * WIN)
-            y0, x0 = dy * HOP, dx * HOP
-            acc[y0 : y0 + ny * WIN, x0 : x0 + nx * WIN] += tiled[: hp - y0, : wp - x0]
+    for r in chunks:
+        sl = slice(r, r + _CHUNK)
+        spec = spectra[sl]
+        spec *= _filters(freq[sl], normal[sl], coh[sl])
+        out = sfft.irfft2(spec, s=(WIN, WIN))
+        out *= _WIN2
+        for dy in (0, 1):
+            for dx in (0, 1):
+                sub = out[dy::2, dx::2]
+                ny, nx = sub.shape[:2]
+                tiled = sub.transpose(0, 2, 1, 3).reshape(ny * WIN, nx * WIN)
+                y0, x0 = (r + dy) * HOP, dx * HOP
+                acc[y0 : y0 + ny * WIN, x0 : x0 + nx * WIN] += tiled
     enhanced = acc[HOP : HOP + h, HOP : HOP + w]
     return enhanced, mask, normal, coh, period
 
@@ -250,20 +381,42 @@ def enhance(img: np.ndarray):
 # tracing
 
 
+@lru_cache(maxsize=16)
+def _walk_tables(w: int):
+    """For each 8-neighbour code (clockwise bits from N) of a pixel in an array of width w: the
+    offsets of its neighbours in tracing order (4-neighbours first, then diagonals), and the
+    offsets of one starting pixel per branch (runs of the 8-circle; a 4-neighbour if the run has
+    one)."""
+    circle = (-w, -w + 1, 1, w + 1, w, w - 1, -1, -w - 1)  # N, NE, E, SE, S, SW, W, NW
+    order = (0, 2, 4, 6, 1, 3, 5, 7)
+    steps, starts = [], []
+    for code in range(256):
+        on = [(code >> k) & 1 == 1 for k in range(8)]
+        steps.append(tuple(circle[k] for k in order if on[k]))
+        first = []
+        for i in range(8):
+            if on[i] and not on[i - 1]:
+                run = []
+                j = i
+                while on[j % 8] and len(run) < 8:
+                    run.append(j % 8)
+                    j += 1
+                best = next((k for k in run if k % 2 == 0), run[0])
+                first.append(circle[best])
+        starts.append(tuple(first))
+    return tuple(steps), tuple(starts)
+
+
 class _Tracer:
     """Walks a one-pixel skeleton (flat indices into the padded array)."""
 
-    def __init__(self, skel: np.ndarray, cn: np.ndarray):
+    def __init__(self, skel: np.ndarray, cn: np.ndarray, code: np.ndarray):
+        """``cn``: crossing number, ``code``: 8-neighbour code (bit 0 = N, then clockwise) of
+        every skeleton pixel (arrays of the skeleton's shape)."""
         self.w = skel.shape[1]
-        w = self.w
-        # 4-neighbours first, then diagonals
-        self.offsets = (-w, 1, w, -1, -w + 1, w + 1, w - 1, -w - 1)
-        self.skel = skel.ravel().tobytes()
+        self.steps, self.starts = _walk_tables(self.w)
         self.cn = cn.ravel().tobytes()
-
-    def neighbours(self, p: int):
-        s = self.skel
-        return [p + o for o in self.offsets if s[p + o]]
+        self.code = code.ravel().tobytes()
 
     def trace(self, start: int, visited: set, maxlen: int, through=()):
         """Follow the ridge from ``start``; returns (path, kind) with kind 0 (still running after
@@ -271,16 +424,16 @@ class _Tracer:
         (the junction the trace leaves) never stop it."""
         path = [start]
         cur = start
-        skel, cn = self.skel, self.cn
+        cn, code, steps = self.cn, self.code, self.steps
         visited.add(cur)
-        for _ in range(maxlen):
+        for k in range(maxlen):
             c = cn[cur]
-            if len(path) > 1 and c != 2 and cur not in through:
+            if k and c != 2 and cur not in through:
                 return path, (1 if c == 1 else 3)
             nxt = -1
-            for o in self.offsets:
+            for o in steps[code[cur]]:
                 q = cur + o
-                if skel[q] and q not in visited:
+                if q not in visited:
                     if nxt < 0:
                         nxt = q
                     visited.add(q)
@@ -292,34 +445,26 @@ class _Tracer:
 
     def branches(self, p: int):
         """One starting pixel per branch leaving a junction pixel (runs of the 8-circle)."""
-        w = self.w
-        circle = (-w, -w + 1, 1, w + 1, w, w - 1, -1, -w - 1)  # N, NE, E, SE, S, SW, W, NW
-        on = [self.skel[p + o] != 0 for o in circle]
-        starts = []
-        for i in range(8):
-            if on[i] and not on[i - 1]:
-                run = []
-                j = i
-                while on[j % 8] and len(run) < 8:
-                    run.append(j % 8)
-                    j += 1
-                best = next((k for k in run if k % 2 == 0), run[0])
-                starts.append(p + circle[best])
-        return starts
+        return [p + o for o in self.starts[self.code[p]]]
 
 
 def _local_orientation(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, radius: int):
     """Ridge-normal direction (mod pi) at the given pixels from the gradient structure tensor
     over a Gaussian-weighted disc around each."""
     gy, gx = np.gradient(img)
+    h, w = img.shape
     r = radius
-    pad = np.pad(np.stack([gx * gx - gy * gy, 2 * gx * gy]), ((0, 0), (r, r), (r, r)))
     off = np.arange(-r, r + 1)
     wgt = np.exp(-(off[:, None] ** 2 + off[None, :] ** 2) / (2 * (r / 2) ** 2))
-    yy = ys[:, None, None] + r + off[None, :, None]
-    xx = xs[:, None, None] + r + off[None, None, :]
-    c2 = (pad[0][yy, xx] * wgt).sum((1, 2))
-    s2 = (pad[1][yy, xx] * wgt).sum((1, 2))
+    # the disc around each pixel; outside the image the tensor is zero
+    yy = ys[:, None, None] + off[None, :, None]
+    xx = xs[:, None, None] + off[None, None, :]
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    flat = np.where(inside, yy * w + xx, 0)
+    ax, ay = gx.reshape(-1)[flat], gy.reshape(-1)[flat]
+    wgt = np.where(inside, wgt, 0)
+    c2 = ((ax * ax - ay * ay) * wgt).sum((1, 2))
+    s2 = (2 * ax * ay * wgt).sum((1, 2))
     return 0.5 * np.arctan2(s2, c2)
 
 
@@ -363,8 +508,9 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
     h, w = img.shape
     if max(h, w) > MAX_SIDE:
         raise ValueError(f"image of {w} x {h} pixels at 500 ppi: larger than {MAX_SIDE}")
-    img = img - ndimage.uniform_filter(img, 15, mode="reflect")
-    img = -img  # ridges (dark) positive
+    # minus the local mean: ridges (dark) positive
+    mean = ndimage.uniform_filter(img, 15, mode="reflect")
+    img = np.subtract(mean, img, out=mean)  # (the caller's array is never written)
     enhanced, bmask, normal, coh, period = enhance(img)
     mask = pixel_mask(bmask, (h, w))
     cores = find_cores(normal, bmask)
@@ -374,46 +520,56 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
 
     binary = (enhanced > 0) & mask
     skel = thin(binary)
-    code = _neighbour_code(skel)
+    # crossing number of every skeleton pixel (flat indices, row-major order)
+    wp = skel.shape[1]
+    sflat = skel.reshape(-1)
+    on = np.flatnonzero(sflat)
+    code = _codes_at(sflat, on, wp)
     cn = np.zeros_like(skel)
-    cn[1:-1, 1:-1] = np.where(skel[1:-1, 1:-1] == 1, _CN[code], 0)
+    cn.reshape(-1)[on] = _CN[code]
+    codes = np.zeros_like(skel)
+    codes.reshape(-1)[on] = code
     count = _COUNT[code]
-    inner_cn = cn[1:-1, 1:-1]
-    ends = (inner_cn == 1) & (count <= 2)
-    bifs = (inner_cn == 3) & (count >= 3)
-    # distance to the border of the print
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    on_cn = _CN[code]
+    pick = ((on_cn == 1) & (count <= 2)) | ((on_cn == 3) & (count >= 3))
+    ys, xs = np.divmod(on[pick], wp)
+    ys -= 1
+    xs -= 1
+    # distance to the border of the print (exact up to where the quality saturates)
+    dist = border_distance(bmask, (h, w), ys, xs, 2.5 * period)
     margin = BORDER_MARGIN * period
-    cand = (ends | bifs) & (dist > margin)
-    ys, xs = np.nonzero(cand)
+    sel = np.nonzero(dist > margin)[0]
+    ys, xs = ys[sel], xs[sel]
     if ys.size == 0:
         return empty
-    kinds = np.where(ends[ys, xs], ENDING, BIFURCATION)
+    kinds = np.where(cn[ys + 1, xs + 1] == 1, ENDING, BIFURCATION)
 
-    tracer = _Tracer(skel, cn)
-    wp = skel.shape[1]
+    tracer = _Tracer(skel, cn, codes)
     maxlen = int(round(1.6 * period))
     spur_len = 1.0 * period
     short_len = 1.6 * period
-    keep = np.ones(ys.size, bool)
-    theta = np.zeros(ys.size)
-    flat = (ys + 1) * wp + (xs + 1)
-    index = {int(p): i for i, p in enumerate(flat)}
+    n = ys.size
+    keep = [True] * n
+    theta_l = [0.0] * n
+    kind_l = kinds.tolist()
+    py_l = (ys + 1).tolist()  # padded coordinates
+    px_l = (xs + 1).tolist()
+    flat = [y * wp + x for y, x in zip(py_l, px_l, strict=True)]
+    index = {p: i for i, p in enumerate(flat)}
     drop_near: list[tuple[int, int]] = []  # junction positions whose bifurcation must go
+    around = [dy * wp + dx for dy in (-2, -1, 0, 1, 2) for dx in (-2, -1, 0, 1, 2)]
 
     def near_index(p, kind):
-        py, px = divmod(p, wp)
-        for dy in range(-2, 3):
-            for dx in range(-2, 3):
-                j = index.get(p + dy * wp + dx)
-                if j is not None and kinds[j] == kind:
-                    return j
+        for o in around:
+            j = index.get(p + o)
+            if j is not None and kind_l[j] == kind:
+                return j
         return None
 
     cluster_of: set[int] = set()
-    for i in range(ys.size):
-        p = int(flat[i])
-        if kinds[i] == ENDING:
+    for i in range(n):
+        p = flat[i]
+        if kind_l[i] == ENDING:
             path, hit = tracer.trace(p, set(), maxlen)
             if len(path) < 4:
                 keep[i] = False
@@ -428,9 +584,8 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
                 if j is not None:
                     keep[j] = False
                 continue
-            q = path[min(len(path) - 1, maxlen)]
-            qy, qx = divmod(q, wp)
-            theta[i] = np.arctan2((ys[i] + 1) - qy, (xs[i] + 1) - qx)
+            qy, qx = divmod(path[min(len(path) - 1, maxlen)], wp)
+            theta_l[i] = math.atan2(py_l[i] - qy, px_l[i] - qx)
         else:
             if p in cluster_of:  # another pixel of the same junction was taken already
                 keep[i] = False
@@ -440,9 +595,8 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
                 keep[i] = False
                 continue
             # the pixels of this junction (a junction can be two or three adjacent pixels)
-            through = {p + dy * wp + dx for dy in (-2, -1, 0, 1, 2) for dx in (-2, -1, 0, 1, 2)}
-            for q in through:
-                cluster_of.add(q)
+            through = {p + o for o in around}
+            cluster_of |= through
             visited = {p, *starts}
             dirs = []
             for s in starts:
@@ -452,25 +606,24 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
                 if hit == 3 and len(path) < 0.6 * period:
                     keep[i] = False
                     drop_near.append((path[-1], BIFURCATION))
-                q = path[-1]
-                qy, qx = divmod(q, wp)
-                dirs.append(np.arctan2(qy - (ys[i] + 1), qx - (xs[i] + 1)))
+                qy, qx = divmod(path[-1], wp)
+                dirs.append(math.atan2(qy - py_l[i], qx - px_l[i]))
             if not keep[i]:
                 continue
-            d = np.array(dirs)
             sep = [
-                abs(_angle_diff(d[1], d[2])),
-                abs(_angle_diff(d[0], d[2])),
-                abs(_angle_diff(d[0], d[1])),
+                abs(_angle_diff(dirs[1], dirs[2])),
+                abs(_angle_diff(dirs[0], dirs[2])),
+                abs(_angle_diff(dirs[0], dirs[1])),
             ]
             # the two fork branches are the closest pair; the stem is the third
-            stem = int(np.argmin(sep))
-            theta[i] = d[stem]
+            theta_l[i] = dirs[sep.index(min(sep))]
 
     for p, kind in drop_near:
         j = near_index(p, kind)
         if j is not None:
             keep[j] = False
+    keep = np.array(keep, bool)
+    theta = np.array(theta_l)
 
     # refine the direction with the smoothed orientation field (mod pi), keep the traced sense
     bi = np.clip(np.rint(ys / HOP).astype(int), 0, bmask.shape[0] - 1)
@@ -521,7 +674,8 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         sel = np.nonzero(~bad)[0]
         xs, ys, theta, kinds, bi, bj = (a[sel] for a in (xs, ys, theta, kinds, bi, bj))
 
-    quality = np.clip(coh[bi, bj], 0, 1) * np.clip(dist[ys, xs] / (2.5 * period), 0, 1)
+    dist = border_distance(bmask, (h, w), ys, xs, 2.5 * period)
+    quality = np.clip(coh[bi, bj], 0, 1) * np.clip(dist / (2.5 * period), 0, 1)
     if MIN_QUALITY > 0:
         sel = np.nonzero(quality >= MIN_QUALITY)[0]
         xs, ys, theta, kinds, quality = (a[sel] for a in (xs, ys, theta, kinds, quality))

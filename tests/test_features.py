@@ -1,0 +1,100 @@
+"""The fast paths of the extractor against plain reference implementations.
+
+``features.thin`` visits only the pixels next to recent removals once few pixels change, and
+``features.border_distance`` measures the distance to the print's border at a few pixels from
+the block mask: both must give exactly what the textbook versions give.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from gateway.matcher import features
+
+
+def _reference_thin(binary: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning, every pixel tested in every sub-iteration (padded uint8 result)."""
+    b = np.pad(binary.astype(np.uint8), 1)
+    bits = (np.arange(256)[:, None] >> np.arange(8)) & 1  # N, NE, E, SE, S, SW, W, NW
+    count = bits.sum(1)
+    trans = ((bits == 0) & (np.roll(bits, -1, axis=1) == 1)).sum(1)
+    n, e, s, w = bits[:, 0], bits[:, 2], bits[:, 4], bits[:, 6]
+    base = (count >= 2) & (count <= 6) & (trans == 1)
+    luts = (
+        base & (n * e * s == 0) & (e * s * w == 0),
+        base & (n * e * w == 0) & (n * s * w == 0),
+    )
+    shifts = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]
+    h, wd = binary.shape
+    for _ in range(60):
+        changed = False
+        for lut in luts:
+            code = np.zeros((h, wd), np.int64)
+            for k, (dy, dx) in enumerate(shifts):
+                code |= b[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + wd].astype(np.int64) << k
+            kill = lut[code] & (b[1:-1, 1:-1] == 1)
+            if kill.any():
+                b[1:-1, 1:-1][kill] = 0
+                changed = True
+        if not changed:
+            break
+    return b
+
+
+def _blobs(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    seeds = rng.random((h, w)) < rng.uniform(0.02, 0.5)
+    return ndimage.binary_dilation(seeds, iterations=int(rng.integers(0, 4)))
+
+
+def test_thin_matches_the_reference_on_random_shapes():
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        h, w = (int(v) for v in rng.integers(3, 70, 2))
+        binary = _blobs(rng, h, w)
+        if rng.random() < 0.3:  # shapes touching the image edge
+            binary[0, :] = True
+            binary[:, -1] = True
+        assert np.array_equal(features.thin(binary), _reference_thin(binary))
+
+
+def test_thin_matches_the_reference_on_ridges():
+    # wide, long ridges: many sub-iterations, the later ones sparse
+    yy, xx = np.mgrid[0:180, 0:200]
+    ridges = np.sin(0.12 * xx + 0.004 * (yy - 90) ** 2) > -0.3
+    ridges &= (yy - 90) ** 2 / 80**2 + (xx - 100) ** 2 / 90**2 < 1
+    assert np.array_equal(features.thin(ridges), _reference_thin(ridges))
+    empty = np.zeros((10, 12), bool)
+    assert not features.thin(empty).any()
+
+
+@pytest.mark.parametrize("shape", [(300, 300), (364, 256), (97, 130), (64, 64)])
+def test_border_distance_is_the_distance_transform(shape):
+    rng = np.random.default_rng(shape[0])
+    h, w = shape
+    rows, cols = -(-h // features.HOP) + 1, -(-w // features.HOP) + 1
+    for _ in range(5):
+        block_mask = ndimage.binary_opening(rng.random((rows, cols)) < 0.75)
+        mask = features.pixel_mask(block_mask, (h, w))
+        edt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        ys, xs = np.nonzero(np.ones((h, w), bool))
+        limit = float(rng.uniform(5, 40))
+        got = features.border_distance(block_mask, (h, w), ys, xs, limit).reshape(h, w)
+        near = edt <= limit
+        assert np.array_equal(got[near], edt[near])
+        assert (got[~near] > limit).all()
+    assert features.border_distance(block_mask, (h, w), ys[:0], xs[:0], 10.0).shape == (0,)
+
+
+def test_extraction_is_deterministic_and_leaves_its_input_alone():
+    from gateway.synth import finger
+
+    pixels = finger(1, 1, 1).astype(np.float32)
+    before = pixels.copy()
+    a = features.extract_features(pixels)
+    b = features.extract_features(pixels)
+    assert np.array_equal(pixels, before)
+    assert len(a.minutiae) > 10
+    assert np.array_equal(a.minutiae, b.minutiae)
+    assert np.array_equal(a.block_mask, b.block_mask) and a.period == b.period
