@@ -31,7 +31,8 @@ Search (``Gallery.search``):
    subject: by default a vectorised minutiae consolidation (alignment by a Hough vote over
    minutia pairs, refined on the peak's pairs, then the count of minutiae paired within
    tolerance, squared over the product of the overlapping counts), or with
-   ``second_stage="compare"`` the precise :func:`gateway.matcher.compare` (much slower);
+   ``second_stage="compare"`` the precise :func:`gateway.matcher.compare` (much slower; run
+   as one batched :func:`gateway.matcher.template.compare_many` per probe finger);
 3. **fusion** - the candidate's score is the sum of its finger scores over the probe's fingers;
    ``decision`` is ``score >= threshold`` (see :meth:`Gallery.calibrate`).
 """
@@ -655,14 +656,19 @@ class Gallery:
     def _second_stage(self, probe, picks, how) -> list[Candidate]:
         fscores = np.zeros((len(picks), POSITIONS))
         if how == "compare":
-            from . import compare
-            from .template import Template
+            from .template import Template, compare_many
 
-            for i, (seg, row, _) in enumerate(picks):
-                for p, t in probe.items():
+            # per probe finger, the same finger of every shortlisted subject in one batched
+            # call (same operand order and scores as gateway.matcher.compare)
+            for p, t in probe.items():
+                rows, found = [], []
+                for i, (seg, row, _) in enumerate(picks):
                     data = seg.template_bytes(row, p)
                     if data is not None:
-                        fscores[i, p - 1] = compare(t, Template.from_bytes(data))
+                        rows.append(i)
+                        found.append(Template.from_bytes(data))
+                if found:
+                    fscores[rows, p - 1] = compare_many(t, found)
         else:
             gm, gc = self._gather(picks)
             for p, t in probe.items():

@@ -24,6 +24,12 @@ direction and radial angle differences through sigmoids), and the score is the m
 ``n_P`` largest relaxed similarities, ``n_P`` growing from 4 to 12 with the smaller minutiae
 count.  Parameters are the paper's except where measurements on FVC2000 set B said otherwise
 (8 x 8 x 6 cells, distance tolerance 8 px); see ``docs/matcher.md``.
+
+One-to-many: :class:`Batch` packs K prepared templates once (chunks of similar cylinder counts,
+padded, values transposed side by side), :func:`score_many` scores a template against all of
+them with one set of products per chunk, the pairing as one sort of all proposals and the
+relaxation on stacked (K, pairs, pairs) arrays; same scores as :func:`score` up to float
+rounding.
 """
 
 from __future__ import annotations
@@ -287,3 +293,234 @@ def _n_pairs(n: int) -> int:
 
 
 _NP = [_n_pairs(n) for n in range(4 * MAX_NP + int(MU_P) + 100)]
+
+
+# -- one-to-many ----------------------------------------------------------------------------------
+_CHUNK_COLUMNS = 1024  # candidate cylinders per similarity block (keeps the block in cache)
+
+
+class Batch:
+    """K prepared templates packed for :func:`score_many` (built once per set of candidates).
+
+    The candidates are ordered by cylinder count and cut into chunks of similar sizes, each
+    padded to its largest count: stacked transposed values, validity and squared-value columns
+    and directions per chunk, all geometry back to back.  ``n`` holds the counts in the order
+    given.
+    """
+
+    __slots__ = ("k", "n", "chunks", "geometry", "offsets")
+
+    def __init__(self, prepared):
+        prepared = list(prepared)
+        self.k = k = len(prepared)
+        self.n = n = np.array([p.n for p in prepared], np.int64)
+        self.offsets = np.zeros(k, np.int64)
+        if k:
+            self.offsets[1:] = np.cumsum(n[:-1] ** 2)
+        self.geometry = (
+            np.concatenate([p.geometry.ravel() for p in prepared])
+            if k and n.sum()
+            else np.zeros(1, np.uint64)
+        )
+        self.chunks = []
+        order = np.argsort(n, kind="stable")
+        order = order[n[order] >= 2]  # fewer than two cylinders: score 0
+        s = 0
+        while s < order.size:  # ascending counts: the last one taken is the chunk's largest
+            e = s + 1
+            while e < order.size and (e - s + 1) * int(n[order[e]]) <= _CHUNK_COLUMNS:
+                e += 1
+            idx = order[s:e]
+            nmax = int(n[idx].max())
+            self.chunks.append(_Chunk([prepared[i] for i in idx], idx, nmax))
+            s = e
+
+    @classmethod
+    def from_prepared(cls, prepared) -> Batch:
+        return cls(prepared)
+
+
+class _Chunk:
+    __slots__ = ("idx", "nmax", "cells_t", "sq_t", "values_t", "dirs_t", "dirs")
+
+    def __init__(self, prepared, idx, nmax):
+        c = len(prepared)
+        self.idx = idx
+        self.nmax = nmax
+        w = _DISC_CELLS + 1 + _PAD
+        cells_t = np.zeros((w, c, nmax), np.float32)
+        sq_t = np.zeros((w, c, nmax), np.float32)
+        values_t = np.zeros((_DISC_CELLS * ND, c, nmax), np.float32)
+        dirs_t = np.zeros((3, c, nmax), np.float32)
+        dirs = np.zeros((c, nmax, 3), np.float32)
+        cells_t[_DISC_CELLS] = 1  # padding too: the denominators are never 0
+        for q, p in enumerate(prepared):
+            cells_t[:, q, : p.n] = p.right[:, : p.n]
+            sq_t[:, q, : p.n] = p.right[:, p.n :]
+            values_t[:, q, : p.n] = p.values_t
+            dirs_t[:, q, : p.n] = p.dirs_t
+            dirs[q, : p.n] = p.dirs
+        self.cells_t = cells_t.reshape(w, c * nmax)
+        self.sq_t = sq_t.reshape(w, c * nmax)
+        self.values_t = values_t.reshape(-1, c * nmax)
+        self.dirs_t = dirs_t.reshape(3, c * nmax)
+        self.dirs = dirs.reshape(c * nmax, 3)
+
+
+def _ratio_block(a: Prepared, ch: _Chunk, first: bool) -> np.ndarray:
+    """:func:`_ratio` of ``a`` against every candidate of a chunk: (na, c, nmax), with values
+    of at least 1 (not always exactly 1) where the cylinders are not comparable.  The direction
+    test is that of ``_ratio(a, b)`` when ``first``, else that of ``_ratio(b, a)``: at exactly
+    90 degrees it hangs on the rounding of a product that is not symmetric."""
+    na = a.n
+    x = a.left @ ch.cells_t  # |a|_b^2 (+ 1e-12); common cells
+    x2 = a.left[na:] @ ch.sq_t  # |b|_a^2
+    ratio = a.values_m2 @ ch.values_t  # -2 a.b
+    x1 = x[:na]
+    ratio += x1
+    ratio += x2
+    np.maximum(ratio, _zeros(ratio.shape), out=ratio)  # (same-shape zeros: much faster)
+    np.sqrt(ratio, out=ratio)
+    den = np.sqrt(x1, out=x1)
+    den += np.sqrt(x2, out=x2)
+    ratio /= den
+    # not comparable: fewer common cells than the threshold (sqrt(common) < _ROOT_COMMON for
+    # an integer count) or directions more than 90 degrees apart; adding 1 is cheaper than
+    # writing 1 through a mask, and any value >= 1 plays the same part in the pairing
+    bad = (a.dirs @ ch.dirs_t if first else (ch.dirs @ a.dirs_t).T) < _ROOT_COMMON
+    bad |= x[na:] < _MIN_COMMON_COUNT
+    ratio += bad
+    return ratio.reshape(na, -1, ch.nmax)
+
+
+# the common-cell count is an exact small integer: sqrt(count) < _ROOT_COMMON exactly when
+# count < _MIN_COMMON_COUNT
+_MIN_COMMON_COUNT = np.float32(
+    next(c for c in range(_DISC_CELLS + 2) if np.sqrt(np.float32(c)) >= np.float32(_ROOT_COMMON))
+    - 0.5
+)
+_ZEROS = np.zeros(0, np.float32)
+
+
+def _zeros(shape) -> np.ndarray:
+    """A read-only zero array of ``shape`` (a view of one shared buffer)."""
+    global _ZEROS
+    size = math.prod(shape)
+    if _ZEROS.size < size:
+        z = np.zeros(max(size, 2 * _ZEROS.size), np.float32)
+        z.flags.writeable = False
+        _ZEROS = z
+    return _ZEROS[:size].reshape(shape)
+
+
+def score_many(a: Prepared, batch: Batch, first: bool = True) -> np.ndarray:
+    """``score(a, b)`` for every template ``b`` of ``batch`` (float64 array of K, in the
+    batch's order), or ``score(b, a)`` when not ``first``.  Equal to the one-pair scores up to
+    float rounding (the products are blocked differently): within 1e-5, except for pairs of
+    identical cylinders (a template against itself), whose similarity is 1 minus the square
+    root of a rounding residue and moves by up to about 3e-4."""
+    out = np.zeros(batch.k)
+    na = a.n
+    if na < 2 or not batch.chunks:
+        return out
+    ks, ps, ts, vs = [], [], [], []  # proposals: candidate, proposer, target, 1 - similarity
+    for ch in batch.chunks:
+        ratio = _ratio_block(a, ch, first)
+        if first:  # each cylinder of a proposes its best cylinder of each candidate
+            j = ratio.argmin(2)  # (na, c)
+            v = np.take_along_axis(ratio, j[:, :, None], 2)[:, :, 0]
+            i, q = np.nonzero(v < 1)
+            ps.append(i)
+            ts.append(j[i, q])
+        else:  # each cylinder of each candidate proposes its best cylinder of a
+            i = ratio.argmin(0)  # (c, nmax)
+            v = np.take_along_axis(ratio, i[None], 0)[0]
+            q, j = np.nonzero(v < 1)
+            ps.append(j)
+            ts.append(i[q, j])
+        ks.append(ch.idx[q])
+        vs.append(v[v < 1])
+    cat = np.concatenate
+    _consolidate(a, batch, cat(ks), cat(ps), cat(ts), cat(vs), first, out)
+    return out
+
+
+def _consolidate(a, batch, k, p, t, v, first, out):
+    """One-to-one pairs from the proposals (candidate k, proposer slot p, target slot t, value
+    v = 1 - similarity) and the LSS-R relaxation, as in :func:`score`; ``first``: the proposers
+    are the cylinders of ``a``.  Writes the scores of the candidates involved into ``out``."""
+    if k.size == 0:
+        return
+    # each target keeps its best proposal (the smallest proposer slot on ties)
+    bits = v.astype(np.float32).view(np.int32).astype(np.int64)  # monotonic for v >= 0
+    key = (k.astype(np.int64) << 45) | (t.astype(np.int64) << 38) | (bits << 7) | p
+    key.sort()
+    kt = key >> 38
+    head = np.ones(key.size, bool)
+    head[1:] = kt[1:] != kt[:-1]
+    key = key[head]  # winners, ordered by candidate then target slot
+    kw = key >> 45
+    tw = (key >> 38) & 127
+    bw = (key >> 7) & 0x7FFFFFFF
+    pw = key & 127
+    nr = np.bincount(kw, minlength=batch.k)
+    if nr.max() > MAX_PAIRS:  # keep the best MAX_PAIRS of a candidate (ties: smaller slot)
+        key2 = (kw << 38) | (bw << 7) | tw
+        perm = np.argsort(key2)
+        start = np.zeros(batch.k + 1, np.int64)
+        np.cumsum(nr, out=start[1:])
+        rank = np.empty(key.size, np.int64)
+        rank[perm] = np.arange(key.size) - start[kw[perm]]
+        keep = rank < MAX_PAIRS
+        kw, tw, bw, pw = kw[keep], tw[keep], bw[keep], pw[keep]
+        nr = np.minimum(nr, MAX_PAIRS)
+    start = np.zeros(batch.k + 1, np.int64)
+    np.cumsum(nr, out=start[1:])
+    slot = np.arange(kw.size) - start[kw]
+    cand = np.flatnonzero(nr >= 2)
+    if cand.size == 0:
+        return
+    # compact to the candidates with at least two pairs
+    pos = np.full(batch.k, -1, np.int64)
+    pos[cand] = np.arange(cand.size)
+    sel = pos[kw] >= 0
+    kc = pos[kw[sel]]
+    slot = slot[sel]
+    nrc = nr[cand]
+    m = int(nrc.max())
+    ia = np.zeros((cand.size, m), np.int64)  # probe cylinder of each pair
+    ib = np.zeros((cand.size, m), np.int64)  # candidate cylinder of each pair
+    lr = np.zeros((cand.size, m), np.float32)
+    pi, pj = (pw, tw) if first else (tw, pw)
+    ia[kc, slot] = pi[sel]
+    ib[kc, slot] = pj[sel]
+    lr[kc, slot] = 1 - bw[sel].astype(np.int32).view(np.float32)
+    valid = np.arange(m)[None, :] < nrc[:, None]
+    # geometry of the chosen pairs: probe's and candidate's, then their difference
+    na = a.n
+    ga = a.geometry.ravel().take((ia * na)[:, :, None] + ia[:, None, :])
+    nb = batch.n[cand]
+    rows = batch.offsets[cand][:, None] + ib * nb[:, None]
+    d = ga.view(np.int16)
+    d -= batch.geometry.take(rows[:, :, None] + ib[:, None, :]).view(np.int16)
+    np.abs(d, out=d)
+    d = d.view(np.uint16).reshape(cand.size, m, m, 4)
+    rho = _LUT_DIST.take(d[..., 0])
+    rho *= _LUT_ANGLE.take(d[..., 1])
+    rho *= _LUT_ANGLE.take(d[..., 2])
+    rho *= valid[:, :, None]  # padding pairs: no influence
+    c = (1 - W_R) / (nrc - 1)
+    diag = np.arange(m)
+    rho[:, diag, diag] = (W_R / c).astype(np.float32)[:, None]
+    x = lr[:, :, None]
+    for _ in range(N_REL):
+        x = np.matmul(rho, x)
+    x = x[:, :, 0]
+    npairs = np.minimum(_NP_ARRAY[np.minimum(np.minimum(na, nb), len(_NP) - 1)], nrc)
+    x.sort(1)
+    top = np.arange(m)[None, :] >= m - npairs[:, None]
+    s = np.where(top, x, 0).sum(1, dtype=np.float64)
+    out[cand] = s * c**N_REL / npairs
+
+
+_NP_ARRAY = np.array(_NP)

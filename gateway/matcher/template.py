@@ -214,3 +214,34 @@ class Template:
         xx = min(int(round(x * mm100)), 9999)
         yy = min(int(round((self.height - 1 - y) * mm100)), 9999)
         return f"{xx:04d}{yy:04d}"
+
+
+def compare_many(probe: Template, candidates, batches=None) -> np.ndarray:
+    """``compare(probe, c)`` for every template ``c`` of ``candidates`` (float64 array), with
+    the operands ordered by digest exactly as :func:`gateway.matcher.compare` does.
+
+    The candidates are packed into two :class:`mcc.Batch` (those scored as second operand and
+    those scored as first operand), or ``batches`` as returned by :func:`candidate_batches`
+    when the same candidates serve several probes.  Scores equal the one-pair ones up to float
+    rounding (see :func:`mcc.score_many`).
+    """
+    candidates = list(candidates)
+    if batches is None:
+        batches = candidate_batches(candidates, probe.key)
+    out = np.zeros(len(candidates))
+    for rows, batch, first in batches:
+        if rows.size:
+            out[rows] = mcc.score_many(probe.prepared, batch, first)
+    return out
+
+
+def candidate_batches(candidates, key: bytes):
+    """The candidates packed for :func:`compare_many` with a probe whose digest is ``key``:
+    ``[(rows, batch, first), ...]`` where the probe is the first operand when ``first``."""
+    second = np.array([key <= c.key for c in candidates], bool)
+    out = []
+    for first, sel in ((True, second), (False, ~second)):
+        rows = np.flatnonzero(sel)
+        batch = mcc.Batch.from_prepared([candidates[i].prepared for i in rows])
+        out.append((rows, batch, first))
+    return out

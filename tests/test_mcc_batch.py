@@ -1,0 +1,151 @@
+"""The one-to-many MCC scorer (``mcc.Batch`` / ``mcc.score_many``, ``template.compare_many``)
+gives the one-pair scores (``mcc.score``, ``compare``) up to float rounding.  No timings here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gateway.matcher import Template, compare, extract, mcc, synthetic
+from gateway.matcher.gallery import Gallery
+from gateway.matcher.template import candidate_batches, compare_many
+from tests.conftest import EVAL
+
+FVC = EVAL / "fvc2000-db2-b"
+TOL = 1e-5  # float rounding; identical cylinders are the documented exception
+SELF_TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def fvc() -> list[Template]:
+    out = []
+    for f in (101, 102, 103, 104, 105):
+        for i in (1, 2, 3):
+            path = FVC / f"{f}_{i}.tif"
+            if not path.exists():
+                pytest.fail(f"the FVC evaluation images are missing: {path}")
+            out.append(extract(np.asarray(Image.open(path).convert("L"))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def synth() -> list[Template]:
+    """Template-level synthetic fingers: two impressions of 12 fingers, various sizes."""
+    out = []
+    for subject in range(3):
+        for imp in (0, 1):
+            prints = synthetic.tenprint(synthetic.identity(11, subject), imp)
+            out.extend(prints[p] for p in (1, 2, 6, 7))
+    return out
+
+
+def _tiny(t: Template) -> list[Template]:
+    """Truncated copies with 0, 1, 2, 3, 6 minutiae (0 to a few usable cylinders)."""
+    return [Template(t.width, t.height, t.minutiae[:n], t.block_mask) for n in (0, 1, 2, 3, 6)]
+
+
+def _check_all(templates: list[Template]) -> int:
+    """Every template against a batch of all the others, in both operand orders."""
+    prepared = [t.prepared for t in templates]
+    checked = 0
+    for i, a in enumerate(prepared):
+        others = [p for j, p in enumerate(prepared) if j != i]
+        batch = mcc.Batch.from_prepared(others)
+        got = mcc.score_many(a, batch)
+        want = np.array([mcc.score(a, b) for b in others])
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+        got = mcc.score_many(a, batch, first=False)
+        want = np.array([mcc.score(b, a) for b in others])
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+        checked += 2 * len(others)
+    return checked
+
+
+def _pairs(a: mcc.Prepared, b: mcc.Prepared) -> int:
+    """The number of one-to-one pairs of ``score(a, b)`` before the MAX_PAIRS cut."""
+    if a.n < 2 or b.n < 2:
+        return 0
+    ratio = mcc._ratio(a, b)
+    j = ratio.argmin(1)
+    prop = np.full((b.n, a.n), 2.0, np.float32)
+    prop[j, np.arange(a.n)] = ratio[np.arange(a.n), j]
+    return int((prop.min(1) < 1).sum())
+
+
+def test_fvc_pairs_match_the_one_pair_score(fvc):
+    assert _check_all(fvc) == 2 * 15 * 14
+    # the set includes pairs cut to MAX_PAIRS and genuine pairs with high scores
+    prepared = [t.prepared for t in fvc]
+    assert max(_pairs(a, b) for a in prepared for b in prepared if a is not b) > mcc.MAX_PAIRS
+    assert max(mcc.score(prepared[0], p) for p in prepared[1:3]) > 0.1
+
+
+def test_synthetic_pairs_match_the_one_pair_score(synth):
+    sizes = {t.prepared.n for t in synth}
+    assert len(sizes) > 5  # mixed sizes in one batch
+    _check_all(synth)
+
+
+def test_edge_cases(fvc):
+    big = fvc[4]
+    tiny = _tiny(big)
+    assert [t.prepared.n for t in tiny][:3] == [0, 0, 0]  # no usable cylinder
+    everything = tiny + fvc[:4] + [big]
+    prepared = [t.prepared for t in everything]
+    # every probe (0..many cylinders) against K = 1 and against all, in both orders
+    for a in prepared:
+        for b in prepared:
+            if a is b:
+                continue
+            for first in (True, False):
+                got = mcc.score_many(a, mcc.Batch.from_prepared([b]), first)
+                want = mcc.score(a, b) if first else mcc.score(b, a)
+                assert got.shape == (1,) and abs(got[0] - want) <= TOL
+        others = [b for b in prepared if b is not a]
+        got = mcc.score_many(a, mcc.Batch.from_prepared(others))
+        assert np.abs(got - [mcc.score(a, b) for b in others]).max() <= TOL
+    # an empty batch, and a batch of templates without usable cylinders
+    assert mcc.score_many(prepared[-1], mcc.Batch.from_prepared([])).shape == (0,)
+    got = mcc.score_many(prepared[-1], mcc.Batch.from_prepared(prepared[:3]))
+    assert (got == 0).all()
+    # a template against itself: identical cylinders, within the documented tolerance
+    got = mcc.score_many(prepared[-1], mcc.Batch.from_prepared([prepared[-1]]))
+    assert abs(got[0] - mcc.score(prepared[-1], prepared[-1])) <= SELF_TOL
+
+
+def test_chunks_of_many_sizes(synth, fvc, monkeypatch):
+    """Small chunks: candidates spread over many chunks, results unchanged."""
+    monkeypatch.setattr(mcc, "_CHUNK_COLUMNS", 64)
+    templates = synth[:8] + fvc[:6]
+    batch = mcc.Batch.from_prepared([t.prepared for t in templates])
+    assert len(batch.chunks) > 3
+    for a in fvc[6:9]:
+        got = mcc.score_many(a.prepared, batch)
+        want = [mcc.score(a.prepared, t.prepared) for t in templates]
+        assert np.abs(got - want).max() <= TOL
+
+
+def test_compare_many_is_compare(fvc, synth):
+    candidates = fvc + synth[:6] + _tiny(fvc[0])
+    for probe in fvc[:4] + synth[:2]:
+        got = compare_many(probe, candidates)
+        want = np.array([compare(probe, c) for c in candidates])
+        same = np.array([c is probe for c in candidates])
+        assert np.abs(got - want)[~same].max() <= TOL
+        assert np.abs(got - want)[same].max(initial=0) <= SELF_TOL
+        # both operand orders occur, and prepacked batches give the same
+        rows = candidate_batches(candidates, probe.key)
+        assert all(r.size for r, _, _ in rows)
+        assert np.array_equal(compare_many(probe, candidates, rows), got)
+
+
+def test_gallery_compare_stage_uses_compare_scores():
+    g = Gallery()
+    synthetic.populate(g, 12, seed=5)
+    probe = synthetic.tenprint(synthetic.identity(5, 3), 1)
+    res = g.search(probe, top=12, first_stage=False, second_stage="compare")
+    assert res[0].subject_id == synthetic.subject_id(5, 3)
+    for cand in res:
+        for p, s in cand.finger_scores.items():
+            assert abs(s - compare(probe[p], g.template(cand.subject_id, p))) <= TOL
