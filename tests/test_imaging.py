@@ -649,3 +649,17 @@ def test_garbage_raises_only_imaging_errors():
         for code in ("WSQ20", "JPEGB", "JPEGL", "JP2", "JP2L", "PNG", "NONE", 4):
             with pytest.raises(ImagingError):
                 decode(magic + junk, code, width=4000, height=4000)
+
+
+def test_prefer_in_process_puts_every_isolated_decoder_last(monkeypatch):
+    """A worker process decodes in process: no fork per image (the daemon's parent keeps the
+    isolated decoders first)."""
+    from gateway.imaging import codecs
+
+    monkeypatch.setattr(codecs, "_REGISTRY", {k: list(v) for k, v in codecs._REGISTRY.items()})
+    assert codecs.decoders_for("WSQ20")[0].isolated  # default: hostile input cannot kill us
+    codecs.prefer_in_process()
+    for code in ("WSQ20", "JPEGL"):
+        line = codecs.decoders_for(code)
+        assert not line[0].isolated, code
+        assert [d.isolated for d in line] == sorted(d.isolated for d in line)

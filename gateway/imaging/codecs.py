@@ -84,6 +84,11 @@ class Decoder:
     _state: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def isolated(self) -> bool:
+        """It runs in a forked child (see :func:`isolated`)."""
+        return getattr(self.function, "isolated", False)
+
+    @property
     def available(self) -> bool:
         if "available" not in self._state:
             try:
@@ -110,7 +115,7 @@ def prefer_in_process() -> None:
     cost of a fork.  Idempotent.
     """
     for line in _REGISTRY.values():
-        line.sort(key=lambda d: "(isolated)" in d.name)
+        line.sort(key=lambda d: d.isolated)
 
 
 def unregister_decoder(decoder: Decoder) -> None:
@@ -310,6 +315,7 @@ def isolated(function: Callable[[bytes, StreamHeader], np.ndarray]):
         return np.frombuffer(out, dtype, offset=1 + _ARRAY_HEADER.size).reshape(shape)
 
     run.__name__ = f"isolated_{function.__name__}"
+    run.isolated = True
     return run
 
 
