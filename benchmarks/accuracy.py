@@ -154,7 +154,8 @@ def _extract_one(job):
         return str(path), cache.read_bytes(), meta["seconds"]
     pixels = np.asarray(Image.open(path).convert("L"))
     t0 = time.process_time()
-    template = extract(pixels, 500)
+    # the comparison descriptors (MCC cylinders) are part of making a template comparable
+    template = extract(pixels, 500).prepare()
     seconds = time.process_time() - t0
     data = template.to_bytes()
     if cache is not None:

@@ -22,8 +22,9 @@ def extract(pixels: np.ndarray, ppi: float = 500) -> Template:
     that is not two-dimensional or smaller than 64 pixels a side.
     """
     f = extract_features(pixels, ppi)
-    # the descriptors are built now: comparisons then cost only the matching
-    return Template(f.width, f.height, f.minutiae, f.block_mask, ppi, f.cores).prepare()
+    # the comparison descriptors are built on first use (Template.prepared): a gallery
+    # enrolment or a search with the default second stage never needs them
+    return Template(f.width, f.height, f.minutiae, f.block_mask, ppi, f.cores)
 
 
 def compare(a: Template, b: Template) -> float:
