@@ -91,10 +91,9 @@ def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path
     for sid, probe in enrolled.items():
         others = [c for c in gallery.search(probe, top=2) if c.subject_id != sid]
         image_level.append(others[0].score if others else 0.0)
-    threshold = gallery.calibrate(scores + image_level, fpir=0.001)
-    # Few searches cannot resolve FPIR 0.001: keep a margin over the highest image-level
-    # impostor (template-level distractors score lower than rendered prints do).
-    gallery.threshold = max(threshold, 1.5 * max(image_level, default=0.0))
+    # template-level distractors score lower than rendered prints do: the threshold keeps a
+    # margin over the highest image-level impostor
+    gallery.calibrate(scores, fpir=0.001, image_level=image_level)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     gallery.save(tmp)

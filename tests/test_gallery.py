@@ -214,8 +214,11 @@ def test_cli_happy_path(tmp_path, built):
     info = json.loads(out)
     assert rc == 0 and info["subjects"] == 40 and info["bytes_per_finger"] <= 2048
     rc, out, _ = _cli("gallery", "calibrate", gal, "--searches", 5)
-    assert rc == 0 and "threshold" in out
-    assert Gallery.load(gal).threshold is not None
+    assert rc == 0 and "threshold" in out and "by probe fingers" in out
+    loaded = Gallery.load(gal)
+    assert loaded.threshold is not None and sorted(loaded.thresholds) == list(range(1, 10))
+    # a sum over two fingers is on a smaller scale than a sum over ten
+    assert loaded.threshold_for(2) < loaded.threshold_for(10) == loaded.threshold
     a = tmp_path / "a.an2"
     a.write_bytes(_transaction(11, 0, "TCN-A"))
     b = tmp_path / "b.an2"
@@ -263,3 +266,42 @@ def test_cli_bad_input(tmp_path, built):
     with pytest.raises(SystemExit) as exc:
         _cli("gallery", "build", "--synthetic", "-4", tmp_path / "x")
     assert exc.value.code == 2
+
+
+def test_threshold_per_probe_finger_count(built, tmp_path):
+    """Decisions use the threshold calibrated for the probe's finger count, saved and loaded."""
+    import shutil
+
+    shutil.copytree(built, tmp_path / "g")
+    built = tmp_path / "g"
+    g = Gallery.load(built)
+    full = g.threshold
+    probe = {p: t for p, t in _mated(3).items() if p in (1, 2, 6, 7)}
+    mate = g.search(probe, top=1)[0]
+    assert mate.subject_id == "SYN-3-0000003"
+    assert mate.decision == (mate.score >= full)  # nothing calibrated for four fingers yet
+    # non-mated four-finger scores above the mate's: the four-finger threshold refuses it
+    high = g.calibrate([mate.score + 0.2, mate.score + 0.1], fpir=0.01, fingers=4)
+    assert g.threshold == full and g.thresholds == {4: high}
+    assert not g.search(probe, top=1)[0].decision
+    assert g.search(_mated(3), top=1)[0].decision == (g.search(_mated(3))[0].score >= full)
+    low = g.calibrate([0.01, 0.02, 0.03], fpir=0.01, fingers=4)
+    assert low < mate.score and g.search(probe, top=1)[0].decision
+    g.save_threshold(built)
+    h = Gallery.load(built)
+    assert h.thresholds == {4: low} and h.threshold_for(4) == low and h.threshold_for(3) == full
+    assert h.calibration["per_fingers"]["4"]["threshold"] == low
+    h.calibrate([0.1, 0.2, 0.3], fpir=0.01)  # a new ten-finger calibration keeps the others
+    assert h.thresholds == {4: low} and "per_fingers" in h.calibration
+
+
+def test_add_many_equals_add_one_by_one():
+    a, b = Gallery(), Gallery()
+    items = [(f"S{i}", p, t) for i in range(4) for p, t in _mated(i, 0).items() if p in (1, 2, 7)]
+    for sid, p, t in items:
+        a.add(sid, p, t)
+    b.add_many(items)
+    probe = {p: t for p, t in _mated(2).items() if p in (1, 2, 7)}
+    ra, rb = a.search(probe, top=4), b.search(probe, top=4)
+    assert [(c.subject_id, c.score) for c in ra] == [(c.subject_id, c.score) for c in rb]
+    assert ra[0].subject_id == "S2" and b.positions("S2") == [1, 2, 7]

@@ -3,8 +3,11 @@
 * ``gallery build --synthetic N --seed S DIR`` - N template-level synthetic subjects (ten fingers
   each, :mod:`gateway.matcher.synthetic`), with a progress bar on stderr;
 * ``gallery info DIR [--json]`` - subjects, fingers, bytes per finger, threshold;
-* ``gallery calibrate DIR [--searches N] [--fpir F]`` - runs N non-mated synthetic tenprint
-  searches and stores the threshold that meets the false-positive identification rate F.
+* ``gallery calibrate DIR [--searches N] [--fpir F] [--image-identities K]`` - runs N non-mated
+  synthetic tenprint searches and stores the threshold that meets the false-positive
+  identification rate F; with K, also K image-level non-mated searches (rendered and extracted
+  :mod:`gateway.synth` identities, each against the gallery and the other K - 1), which score
+  higher than template-level ones: the threshold then keeps a margin over the highest of them.
 
 Exit status: 0 done, 2 bad input (missing or damaged gallery, bad arguments).
 """
@@ -22,6 +25,9 @@ HELP = "build, describe and calibrate 1:N search galleries"
 
 #: Identities of calibration probes: a seed no gallery builder is expected to use.
 CALIBRATION_SEED = 90_000
+#: First image-level calibration identity (gateway.synth): far from the demo's and the
+#: benchmarks' identities (1, 2, ...).
+IMAGE_CALIBRATION_IDENTITY = 900_001
 
 
 class Progress:
@@ -97,6 +103,13 @@ def add_arguments(parser) -> None:
     c.add_argument("dir", metavar="DIR")
     c.add_argument("--searches", type=_positive, default=200, help="non-mated searches")
     c.add_argument("--fpir", type=float, default=0.001, help="target false-positive rate")
+    c.add_argument(
+        "--image-identities",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also K rendered synthetic identities, each searched against the others",
+    )
     parser.set_defaults(_parser=parser)
 
 
@@ -172,26 +185,105 @@ def _info(args) -> int:
     return 0
 
 
+def _image_templates(identity: int) -> dict[int, bytes]:
+    from gateway import synth
+    from gateway.matcher import extract
+
+    return {p: extract(synth.finger(identity, p, 0)).to_bytes() for p in range(1, 11)}
+
+
+def _subsets(i: int) -> dict[int, tuple[int, ...]]:
+    """The finger positions of probe ``i`` for each finger count 1-10 (a seeded draw)."""
+    import random
+
+    rng = random.Random(i)
+    return {k: tuple(sorted(rng.sample(range(1, 11), k))) for k in range(1, 11)}
+
+
+def _best(galleries, probe: dict, exclude: str | None = None) -> float:
+    """The best fused score of ``probe`` over several galleries, ``exclude`` left out."""
+    best = 0.0
+    for g in galleries:
+        for c in g.search(probe, top=2):
+            if c.subject_id != exclude:
+                best = max(best, c.score)
+                break
+    return best
+
+
+def nonmated_scores(galleries, probe: dict, i: int, exclude: str | None = None) -> dict:
+    """Best non-mated fused score of probe number ``i`` for each finger count 1-10 (``probe``
+    restricted to a seeded subset of its fingers)."""
+    out = {}
+    for k, positions in _subsets(i).items():
+        part = {p: probe[p] for p in positions if p in probe}
+        if len(part) == k:
+            out[k] = _best(galleries, part, exclude)
+    return out
+
+
+def image_level_scores(g, count: int, first: int = 0) -> dict[int, list[float]]:
+    """Per finger count, the best non-mated fused score of each of ``count`` rendered
+    identities, searched against ``g`` and against the other identities (rendered and
+    extracted in two processes)."""
+    import multiprocessing
+
+    from gateway.matcher import Template
+    from gateway.matcher.gallery import Gallery
+
+    identities = range(IMAGE_CALIBRATION_IDENTITY, IMAGE_CALIBRATION_IDENTITY + count)
+    progress = Progress("render")
+    probes = {}
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        for n, (identity, blobs) in enumerate(
+            zip(identities, pool.imap(_image_templates, identities), strict=True), start=1
+        ):
+            probes[str(identity)] = {p: Template.from_bytes(b) for p, b in blobs.items()}
+            progress(n, count)
+    others = Gallery()
+    for sid, probe in probes.items():
+        for position, template in probe.items():
+            others.add(sid, position, template)
+    scores: dict[int, list[float]] = {}
+    for n, (sid, probe) in enumerate(probes.items()):
+        for k, best in nonmated_scores((g, others), probe, first + n, exclude=sid).items():
+            scores.setdefault(k, []).append(best)
+    return scores
+
+
 def _calibrate(args) -> int:
     from gateway.matcher import synthetic
 
     if not 0 < args.fpir < 1:
         return error("--fpir must be between 0 and 1")
+    if args.image_identities < 0 or args.image_identities == 1:
+        return error("--image-identities must be 0 or at least 2")
     g = open_gallery(args.dir)
     if g is None:
         return 2
     if not len(g):
         return error(f"{args.dir}: the gallery is empty")
     progress = Progress("calibrate")
-    scores = []
+    scores: dict[int, list[float]] = {}
     for i in range(args.searches):
         probe = synthetic.tenprint(synthetic.identity(CALIBRATION_SEED, i), impression=1)
-        best = g.search(probe, top=1)
-        scores.append(best[0].score if best else 0.0)
+        for k, best in nonmated_scores((g,), probe, i).items():
+            scores.setdefault(k, []).append(best)
         progress(i + 1, args.searches)
-    t = g.calibrate(scores, fpir=args.fpir)
+    image_level: dict[int, list[float]] = {}
+    if args.image_identities > 0:
+        image_level = image_level_scores(g, args.image_identities, first=args.searches)
+    # one threshold per probe finger count; the ten-finger one is the gallery's threshold
+    for k in range(1, 10):
+        if len(scores.get(k, ())) >= 2:
+            g.calibrate(scores[k], fpir=args.fpir, image_level=image_level.get(k, ()), fingers=k)
+    t = g.calibrate(scores.get(10, []), fpir=args.fpir, image_level=image_level.get(10, ()))
     g.save_threshold(args.dir)
-    print(f"{args.dir}: threshold {t:.4f} for FPIR {args.fpir} ({args.searches} searches)")
+    extra = f", {args.image_identities} image-level" if image_level else ""
+    print(f"{args.dir}: threshold {t:.4f} for FPIR {args.fpir} ({args.searches} searches{extra})")
+    print(
+        "  by probe fingers: " + ", ".join(f"{k}: {g.threshold_for(k):.3f}" for k in range(1, 11))
+    )
     if args.searches * args.fpir < 1:
         print(
             f"note: {args.searches} searches cannot resolve FPIR {args.fpir}: the threshold is "

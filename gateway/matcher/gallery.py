@@ -56,6 +56,10 @@ FORMAT = 1
 SECOND_STAGES = ("minutiae", "compare")
 
 
+#: Margin of the threshold over the highest image-level non-mated score (:meth:`calibrate`).
+IMAGE_MARGIN = 1.5
+
+
 def _arrays_nbytes_per_finger() -> int:
     return vector.BYTES + SLOT * 3 * 2 + 1 + 16
 
@@ -161,7 +165,9 @@ class Gallery:
     """Subjects (string ids) x finger positions (1-10) with a two-stage 1:N search.
 
     ``Gallery()`` is empty; ``Gallery.load(path)`` maps a saved one.  ``threshold`` is the
-    fused-score decision threshold (None until :meth:`calibrate`).
+    fused-score decision threshold (None until :meth:`calibrate`); ``thresholds`` holds the
+    thresholds calibrated for probes of fewer fingers (a sum over 4 fingers is not on the scale
+    of a sum over 10), see :meth:`threshold_for`.
     """
 
     def __init__(self):
@@ -169,6 +175,7 @@ class Gallery:
         self._new = _Segment.empty()
         self._where: dict[str, tuple[_Segment, int]] = {}
         self.threshold: float | None = None
+        self.thresholds: dict[int, float] = {}
         self.calibration: dict = {}
         self.path: Path | None = None
         self._dirty = False
@@ -240,14 +247,16 @@ class Gallery:
         self._where[subject_id] = (self._new, row)
         return row
 
-    def add(self, subject_id: str, position: int, template) -> None:
-        """Enrol (or replace) finger ``position`` (1-10) of ``subject_id``."""
+    def add(self, subject_id: str, position: int, template, code=None) -> None:
+        """Enrol (or replace) finger ``position`` (1-10) of ``subject_id``; ``code`` is its
+        first-stage code when already computed (see :meth:`add_many`)."""
         if not isinstance(subject_id, str) or not subject_id:
             raise ValueError("subject id must be a non-empty string")
         position = _check_position(position)
         minutiae = np.asarray(template.minutiae, np.float32).reshape(-1, 5)
         blob = template.to_bytes()
-        code = vector.code(template, self.background)
+        if code is None:
+            code = vector.code(template, self.background)
         slot, n = _slot(minutiae)
         row = self._writable_row(subject_id)
         self._dirty = True
@@ -255,6 +264,15 @@ class Gallery:
         self._new.minutiae[row, position - 1] = slot
         self._new.counts[row, position - 1] = n
         self._new.blobs[row][position - 1] = blob
+
+    def add_many(self, items) -> None:
+        """Enrol several ``(subject_id, position, template)`` at once (one batch of codes)."""
+        items = list(items)
+        if not items:
+            return
+        codes = vector.code_batch([t for _, _, t in items], self.background)
+        for (subject_id, position, template), code in zip(items, codes, strict=True):
+            self.add(subject_id, position, template, code=code)
 
     def add_batch(self, subject_ids, positions, codes, slots, counts, blobs) -> None:
         """Enrol many fingers at once from precomputed parts (used by the synthetic builder):
@@ -324,6 +342,7 @@ class Gallery:
         with open(path / "index.json", encoding="utf-8") as f:
             index = json.load(f)
         index["threshold"] = self.threshold
+        index["thresholds"] = {str(k): v for k, v in sorted(self.thresholds.items())}
         index["calibration"] = self.calibration
         fd, tmp = tempfile.mkstemp(prefix=".index.", dir=path)
         try:
@@ -402,6 +421,7 @@ class Gallery:
             "code_bits": vector.BITS,
             "slot": SLOT,
             "threshold": self.threshold,
+            "thresholds": {str(k): v for k, v in sorted(self.thresholds.items())},
             "calibration": self.calibration,
         }
         with open(tmp / "index.json", "w", encoding="utf-8") as f:
@@ -458,6 +478,7 @@ class Gallery:
             raise ValueError(f"{path}: damaged gallery: duplicate subject ids")
         g._background = background
         g.threshold = index.get("threshold")
+        g.thresholds = {int(k): float(v) for k, v in (index.get("thresholds") or {}).items()}
         g.calibration = index.get("calibration") or {}
         g.path = path
         return g
@@ -490,7 +511,14 @@ class Gallery:
         return BYTES_PER_FINGER + blob / fingers
 
     # -- search ------------------------------------------------------------------------------
-    def calibrate(self, nonmated_scores, fpir: float = 0.001) -> float:
+    def threshold_for(self, fingers: int) -> float | None:
+        """The decision threshold of a probe of ``fingers`` fingers: the one calibrated for
+        that count, else ``threshold``."""
+        return self.thresholds.get(fingers, self.threshold)
+
+    def calibrate(
+        self, nonmated_scores, fpir: float = 0.001, image_level=(), fingers: int | None = None
+    ) -> float:
         """Set and return the threshold for a false-positive identification rate ``fpir``.
 
         ``nonmated_scores`` holds the best fused score of each of a set of non-mated searches.
@@ -498,8 +526,17 @@ class Gallery:
         it) and the ``1 - fpir`` quantile of a Gumbel law fitted to them by moments (the best of
         many impostor scores is Gumbel-like): with fewer than ``1 / fpir`` searches the
         empirical rate cannot be resolved and the fitted tail keeps the threshold honest.
+
+        ``image_level`` holds further non-mated scores of fingers rendered and extracted from
+        images, which score higher than template-level synthetic ones: they join the fit, and
+        the threshold keeps a margin of ``IMAGE_MARGIN`` times the highest of them (a few
+        dozen such searches cannot resolve the tail on their own).
+
+        With ``fingers``, the searches were made with probes of that many fingers and the
+        result goes to ``thresholds[fingers]`` (``threshold`` stays as it is).
         """
-        s = np.sort(np.asarray(nonmated_scores, np.float64))[::-1]
+        image_level = [float(x) for x in image_level]
+        s = np.sort(np.asarray(list(nonmated_scores) + image_level, np.float64))[::-1]
         if s.size < 2:
             raise ValueError("need at least two non-mated scores to calibrate")
         if not 0 < fpir < 1:
@@ -510,8 +547,7 @@ class Gallery:
         mu = float(s.mean()) - 0.5772156649 * beta
         gumbel = mu - beta * np.log(-np.log1p(-fpir))
         t = max(empirical, gumbel)
-        self.threshold = t
-        self.calibration = {
+        calibration = {
             "fpir": fpir,
             "searches": int(s.size),
             "empirical": empirical,
@@ -519,6 +555,21 @@ class Gallery:
             "gumbel_mu": mu,
             "gumbel_beta": beta,
         }
+        if image_level:
+            top = max(image_level)
+            t = max(t, IMAGE_MARGIN * top)
+            calibration["image_level"] = {"searches": len(image_level), "max": top}
+        if fingers is None:
+            self.threshold = t
+            self.calibration = {**calibration, "per_fingers": self.calibration.get("per_fingers")}
+            if self.calibration["per_fingers"] is None:
+                del self.calibration["per_fingers"]
+        else:
+            self.thresholds[int(fingers)] = t
+            self.calibration.setdefault("per_fingers", {})[str(int(fingers))] = {
+                "threshold": t,
+                **calibration,
+            }
         return t
 
     def stage1(self, probe_codes: dict[int, np.ndarray], prefix: bool = True):
@@ -679,7 +730,7 @@ class Gallery:
                     e = min(len(picks), s + 256)
                     fscores[s:e, p - 1] = pair_scores(slot[:n], gm[s:e, p - 1], gc[s:e, p - 1])
         out = []
-        thr = self.threshold
+        thr = self.threshold_for(len(probe))
         for i, (seg, row, s1) in enumerate(picks):
             fs = {p: float(fscores[i, p - 1]) for p in sorted(probe)}
             score = float(sum(fs.values()))
