@@ -9,6 +9,7 @@ replaces it and fails only the jobs that were running, with :class:`WorkerCrashe
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -18,8 +19,6 @@ WORKER_NICE = 5  # CPU work yields to the reactor: intake and /health stay respo
 
 
 def _worker_init() -> None:
-    import os
-
     try:
         os.nice(WORKER_NICE)
     except (AttributeError, OSError):  # not on this platform / not permitted: run as is
@@ -40,6 +39,11 @@ class WorkerPool:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
+            # one BLAS thread per worker: the workers already fill the cores, and OpenBLAS
+            # threads spinning beside another worker cost more than they give (read by the
+            # spawned children at start; this process's BLAS is already initialised)
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(var, "1")
             self._executor = ProcessPoolExecutor(
                 max_workers=self.processes,
                 mp_context=multiprocessing.get_context("spawn"),

@@ -394,7 +394,8 @@ def load_gallery(path: str, journal_path: str | None, name: str):
     if journal_path:
         from gateway.store.enrolments import read_enrolments
 
-        for rowid, subject_id, position, data in read_enrolments(journal_path, name, entry[1]):
-            gallery.add(subject_id, position, Template.from_bytes(data))
-            entry[1] = rowid
+        rows = list(read_enrolments(journal_path, name, entry[1]))
+        if rows:
+            gallery.add_many((sid, pos, Template.from_bytes(data)) for _, sid, pos, data in rows)
+            entry[1] = rows[-1][0]
     return gallery
