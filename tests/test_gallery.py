@@ -305,3 +305,21 @@ def test_add_many_equals_add_one_by_one():
     ra, rb = a.search(probe, top=4), b.search(probe, top=4)
     assert [(c.subject_id, c.score) for c in ra] == [(c.subject_id, c.score) for c in rb]
     assert ra[0].subject_id == "S2" and b.positions("S2") == [1, 2, 7]
+
+
+def test_decision_by_fingers_compared():
+    """A ten-finger probe against a subject enrolled with four fingers: a four-finger decision."""
+    g = Gallery()
+    synthetic.populate(g, 30, seed=SEED)  # SYN-3-0000000 ... with ten fingers each
+    four = {p: t for p, t in _mated(40, 0).items() if p in (1, 2, 6, 7)}
+    g.add_many(("FOUR", p, t) for p, t in four.items())
+    probe = _mated(40)  # ten fingers of the same identity
+    best = g.search(probe, top=1)[0]
+    assert best.subject_id == "FOUR"
+    ten = g.search(_mated(5), top=1)[0]
+    assert ten.subject_id == "SYN-3-0000005"
+    g.threshold = max(best.score, ten.score) + 1.0  # out of reach for both
+    assert not g.search(probe, top=1)[0].decision
+    g.thresholds = {4: best.score - 0.01}
+    assert g.search(probe, top=1)[0].decision
+    assert not g.search(_mated(5), top=1)[0].decision  # ten fingers compared: ten-finger rule

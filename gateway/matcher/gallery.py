@@ -706,6 +706,7 @@ class Gallery:
 
     def _second_stage(self, probe, picks, how) -> list[Candidate]:
         fscores = np.zeros((len(picks), POSITIONS))
+        compared = np.zeros((len(picks), POSITIONS), bool)  # finger pairs actually scored
         if how == "compare":
             from .template import Template, compare_many
 
@@ -720,6 +721,7 @@ class Gallery:
                         found.append(Template.from_bytes(data))
                 if found:
                     fscores[rows, p - 1] = compare_many(t, found)
+                    compared[rows, p - 1] = True
         else:
             gm, gc = self._gather(picks)
             for p, t in probe.items():
@@ -729,12 +731,18 @@ class Gallery:
                 for s in range(0, len(picks), 256):
                     e = min(len(picks), s + 256)
                     fscores[s:e, p - 1] = pair_scores(slot[:n], gm[s:e, p - 1], gc[s:e, p - 1])
+                compared[:, p - 1] = np.asarray(gc[:, p - 1]) > 0
         out = []
-        thr = self.threshold_for(len(probe))
+        # the threshold of the number of fingers compared: a probe of ten against a subject
+        # enrolled with four is a four-finger decision
+        thresholds = [self.threshold_for(k) for k in range(POSITIONS + 1)]
         for i, (seg, row, s1) in enumerate(picks):
             fs = {p: float(fscores[i, p - 1]) for p in sorted(probe)}
             score = float(sum(fs.values()))
-            out.append(Candidate(seg.ids[row], score, fs, thr is not None and score >= thr, s1))
+            k = int(compared[i].sum())
+            thr = thresholds[k]
+            decision = k > 0 and thr is not None and score >= thr
+            out.append(Candidate(seg.ids[row], score, fs, decision, s1))
         return out
 
 
