@@ -200,12 +200,13 @@ def _process(job: Job, result: Result, t: float) -> None:
             identified = _decided(best, job)
             ucn = best.subject_id if identified else None
             result.summary["fbi"] = _candidate(best, identified)
-            t = result.step("SEARCHED", "hit" if identified else "no hit", t, "FBI")
+            outcome = "hit" if identified else "no hit"
         else:
-            t = result.step("SEARCHED", "no FBI gallery configured", t, "FBI")
+            outcome = "no FBI gallery configured"
         sub2 = next((r for r in txn.records if r.type == 2), None)
         ret = sub2.value("2.005") if sub2 is not None else None
         if job.fbi_gallery and rules.should_enroll(tot, ret, identified) and job.new_subject_id:
+            # the fingers the search did not need are decoded now (part of the FBI leg's time)
             all_templates = _probe_templates(txn, tuple(FINGER_POSITIONS), probe)
             result.enroll = {
                 "gallery": "fbi",
@@ -213,6 +214,8 @@ def _process(job: Job, result: Result, t: float) -> None:
                 "templates": {pos: tpl.to_bytes() for pos, tpl in all_templates.items()},
             }
             messages.append(f"NEW SUBJECT ENROLLED, UCN {job.new_subject_id}")
+            outcome += f"; enrolled {len(all_templates)} fingers"
+        t = result.step("SEARCHED", outcome, t, "FBI")
     # DHS leg: booking TOTs from activated jurisdictions, dated on or after activation.
     result.summary["dhs"] = {"searched": bool(dhs_needed and job.dhs_gallery), "why": why}
     if dhs_needed and job.dhs_gallery:
