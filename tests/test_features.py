@@ -98,3 +98,81 @@ def test_extraction_is_deterministic_and_leaves_its_input_alone():
     assert len(a.minutiae) > 10
     assert np.array_equal(a.minutiae, b.minutiae)
     assert np.array_equal(a.block_mask, b.block_mask) and a.period == b.period
+
+
+def _mean_removed(pixels: np.ndarray) -> np.ndarray:
+    img = pixels.astype(np.float32)
+    return ndimage.uniform_filter(img, 15, mode="reflect") - img
+
+
+def test_enhance_near_the_print_equals_enhance_everywhere():
+    # the extraction synthesises only the blocks whose windows reach the print (plus the reach
+    # of the minutia structure tensors): there the enhanced image is exactly the full one
+    from gateway.synth import finger
+
+    for seed in range(3):
+        pixels = finger(seed + 1, 1 + seed % 3, 1)
+        img = _mean_removed(pixels)
+        full = features.enhance(img)
+        part = features.enhance(img, everywhere=False)
+        for a, b in zip(full[1:], part[1:], strict=True):
+            assert np.array_equal(a, b)
+        mask = features.pixel_mask(full[1], img.shape)
+        reach = features._reach(full[4])
+        near = ndimage.binary_dilation(mask, np.ones((2 * reach + 1,) * 2, bool))
+        assert near.any() and not near.all()
+        assert np.array_equal(full[0][near], part[0][near])
+
+
+@pytest.mark.parametrize("period", [5.0, 7.3, 9.0, 10.0, 10.4, 12.5, 14.0])
+def test_reach_covers_the_structure_tensor_of_every_minutia(period):
+    # every pixel of the square of half-side round(1.2 period) + 1 around a pixel more than the
+    # border margin from the background lies within ``reach`` (along each axis) of the print
+    rng = np.random.default_rng(int(period * 10))
+    r = int(round(1.2 * period)) + 1
+    reach = features._reach(period)
+    for _ in range(5):
+        bg = ndimage.binary_dilation(rng.random((120, 120)) < 0.004, iterations=4)
+        minutiae = ndimage.distance_transform_edt(~bg) > features.BORDER_MARGIN * period
+        used = ndimage.binary_dilation(minutiae, np.ones((2 * r + 1,) * 2, bool))
+        near = ndimage.binary_dilation(~bg, np.ones((2 * reach + 1,) * 2, bool))
+        assert minutiae.any()
+        assert not (used & ~near).any()
+
+
+def test_fast_helpers_match_their_plain_versions():
+    rng = np.random.default_rng(3)
+    # gradient at a few pixels
+    for shape in ((5, 7), (64, 80), (97, 130)):
+        img = (rng.standard_normal(shape) * 50).astype(np.float32)
+        gy, gx = np.gradient(img)
+        flat = rng.integers(0, img.size, (4, 3, 3))
+        ax, ay = features._gradient_at(img, flat)
+        assert np.array_equal(ax, gx.reshape(-1)[flat])
+        assert np.array_equal(ay, gy.reshape(-1)[flat])
+    # pixel mask by runs of blocks
+    for h, w in ((300, 300), (97, 130), (64, 64), (40, 33)):
+        block_mask = rng.random((-(-h // features.HOP) + 1, -(-w // features.HOP) + 1)) < 0.6
+        rows, cols = block_mask.shape
+        iy = np.minimum((np.arange(h) + features.HOP // 2) // features.HOP, rows - 1)
+        ix = np.minimum((np.arange(w) + features.HOP // 2) // features.HOP, cols - 1)
+        assert np.array_equal(features.pixel_mask(block_mask, (h, w)), block_mask[iy][:, ix])
+    # filters: the radial part computed at the distinct radii only
+    f32 = np.float32
+    freq = rng.uniform(1 / 14, 1 / 5, (3, 4))
+    normal = rng.uniform(-np.pi / 2, np.pi / 2, (3, 4))
+    coh = rng.uniform(0, 1, (3, 4))
+    f0 = freq.astype(f32)[..., None, None]
+    sig_r = f32(features.RADIAL_SIGMA) * f0 + f32(0.01)
+    filt = features._RADIUS - f0
+    filt *= filt
+    filt *= f32(-0.5) / (sig_r * sig_r)
+    np.exp(filt, out=filt)
+    dphi = features._PHI - normal.astype(f32)[..., None, None]
+    dphi -= np.rint(dphi * f32(1 / np.pi)) * f32(np.pi)
+    bw = (features.ANGULAR_BW + (1 - coh) * features.ANGULAR_BW_LOW_COH).astype(f32)
+    dphi *= f32(np.pi / 2) / bw[..., None, None]
+    ang = np.maximum(np.cos(dphi), 0)
+    filt *= ang * ang
+    filt[..., 0, 0] = 0
+    assert np.array_equal(features._filters(freq, normal, coh), filt)

@@ -136,35 +136,48 @@ def _row_codes(flat: np.ndarray, lo: int, hi: int, wp: int) -> np.ndarray:
     return code
 
 
-_SPARSE = 32  # a sub-iteration looks only near the removed pixels when they are this sparse
+_SPARSE = 8  # a sub-iteration looks only near the removed pixels when they are this sparse
+# (fewer than 1 / _SPARSE of the ridge pixels removed by the last two sub-iterations)
+_GATHER = 5  # otherwise it codes all ridge pixels by rows if they are over 1 / _GATHER of the span
 
 
 def thin(binary: np.ndarray) -> np.ndarray:
     """Zhang-Suen thinning of a boolean image; returns a one-pixel padded uint8 skeleton.
 
-    Works on the flat padded image.  The first passes look at every pixel between the first and
-    the last ridge pixel; later ones only at the pixels next to those removed since the same
-    sub-iteration last ran (the others cannot change), which gives exactly the classical result.
+    Works on the flat padded image.  The first passes look at every ridge pixel (a list kept up
+    to date); later ones only at the pixels next to those removed since the same sub-iteration
+    last ran (the others cannot change), which gives exactly the classical result.
     """
     b = np.zeros((binary.shape[0] + 2, binary.shape[1] + 2), np.uint8)
     b[1:-1, 1:-1] = binary
     wp = b.shape[1]
     flat = b.reshape(-1)
     on = flat.view(bool)
-    lo = int(np.argmax(on))
-    if not on[lo]:
+    ridge = np.flatnonzero(on)  # the ridge pixels (the padding keeps every neighbour inside)
+    if ridge.size == 0:
         return b
-    hi = on.size - int(np.argmax(on[::-1]))  # the padding keeps every neighbour in the array
+    stale = False  # ``ridge`` still lists pixels removed by sparse sub-iterations
     ring = np.array([-wp - 1, -wp, -wp + 1, -1, 0, 1, wp - 1, wp, wp + 1])
     # pixels removed by the last two sub-iterations (None: that sub-iteration has not run yet)
     history: list[np.ndarray | None] = [None, None]
     for _ in range(60):
         changed = False
         for lut, row_lut in ((_ZS1, _ZS1_ROW), (_ZS2, _ZS2_ROW)):
-            if history[0] is None or history[0].size + history[1].size > (hi - lo) // _SPARSE:
-                kill = np.take(row_lut, _row_codes(flat, lo, hi, wp))
-                kill &= on[lo:hi]
-                removed = np.flatnonzero(kill) + lo
+            if history[0] is None or (history[0].size + history[1].size) * _SPARSE > ridge.size:
+                if stale:
+                    ridge = ridge[on[ridge]]
+                    stale = False
+                lo, hi = int(ridge[0]), int(ridge[-1]) + 1
+                if ridge.size * _GATHER > hi - lo:  # dense: codes of the whole span, by rows
+                    kill = np.take(row_lut, _row_codes(flat, lo, hi, wp))
+                    kill &= on[lo:hi]
+                    removed = np.flatnonzero(kill) + lo
+                    stale = True
+                else:  # codes of the ridge pixels only
+                    kill = np.take(lut, _codes_at(flat, ridge, wp))
+                    removed = ridge[kill]
+                    if removed.size:
+                        ridge = ridge[~kill]
             else:
                 near = np.zeros(on.size, bool)
                 for r in history:
@@ -172,6 +185,7 @@ def thin(binary: np.ndarray) -> np.ndarray:
                 near &= on
                 near = np.flatnonzero(near)
                 removed = near[np.take(lut, _codes_at(flat, near, wp))]
+                stale = True
             if removed.size:
                 flat[removed] = 0
                 changed = True
@@ -207,6 +221,9 @@ _WEIGHT_B = _WEIGHT.ravel()[_BAND_IDX]
 _COS2_B = _COS2.ravel()[_BAND_IDX]
 _SIN2_B = _SIN2.ravel()[_BAND_IDX]
 _RADIUS_B = _RADIUS.ravel()[_BAND_IDX]
+# the distinct radii, and the index of each bin's radius among them (WIN x WIN // 2 + 1)
+_RADII, _RADIUS_OF = np.unique(_RADIUS, return_inverse=True)
+_RADIUS_OF = _RADIUS_OF.reshape(_RADIUS.shape)
 
 
 def _smooth(field: np.ndarray, sigma: float, weight: np.ndarray | None = None) -> np.ndarray:
@@ -240,9 +257,10 @@ def pixel_mask(block_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The segmentation mask at pixel resolution: every pixel takes its nearest block."""
     h, w = shape
     rows, cols = block_mask.shape
-    iy = np.minimum((np.arange(h) + HOP // 2) // HOP, rows - 1)
-    ix = np.minimum((np.arange(w) + HOP // 2) // HOP, cols - 1)
-    return np.asarray(block_mask, bool)[iy[:, None], ix[None, :]]
+    # pixel y takes block min((y + HOP / 2) // HOP, rows - 1): runs of equal blocks
+    ny = np.bincount(np.minimum((np.arange(h) + HOP // 2) // HOP, rows - 1), minlength=rows)
+    nx = np.bincount(np.minimum((np.arange(w) + HOP // 2) // HOP, cols - 1), minlength=cols)
+    return np.asarray(block_mask, bool).repeat(ny, axis=0).repeat(nx, axis=1)
 
 
 def border_distance(
@@ -288,12 +306,14 @@ def _filters(freq: np.ndarray, normal: np.ndarray, coh: np.ndarray) -> np.ndarra
     """Contextual filters (float32, one per block): radial Gaussian around the block frequency
     times a raised-cosine angular window around its ridge normal."""
     f32 = np.float32
-    f0 = freq.astype(f32)[..., None, None]
+    f0 = freq.astype(f32)[..., None]
     sig_r = f32(RADIAL_SIGMA) * f0 + f32(0.01)
-    filt = _RADIUS - f0
-    filt *= filt
-    filt *= f32(-0.5) / (sig_r * sig_r)
-    np.exp(filt, out=filt)
+    # the radial part at the distinct radii only (a fraction of the bins), then spread
+    rad = _RADII - f0
+    rad *= rad
+    rad *= f32(-0.5) / (sig_r * sig_r)
+    np.exp(rad, out=rad)
+    filt = rad[..., _RADIUS_OF]
     # angle between the bin and the block's ridge normal, wrapped to [-pi/2, pi/2]
     dphi = _PHI - normal.astype(f32)[..., None, None]
     wrap = dphi * f32(1 / np.pi)
@@ -312,11 +332,26 @@ def _filters(freq: np.ndarray, normal: np.ndarray, coh: np.ndarray) -> np.ndarra
     return filt
 
 
-def enhance(img: np.ndarray):
+def _reach(period: float) -> int:
+    """How far outside the print (pixels, along each axis) :func:`extract_features` reads the
+    enhanced image: the structure tensor of a minutia covers the pixels within
+    round(1.2 period) + 1 (its gradient) on each axis, and a minutia lies more than
+    BORDER_MARGIN * period (Euclidean) from the nearest pixel outside the print, so the square of
+    half-side s around it, with 2 s^2 < margin^2, lies inside the print."""
+    margin = BORDER_MARGIN * period
+    s = int(margin / math.sqrt(2))
+    while s > 0 and 2 * s * s >= margin * margin:
+        s -= 1
+    return max(int(round(1.2 * period)) + 1 - s, 0)
+
+
+def enhance(img: np.ndarray, everywhere: bool = True):
     """Contextual filtering of a mean-removed image (ridges positive).
 
     Returns the enhanced image, the block mask, the block ridge-normal orientation, the block
-    coherence and the median ridge period.
+    coherence and the median ridge period.  With ``everywhere`` false, the enhanced image is
+    only computed near the print: it is exact at the pixels within ``_reach(period)`` (along
+    each axis) of the pixel mask, and may be anything (zero) further out.
 
     The blocks are transformed a few block rows at a time (_CHUNK): the working arrays stay small,
     which saves the page faults of large temporary arrays and keeps them in the cache.
@@ -329,10 +364,11 @@ def enhance(img: np.ndarray):
     blocks = blocks[:nby, :nbx]
     chunks = range(0, nby, _CHUNK)
     power = np.empty((nby, nbx, _BAND_IDX.size), np.float32)
-    spectra = np.empty((nby, nbx, WIN, WIN // 2 + 1), np.complex64)
+    spectra = []
     for r in chunks:
-        spectra[r : r + _CHUNK] = _spectra(blocks[r : r + _CHUNK])
-        band = spectra[r : r + _CHUNK].reshape(-1, WIN * (WIN // 2 + 1))[:, _BAND_IDX]
+        spec = _spectra(blocks[r : r + _CHUNK])
+        spectra.append(spec)
+        band = spec.reshape(-1, WIN * (WIN // 2 + 1))[:, _BAND_IDX]
         p = power[r : r + _CHUNK].reshape(-1, _BAND_IDX.size)
         np.multiply(band.real, band.real, out=p)
         p += band.imag * band.imag
@@ -357,22 +393,46 @@ def enhance(img: np.ndarray):
     inside = freq[mask] if mask.any() else freq.ravel()
     period = float(1.0 / np.median(inside))
 
+    # the blocks to synthesise: all, or those whose window reaches a pixel within the reach of
+    # the print (block i's window covers the pixels from i*HOP - HOP to i*HOP + HOP - 1, the
+    # pixel mask of block j those from j*HOP - HOP/2 to j*HOP + HOP/2 - 1)
+    if everywhere:
+        need = np.ones((nby, nbx), bool)
+    else:
+        d = (_reach(period) + HOP + HOP // 2 - 1) // HOP
+        need = ndimage.binary_dilation(mask, np.ones((2 * d + 1, 2 * d + 1), bool))
+
     # filter, inverse transform and overlap-add (block row i covers rows i*HOP .. i*HOP+WIN-1
-    # of the padded image; _CHUNK is even, so the parity of a row within a chunk is its own)
+    # of the padded image; _CHUNK is even, so the parity of a row within a chunk is its own, and
+    # the column range starts at an even column: every pixel adds up its blocks in one order)
     acc = np.zeros((hp, wp), np.float32)
-    for r in chunks:
-        sl = slice(r, r + _CHUNK)
-        spec = spectra[sl]
-        spec *= _filters(freq[sl], normal[sl], coh[sl])
-        out = sfft.irfft2(spec, s=(WIN, WIN))
-        out *= _WIN2
+    for r, spec in zip(chunks, spectra, strict=True):
+        cols = np.flatnonzero(need[r : r + _CHUNK].any(0))
+        if cols.size == 0:
+            continue
+        c0, c1 = cols[0] - cols[0] % 2, cols[-1] + 1
+        sl = (slice(r, r + _CHUNK), slice(c0, c1))
+        spec = spec[:, c0:c1]
+        sel = need[sl]
+        if sel.all():
+            spec *= _filters(freq[sl], normal[sl], coh[sl])
+            out = sfft.irfft2(spec, s=(WIN, WIN))
+            out *= _WIN2
+        else:  # only the blocks needed (the others add zeros)
+            sel = np.nonzero(sel)
+            part = spec[sel]
+            part *= _filters(freq[sl][sel], normal[sl][sel], coh[sl][sel])
+            part = sfft.irfft2(part, s=(WIN, WIN))
+            part *= _WIN2
+            out = np.zeros(spec.shape[:2] + (WIN, WIN), np.float32)
+            out[sel] = part
         for dy in (0, 1):
             for dx in (0, 1):
                 sub = out[dy::2, dx::2]
                 ny, nx = sub.shape[:2]
-                tiled = sub.transpose(0, 2, 1, 3).reshape(ny * WIN, nx * WIN)
-                y0, x0 = (r + dy) * HOP, dx * HOP
-                acc[y0 : y0 + ny * WIN, x0 : x0 + nx * WIN] += tiled
+                y0, x0 = (r + dy) * HOP, (c0 + dx) * HOP
+                tile = acc[y0 : y0 + ny * WIN, x0 : x0 + nx * WIN].reshape(ny, WIN, nx, WIN)
+                tile += sub.transpose(0, 2, 1, 3)
     enhanced = acc[HOP : HOP + h, HOP : HOP + w]
     return enhanced, mask, normal, coh, period
 
@@ -448,10 +508,25 @@ class _Tracer:
         return [p + o for o in self.starts[self.code[p]]]
 
 
+def _gradient_at(img: np.ndarray, flat: np.ndarray):
+    """``np.gradient(img)`` (float32 in) at the flat pixel indices ``flat``: the same values,
+    computed at those pixels only (central differences, one-sided at the image edges)."""
+    h, w = img.shape
+    f = img.reshape(-1)
+    y, x = np.divmod(flat, w)
+    # neighbours along x and y, and the divisor (2 inside, 1 at an edge)
+    xl, xr = np.where(x > 0, flat - 1, flat), np.where(x < w - 1, flat + 1, flat)
+    yl, yr = np.where(y > 0, flat - w, flat), np.where(y < h - 1, flat + w, flat)
+    gx = f[xr] - f[xl]
+    gx /= np.where((x > 0) & (x < w - 1), 2, 1).astype(gx.dtype)
+    gy = f[yr] - f[yl]
+    gy /= np.where((y > 0) & (y < h - 1), 2, 1).astype(gy.dtype)
+    return gx, gy
+
+
 def _local_orientation(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, radius: int):
     """Ridge-normal direction (mod pi) at the given pixels from the gradient structure tensor
     over a Gaussian-weighted disc around each."""
-    gy, gx = np.gradient(img)
     h, w = img.shape
     r = radius
     off = np.arange(-r, r + 1)
@@ -461,7 +536,7 @@ def _local_orientation(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, radius: 
     xx = xs[:, None, None] + off[None, None, :]
     inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
     flat = np.where(inside, yy * w + xx, 0)
-    ax, ay = gx.reshape(-1)[flat], gy.reshape(-1)[flat]
+    ax, ay = _gradient_at(img, flat)
     wgt = np.where(inside, wgt, 0)
     c2 = ((ax * ax - ay * ay) * wgt).sum((1, 2))
     s2 = (2 * ax * ay * wgt).sum((1, 2))
@@ -511,7 +586,7 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
     # minus the local mean: ridges (dark) positive
     mean = ndimage.uniform_filter(img, 15, mode="reflect")
     img = np.subtract(mean, img, out=mean)  # (the caller's array is never written)
-    enhanced, bmask, normal, coh, period = enhance(img)
+    enhanced, bmask, normal, coh, period = enhance(img, everywhere=False)
     mask = pixel_mask(bmask, (h, w))
     cores = find_cores(normal, bmask)
     empty = Features(w, h, np.zeros((0, 5), np.float32), bmask, period, cores)
@@ -539,7 +614,7 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
     dist = border_distance(bmask, (h, w), ys, xs, 2.5 * period)
     margin = BORDER_MARGIN * period
     sel = np.nonzero(dist > margin)[0]
-    ys, xs = ys[sel], xs[sel]
+    ys, xs, dist = ys[sel], xs[sel], dist[sel]
     if ys.size == 0:
         return empty
     kinds = np.where(cn[ys + 1, xs + 1] == 1, ENDING, BIFURCATION)
@@ -639,7 +714,7 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
     theta = theta % (2 * np.pi)
 
     sel = np.nonzero(keep)[0]
-    xs, ys, theta, kinds = xs[sel], ys[sel], theta[sel], kinds[sel]
+    xs, ys, theta, kinds, dist = xs[sel], ys[sel], theta[sel], kinds[sel], dist[sel]
     bi, bj = bi[sel], bj[sel]
 
     # endings whose ridge runs out into the background (or off the image) are cut ridges
@@ -651,7 +726,7 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         inside[inside] = mask[py_[inside], px_[inside]]
         cut = (kinds == ENDING) & ~inside.all(1)
         sel = np.nonzero(~cut)[0]
-        xs, ys, theta, kinds, bi, bj = (a[sel] for a in (xs, ys, theta, kinds, bi, bj))
+        xs, ys, theta, kinds, bi, bj, dist = (a[sel] for a in (xs, ys, theta, kinds, bi, bj, dist))
 
     # geometric clean-up on the remaining minutiae
     if xs.size > 1:
@@ -672,9 +747,9 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         if FACING:
             bad |= facing.any(1) | facing.any(0)
         sel = np.nonzero(~bad)[0]
-        xs, ys, theta, kinds, bi, bj = (a[sel] for a in (xs, ys, theta, kinds, bi, bj))
+        xs, ys, theta, kinds, bi, bj, dist = (a[sel] for a in (xs, ys, theta, kinds, bi, bj, dist))
 
-    dist = border_distance(bmask, (h, w), ys, xs, 2.5 * period)
+    # (dist: the border distance measured above, exact up to 2.5 periods)
     quality = np.clip(coh[bi, bj], 0, 1) * np.clip(dist / (2.5 * period), 0, 1)
     if MIN_QUALITY > 0:
         sel = np.nonzero(quality >= MIN_QUALITY)[0]
