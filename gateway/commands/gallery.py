@@ -256,6 +256,8 @@ def _calibrate(args) -> int:
 
     if not 0 < args.fpir < 1:
         return error("--fpir must be between 0 and 1")
+    if args.searches < 2:
+        return error("--searches must be at least 2")
     if args.image_identities < 0 or args.image_identities == 1:
         return error("--image-identities must be 0 or at least 2")
     g = open_gallery(args.dir)
