@@ -124,6 +124,36 @@ def test_chunks_of_many_sizes(synth, fvc, monkeypatch):
         got = mcc.score_many(a.prepared, batch)
         want = [mcc.score(a.prepared, t.prepared) for t in templates]
         assert np.abs(got - want).max() <= TOL
+        got = mcc.score_many(a.prepared, batch, first=False)
+        want = [mcc.score(t.prepared, a.prepared) for t in templates]
+        assert np.abs(got - want).max() <= TOL
+
+
+def test_chunk_cuts():
+    """Chunks cover the candidates in order, stay within _CHUNK_COLUMNS (or hold one
+    candidate) and pad less than one chunk per candidate count would."""
+    rng = np.random.default_rng(3)
+    for k in (1, 2, 7, 40, 300):
+        counts = np.sort(rng.integers(2, 81, k))
+        cuts = mcc._cuts(counts)
+        assert cuts[0][0] == 0 and cuts[-1][1] == k
+        assert all(e0 == s1 for (_, e0), (s1, _) in zip(cuts, cuts[1:], strict=False))
+        for s, e in cuts:
+            assert e > s and ((e - s) * counts[e - 1] <= mcc._CHUNK_COLUMNS or e - s == 1)
+        padded = sum((e - s) * counts[e - 1] for s, e in cuts)
+        assert padded <= (k * counts[-1] if k else 0)
+
+
+def test_workspace_reuse(fvc):
+    """Buffers shared between calls (small after large and large after small): same scores."""
+    prepared = [t.prepared for t in fvc]
+    small = mcc.Batch.from_prepared(prepared[1:3])
+    large = mcc.Batch.from_prepared(prepared[1:])
+    a = prepared[0]
+    first = mcc.score_many(a, small)
+    everything = mcc.score_many(a, large)
+    assert np.array_equal(mcc.score_many(a, small), first)
+    assert np.abs(everything[:2] - first).max() <= TOL  # other chunks: other rounding
 
 
 def test_compare_many_is_compare(fvc, synth):

@@ -35,6 +35,7 @@ rounding.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from scipy.special import erf
@@ -303,12 +304,16 @@ class Batch:
     """K prepared templates packed for :func:`score_many` (built once per set of candidates).
 
     The candidates are ordered by cylinder count and cut into chunks of similar sizes, each
-    padded to its largest count: stacked transposed values, validity and squared-value columns
-    and directions per chunk, all geometry back to back.  ``n`` holds the counts in the order
-    given.
+    padded to its largest count (cut points chosen by :func:`_cuts`: fewest padded columns plus
+    a fixed cost per chunk): stacked transposed values, validity and squared-value columns and
+    directions per chunk, all geometry back to back.  ``n`` holds the counts in the order
+    given; the ``cand_*`` and ``col_*`` arrays locate candidates and columns in the flat
+    similarity array of :func:`_ratio_all`.
     """
 
-    __slots__ = ("k", "n", "chunks", "geometry", "offsets")
+    __slots__ = ("k", "n", "chunks", "geometry", "offsets", "columns", "cand", "cand_start")
+    __slots__ += ("cand_width", "cand_off", "col_start", "col_width", "col_local", "col_cand")
+    __slots__ += ("col_slot",)
 
     def __init__(self, prepared):
         prepared = list(prepared)
@@ -325,23 +330,64 @@ class Batch:
         self.chunks = []
         order = np.argsort(n, kind="stable")
         order = order[n[order] >= 2]  # fewer than two cylinders: score 0
-        s = 0
-        while s < order.size:  # ascending counts: the last one taken is the chunk's largest
-            e = s + 1
-            while e < order.size and (e - s + 1) * int(n[order[e]]) <= _CHUNK_COLUMNS:
-                e += 1
+        for s, e in _cuts(n[order]):
             idx = order[s:e]
-            nmax = int(n[idx].max())
-            self.chunks.append(_Chunk([prepared[i] for i in idx], idx, nmax))
-            s = e
+            self.chunks.append(_Chunk([prepared[i] for i in idx], idx, int(n[idx].max())))
+        # where each chunk's columns start among all columns, and per candidate (in chunk order)
+        # and per column: the chunk's first column and width, the offset inside the chunk,
+        # the candidate and the slot
+        widths = [ch.values_t.shape[1] for ch in self.chunks]
+        self.columns = int(sum(widths))
+        start = np.cumsum([0] + widths)[:-1].astype(np.int64)
+        for ch, c0 in zip(self.chunks, start, strict=True):
+            ch.start = int(c0)
+        cat = np.concatenate
+        if self.chunks:
+            cs = [np.full(ch.idx.size, ch.start) for ch in self.chunks]
+            cw = [np.full(ch.idx.size, ch.values_t.shape[1]) for ch in self.chunks]
+            self.cand = cat([ch.idx for ch in self.chunks])
+            self.cand_start = cat(cs)
+            self.cand_width = cat(cw)
+            self.cand_off = cat([np.arange(ch.idx.size) * ch.nmax for ch in self.chunks])
+            self.col_start = cat([np.full(ch.values_t.shape[1], ch.start) for ch in self.chunks])
+            self.col_width = cat([np.full(w, w) for w in widths])
+            self.col_local = cat([np.arange(w) for w in widths])
+            self.col_cand = cat([np.repeat(ch.idx, ch.nmax) for ch in self.chunks])
+            self.col_slot = cat([np.tile(np.arange(ch.nmax), ch.idx.size) for ch in self.chunks])
 
     @classmethod
     def from_prepared(cls, prepared) -> Batch:
         return cls(prepared)
 
 
+def _cuts(counts: np.ndarray) -> list[tuple[int, int]]:
+    """Chunks ``[(start, end), ...]`` of ascending ``counts``, each padded to its last (largest)
+    count and at most _CHUNK_COLUMNS wide (or one candidate), with the least padded columns plus
+    _CHUNK_COST per chunk (dynamic programming over the cut points)."""
+    k = counts.size
+    best = np.zeros(k + 1)
+    back = np.zeros(k + 1, np.int64)
+    for e in range(1, k + 1):
+        width = int(counts[e - 1])
+        lo = max(0, e - max(1, _CHUNK_COLUMNS // max(width, 1)))
+        cost = best[lo:e] + (e - np.arange(lo, e)) * width + _CHUNK_COST
+        j = int(np.argmin(cost))
+        best[e] = cost[j]
+        back[e] = lo + j
+    out = []
+    e = k
+    while e > 0:
+        out.append((int(back[e]), e))
+        e = int(back[e])
+    return out[::-1]
+
+
+# the fixed cost of a chunk (a dozen numpy calls) in padded columns of one probe
+_CHUNK_COST = 24
+
+
 class _Chunk:
-    __slots__ = ("idx", "nmax", "cells_t", "sq_t", "values_t", "dirs_t", "dirs")
+    __slots__ = ("idx", "nmax", "cells_t", "sq_t", "values_t", "dirs_t", "dirs", "start")
 
     def __init__(self, prepared, idx, nmax):
         c = len(prepared)
@@ -367,16 +413,28 @@ class _Chunk:
         self.dirs = dirs.reshape(c * nmax, 3)
 
 
-def _ratio_block(a: Prepared, ch: _Chunk, first: bool) -> np.ndarray:
-    """:func:`_ratio` of ``a`` against every candidate of a chunk: (na, c, nmax), with values
+def _ratio_all(a: Prepared, batch: Batch, first: bool) -> np.ndarray:
+    """:func:`_ratio` of ``a`` against every candidate of the batch, chunk after chunk in one
+    flat float32 array (chunk ``ch``: ``(na, c, nmax)`` from ``na * ch.start`` on), with values
     of at least 1 (not always exactly 1) where the cylinders are not comparable.  The direction
     test is that of ``_ratio(a, b)`` when ``first``, else that of ``_ratio(b, a)``: at exactly
-    90 degrees it hangs on the rounding of a product that is not symmetric."""
+    90 degrees it hangs on the rounding of a product that is not symmetric.  The products of
+    all chunks go into shared buffers, so that the element-wise steps run once per batch."""
     na = a.n
-    x = a.left @ ch.cells_t  # |a|_b^2 (+ 1e-12); common cells
-    x2 = a.left[na:] @ ch.sq_t  # |b|_a^2
-    ratio = a.values_m2 @ ch.values_t  # -2 a.b
-    x1 = x[:na]
+    size = na * batch.columns
+    ratio, x1, x2, common, dirs, bad, bad2 = _workspace(size)
+    s_a, m_a = a.left[:na], a.left[na:]
+    for ch in batch.chunks:
+        w = ch.values_t.shape[1]
+        o = slice(na * ch.start, na * (ch.start + w))
+        np.matmul(s_a, ch.cells_t, out=x1[o].reshape(na, w))  # |a|_b^2 (+ 1e-12)
+        np.matmul(m_a, ch.cells_t, out=common[o].reshape(na, w))  # common cells
+        np.matmul(m_a, ch.sq_t, out=x2[o].reshape(na, w))  # |b|_a^2
+        np.matmul(a.values_m2, ch.values_t, out=ratio[o].reshape(na, w))  # -2 a.b
+        if first:
+            np.matmul(a.dirs, ch.dirs_t, out=dirs[o].reshape(na, w))
+        else:
+            dirs[o].reshape(na, w)[...] = (ch.dirs @ a.dirs_t).T
     ratio += x1
     ratio += x2
     np.maximum(ratio, _zeros(ratio.shape), out=ratio)  # (same-shape zeros: much faster)
@@ -387,10 +445,26 @@ def _ratio_block(a: Prepared, ch: _Chunk, first: bool) -> np.ndarray:
     # not comparable: fewer common cells than the threshold (sqrt(common) < _ROOT_COMMON for
     # an integer count) or directions more than 90 degrees apart; adding 1 is cheaper than
     # writing 1 through a mask, and any value >= 1 plays the same part in the pairing
-    bad = (a.dirs @ ch.dirs_t if first else (ch.dirs @ a.dirs_t).T) < _ROOT_COMMON
-    bad |= x[na:] < _MIN_COMMON_COUNT
+    np.less(dirs, _ROOT_COMMON, out=bad)
+    np.less(common, _MIN_COMMON_COUNT, out=bad2)
+    bad |= bad2
     ratio += bad
-    return ratio.reshape(na, -1, ch.nmax)
+    return ratio
+
+
+_LOCAL = threading.local()
+
+
+def _workspace(size: int):
+    """Seven reusable flat buffers of at least ``size`` elements (per thread): five float32,
+    two bool."""
+    ws = getattr(_LOCAL, "ws", None)
+    if ws is None or ws[0].size < size:
+        cap = max(size, 2 * (ws[0].size if ws is not None else 0), 1 << 16)
+        f = [np.empty(cap, np.float32) for _ in range(5)]
+        ws = (*f, np.empty(cap, bool), np.empty(cap, bool))
+        _LOCAL.ws = ws
+    return tuple(b[:size] for b in ws)
 
 
 # the common-cell count is an exact small integer: sqrt(count) < _ROOT_COMMON exactly when
@@ -423,25 +497,40 @@ def score_many(a: Prepared, batch: Batch, first: bool = True) -> np.ndarray:
     na = a.n
     if na < 2 or not batch.chunks:
         return out
-    ks, ps, ts, vs = [], [], [], []  # proposals: candidate, proposer, target, 1 - similarity
-    for ch in batch.chunks:
-        ratio = _ratio_block(a, ch, first)
-        if first:  # each cylinder of a proposes its best cylinder of each candidate
-            j = ratio.argmin(2)  # (na, c)
-            v = np.take_along_axis(ratio, j[:, :, None], 2)[:, :, 0]
-            i, q = np.nonzero(v < 1)
-            ps.append(i)
-            ts.append(j[i, q])
-        else:  # each cylinder of each candidate proposes its best cylinder of a
-            i = ratio.argmin(0)  # (c, nmax)
-            v = np.take_along_axis(ratio, i[None], 0)[0]
-            q, j = np.nonzero(v < 1)
-            ps.append(j)
-            ts.append(i[q, j])
-        ks.append(ch.idx[q])
-        vs.append(v[v < 1])
-    cat = np.concatenate
-    _consolidate(a, batch, cat(ks), cat(ps), cat(ts), cat(vs), first, out)
+    ratio = _ratio_all(a, batch, first)
+    if first:  # each cylinder of a proposes its best cylinder of each candidate
+        j = np.concatenate(
+            [
+                ratio[na * ch.start : na * (ch.start + ch.values_t.shape[1])]
+                .reshape(na, -1, ch.nmax)
+                .argmin(2)
+                for ch in batch.chunks
+            ],
+            1,
+        )  # (na, candidates in chunk order)
+        flat = batch.cand_width * _ARANGE[:na, None]
+        flat += batch.cand_start * na + batch.cand_off
+        flat += j
+        v = ratio.take(flat)
+        i, q = np.nonzero(v < 1)
+        k, p, t = batch.cand[q], i, j[i, q]
+        v = v[i, q]
+    else:  # each cylinder of each candidate proposes its best cylinder of a
+        i = np.concatenate(
+            [
+                ratio[na * ch.start : na * (ch.start + ch.values_t.shape[1])]
+                .reshape(na, -1)
+                .argmin(0)
+                for ch in batch.chunks
+            ]
+        )  # (columns,)
+        flat = batch.col_width * i
+        flat += batch.col_start * na + batch.col_local
+        v = ratio.take(flat)
+        (col,) = np.nonzero(v < 1)
+        k, p, t = batch.col_cand[col], batch.col_slot[col], i[col]
+        v = v[col]
+    _consolidate(a, batch, k, p, t, v, first, out)
     return out
 
 
