@@ -20,7 +20,11 @@ fingers are enrolled).  The hits counted are printed to show the mix happened.  
 - ``no-gallery`` (the reference peer in the same run): the same path without any search -
   SMTP intake, journal, decoding, validation, SRE, delivery - the floor the gateway itself costs.
 
-    python benchmarks/gateway.py --clients 10 --cars 60 --subjects 10000
+The first run builds the gallery (``gallery build --synthetic``) and calibrates it for each
+probe finger count with 24 image-level identities (``gallery calibrate --image-identities 24``;
+a few minutes), and renders the CARs (cached under ``benchmarks/out``).
+
+    python benchmarks/gateway.py --clients 10 --cars 120 --subjects 10000
 """
 
 from __future__ import annotations
