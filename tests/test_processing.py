@@ -67,3 +67,17 @@ def test_new_subject_enrolled_then_identified(setting):
 
     other = process(_job(base, write(synth.car_transaction(32, impression=1)), "0000033GW"))
     assert not other.summary["fbi"]["hit"] and other.enroll["subject_id"] == "0000033GW"
+
+
+def test_decoders_stay_isolated_outside_the_workers(setting, monkeypatch):
+    """process() leaves the decoder order alone; only a pool worker decodes in process."""
+    from gateway.imaging import codecs
+    from gateway.matcher import pool
+
+    base, _ = setting
+    process(_job(base, b"not an EBTS file", "0000099GW"))
+    assert codecs.find_decoder("WSQ20").isolated
+    monkeypatch.setattr(codecs, "_REGISTRY", {k: list(v) for k, v in codecs._REGISTRY.items()})
+    monkeypatch.setattr(pool.os, "nice", lambda n: 0)  # not this test process
+    pool._worker_init()
+    assert not codecs.find_decoder("WSQ20").isolated

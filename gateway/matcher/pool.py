@@ -19,10 +19,15 @@ WORKER_NICE = 5  # CPU work yields to the reactor: intake and /health stay respo
 
 
 def _worker_init() -> None:
+    from gateway.imaging.codecs import prefer_in_process
+
     try:
         os.nice(WORKER_NICE)
     except (AttributeError, OSError):  # not on this platform / not permitted: run as is
         pass
+    # A worker is disposable (the pool replaces it if a native decoder crashes), so it decodes
+    # WSQ and lossless JPEG in process rather than in a fork per image.
+    prefer_in_process()
 
 
 class WorkerCrashed(RuntimeError):

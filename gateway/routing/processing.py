@@ -97,12 +97,11 @@ def _errt(job: Job, submission: Transaction, findings, result: Result) -> None:
 
 
 def process(job: Job) -> Result:
-    """Process one transaction; never raises (an internal error becomes an ERRT)."""
-    from gateway.imaging.codecs import prefer_in_process
+    """Process one transaction; never raises (an internal error becomes an ERRT).
 
-    # A worker process is disposable (its pool replaces it if a native decoder crashes), so it
-    # decodes WSQ and lossless JPEG in process rather than in a fork per image.
-    prefer_in_process()
+    Where native decoders run is the caller's choice: the gateway's worker processes decode in
+    process (see :mod:`gateway.matcher.pool`); anywhere else they stay isolated.
+    """
     result = Result()
     started = time.perf_counter()
     try:
