@@ -534,6 +534,11 @@ def score_many(a: Prepared, batch: Batch, first: bool = True) -> np.ndarray:
     return out
 
 
+# _consolidate packs (candidate, target slot, value bits, proposer slot) into one int64 sort
+# key with 7 bits per slot: no template may keep more than 127 cylinders
+assert 0 < MAX_CYLINDERS < 128
+
+
 def _consolidate(a, batch, k, p, t, v, first, out):
     """One-to-one pairs from the proposals (candidate k, proposer slot p, target slot t, value
     v = 1 - similarity) and the LSS-R relaxation, as in :func:`score`; ``first``: the proposers
