@@ -176,3 +176,78 @@ def test_fast_helpers_match_their_plain_versions():
     filt *= ang * ang
     filt[..., 0, 0] = 0
     assert np.array_equal(features._filters(freq, normal, coh), filt)
+
+
+def test_small_array_helpers_match_scipy():
+    rng = np.random.default_rng(11)
+    # reflect padding by slices
+    for h, w in ((3, 3), (5, 40), (64, 64), (97, 130)):
+        img = rng.standard_normal((h, w)).astype(np.float32)
+        for pads in ((1, 1, 1, 1), (16, min(31, h - 2), 16, min(20, w - 2)), (h - 1, 1, 2, w - 1)):
+            top, bottom, left, right = (max(int(p), 1) for p in pads)
+            expect = np.pad(img, ((top, bottom), (left, right)), mode="reflect")
+            assert np.array_equal(features._pad_reflect(img, top, bottom, left, right), expect)
+    # neighbour codes against the 2-D shifts
+    b = np.pad((rng.random((30, 41)) < 0.5).astype(np.uint8), 1)
+    shifts = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]
+    code = np.zeros((30, 41), np.uint8)
+    for k, (dy, dx) in enumerate(shifts):
+        code |= b[1 + dy : 31 + dy, 1 + dx : 42 + dx] << k
+    idx = np.flatnonzero(np.pad(np.ones((30, 41), bool), 1))
+    assert np.array_equal(features._codes_at(b.reshape(-1), idx, b.shape[1]), code.ravel())
+    # several Gaussian filters in one call
+    fields = [rng.standard_normal((27, 25)) for _ in range(3)]
+    for mode in ("nearest", "reflect"):
+        stacked = features._gaussian_stack(fields, 1.5, mode)
+        for f, s in zip(fields, stacked, strict=True):
+            assert np.array_equal(s, ndimage.gaussian_filter(f, 1.5, mode=mode))
+    # block morphology
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 35, 2))
+        m = rng.random((h, w)) < rng.random()
+        assert np.array_equal(features._open2(m), ndimage.binary_opening(m, np.ones((2, 2), bool)))
+        for r in range(4):
+            sq = np.ones((2 * r + 1, 2 * r + 1), bool)
+            assert np.array_equal(
+                features._box(m, r, np.logical_or), ndimage.binary_dilation(m, sq)
+            )
+            assert np.array_equal(
+                features._box(m, r, np.logical_and), ndimage.binary_erosion(m, sq)
+            )
+
+
+def test_disc_gradients_match_np_gradient():
+    rng = np.random.default_rng(5)
+    for h, w in ((60, 70), (97, 130)):
+        img = (rng.standard_normal((h, w)) * 50).astype(np.float32)
+        gy, gx = np.gradient(img)
+        r = 6
+        ys = rng.integers(0, h, 40)
+        xs = rng.integers(0, w, 40)
+        ys[:5], xs[:5] = (0, h - 1, r, h - 1 - r, h // 2), (w // 2, 0, r + 1, w - 2 - r, w - 1)
+        ax, ay, inside = features._disc_gradients(img, xs, ys, r)
+        off = np.arange(-r, r + 1)
+        yy = ys[:, None, None] + off[None, :, None]
+        xx = xs[:, None, None] + off[None, None, :]
+        flat = np.where((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w), yy * w + xx, 0)
+        assert np.array_equal(ax, gx.reshape(-1)[flat])
+        assert np.array_equal(ay, gy.reshape(-1)[flat])
+        assert inside is not None
+        assert np.array_equal(inside, (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w))
+        # all squares clear of the edge
+        ys, xs = rng.integers(r + 1, h - r - 1, 10), rng.integers(r + 1, w - r - 1, 10)
+        ax, ay, inside = features._disc_gradients(img, xs, ys, r)
+        assert inside is None
+        yy = ys[:, None, None] + off[None, :, None]
+        xx = xs[:, None, None] + off[None, None, :]
+        assert np.array_equal(ax, gx[yy, xx]) and np.array_equal(ay, gy[yy, xx])
+
+
+def test_thin_lists_every_skeleton_pixel():
+    rng = np.random.default_rng(9)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(3, 90, 2))
+        skel, ridge = features._thin(_blobs(rng, h, w))
+        flat = skel.reshape(-1)
+        assert np.all(np.diff(ridge) > 0)
+        assert np.array_equal(ridge[flat.view(bool)[ridge]], np.flatnonzero(flat))

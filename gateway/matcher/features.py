@@ -110,14 +110,17 @@ _ZS1_ROW, _ZS2_ROW = _row_order(_ZS1), _row_order(_ZS2)
 def _codes_at(flat: np.ndarray, idx: np.ndarray, wp: int) -> np.ndarray:
     """8-neighbour codes (bit 0 = N, then clockwise) of the pixels ``idx``: flat indices into a
     padded 0/1 uint8 array of width ``wp``."""
-    c = flat[idx - wp]
-    c |= flat[idx - wp + 1] << 1
-    c |= flat[idx + 1] << 2
-    c |= flat[idx + wp + 1] << 3
-    c |= flat[idx + wp] << 4
-    c |= flat[idx + wp - 1] << 5
-    c |= flat[idx - 1] << 6
-    c |= flat[idx - wp - 1] << 7
+    # one index array, read through views shifted by each neighbour's offset
+    m = wp + 1
+    base = idx - m
+    c = flat[m - wp :][base]
+    c |= flat[m - wp + 1 :][base] << 1
+    c |= flat[m + 1 :][base] << 2
+    c |= flat[m + wp + 1 :][base] << 3
+    c |= flat[m + wp :][base] << 4
+    c |= flat[m + wp - 1 :][base] << 5
+    c |= flat[m - 1 :][base] << 6
+    c |= flat[:][base] << 7
     return c
 
 
@@ -138,11 +141,19 @@ def _row_codes(flat: np.ndarray, lo: int, hi: int, wp: int) -> np.ndarray:
 
 _SPARSE = 8  # a sub-iteration looks only near the removed pixels when they are this sparse
 # (fewer than 1 / _SPARSE of the ridge pixels removed by the last two sub-iterations)
+_SORT = 16  # the neighbours of the removed pixels are sorted (not marked on an image) if they
+# are fewer than 1 / _SORT of the image
 _GATHER = 5  # otherwise it codes all ridge pixels by rows if they are over 1 / _GATHER of the span
 
 
 def thin(binary: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of a boolean image; returns a one-pixel padded uint8 skeleton.
+    """Zhang-Suen thinning of a boolean image; returns a one-pixel padded uint8 skeleton."""
+    return _thin(binary)[0]
+
+
+def _thin(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zhang-Suen thinning of a boolean image; returns a one-pixel padded uint8 skeleton and an
+    ascending list of flat indices that holds every skeleton pixel (and maybe removed ones).
 
     Works on the flat padded image.  The first passes look at every ridge pixel (a list kept up
     to date); later ones only at the pixels next to those removed since the same sub-iteration
@@ -155,7 +166,7 @@ def thin(binary: np.ndarray) -> np.ndarray:
     on = flat.view(bool)
     ridge = np.flatnonzero(on)  # the ridge pixels (the padding keeps every neighbour inside)
     if ridge.size == 0:
-        return b
+        return b, ridge
     stale = False  # ``ridge`` still lists pixels removed by sparse sub-iterations
     ring = np.array([-wp - 1, -wp, -wp + 1, -1, 0, 1, wp - 1, wp, wp + 1])
     # pixels removed by the last two sub-iterations (None: that sub-iteration has not run yet)
@@ -179,11 +190,17 @@ def thin(binary: np.ndarray) -> np.ndarray:
                     if removed.size:
                         ridge = ridge[~kill]
             else:
-                near = np.zeros(on.size, bool)
-                for r in history:
-                    near[(r[:, None] + ring).ravel()] = True
-                near &= on
-                near = np.flatnonzero(near)
+                n_near = (history[0].size + history[1].size) * ring.size
+                if n_near * _SORT < on.size:  # few: sort the neighbours
+                    near = np.concatenate(history)[:, None] + ring
+                    near = np.unique(near)
+                    near = near[on[near]]
+                else:
+                    near = np.zeros(on.size, bool)
+                    for r in history:
+                        near[(r[:, None] + ring).ravel()] = True
+                    near &= on
+                    near = np.flatnonzero(near)
                 removed = near[np.take(lut, _codes_at(flat, near, wp))]
                 stale = True
             if removed.size:
@@ -192,7 +209,7 @@ def thin(binary: np.ndarray) -> np.ndarray:
             history = [history[1], removed]
         if not changed:
             break
-    return b
+    return b, ridge
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,9 +246,43 @@ _RADIUS_OF = _RADIUS_OF.reshape(_RADIUS.shape)
 def _smooth(field: np.ndarray, sigma: float, weight: np.ndarray | None = None) -> np.ndarray:
     if weight is None:
         return ndimage.gaussian_filter(field, sigma, mode="nearest")
-    num = ndimage.gaussian_filter(field * weight, sigma, mode="nearest")
-    den = ndimage.gaussian_filter(weight, sigma, mode="nearest")
+    num, den = _gaussian_stack([field * weight, weight], sigma, "nearest")
     return num / np.maximum(den, 1e-9)
+
+
+def _gaussian_stack(fields, sigma: float, mode: str = "reflect") -> np.ndarray:
+    """``ndimage.gaussian_filter(f, sigma, mode=mode)`` of every 2-D field (of one dtype) in one
+    call on the stack (the same line filters, in the same axis order: the same values)."""
+    return ndimage.gaussian_filter(np.stack(fields), (0, sigma, sigma), mode=mode)
+
+
+def _box(mask: np.ndarray, r: int, op) -> np.ndarray:
+    """``op`` (np.logical_or or np.logical_and) over the (2r + 1) x (2r + 1) square around each
+    pixel, False outside the array: ``ndimage.binary_dilation`` / ``binary_erosion`` with that
+    square (border value 0) on small arrays, without their call overhead."""
+    h, w = mask.shape
+    p = np.zeros((h + 2 * r, w + 2 * r), bool)
+    p[r : r + h, r : r + w] = mask
+    k = 2 * r + 1
+    rows = p[:h].copy()
+    for i in range(1, k):
+        op(rows, p[i : i + h], out=rows)
+    out = rows[:, :w].copy()
+    for j in range(1, k):
+        op(out, rows[:, j : j + w], out=out)
+    return out
+
+
+def _open2(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_opening(mask, np.ones((2, 2), bool))``: erosion over the pixel and its
+    neighbours above and to the left (False outside), then dilation over the pixel and its
+    neighbours below and to the right."""
+    ero = np.zeros(mask.shape, bool)
+    ero[1:, 1:] = mask[1:, 1:] & mask[:-1, 1:] & mask[1:, :-1] & mask[:-1, :-1]
+    out = ero.copy()
+    out[:-1] |= ero[1:]
+    out[:, :-1] |= out[:, 1:].copy()
+    return out
 
 
 def _segment(energy: np.ndarray) -> np.ndarray:
@@ -243,12 +294,12 @@ def _segment(energy: np.ndarray) -> np.ndarray:
         return np.zeros(energy.shape, bool)
     thr = max(lo + 0.45 * (hi - lo), hi - SEG_DROP)
     mask = _smooth(loge, 0.8) > thr
-    mask = ndimage.binary_opening(mask, np.ones((2, 2), bool))
-    mask = ndimage.binary_closing(mask, np.ones((3, 3), bool), border_value=0)
+    mask = _open2(mask)  # ndimage.binary_opening(mask, np.ones((2, 2), bool))
+    mask = _box(_box(mask, 1, np.logical_or), 1, np.logical_and)  # binary_closing, 3 x 3
     mask = ndimage.binary_fill_holes(mask)
     labels, n = ndimage.label(mask)
     if n > 1:
-        sizes = ndimage.sum(mask, labels, np.arange(1, n + 1))
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]  # (the pixels of each)
         mask = labels == (1 + int(np.argmax(sizes)))
     return mask
 
@@ -278,7 +329,8 @@ def border_distance(
     edge = np.minimum(np.minimum(ys + 1, h - ys), np.minimum(xs + 1, w - xs))
     d2 = edge * edge
     r = int(limit // HOP) + 1  # blocks within reach of a background pixel at most ``limit`` away
-    bg = np.pad(~np.asarray(block_mask, bool), r, constant_values=False)
+    bg = np.zeros((rows + 2 * r, cols + 2 * r), bool)  # the background, padded with False
+    bg[r : r + rows, r : r + cols] = ~np.asarray(block_mask, bool)
     # pixel extent of every (padded) block row / column; the last ones reach the image edge
     bi = np.arange(-r, rows + r)
     bj = np.arange(-r, cols + r)
@@ -295,6 +347,22 @@ def border_distance(
     if ys.size:
         d2 = np.minimum(d2, blk.reshape(ys.size, -1).min(1))
     return np.sqrt(d2.astype(np.float64))
+
+
+def _pad_reflect(img: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """``np.pad(img, ((top, bottom), (left, right)), mode="reflect")`` for pads narrower than
+    the image (plain slice copies: rows first, then columns over the padded rows)."""
+    h, w = img.shape
+    if not (0 < top < h - 1 and 0 < bottom < h - 1 and 0 < left < w - 1 and 0 < right < w - 1):
+        return np.pad(img, ((top, bottom), (left, right)), mode="reflect")
+    out = np.empty((h + top + bottom, w + left + right), img.dtype)
+    mid = out[:, left : left + w]
+    mid[top : top + h] = img
+    mid[:top] = img[top:0:-1]
+    mid[top + h :] = img[h - 2 : h - 2 - bottom : -1]
+    out[:, :left] = out[:, 2 * left : left : -1]
+    out[:, left + w :] = out[:, left + w - 2 : left + w - 2 - right : -1]
+    return out
 
 
 def _spectra(blocks: np.ndarray) -> np.ndarray:
@@ -359,7 +427,7 @@ def enhance(img: np.ndarray, everywhere: bool = True):
     h, w = img.shape
     nby, nbx = -(-h // HOP) + 1, -(-w // HOP) + 1
     hp, wp = (nby + 1) * HOP, (nbx + 1) * HOP
-    pad = np.pad(img, ((HOP, hp - h - HOP), (HOP, wp - w - HOP)), mode="reflect")
+    pad = _pad_reflect(img, HOP, hp - h - HOP, HOP, wp - w - HOP)
     blocks = np.lib.stride_tricks.sliding_window_view(pad, (WIN, WIN))[::HOP, ::HOP]
     blocks = blocks[:nby, :nbx]
     chunks = range(0, nby, _CHUNK)
@@ -384,8 +452,11 @@ def enhance(img: np.ndarray, everywhere: bool = True):
     freq = (p2 * _RADIUS_B).sum(2) / e2
     wgt = np.sqrt(energy) * (0.2 + mask)
     wgt = wgt / wgt.max()
-    sc = _smooth(c2, ORIENT_SIGMA, wgt)
-    ss = _smooth(s2, ORIENT_SIGMA, wgt)
+    # (_smooth of c2 and s2 with the weight wgt, in one call)
+    sc, ss, den = _gaussian_stack([c2 * wgt, s2 * wgt, wgt], ORIENT_SIGMA, "nearest")
+    den = np.maximum(den, 1e-9)
+    sc /= den
+    ss /= den
     coh = np.clip(np.hypot(sc, ss), 0, 1)
     normal = 0.5 * np.arctan2(ss, sc)
     freq = _smooth(freq, 2.0, wgt * np.hypot(c2, s2))
@@ -400,7 +471,7 @@ def enhance(img: np.ndarray, everywhere: bool = True):
         need = np.ones((nby, nbx), bool)
     else:
         d = (_reach(period) + HOP + HOP // 2 - 1) // HOP
-        need = ndimage.binary_dilation(mask, np.ones((2 * d + 1, 2 * d + 1), bool))
+        need = _box(mask, d, np.logical_or)  # binary_dilation, (2 d + 1) squared
 
     # filter, inverse transform and overlap-add (block row i covers rows i*HOP .. i*HOP+WIN-1
     # of the padded image; _CHUNK is even, so the parity of a row within a chunk is its own, and
@@ -524,20 +595,46 @@ def _gradient_at(img: np.ndarray, flat: np.ndarray):
     return gx, gy
 
 
+def _disc_gradients(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, r: int):
+    """``np.gradient(img)`` on the squares of half-side r around the pixels (ys, xs), shape
+    (n, 2r + 1, 2r + 1) each, and the mask of the square pixels inside the image (None: all
+    are); outside the image the values are those of pixel (0, 0), as with
+    ``_gradient_at(img, np.where(inside, flat, 0))``.  Squares one pixel or more inside the
+    image are plain central differences of a patch (the same values)."""
+    h, w = img.shape
+    n, k = ys.size, 2 * r + 1
+    ax = np.empty((n, k, k), img.dtype)
+    ay = np.empty((n, k, k), img.dtype)
+    clear = (ys > r) & (ys < h - 1 - r) & (xs > r) & (xs < w - 1 - r)
+    if clear.any():
+        sel = np.nonzero(clear)[0]
+        patch = np.lib.stride_tricks.sliding_window_view(img, (k + 2, k + 2))
+        patch = patch[ys[sel] - r - 1, xs[sel] - r - 1]
+        two = img.dtype.type(2)
+        ax[sel] = np.subtract(patch[:, 1:-1, 2:], patch[:, 1:-1, :-2]) / two
+        ay[sel] = np.subtract(patch[:, 2:, 1:-1], patch[:, :-2, 1:-1]) / two
+    if clear.all():
+        return ax, ay, None
+    off = np.arange(-r, r + 1)
+    yy = ys[:, None, None] + off[None, :, None]
+    xx = xs[:, None, None] + off[None, None, :]
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    sel = np.nonzero(~clear)[0]
+    flat = np.where(inside[sel], yy[sel] * w + xx[sel], 0)
+    ax[sel], ay[sel] = _gradient_at(img, flat)
+    return ax, ay, inside
+
+
 def _local_orientation(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, radius: int):
     """Ridge-normal direction (mod pi) at the given pixels from the gradient structure tensor
     over a Gaussian-weighted disc around each."""
-    h, w = img.shape
     r = radius
     off = np.arange(-r, r + 1)
     wgt = np.exp(-(off[:, None] ** 2 + off[None, :] ** 2) / (2 * (r / 2) ** 2))
     # the disc around each pixel; outside the image the tensor is zero
-    yy = ys[:, None, None] + off[None, :, None]
-    xx = xs[:, None, None] + off[None, None, :]
-    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-    flat = np.where(inside, yy * w + xx, 0)
-    ax, ay = _gradient_at(img, flat)
-    wgt = np.where(inside, wgt, 0)
+    ax, ay, inside = _disc_gradients(img, np.asarray(xs), np.asarray(ys), r)
+    if inside is not None:
+        wgt = np.where(inside, wgt, 0)
     c2 = ((ax * ax - ay * ay) * wgt).sum((1, 2))
     s2 = (2 * ax * ay * wgt).sum((1, 2))
     return 0.5 * np.arctan2(s2, c2)
@@ -546,12 +643,13 @@ def _local_orientation(img: np.ndarray, xs: np.ndarray, ys: np.ndarray, radius: 
 def find_cores(normal: np.ndarray, bmask: np.ndarray) -> np.ndarray:
     """Cores (Poincare index +1/2 over 2 x 2 block loops) of the block orientation field."""
     z = np.exp(2j * normal)
-    z = ndimage.gaussian_filter(z.real, 1.0) + 1j * ndimage.gaussian_filter(z.imag, 1.0)
+    zr, zi = _gaussian_stack([z.real, z.imag], 1.0)
+    z = zr + 1j * zi
     ang = np.angle(z)
     loop = [ang[:-1, :-1], ang[:-1, 1:], ang[1:, 1:], ang[1:, :-1]]
     total = sum(_angle_diff(loop[(i + 1) % 4], loop[i]) for i in range(4))
     index = np.rint(total / (2 * np.pi))
-    inner = ndimage.binary_erosion(bmask, np.ones((3, 3), bool))
+    inner = _box(bmask, 1, np.logical_and)  # binary_erosion, 3 x 3
     ok = inner[:-1, :-1] & inner[1:, 1:] & inner[:-1, 1:] & inner[1:, :-1]
     ys, xs = np.nonzero((index == CORE_INDEX) & ok)
     pts = np.stack([(xs + 0.5) * HOP, (ys + 0.5) * HOP], axis=1).astype(np.float32)
@@ -594,11 +692,11 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         return empty
 
     binary = (enhanced > 0) & mask
-    skel = thin(binary)
+    skel, ridge = _thin(binary)
     # crossing number of every skeleton pixel (flat indices, row-major order)
     wp = skel.shape[1]
     sflat = skel.reshape(-1)
-    on = np.flatnonzero(sflat)
+    on = ridge[sflat.view(bool)[ridge]]  # np.flatnonzero(sflat)
     code = _codes_at(sflat, on, wp)
     cn = np.zeros_like(skel)
     cn.reshape(-1)[on] = _CN[code]
