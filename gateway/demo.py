@@ -79,8 +79,7 @@ def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path
         for identity, templates in pool.imap_unordered(_templates, identities):
             sid = demo_ucn(identity) if kind == "fbi" else demo_dhs_id(identity)
             enrolled[sid] = {p: Template.from_bytes(d) for p, d in templates.items()}
-            for position, template in enrolled[sid].items():
-                gallery.add(sid, position, template)
+    gallery.add_many((sid, p, t) for sid, probe in enrolled.items() for p, t in probe.items())
     scores = []
     for i in range(CALIBRATION_SEARCHES):
         probe = distractors.tenprint(distractors.identity(97, i), impression=1)

@@ -241,9 +241,7 @@ def image_level_scores(g, count: int, first: int = 0) -> dict[int, list[float]]:
             probes[str(identity)] = {p: Template.from_bytes(b) for p, b in blobs.items()}
             progress(n, count)
     others = Gallery()
-    for sid, probe in probes.items():
-        for position, template in probe.items():
-            others.add(sid, position, template)
+    others.add_many((sid, p, t) for sid, probe in probes.items() for p, t in probe.items())
     scores: dict[int, list[float]] = {}
     for n, (sid, probe) in enumerate(probes.items()):
         for k, best in nonmated_scores((g, others), probe, first + n, exclude=sid).items():

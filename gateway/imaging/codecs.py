@@ -234,11 +234,6 @@ def _probe_pil_wsq() -> bool:
     return True
 
 
-def _decode_wsq_inprocess(data: bytes, header: StreamHeader) -> np.ndarray:
-    # the plugin's own C call, without Pillow's image object around it (a quarter of the time)
-    return _decode_wsq_native(data, header)
-
-
 # Native decoders that are not memory-safe on hostile input.  Fuzzing (tests/test_imaging.py)
 # crashed the interpreter with SIGSEGV in the NBIS WSQ decoder of PyPI ``wsq`` (one flipped bit
 # in the entropy-coded data is enough) and in imagecodecs' ljpeg decoder.  Such decoders run in
@@ -334,7 +329,8 @@ for _decoder in (
     Decoder(
         WSQ20, "wsq (NBIS, isolated)", isolated(_decode_wsq_native), _probe_isolated(_probe_pil_wsq)
     ),
-    Decoder(WSQ20, "wsq (NBIS, in process)", _decode_wsq_inprocess, _probe_pil_wsq),
+    # the Pillow plugin's own C call, without Pillow's image object around it (a quarter less)
+    Decoder(WSQ20, "wsq (NBIS, in process)", _decode_wsq_native, _probe_pil_wsq),
     Decoder(JPEGB, "Pillow JPEG", _decode_pillow("JPEG"), accepts=lambda h: h.precision == 8),
     Decoder(JPEGB, "imagecodecs jpeg8", _decode_jpeg_imagecodecs, _probe_jpeg8),
     Decoder(

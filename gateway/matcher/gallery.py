@@ -560,10 +560,11 @@ class Gallery:
             t = max(t, IMAGE_MARGIN * top)
             calibration["image_level"] = {"searches": len(image_level), "max": top}
         if fingers is None:
+            per_fingers = self.calibration.get("per_fingers")
+            if per_fingers is not None:  # the thresholds of fewer fingers stay
+                calibration["per_fingers"] = per_fingers
             self.threshold = t
-            self.calibration = {**calibration, "per_fingers": self.calibration.get("per_fingers")}
-            if self.calibration["per_fingers"] is None:
-                del self.calibration["per_fingers"]
+            self.calibration = calibration
         else:
             self.thresholds[int(fingers)] = t
             self.calibration.setdefault("per_fingers", {})[str(int(fingers))] = {
@@ -731,7 +732,7 @@ class Gallery:
                 for s in range(0, len(picks), 256):
                     e = min(len(picks), s + 256)
                     fscores[s:e, p - 1] = pair_scores(slot[:n], gm[s:e, p - 1], gc[s:e, p - 1])
-                compared[:, p - 1] = np.asarray(gc[:, p - 1]) > 0
+                compared[:, p - 1] = gc[:, p - 1] > 0
         out = []
         # the threshold of the number of fingers compared: a probe of ten against a subject
         # enrolled with four is a four-finger decision
