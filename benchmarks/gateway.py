@@ -195,12 +195,14 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
         prober = subprocess.Popen(
             [sys.executable, "-c", PROBE, str(admin_port)], stdout=subprocess.PIPE, text=True
         )
+        cpu_before = _cpu(proc.pid)
         started = time.perf_counter()
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        cpu_after = _cpu(proc.pid)
         prober.terminate()
         health = sorted(float(x) for x in prober.communicate()[0].split())
         elapsed = max(answered.values(), default=started) - started
@@ -221,7 +223,34 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
         "p99": _p99(latencies),
         "health_p99_ms": 1000 * _p99(health),
         "load": os.getloadavg()[0],
+        # CPU seconds per answered CAR: the daemon's reactor, its workers, this process (the
+        # clients and the mailbox: the state systems' side, sharing the same cores)
+        "cpu_ms": {
+            k: 1000 * (cpu_after[k] - cpu_before[k]) / max(1, len(answered)) for k in cpu_after
+        },
     }
+
+
+def _cpu(daemon: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the daemon, of its worker children and of this process."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid: int) -> tuple[int, float]:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+
+    workers = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid, cpu = stat(int(entry))
+            except OSError:
+                continue
+            if ppid == daemon:
+                workers += cpu
+    mine = os.times()
+    return {"reactor": stat(daemon)[1], "workers": workers, "clients": mine.user + mine.system}
 
 
 class Mailbox:
@@ -328,13 +357,14 @@ def main(argv=None) -> int:
     )
     print(
         f"{'configuration':<14}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'hits':>9}{'missing':>9}"
-        f"{'/health p99 ms':>16}{'load':>7}"
+        f"{'/health p99 ms':>16}{'load':>7}   CPU ms/CAR: reactor, workers, clients"
     )
     for r in rows:
         hits = f"{r['hits']}/{r['expected_hits']}"
         print(
             f"{r['config']:<14}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
-            f"{r['missing']:>9}{r['health_p99_ms']:>16.1f}{r['load']:>7.1f}"
+            f"{r['missing']:>9}{r['health_p99_ms']:>16.1f}{r['load']:>7.1f}   "
+            + ", ".join(f"{v:.0f}" for v in r["cpu_ms"].values())
         )
     print(
         "targets (issue 6): p99 <= 3 s with 10 clients, >= 5 CAR/s on 2 cores, "
