@@ -606,25 +606,23 @@ class Gallery:
             out.append((seg, np.nonzero(alive)[0], total[alive]))
         return out
 
-    def _refine(self, picks, probe_codes):
-        """Fused scores of the picked (segment, row) with the full codes."""
+    def _refine(self, segs, which, rows, probe_codes):
+        """Fused scores with the full codes of the rows ``rows`` of the segments
+        ``segs[which]`` (parallel arrays)."""
         positions = sorted(probe_codes)
         cols = np.array(positions) - 1
         pc = np.stack([probe_codes[p] for p in positions]).view(np.uint64)
         lut = vector.similarity(np.arange(vector.BITS + 1)).astype(np.float32)
-        out = np.zeros(len(picks), np.float32)
-        by_seg: dict[int, tuple] = {}
-        for i, (seg, row) in enumerate(picks):
-            by_seg.setdefault(id(seg), (seg, [], []))
-            by_seg[id(seg)][1].append(i)
-            by_seg[id(seg)][2].append(row)
-        for seg, idx, rows in by_seg.values():
-            rows = np.asarray(rows)
-            order = np.argsort(rows)
-            c = np.asarray(seg.codes[rows[order]])[:, cols].view(np.uint64)
-            present = np.asarray(seg.counts[rows[order]])[:, cols] > 0
+        out = np.zeros(len(rows), np.float32)
+        for k in np.unique(which):
+            idx = np.nonzero(which == k)[0]
+            idx = idx[np.argsort(rows[idx], kind="stable")]  # sorted reads from the mapped files
+            r = rows[idx]
+            seg = segs[k]
+            c = np.asarray(seg.codes[r])[:, cols].view(np.uint64)
+            present = np.asarray(seg.counts[r])[:, cols] > 0
             h = np.bitwise_count(c ^ pc[None]).sum(-1, dtype=np.uint16)
-            out[np.asarray(idx)[order]] = (lut[h] * present).sum(1)
+            out[idx] = (lut[h] * present).sum(1)
         return out
 
     def search(
@@ -660,23 +658,22 @@ class Gallery:
                 )
             )
             parts = self.stage1(codes)
-            segs, rows, scores = [], [], []
-            for seg, r, s in parts:
-                segs.extend([seg] * len(r))
-                rows.append(r)
-                scores.append(s)
-            rows = np.concatenate(rows)
-            scores = np.concatenate(scores)
+            segs = [seg for seg, _, _ in parts]
+            which = np.concatenate([np.full(len(r), k) for k, (_, r, _) in enumerate(parts)])
+            rows = np.concatenate([r for _, r, _ in parts])
+            scores = np.concatenate([s for _, _, s in parts])
+            if scores.size == 0:  # every subject deleted
+                return []
             # re-rank the best ``refine`` subjects of the prefix scan with the full codes
             k = min(max(refine, shortlist), scores.size)
             best = np.argpartition(-scores, k - 1)[:k]
-            full = self._refine([(segs[i], int(rows[i])) for i in best], codes)
+            full = self._refine(segs, which[best], rows[best], codes)
             k = min(shortlist, best.size)
             sel = np.argpartition(-full, k - 1)[:k]
             sel = sel[np.argsort(-full[sel], kind="stable")]
             best = best[sel]
             scores[best] = full[sel]
-            picks = [(segs[i], int(rows[i]), float(scores[i])) for i in best]
+            picks = [(segs[which[i]], int(rows[i]), float(scores[i])) for i in best]
         else:
             picks = [
                 (seg, int(r), 0.0)
