@@ -332,6 +332,14 @@ class Gallery:
         self._dirty = False
         self.path = path
 
+    def _decision_fields(self) -> dict:
+        """The index entries of the decision: thresholds (JSON keys are text) and calibration."""
+        return {
+            "threshold": self.threshold,
+            "thresholds": {str(k): v for k, v in sorted(self.thresholds.items())},
+            "calibration": self.calibration,
+        }
+
     def save_threshold(self, path) -> None:
         """Persist ``threshold`` and ``calibration``: only the index is rewritten (atomically)
         when the gallery is unchanged since it was loaded from ``path``; else a full save."""
@@ -341,9 +349,7 @@ class Gallery:
             return
         with open(path / "index.json", encoding="utf-8") as f:
             index = json.load(f)
-        index["threshold"] = self.threshold
-        index["thresholds"] = {str(k): v for k, v in sorted(self.thresholds.items())}
-        index["calibration"] = self.calibration
+        index.update(self._decision_fields())
         fd, tmp = tempfile.mkstemp(prefix=".index.", dir=path)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -420,9 +426,7 @@ class Gallery:
             "subjects": ids,
             "code_bits": vector.BITS,
             "slot": SLOT,
-            "threshold": self.threshold,
-            "thresholds": {str(k): v for k, v in sorted(self.thresholds.items())},
-            "calibration": self.calibration,
+            **self._decision_fields(),
         }
         with open(tmp / "index.json", "w", encoding="utf-8") as f:
             json.dump(index, f)
