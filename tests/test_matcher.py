@@ -80,7 +80,7 @@ def test_genuine_pairs_score_above_impostor_pairs_of_the_same_fingers(templates)
 def test_serialisation_round_trip(templates):
     t = templates[101, 2]
     data = t.to_bytes()
-    assert data[:4] == b"GWFT" and data[4] == 1
+    assert data[:4] == b"GWFT" and data[4] == (2 if t.period else 1)
     back = Template.from_bytes(data)
     assert back == t
     assert back.to_bytes() == data
@@ -89,6 +89,46 @@ def test_serialisation_round_trip(templates):
     other = templates[101, 1]
     assert compare(back, other) == compare(t, other)
     assert len(data) < 32 + 7 * len(t) + 4 * len(t.cores) + t.block_mask.size // 8 + 8
+
+
+def _with_period(t: Template, period: float) -> Template:
+    return Template(t.width, t.height, t.minutiae, t.block_mask, t.source_ppi, t.cores, period)
+
+
+def test_ridge_period_serialisation_and_gate(templates):
+    from gateway.matcher import mcc
+
+    a, b = templates[101, 1], templates[101, 2]
+    plain_a, plain_b = _with_period(a, 0), _with_period(b, 0)
+    raw = compare(plain_a, plain_b)
+    pa = _with_period(a, 9.0)
+    assert pa.period == 9.0 and plain_a.period == 0
+    # version 2 (one byte more) with a period, version 1 without; both read back
+    data = pa.to_bytes()
+    assert data[4] == 2 and len(data) == len(plain_a.to_bytes()) + 1
+    assert plain_a.to_bytes()[4] == 1
+    back = Template.from_bytes(data)
+    assert back == pa and back.period == 9.0 and back.to_bytes() == data
+    assert Template.from_bytes(plain_a.to_bytes()).period == 0
+    # quantised to 1/16 pixel as serialised
+    assert _with_period(a, 9.0 + 1 / 20).period == 9.0 + 1 / 16
+    # the period never reorders the operands: the digest is that of the version 1 form
+    assert pa.key[:8] == plain_a.key[:8]
+    # the gate: no change within PERIOD_TOL or with an unknown period, lower beyond, symmetric
+    near = 9.0 * np.exp(mcc.PERIOD_TOL * 0.9)
+    assert compare(pa, _with_period(b, near)) == raw
+    assert compare(pa, plain_b) == raw
+    ratio = mcc.PERIOD_TOL + 0.5 * mcc.PERIOD_FALL
+    far_b = _with_period(b, 9.0 * np.exp(ratio))
+    want = raw * mcc.period_factor(np.log(9.0), np.log(far_b.period))
+    assert 0.4 * raw < compare(pa, far_b) == compare(far_b, pa) < 0.6 * raw
+    assert abs(compare(pa, far_b) - want) < 1e-12
+    assert compare(pa, _with_period(b, 9.0 * np.exp(ratio + mcc.PERIOD_FALL))) == 0.0
+    # a version 2 template must carry a period
+    body = bytearray(data[:-4])
+    body[16] = 0  # the period byte, after the 16-byte header
+    with pytest.raises(ValueError):
+        Template.from_bytes(bytes(body) + struct.pack(">I", zlib.crc32(bytes(body))))
 
 
 def test_from_bytes_of_garbage_raises_value_error(templates):

@@ -87,6 +87,22 @@ def test_synthetic_pairs_match_the_one_pair_score(synth):
     _check_all(synth)
 
 
+def test_ridge_period_gate_is_the_same_in_both_scorers(fvc, synth):
+    """Templates with ridge periods (some pairs within the tolerance, some partly gated, some
+    to 0, some without a period): the same scores one pair at a time and batched."""
+    periods = [0.0, 7.0, 7.5, 8.0, 8.4, 8.9, 9.5, 10.2, 11.0, 12.5]
+    gated = [
+        Template(t.width, t.height, t.minutiae, t.block_mask, t.source_ppi, t.cores, p)
+        for t, p in zip(fvc + synth[:4], periods * 2, strict=False)
+    ]
+    _check_all(gated)
+    for probe in gated[:3]:
+        got = compare_many(probe, gated)
+        want = np.array([compare(probe, c) for c in gated])
+        same = np.array([c is probe for c in gated])
+        assert np.abs(got - want)[~same].max() <= TOL
+
+
 def test_edge_cases(fvc):
     big = fvc[4]
     tiny = _tiny(big)

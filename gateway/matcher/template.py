@@ -4,9 +4,14 @@ Binary layout (all integers big-endian), version 1::
 
     magic "GWFT" | version u8 | flags u8 (0) | width u16 | height u16 | source ppi u16 (x10 fixed
     point is not used: whole ppi) | block rows u8 | block cols u8 | minutiae u16 |
+    [version 2 only: ridge period u8 (1/16 pixel at 500 ppi)] |
     n x (x u16, y u16, theta u8 [2 pi / 256], type u8 [1 ending, 2 bifurcation], quality u8
     [0-100]) | cores u8 | cores x (x u16, y u16) | block mask bits (rows x cols, MSB first,
     padded to a byte) | CRC-32 u32 of all preceding bytes
+
+Version 2 is written when the median ridge period is known (templates from
+:func:`gateway.matcher.extract`), version 1 otherwise; both are read (a version 1 template has no
+period, and its comparisons skip the ridge-period gate of :func:`gateway.matcher.mcc.score`).
 
 Coordinates are pixels at 500 ppi (x right, y down, origin top-left).  The cylinders used by
 :func:`gateway.matcher.compare` are recomputed from these values (deterministically) on load.
@@ -24,7 +29,8 @@ from . import mcc
 from .features import BIFURCATION, ENDING, HOP, pixel_mask
 
 MAGIC = b"GWFT"
-VERSION = 1
+VERSION = 2  # the newest version written (1 when the period is unknown)
+_PERIOD_UNIT = 16  # the ridge period is stored in 1/16 pixel (u8: up to 15.9 pixels)
 _HEAD = struct.Struct(">4sBBHHHBBH")
 _MINUTIA = np.dtype([("x", ">u2"), ("y", ">u2"), ("t", "u1"), ("k", "u1"), ("q", "u1")])
 _TYPE9_KIND = {ENDING: "A", BIFURCATION: "B"}
@@ -34,7 +40,8 @@ class Template:
     """Minutiae of one finger impression and the descriptors the comparison needs.
 
     ``minutiae`` is an (n, 5) float array: x, y (pixels at 500 ppi), theta (radians, image
-    coordinates), type (1 ridge ending, 2 bifurcation), quality (0..1).
+    coordinates), type (1 ridge ending, 2 bifurcation), quality (0..1).  ``period`` is the
+    median ridge period in pixels at 500 ppi (0: unknown).
     """
 
     __slots__ = (
@@ -44,11 +51,14 @@ class Template:
         "minutiae",
         "block_mask",
         "cores",
+        "period",
         "_prep",
         "_key",
     )
 
-    def __init__(self, width, height, minutiae, block_mask, source_ppi: float = 500.0, cores=()):
+    def __init__(
+        self, width, height, minutiae, block_mask, source_ppi: float = 500.0, cores=(), period=0.0
+    ):
         self.width = int(width)
         self.height = int(height)
         self.source_ppi = float(source_ppi)
@@ -64,6 +74,8 @@ class Template:
         self.block_mask = np.asarray(block_mask, bool)
         c = np.asarray(cores, np.float64).reshape(-1, 2)[:255]
         self.cores = np.clip(np.rint(c), 0, 65535)
+        p = float(period) if period and np.isfinite(period) else 0.0
+        self.period = min(max(round(p * _PERIOD_UNIT), 0), 255) / _PERIOD_UNIT
         self._prep = None
         self._key = None
 
@@ -87,7 +99,7 @@ class Template:
         if self._prep is None:
             m = self.minutiae
             mask = pixel_mask(self.block_mask, (self.height, self.width))
-            self._prep = mcc.Prepared(m[:, 0], m[:, 1], m[:, 2], mask, m[:, 4])
+            self._prep = mcc.Prepared(m[:, 0], m[:, 1], m[:, 2], mask, m[:, 4], self.period)
         return self._prep
 
     def prepare(self) -> Template:
@@ -97,19 +109,26 @@ class Template:
 
     @property
     def key(self) -> bytes:
-        """A digest of the serialised template (orders the operands of a comparison)."""
+        """A digest of the serialised template (orders the operands of a comparison): of its
+        version 1 form (without the ridge period, so that the period does not reorder the
+        operands of any comparison), then the period in 1/16 pixel."""
         if self._key is None:
-            self._key = hashlib.blake2b(self.to_bytes(), digest_size=8).digest()
+            digest = hashlib.blake2b(self._serialise(False), digest_size=8).digest()
+            self._key = digest + bytes([int(round(self.period * _PERIOD_UNIT))])
         return self._key
 
     # -- serialisation -----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """The compact binary form (see the module documentation)."""
+        return self._serialise(True)
+
+    def _serialise(self, with_period: bool) -> bytes:
         rows, cols = self.block_mask.shape
         n = len(self)
+        period = int(round(self.period * _PERIOD_UNIT)) if with_period else 0
         head = _HEAD.pack(
             MAGIC,
-            VERSION,
+            2 if period else 1,
             0,
             self.width,
             self.height,
@@ -118,6 +137,8 @@ class Template:
             cols,
             n,
         )
+        if period:
+            head += struct.pack(">B", period)
         rec = np.zeros(n, _MINUTIA)
         m = self.minutiae
         rec["x"] = m[:, 0]
@@ -142,10 +163,14 @@ class Template:
         magic, version, _flags, width, height, ppi, rows, cols, n = _HEAD.unpack_from(data)
         if magic != MAGIC:
             raise ValueError("not a template: bad magic")
-        if version != VERSION:
+        if version not in (1, 2):
             raise ValueError(f"unsupported template version {version}")
+        start = _HEAD.size + (version == 2)  # the minutiae
+        period = data[_HEAD.size] / _PERIOD_UNIT if version == 2 else 0.0
+        if version == 2 and period == 0:
+            raise ValueError("template version 2 without a ridge period")
         nbits = rows * cols
-        offset = _HEAD.size + n * _MINUTIA.itemsize
+        offset = start + n * _MINUTIA.itemsize
         if len(data) < offset + 1:
             raise ValueError("template truncated")
         ncores = data[offset]
@@ -159,7 +184,7 @@ class Template:
             raise ValueError("template has an empty image")
         if rows != -(-height // HOP) + 1 or cols != -(-width // HOP) + 1:
             raise ValueError("template block mask does not fit its image size")
-        rec = np.frombuffer(data, _MINUTIA, n, _HEAD.size)
+        rec = np.frombuffer(data, _MINUTIA, n, start)
         if n and (
             rec["x"].max() >= width
             or rec["y"].max() >= height
@@ -174,7 +199,7 @@ class Template:
             [rec["x"], rec["y"], rec["t"] * (2 * np.pi / 256), rec["k"], rec["q"] / 100.0],
             axis=1,
         ).astype(np.float64)
-        return cls(width, height, m, mask, ppi, cores)
+        return cls(width, height, m, mask, ppi, cores, period)
 
     # -- ANSI/NIST-ITL Type-9 ---------------------------------------------------------------
     def to_type9_fields(
