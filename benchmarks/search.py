@@ -31,7 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread per process, as in the gateway's workers (gateway.matcher.pool): the search
+# workers already fill the cores, and two BLAS threads per worker spinning against each other
+# made every search about twice as slow (the first-stage codes are a BLAS product).  Set
+# before numpy is imported: the forked workers inherit the initialised library.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
