@@ -42,13 +42,13 @@ from scipy.special import erf
 
 R = 70.0  # cylinder radius (pixels at 500 ppi)
 NS = 8  # spatial cells per side
-ND = 6  # angular sections
+ND = 4  # angular sections
 SIGMA_S = 28.0 / 3.0
 SIGMA_D = 2.0 * np.pi / 9.0
 MU_PSI, TAU_PSI = 0.01, 400.0
 MIN_VALID_CELLS = 0.5  # fraction of the disc's cells that must lie in the print
 MIN_NEIGHBOURS = 2
-MAX_CYLINDERS = 80  # keep only this many best-quality cylinders (0: all)
+MAX_CYLINDERS = 40  # keep only this many best-quality cylinders (0: all)
 MAX_PAIRS = 32  # pairs entering the relaxation at most
 MIN_COMMON = 0.6  # fraction of the disc's cells valid in both cylinders for a comparison
 
