@@ -339,7 +339,7 @@ def _wsq_numpy_accepts(header: StreamHeader) -> bool:
 
 for _decoder in (
     # ours first: pure numpy, so hostile input cannot crash the process, pixel-identical to
-    # NBIS on conforming streams and about twice as fast (benchmarks/wsq.py); NBIS stays for
+    # NBIS on conforming streams and about twice as fast (benchmarks/wsq_decode.py); NBIS stays for
     # images above 4096 x 4096 pixels, which ours refuses
     Decoder(WSQ20, "WSQ (numpy)", _decode_wsq_numpy, accepts=_wsq_numpy_accepts),
     Decoder(

@@ -9,8 +9,11 @@ one right after the other (so that a busy machine slows both alike), and CPU tim
 (``time.process_time``) is taken per decode.  Printed: the median milliseconds per image for
 both, their ratio, and the largest pixel difference seen.
 
-    .venv/bin/python benchmarks/wsq.py                 # 40 CAR fingers + conformance, 5 passes
-    .venv/bin/python benchmarks/wsq.py --cars 193 --passes 3
+    .venv/bin/python benchmarks/wsq_decode.py               # 40 CAR fingers + conformance, 5 passes
+    .venv/bin/python benchmarks/wsq_decode.py --cars 193 --passes 3
+
+(Not named ``wsq.py``: a script's folder comes first on ``sys.path``, and a ``wsq.py`` there
+hid the ``wsq`` plugin package from every other benchmark in this folder.)
 """
 
 from __future__ import annotations
@@ -23,10 +26,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
-# this script is itself called wsq.py: keep its folder off the path so that ``import wsq``
-# finds the NBIS plugin package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
