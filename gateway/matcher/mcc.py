@@ -146,6 +146,9 @@ def _table(step, n, mu, tau):
     return (1.0 / (1.0 + np.exp(np.clip(-tau * (v - mu), -80, 80)))).astype(np.float32)
 
 
+# indexed by |int16 difference| as uint16: at most 32767 for distances (both are 0..32767) and
+# 32768 for angles (|-32768| stays -32768, i.e. 32768 as uint16); every index is in range, so
+# the lookups use take(mode="clip"), which skips numpy's per-element bounds error (faster)
 _LUT_DIST = _table(1 / _DIST_SCALE, 32768, MU_1, TAU_1)
 _LUT_ANGLE = _table(_ANGLE_UNIT, 32769, MU_2, TAU_2)
 assert (MU_2, TAU_2) == (MU_3, TAU_3)  # one table serves both angle terms
@@ -292,9 +295,9 @@ def score(a: Prepared, b: Prepared) -> float:
     d -= b.geometry.take(ib, 0).take(ib, 1).view(np.int16)  # (nr, 4 nr)
     np.abs(d, out=d)
     d = d.view(np.uint16).reshape(nr, nr, 4)  # distance, direction, radial angle
-    rho = _LUT_DIST[d[:, :, 0]]
-    rho *= _LUT_ANGLE[d[:, :, 1]]
-    rho *= _LUT_ANGLE[d[:, :, 2]]
+    rho = _LUT_DIST.take(d[:, :, 0], mode="clip")  # (indices in range: see _LUT_*)
+    rho *= _LUT_ANGLE.take(d[:, :, 1], mode="clip")
+    rho *= _LUT_ANGLE.take(d[:, :, 2], mode="clip")
     # lr <- W_R * lr + c * sum of the others' compatibility-weighted lr, c = (1 - W_R) / (nr
     # - 1); the factor c is taken out of the iterations (diagonal W_R / c) and applied once
     c = (1 - W_R) / (nr - 1)
@@ -633,9 +636,9 @@ def _consolidate(a, batch, k, p, t, v, first, out):
     d -= batch.geometry.take(rows[:, :, None] + ib[:, None, :]).view(np.int16)
     np.abs(d, out=d)
     d = d.view(np.uint16).reshape(cand.size, m, m, 4)
-    rho = _LUT_DIST.take(d[..., 0])
-    rho *= _LUT_ANGLE.take(d[..., 1])
-    rho *= _LUT_ANGLE.take(d[..., 2])
+    rho = _LUT_DIST.take(d[..., 0], mode="clip")
+    rho *= _LUT_ANGLE.take(d[..., 1], mode="clip")
+    rho *= _LUT_ANGLE.take(d[..., 2], mode="clip")
     rho *= valid[:, :, None]  # padding pairs: no influence
     c = (1 - W_R) / (nrc - 1)
     diag = np.arange(m)
