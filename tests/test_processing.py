@@ -83,3 +83,28 @@ def test_decoders_stay_isolated_outside_the_workers(setting, monkeypatch):
     pool._worker_init()
     assert not codecs.find_decoder("JPEGL").isolated
     assert codecs.find_decoder("WSQ20").name == "WSQ (numpy)"
+
+
+def test_validation_fixtures_get_their_answers_with_a_gallery(setting):
+    """The conformance fixtures are answered as their expectations say by a gateway that
+    searches (their fingers are real images), not only by one without galleries: a placeholder
+    image once made every valid CAR an ERRT (NO_FINGERS) once a gallery was configured."""
+    import json
+    from pathlib import Path
+
+    base, _ = setting
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "validation"
+    checked = 0
+    for n, expect_path in enumerate(sorted(folder.glob("*.expect.json"))):
+        expect = json.loads(expect_path.read_text())
+        if expect["response_tot"] != "SRE":
+            continue
+        stem = expect_path.name[: -len(".expect.json")]
+        (data,) = [p for p in folder.glob(stem + ".*") if not p.name.endswith(".expect.json")]
+        job = _job(base, data.read_bytes(), f"{n:07d}FX")
+        job.today = expect["today"][:4] + "-" + expect["today"][4:6] + "-" + expect["today"][6:]
+        result = process(job)
+        assert result.response_tot == "SRE", (data.name, result.steps)
+        assert [s for s in result.steps if s[0] == "SEARCHED"], data.name
+        checked += 1
+    assert checked >= 5

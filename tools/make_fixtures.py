@@ -2,13 +2,15 @@
 
     .venv/bin/python tools/make_fixtures.py            # (re)write every fixture
     .venv/bin/python tools/make_fixtures.py --check    # exit 1 if a committed fixture differs
+    .venv/bin/python tools/make_fixtures.py --finger   # render the finger image anew, then all
 
 Each fixture is ``NAME.eft`` (or ``NAME.xml``) with ``NAME.expect.json``::
 
     {"valid": bool, "profile": "ebts-10", "today": "20260115",
      "findings": [{"code": ..., "location": ...}, ...], "response_tot": "ERRT" | null}
 
-Subjects are synthetic (invented names, dates and numbers); image payloads are a few dummy bytes.
+Subjects are synthetic (invented names, dates and numbers); every finger is one small real WSQ image
+(``fixtures/samples/finger-100x100.wsq``, a crop of a synthetic print).
 The valid base is built with the codec; field-level defects are made by editing it with the codec;
 defects the codec's writer would repair (LEN, FS, CNT, duplicate fields, 2-digit tags) are made by
 re-encoding single records by hand (``_patch``).  The expected findings are those the validator
@@ -36,7 +38,27 @@ TODAY = "20260115"
 DAT = "20260110"
 PROFILE = "ebts-10"
 FS, GS = b"\x1c", b"\x1d"
-TINY_WSQ = b"\xff\xa0\xff\xa8\x00\x06NIST\xff\xa1"  # SOI, comment, EOI: a placeholder, not an image
+# every finger is the same real 100 x 100 WSQ image (a centre crop of a synthetic finger, about
+# 1.7 KB), read from a committed file rather than rendered here: rendering goes through float
+# transcendentals whose last bit may differ between machines, and the fixtures must be
+# reproducible byte for byte (``--finger`` writes the file anew).  A placeholder of a few bytes
+# was enough for validation, but a gateway with a gallery searches the fingers of a CAR, and an
+# image that does not decode made every valid CAR an ERRT (NO_FINGERS).
+FINGER = ROOT / "fixtures" / "samples" / "finger-100x100.wsq"
+FINGER_IDENTITY = 990_001  # synthetic; far from the identities the demos and benchmarks use
+
+
+def make_finger() -> bytes:
+    """The fixtures' finger image: WSQ of the centre 100 x 100 of a synthetic rolled finger."""
+    import numpy as np
+
+    from gateway import synth
+    from gateway.synth.transactions import wsq_bytes
+
+    pixels = synth.finger(FINGER_IDENTITY, 1, 0)
+    h, w = pixels.shape
+    crop = pixels[(h - 100) // 2 : (h + 100) // 2, (w - 100) // 2 : (w + 100) // 2]
+    return wsq_bytes(np.ascontiguousarray(crop))
 
 
 # -- the valid base ------------------------------------------------------------------------------
@@ -85,7 +107,7 @@ def add_finger(txn: Transaction, idc: int, *, fgp: str = "1"):
     r["14.011"] = "WSQ20"
     r["14.012"] = "8"
     r["14.013"] = fgp
-    r["14.999"] = TINY_WSQ
+    r["14.999"] = FINGER.read_bytes()
     return r
 
 
@@ -127,7 +149,13 @@ def _patch(data: bytes, recno: int, edit) -> bytes:
     start = record.offset
     end = start + int(record.value(f"{record.type}.001"))
     raw = data[start : end - 1]
-    pairs = [tuple(part.split(b":", 1)) for part in raw.split(GS)][1:]  # drop LEN
+    # the image field (x.999) comes last and is binary: it may hold GS and ':' bytes
+    image_tag = f"{record.type}.999".encode()
+    cut = raw.find(GS + image_tag + b":")
+    text, image = (raw, None) if cut < 0 else (raw[:cut], raw[cut + len(image_tag) + 2 :])
+    pairs = [tuple(part.split(b":", 1)) for part in text.split(GS)][1:]  # drop LEN
+    if image is not None:
+        pairs.append((image_tag, image))
     pairs = edit(pairs)
     return data[:start] + _encode(pairs, record.type) + data[end:]
 
@@ -324,7 +352,12 @@ def expectation(data: bytes) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument(
+        "--finger", action="store_true", help=f"render {FINGER.name} anew first (then review it)"
+    )
     args = parser.parse_args(argv)
+    if args.finger:
+        FINGER.write_bytes(make_finger())
     OUT.mkdir(parents=True, exist_ok=True)
     differ = []
     for name, data in fixtures().items():
