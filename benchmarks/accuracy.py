@@ -402,9 +402,10 @@ def main(argv=None) -> int:
             )
         curves = []
         colours = {"fvc": (0, 90, 200), "ext": (200, 40, 40)}
+        nbis_colours = {"fvc": (140, 180, 235), "ext": (235, 160, 160)}  # lighter: the peer
         for name in ("fvc", "ext"):
             _, fmr, fnmr = rates(ours["scores"]["genuine"], ours["scores"][name])
-            curves.append((f"ours {name}", fmr, fnmr, colours[name]))
+            curves.append((f"ours, {name}", fmr, fnmr, colours[name]))
         ref = None
         if nbis:
             ref = run_nbis(db, files, prs)
@@ -416,7 +417,7 @@ def main(argv=None) -> int:
                     f"{_pct(f['fmr1000'])}"
                 )
                 _, fmr, fnmr = rates(ref["scores"]["genuine"], ref["scores"][name])
-                curves.append((f"NBIS {name}", fmr, fnmr, (120, 120, 120)))
+                curves.append((f"NBIS, {name}", fmr, fnmr, nbis_colours[name]))
         else:
             r = NBIS_REFERENCE[db]
             print(
