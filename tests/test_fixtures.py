@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -14,21 +12,9 @@ from gateway.ansinist import FormatError, read, write
 from gateway.routing import rules
 from gateway.routing.responses import build_errt, header_of
 from gateway.validation import validate_bytes
+from tests.conftest import FIXTURES, REPO, fixture_data_file, fixture_today
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "fixtures" / "validation"
 EXPECTS = sorted(FIXTURES.glob("*.expect.json"))
-
-
-def _data_file(expect: Path) -> Path:
-    stem = expect.name[: -len(".expect.json")]
-    (path,) = [p for p in FIXTURES.glob(stem + ".*") if not p.name.endswith(".expect.json")]
-    return path
-
-
-def _today(expect: dict) -> date:
-    t = expect["today"]
-    return date(int(t[:4]), int(t[4:6]), int(t[6:]))
 
 
 def test_there_are_fixtures_for_every_level():
@@ -41,8 +27,8 @@ def test_there_are_fixtures_for_every_level():
 @pytest.mark.parametrize("expect_path", EXPECTS, ids=lambda p: p.name.split(".")[0])
 def test_fixture_findings(expect_path):
     expect = json.loads(expect_path.read_text())
-    data = _data_file(expect_path).read_bytes()
-    report = validate_bytes(data, profile=expect["profile"], today=_today(expect))
+    data = fixture_data_file(expect_path).read_bytes()
+    report = validate_bytes(data, profile=expect["profile"], today=fixture_today(expect))
     got = [
         {"severity": f.severity, "code": f.code, "location": str(f.location)}
         for f in report.findings
@@ -62,8 +48,8 @@ def test_fixture_findings(expect_path):
 )
 def test_errt_for_invalid_fixture_validates_clean(expect_path):
     expect = json.loads(expect_path.read_text())
-    data = _data_file(expect_path).read_bytes()
-    report = validate_bytes(data, profile=expect["profile"], today=_today(expect))
+    data = fixture_data_file(expect_path).read_bytes()
+    report = validate_bytes(data, profile=expect["profile"], today=fixture_today(expect))
     try:
         submission = read(data)
     except FormatError:
@@ -72,7 +58,7 @@ def test_errt_for_invalid_fixture_validates_clean(expect_path):
     errt = build_errt(submission, report.findings, tcn="GW20260110999999", dat="20260110")
     assert errt.tot == "ERRT" and errt.encoding == submission.encoding
     encoded = write(errt)
-    back = validate_bytes(encoded, profile=expect["profile"], today=_today(expect))
+    back = validate_bytes(encoded, profile=expect["profile"], today=fixture_today(expect))
     assert back.findings == [], [f.to_dict() for f in back.findings]
     msgs = read(encoded).records[1]["2.060"].subfields
     assert 1 <= len(msgs) <= 11

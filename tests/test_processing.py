@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -12,6 +13,7 @@ from gateway.matcher import synthetic
 from gateway.matcher.gallery import Gallery
 from gateway.routing.processing import Job, process
 from gateway.store.enrolments import SCHEMA, add_enrolment
+from tests.conftest import FIXTURES, fixture_data_file, fixture_today
 
 
 @pytest.fixture(scope="module")
@@ -89,20 +91,15 @@ def test_validation_fixtures_get_their_answers_with_a_gallery(setting):
     """The conformance fixtures are answered as their expectations say by a gateway that
     searches (their fingers are real images), not only by one without galleries: a placeholder
     image once made every valid CAR an ERRT (NO_FINGERS) once a gallery was configured."""
-    import json
-    from pathlib import Path
-
     base, _ = setting
-    folder = Path(__file__).resolve().parents[1] / "fixtures" / "validation"
     checked = 0
-    for n, expect_path in enumerate(sorted(folder.glob("*.expect.json"))):
+    for n, expect_path in enumerate(sorted(FIXTURES.glob("*.expect.json"))):
         expect = json.loads(expect_path.read_text())
         if expect["response_tot"] != "SRE":
             continue
-        stem = expect_path.name[: -len(".expect.json")]
-        (data,) = [p for p in folder.glob(stem + ".*") if not p.name.endswith(".expect.json")]
+        data = fixture_data_file(expect_path)
         job = _job(base, data.read_bytes(), f"{n:07d}FX")
-        job.today = expect["today"][:4] + "-" + expect["today"][4:6] + "-" + expect["today"][6:]
+        job.today = fixture_today(expect).isoformat()
         result = process(job)
         assert result.response_tot == "SRE", (data.name, result.steps)
         assert [s for s in result.steps if s[0] == "SEARCHED"], data.name

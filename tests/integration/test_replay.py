@@ -10,10 +10,8 @@ import pytest_twisted
 from twisted.internet import threads
 
 from gateway.cli import main
-from tests.conftest import REPO
+from tests.conftest import FIXTURES
 from tests.integration.helpers import gateway_config, started
-
-FIXTURES = REPO / "fixtures" / "validation"
 
 
 def _free_port() -> int:
