@@ -277,7 +277,7 @@ def run_nbis(db: int, files: dict, prs: dict) -> dict:
             else:
                 src = stem.with_suffix(".wsq")
                 img.save(src, "WSQ")
-            seconds.append(_child_cpu(lambda s=src, t=stem: _run(["mindtct", str(s), str(t)])))
+            seconds.append(_timed(["mindtct", str(src), str(stem)])[1])
             xyt[key] = stem.with_suffix(".xyt")
         scores = {}
         n_cmp = 0
@@ -285,9 +285,9 @@ def run_nbis(db: int, files: dict, prs: dict) -> dict:
         for name, plist in prs.items():
             mates = work / f"{name}.lis"
             mates.write_text("".join(f"{xyt[a]}\n{xyt[b]}\n" for a, b in plist))
-            res = []
-            elapsed += _child_cpu(lambda m=mates, r=res: r.append(_run(["bozorth3", "-M", str(m)])))
-            scores[name] = np.array([float(v) for v in res[0].split()])
+            out, cpu = _timed(["bozorth3", "-M", str(mates)])
+            elapsed += cpu
+            scores[name] = np.array([float(v) for v in out.split()])
             n_cmp += len(plist)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -303,12 +303,12 @@ def _run(cmd: list[str]) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def _child_cpu(fn) -> float:
-    """CPU seconds (user + system) of the child processes that ``fn`` runs and waits for."""
+def _timed(cmd: list[str]) -> tuple[str, float]:
+    """Run ``cmd``; its standard output and its CPU seconds (user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    fn()
+    out = _run(cmd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +457,7 @@ def main(argv=None) -> int:
             "nbis": None
             if ref is None
             else {
-                "figures": figures(ref["scores"]),
+                "figures": nf,
                 "extract_s": ref["extract_s"],
                 "cmp_per_s": ref["cmp_per_s"],
             },
