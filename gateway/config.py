@@ -30,6 +30,27 @@ class Agency:
     response_email: str | None = None
     response_soap: str | None = None
     name: str | None = None
+    certificates: tuple[str, ...] = ()  # SHA-256 fingerprints of its client certificates
+    submits_for: tuple[str, ...] = ()  # ORI prefixes it may submit for (default: its ORI)
+
+    def __post_init__(self):
+        if not self.submits_for:
+            object.__setattr__(self, "submits_for", (self.ori,))
+
+
+@dataclass(frozen=True)
+class TLS:
+    """``[tls]``: on by default; files None until the data directory's own PKI fills them."""
+
+    mode: str = "on"  # "on" | "off" (off: only when every listener is on loopback)
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None
+    min_version: str = "1.2"  # NIST SP 800-52r2: TLS 1.2 or later
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
 
 
 @dataclass(frozen=True)
@@ -46,8 +67,6 @@ class Config:
     listen_admin: str = "tcp:8081:interface=127.0.0.1"
     smtp_domain: str = "ebts-gateway.localhost"
     smtp_max_size: int = 64 * 1024 * 1024
-    smtp_tls_cert: Path | None = None
-    smtp_tls_key: Path | None = None
     outbound_relay: tuple[str, int] = ("127.0.0.1", 2526)
     outbound_from: str = "ebts-gateway@localhost"
     retry_initial: float = 2.0
@@ -68,6 +87,11 @@ class Config:
     demo_subjects: int = 12
     match_threshold: float | None = None  # None: the gallery's calibrated threshold
     search_positions: tuple[int, ...] = tuple(range(1, 11))  # fingers (FGP) used to search
+    tls: TLS = field(default_factory=TLS)
+    lesc_certificates: tuple[str, ...] = ()
+    soap_public_url: str | None = None  # the address the WSDL names; never the Host header
+    outbound_tls: bool = False  # STARTTLS with certificate checks towards the relay
+    outbound_ca: Path | None = None  # trust for the relay and SOAP pushes (default: our CA)
     raw: dict = field(default_factory=dict, repr=False)
 
     def agency(self, ori: str | None) -> Agency | None:
@@ -91,6 +115,8 @@ _TOP = {
     "gallery",
     "matcher",
     "offense",
+    "tls",
+    "soap",
 }
 
 
@@ -170,11 +196,14 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     listen = _table(raw, "listen")
     _unknown(listen, {"smtp", "soap", "admin"}, "listen.")
     smtp = _table(raw, "smtp")
-    _unknown(smtp, {"domain", "max_message_size", "tls_cert", "tls_key"}, "smtp.")
+    for old in ("tls_cert", "tls_key"):
+        if old in smtp:
+            raise ConfigError(f"smtp.{old}", "moved: use [tls] cert, key and client_ca")
+    _unknown(smtp, {"domain", "max_message_size"}, "smtp.")
     outbound = _table(raw, "outbound")
     _unknown(
         outbound,
-        {"smtp_relay", "from_address", "retry_initial", "retry_max", "max_attempts"},
+        {"smtp_relay", "from_address", "retry_initial", "retry_max", "max_attempts", "tls", "ca"},
         "outbound.",
     )
     gateway = _table(raw, "gateway")
@@ -182,7 +211,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     validation = _table(raw, "validation")
     _unknown(validation, {"profile"}, "validation.")
     lesc = _table(raw, "lesc")
-    _unknown(lesc, {"email", "soap", "ori"}, "lesc.")
+    _unknown(lesc, {"email", "soap", "ori", "certificate"}, "lesc.")
     gallery = _table(raw, "gallery")
     _unknown(gallery, {"fbi", "dhs", "demo", "demo_subjects"}, "gallery.")
     matcher = _table(raw, "matcher")
@@ -200,17 +229,6 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
             f"must be a list of finger positions 1-10, not {positions!r}",
         )
 
-    tls_cert = path(_str(smtp, "tls_cert", "smtp."), "smtp.tls_cert")
-    tls_key = path(_str(smtp, "tls_key", "smtp."), "smtp.tls_key")
-    if (tls_cert is None) != (tls_key is None):
-        raise ConfigError(
-            "smtp.tls_key" if tls_key is None else "smtp.tls_cert",
-            "STARTTLS needs both tls_cert and tls_key",
-        )
-    for key, p in (("smtp.tls_cert", tls_cert), ("smtp.tls_key", tls_key)):
-        if p is not None and not p.is_file():
-            raise ConfigError(key, f"no such file: {p}")
-
     profile = _str(validation, "profile", "validation.", "ebts-10")
     if profile not in {"ebts-9.1", "ebts-10", "none"}:
         raise ConfigError("validation.profile", f"must be ebts-9.1, ebts-10 or none: {profile!r}")
@@ -224,7 +242,11 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         prefix = f"agency[{i + 1}]."
         if not isinstance(item, dict):
             raise ConfigError(f"agency[{i + 1}]", "must be a table")
-        _unknown(item, {"ori", "response_email", "response_soap", "name"}, prefix)
+        _unknown(
+            item,
+            {"ori", "response_email", "response_soap", "name", "certificate", "submits_for"},
+            prefix,
+        )
         ori = _str(item, "ori", prefix, required=True)
         if ori in seen:
             raise ConfigError(f"{prefix}ori", f"agency {ori} is listed twice")
@@ -235,7 +257,16 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         soap = _str(item, "response_soap", prefix)
         if soap is not None and not soap.startswith(("http://", "https://")):
             raise ConfigError(f"{prefix}response_soap", f"not an http(s) URL: {soap!r}")
-        agencies.append(Agency(ori, email, soap, _str(item, "name", prefix)))
+        agencies.append(
+            Agency(
+                ori,
+                email,
+                soap,
+                _str(item, "name", prefix),
+                _fingerprints(item, "certificate", prefix),
+                _prefixes(item, "submits_for", prefix, ori),
+            )
+        )
 
     jurisdictions = []
     items = raw.get("jurisdiction", [])
@@ -266,17 +297,33 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     if lesc_soap is not None and not lesc_soap.startswith(("http://", "https://")):
         raise ConfigError("lesc.soap", f"not an http(s) URL: {lesc_soap!r}")
     relay = _str(outbound, "smtp_relay", "outbound.", "127.0.0.1:2526")
+    listeners = {
+        name: _endpoint(_str(listen, name, "listen.", default), f"listen.{name}")
+        for name, default in (
+            ("smtp", Config.listen_smtp),
+            ("soap", Config.listen_soap),
+            ("admin", Config.listen_admin),
+        )
+    }
+    tls = _parse_tls(raw, listeners, path)
+    soap_section = _table(raw, "soap")
+    _unknown(soap_section, {"public_url"}, "soap.")
+    public_url = _str(soap_section, "public_url", "soap.")
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise ConfigError("soap.public_url", f"not an http(s) URL: {public_url!r}")
+    outbound_tls = outbound.get("tls", False)
+    if not isinstance(outbound_tls, bool):
+        raise ConfigError("outbound.tls", f"must be true or false, not {outbound_tls!r}")
+    outbound_ca = path(_str(outbound, "ca", "outbound."), "outbound.ca")
+    if outbound_ca is not None and not outbound_ca.is_file():
+        raise ConfigError("outbound.ca", f"no such file: {outbound_ca}")
     return Config(
         data_dir=data_dir,
-        listen_smtp=_endpoint(_str(listen, "smtp", "listen.", Config.listen_smtp), "listen.smtp"),
-        listen_soap=_endpoint(_str(listen, "soap", "listen.", Config.listen_soap), "listen.soap"),
-        listen_admin=_endpoint(
-            _str(listen, "admin", "listen.", Config.listen_admin), "listen.admin"
-        ),
+        listen_smtp=listeners["smtp"],
+        listen_soap=listeners["soap"],
+        listen_admin=listeners["admin"],
         smtp_domain=_str(smtp, "domain", "smtp.", Config.smtp_domain),
         smtp_max_size=int(_num(smtp, "max_message_size", "smtp.", Config.smtp_max_size, 1024)),
-        smtp_tls_cert=tls_cert,
-        smtp_tls_key=tls_key,
         outbound_relay=_host_port(relay, "outbound.smtp_relay"),
         outbound_from=_str(outbound, "from_address", "outbound.", Config.outbound_from),
         retry_initial=float(_num(outbound, "retry_initial", "outbound.", 2.0, 0.01)),
@@ -297,8 +344,85 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         demo_subjects=int(_num(gallery, "demo_subjects", "gallery.", 12, 1, int)),
         match_threshold=_num(matcher, "threshold", "matcher.", None),
         search_positions=tuple(sorted(set(positions))),
+        tls=tls,
+        lesc_certificates=_fingerprints(lesc, "certificate", "lesc."),
+        soap_public_url=public_url.rstrip("/") if public_url else None,
+        outbound_tls=outbound_tls,
+        outbound_ca=outbound_ca,
         raw=raw,
     )
+
+
+def _fingerprints(table: dict, key: str, prefix: str) -> tuple[str, ...]:
+    """A SHA-256 fingerprint or a list of them (rotation), normalised to upper-case hex."""
+    from gateway.pki import normalize_fingerprint
+
+    value = table.get(key)
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for item in values:
+        if not isinstance(item, str):
+            raise ConfigError(f"{prefix}{key}", f"must be a SHA-256 fingerprint, not {item!r}")
+        try:
+            out.append(normalize_fingerprint(item))
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}{key}", str(exc)) from None
+    return tuple(out)
+
+
+def _prefixes(table: dict, key: str, prefix: str, ori: str) -> tuple[str, ...]:
+    value = table.get(key, [ori])
+    if isinstance(value, str):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v.strip() and v == v.strip() for v in value)
+    ):
+        raise ConfigError(f"{prefix}{key}", f"must be a list of ORI prefixes, not {value!r}")
+    return tuple(value)
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _on_loopback(endpoint: str) -> bool:
+    if endpoint.startswith("unix:"):
+        return True
+    parts = dict(p.split("=", 1) for p in endpoint.split(":")[2:] if "=" in p)
+    interface = parts.get("interface", "").strip("[]")
+    return interface.startswith(_LOOPBACK)
+
+
+def _parse_tls(raw: dict, listeners: dict[str, str], path) -> TLS:
+    """``[tls]``: on by default (the gateway's own PKI when no files are named)."""
+    table = _table(raw, "tls")
+    _unknown(table, {"mode", "cert", "key", "client_ca", "min_version"}, "tls.")
+    mode = table.get("mode", "on")
+    if mode not in ("on", "off"):
+        raise ConfigError("tls.mode", f"must be 'on' or 'off', not {mode!r}")
+    min_version = table.get("min_version", "1.2")
+    if min_version not in ("1.2", "1.3"):
+        raise ConfigError("tls.min_version", f"must be '1.2' or '1.3', not {min_version!r}")
+    files = {k: path(_str(table, k, "tls."), f"tls.{k}") for k in ("cert", "key", "client_ca")}
+    named = [k for k, v in files.items() if v is not None]
+    if named and len(named) != 3:
+        missing = next(k for k, v in files.items() if v is None)
+        raise ConfigError(f"tls.{missing}", "cert, key and client_ca go together")
+    for key, p in files.items():
+        if p is not None and not p.is_file():
+            raise ConfigError(f"tls.{key}", f"no such file: {p}")
+    if mode == "off":
+        for name, endpoint in listeners.items():
+            if not _on_loopback(endpoint):
+                raise ConfigError(
+                    "tls.mode",
+                    f"'off' is allowed only when every listener is on loopback; "
+                    f"listen.{name} is {endpoint!r}",
+                )
+    return TLS(mode, files["cert"], files["key"], files["client_ca"], min_version)
 
 
 def default_raw() -> dict:
@@ -309,6 +433,9 @@ def default_raw() -> dict:
                 "ori": "NY0303000",
                 "response_email": "ident-bureau@ny.example",
                 "name": "Demo State Identification Bureau",
+                # Its own ORIs and those of the shipped fixtures (fixtures/validation: WV...,
+                # the demo files: NY..., ZZ...), so that the README's replay runs as it is.
+                "submits_for": ["NY", "WV", "ZZ"],
             },
         ],
         "jurisdiction": [{"ori_prefix": "NY", "dhs_activated": "2009-10-27"}],

@@ -15,6 +15,7 @@ import smtplib
 import socketserver
 import threading
 from email.message import EmailMessage
+from pathlib import Path
 
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -127,7 +128,36 @@ class Receiver:
         return items
 
 
-def send_smtp(host: str, port: int, data: bytes, sender: str, filename: str) -> None:
+def client_context(cert: str | None, key: str | None, ca: str | None):
+    """An SSLContext presenting ``cert``/``key`` and trusting ``ca`` (TLS 1.2+), or None.
+
+    The gateway's listeners require a client certificate when TLS is on (the default).
+    """
+    import ssl
+
+    if not (cert or ca):
+        return None
+    context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def demo_identity(data_dir: str | Path, name: str) -> tuple[str, str, str] | None:
+    """(cert, key, ca) of an identity the gateway issued under ``DATA/pki``, when present."""
+    root = Path(data_dir) / "pki"
+    cert, key, ca = (
+        root / "agencies" / f"{name}.crt",
+        root / "agencies" / f"{name}.key",
+        root / "ca.crt",
+    )
+    if cert.is_file() and key.is_file() and ca.is_file():
+        return str(cert), str(key), str(ca)
+    return None
+
+
+def send_smtp(host: str, port: int, data: bytes, sender: str, filename: str, context=None) -> None:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = f"ebts@{host}"
@@ -135,15 +165,19 @@ def send_smtp(host: str, port: int, data: bytes, sender: str, filename: str) -> 
     message.set_content("EBTS transaction attached.")
     message.add_attachment(data, maintype="application", subtype="octet-stream", filename=filename)
     with smtplib.SMTP(host, port, timeout=60) as client:
+        client.ehlo()
+        if context is not None and client.has_extn("starttls"):
+            client.starttls(context=context)
+            client.ehlo()
         client.send_message(message)
 
 
-def send_soap(base_url: str, data: bytes) -> str:
+def send_soap(base_url: str, data: bytes, context=None) -> str:
     from gateway.transports.soap_client import submit_soap
 
     xml = data.lstrip()[:1] == b"<"
     service = "NGIUserService" if xml else "NativeEBTSService"
-    return submit_soap(f"{base_url}/ngi/{service}", data, xml=xml)
+    return submit_soap(f"{base_url}/ngi/{service}", data, xml=xml, context=context)
 
 
 class SoapReceiver:

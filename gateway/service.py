@@ -14,11 +14,15 @@ from twisted.application import service, strports
 from twisted.internet import reactor
 from twisted.web import server
 
+from gateway import pki
 from gateway.admin.web import admin_root
+from gateway.ansinist import peek
 from gateway.matcher.pool import WorkerPool
+from gateway.routing.authz import Authorizer, Identity, Refused, destinations, is_ansinist
 from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
 from gateway.store.journal import Journal
+from gateway.transports import tls
 from gateway.transports.http import http_sender
 from gateway.transports.smtp import IntakeFactory, smtp_sender
 from gateway.transports.soap import soap_root, soap_sender
@@ -27,18 +31,80 @@ log = logging.getLogger("gateway")
 
 
 class Intake:
-    """What transports call: store durably, then hand to the pipeline."""
+    """What transports call: authorize, store durably, then hand to the pipeline."""
 
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
+        self.refused = 0
 
-    def accept(self, items: list[bytes], *, transport: str, peer=None, reply_to=None) -> list[str]:
+    def identify(self, fingerprint: str | None, *, transport: str, peer=None) -> Identity:
+        """The identity of a peer (its verified certificate's fingerprint) or :class:`Refused`."""
+        try:
+            return self.gateway.authorizer.identify(fingerprint)
+        except Refused as exc:
+            self._refused(exc, transport, peer, None)
+            raise
+
+    def authorize(self, items: list[bytes], identity: Identity, *, transport: str, peer=None):
+        """The agency each item belongs to (None for the LESC's Nlets text), or :class:`Refused`.
+
+        All items or none: one refused item refuses the whole message, before anything is stored.
+        """
+        authz = self.gateway.authorizer
+        owners: list[str | None] = []
+        try:
+            for data in items:
+                if not is_ansinist(data):
+                    if not authz.may_send_nlets(identity):
+                        raise Refused(
+                            f"identity {identity} may not send Nlets text (IAR): only the LESC does"
+                        )
+                    owners.append(None)
+                    continue
+                ori = peek(data).get("1.008") or None
+                agency = authz.agency_for(identity, ori)
+                if agency is None or not destinations(agency, transport):
+                    name = agency.ori if agency is not None else identity.name
+                    raise Refused(f"agency {name} has no registered destination for answers")
+                owners.append(agency.ori)
+        except Refused as exc:
+            self._refused(exc, transport, peer, identity)
+            raise
+        return owners
+
+    def accept(
+        self,
+        items: list[bytes],
+        *,
+        transport: str,
+        peer=None,
+        reply_to=None,
+        fingerprint: str | None = None,
+        identity: Identity | None = None,
+    ) -> list[str]:
+        """Authorize ``items`` for the peer, store them in one commit, queue them; ids back.
+
+        Raises :class:`Refused` (nothing stored) when the peer may not submit them.
+        """
+        if identity is None:
+            identity = self.identify(fingerprint, transport=transport, peer=peer)
+        owners = self.authorize(items, identity, transport=transport, peer=peer)
         ids = self.gateway.journal.accept_many(
-            items, transport=transport, peer=peer, reply_to=reply_to
+            items,
+            transport=transport,
+            peer=peer,
+            reply_to=reply_to,
+            agencies=owners,
+            identity=str(identity),
         )
         for msg_id in ids:
             reactor.callLater(0, self.gateway.pipeline.submit, msg_id)
         return ids
+
+    def _refused(self, exc: Refused, transport: str, peer, identity) -> None:
+        self.refused += 1
+        # The reason names the ORI and the identity, never a personal field.
+        log.warning("refused a %s submission from %s: %s", transport, peer, exc.reason)
 
 
 class Gateway(service.MultiService):
@@ -46,9 +112,12 @@ class Gateway(service.MultiService):
 
     def __init__(self, config, *, galleries: dict | None = None):
         super().__init__()
-        self.config = config
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
+        config = tls.resolve(config)  # the data directory's own PKI when [tls] names no files
+        self.config = config
+        self.authorizer = Authorizer(config, tls.issued_identities(config))
+        self.tls_options = tls.server_options(config.tls) if config.tls.enabled else None
         self.journal = Journal(data_dir / "journal.sqlite3", data_dir / "routing.log")
         self.pool = WorkerPool(config.workers)
         self.dispatcher = Dispatcher(
@@ -58,7 +127,12 @@ class Gateway(service.MultiService):
         )
         self.galleries = dict(galleries or {})
         self.pipeline = Pipeline(
-            config, self.journal, self.pool, self.dispatcher, galleries=self.galleries
+            config,
+            self.journal,
+            self.pool,
+            self.dispatcher,
+            galleries=self.galleries,
+            control_key=pki.secret(data_dir / "iaq-control.key"),
         )
         self.intake = Intake(self)
         self.ports = {}
@@ -67,11 +141,19 @@ class Gateway(service.MultiService):
             self.intake,
             domain=config.smtp_domain,
             max_size=config.smtp_max_size,
-            tls_context=_tls_context(config),
+            tls_context=self.tls_options,
+            require_tls=config.tls.enabled,
         )
         self._listen("smtp", config.listen_smtp, smtp_factory)
-        self._listen("soap", config.listen_soap, server.Site(soap_root(self)))
-        self._listen("admin", config.listen_admin, server.Site(admin_root(self)))
+        self._listen("soap", config.listen_soap, self._https(server.Site(soap_root(self))))
+        admin = admin_root(self)
+        if self.tls_options is not None:
+            admin = tls.ClientCertificateRequired(admin)
+        self._listen("admin", config.listen_admin, self._https(server.Site(admin)))
+
+    def _https(self, site):
+        """HTTP listeners speak TLS from the first byte when TLS is on."""
+        return site if self.tls_options is None else tls.wrap(site, self.tls_options)
 
     def _listen(self, name: str, description: str, factory) -> None:
         svc = strports.service(description, factory)
@@ -84,6 +166,11 @@ class Gateway(service.MultiService):
         self.dispatcher.start()
         reactor.callLater(0, self.pipeline.resume)
         log.info("gateway started; data in %s", self.config.data_dir)
+        if not self.config.tls.enabled:
+            log.warning(
+                'TLS is off ([tls] mode = "off"): peers are not authenticated; '
+                "every listener is on loopback, use this for tests only"
+            )
 
     def stopService(self):  # noqa: N802
         self.dispatcher.stop()
@@ -108,14 +195,6 @@ class Gateway(service.MultiService):
             return None
         listening = waiting.result
         return listening.getHost().port
-
-
-def _tls_context(config):
-    if config.smtp_tls_cert is None:
-        return None
-    from twisted.internet import ssl
-
-    return ssl.DefaultOpenSSLContextFactory(str(config.smtp_tls_key), str(config.smtp_tls_cert))
 
 
 def build_gateway(config) -> Gateway:

@@ -40,7 +40,20 @@ def test_example_file_parses():
             "jurisdiction[1].dhs_activated",
         ),
         ({"validation": {"profile": "ebts-11"}}, "validation.profile"),
-        ({"smtp": {"tls_cert": "/nonexistent.pem"}}, "smtp.tls_key"),
+        ({"smtp": {"tls_cert": "/nonexistent.pem"}}, "smtp.tls_cert"),
+        ({"tls": {"mode": "maybe"}}, "tls.mode"),
+        ({"tls": {"min_version": "1.1"}}, "tls.min_version"),
+        ({"tls": {"cert": "/nonexistent.pem"}}, "tls.key"),
+        (
+            {"tls": {"mode": "off"}, "listen": {"smtp": "tcp:2525:interface=0.0.0.0"}},
+            "tls.mode",
+        ),
+        ({"tls": {"mode": "off"}, "listen": {"soap": "tcp:8080"}}, "tls.mode"),
+        ({"agency": [{"ori": "X", "certificate": "AB:CD"}]}, "agency[1].certificate"),
+        ({"agency": [{"ori": "X", "submits_for": []}]}, "agency[1].submits_for"),
+        ({"lesc": {"certificate": ["zz" * 32]}}, "lesc.certificate"),
+        ({"soap": {"public_url": "ftp://x"}}, "soap.public_url"),
+        ({"outbound": {"tls": "yes"}}, "outbound.tls"),
         ({"workers": 0}, "workers"),
         ({"colour": "blue"}, "colour"),
     ],
@@ -55,3 +68,26 @@ def test_errors_name_the_key(raw, key):
 def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_agency_identities_and_prefixes():
+    fp = "ab:" * 31 + "cd"
+    config = parse_config(
+        {
+            "agency": [
+                {"ori": "NY0303000", "certificate": [fp, "EF" * 32]},
+                {"ori": "TX0000000", "submits_for": ["TX", "NM01"]},
+            ],
+            "lesc": {"certificate": "12" * 32},
+        }
+    )
+    ny, tx = config.agencies
+    assert ny.certificates == ("AB" * 31 + "CD", "EF" * 32) and ny.submits_for == ("NY0303000",)
+    assert tx.certificates == () and tx.submits_for == ("TX", "NM01")
+    assert config.lesc_certificates == ("12" * 32,)
+    assert config.tls.mode == "on" and config.tls.min_version == "1.2"
+
+
+def test_tls_off_is_allowed_on_loopback_only():
+    config = parse_config({"tls": {"mode": "off"}})  # the default listeners are on loopback
+    assert not config.tls.enabled

@@ -55,6 +55,20 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--junit", default="replay-junit.xml", help="JUnit XML report path")
     parser.add_argument("--sender", default="replay@localhost", help="envelope sender")
+    parser.add_argument("--cert", help="client certificate (PEM) identifying the agency")
+    parser.add_argument("--key", help="its private key (PEM)")
+    parser.add_argument("--ca", help="the CA that signed the gateway's certificate (PEM)")
+    parser.add_argument(
+        "--data-dir",
+        default="ebts-data",
+        help="without --cert: use the demo identity a local gateway made here (pki/agencies)",
+    )
+    parser.add_argument(
+        "--identity",
+        default="NY0303000",
+        help="without --cert: which identity of DATA_DIR/pki/agencies to use (default: the demo "
+        "agency)",
+    )
 
 
 @dataclass
@@ -190,7 +204,25 @@ def run(args) -> int:
         print(f"replay: no fixtures with .expect.json in {directory}", file=sys.stderr)
         return 2
 
-    from gateway.replay_io import Receiver, SoapReceiver, send_smtp, send_soap
+    from gateway.replay_io import (
+        Receiver,
+        SoapReceiver,
+        client_context,
+        demo_identity,
+        send_smtp,
+        send_soap,
+    )
+
+    cert, key, ca = args.cert, args.key, args.ca
+    if cert is None and target.hostname in ("127.0.0.1", "localhost", "::1"):
+        found = demo_identity(args.data_dir, args.identity)
+        if found is not None:
+            cert, key, ca = cert or found[0], key or found[1], ca or found[2]
+    try:
+        context = client_context(cert, key or cert, ca)
+    except (OSError, ValueError) as exc:
+        print(f"replay: cannot load the TLS identity: {exc}", file=sys.stderr)
+        return 2
 
     if target.scheme == "soap":
         soap_host, _, soap_port = args.listen_soap.rpartition(":")
@@ -220,9 +252,17 @@ def run(args) -> int:
             started[case.name] = time.monotonic()
             try:
                 if target.scheme == "smtp":
-                    send_smtp(target.hostname, target.port, data, args.sender, case.path.name)
+                    send_smtp(
+                        target.hostname,
+                        target.port,
+                        data,
+                        args.sender,
+                        case.path.name,
+                        context,
+                    )
                 else:
-                    send_soap(f"http://{target.hostname}:{target.port}", data)
+                    scheme = "https" if context is not None else "http"
+                    send_soap(f"{scheme}://{target.hostname}:{target.port}", data, context)
             except Exception as exc:  # noqa: BLE001 - reported per case
                 case.sent_error = str(exc)
         waiting = [c for c in cases if c.expect.get("response_tot") and not c.sent_error]

@@ -52,6 +52,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import re
 from collections.abc import Iterable
 
@@ -125,17 +126,22 @@ def check_informative(text: str) -> str:
     return text
 
 
-def iaq_control(message_id) -> str:
+def iaq_control(message_id, key: bytes | None = None) -> str:
     """The IAQ control field (1-10 upper-case letters and digits) for a gateway message id.
 
-    A message id that already is such a string is used as it is; any other is hashed (``G`` and
-    9 base32 characters of its SHA-256), so the same id always gives the same control field.
+    With ``key`` (the gateway always has one, kept in its data directory): ``G`` and 9 base32
+    characters of HMAC-SHA256(key, id): 45 bits nobody without the key can derive from an id,
+    so a forged IAR cannot name a real IAQ.  Without a key (tools, tests): a message id that
+    already is such a string is used as it is, any other is hashed the same way unkeyed.
     """
     text = str(message_id)
-    if _CONTROL.fullmatch(text):
+    if key:
+        digest = hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+    elif _CONTROL.fullmatch(text):
         return text
-    digest = base64.b32encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
-    return "G" + digest[:9]
+    else:
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return "G" + base64.b32encode(digest).decode("ascii")[:9]
 
 
 def _name(value) -> str | None:
@@ -216,6 +222,7 @@ def build_iaq(
     booking_offense: str | None = None,
     attention: str | None = None,
     phone: str | None = None,
+    control: str | None = None,
 ) -> str:
     """The IAQ text (layout in the module docstring) notifying the LESC of a DHS match.
 
@@ -272,7 +279,7 @@ def build_iaq(
         ("SID", sid),
         ("REM", _clean(_remarks(dhs_subject, priority), _SIZES["REM"])),
     ]
-    header = f"IAQ.{sender}.{IAQ_DESTINATION}.*{iaq_control(message_id)}.TXT"
+    header = f"IAQ.{sender}.{IAQ_DESTINATION}.*{control or iaq_control(message_id)}.TXT"
     lines = [header] + [f"{prefix}/{value}." for prefix, value in fields if value]
     return "\n".join(lines) + "\n"
 

@@ -19,6 +19,7 @@ from gateway.ansinist import peek
 from gateway.matcher.pool import WorkerCrashed
 from gateway.store.journal import TERMINAL, Journal
 
+from .authz import destinations
 from .iaq import iaq_control
 from .processing import Job, Result, process
 
@@ -26,8 +27,11 @@ log = logging.getLogger("gateway.pipeline")
 
 
 class Pipeline:
-    def __init__(self, config, journal: Journal, pool, dispatcher, *, galleries=None):
+    def __init__(
+        self, config, journal: Journal, pool, dispatcher, *, galleries=None, control_key=None
+    ):
         self.config = config
+        self.control_key = control_key  # keys the IAQ control fields (unguessable)
         self.journal = journal
         self.pool = pool
         self.dispatcher = dispatcher
@@ -89,11 +93,20 @@ class Pipeline:
             await self._process(msg_id, msg, payload)
 
     async def _answer_duplicate(self, msg_id: str, key: tuple) -> bool:
+        """Answer a resubmission again; False when it is not one.
+
+        A resubmitted (ORI, TCN) is a duplicate only when its bytes are identical and it comes from
+        the same agency; then the earlier answer is sent again to that agency's registered
+        destinations.  Other content under a used TCN is answered by an ERRT naming 1.009 (see
+        :meth:`_job`), never with the earlier answer.
+        """
         ori, tcn = key
         previous = self.journal.previous_response(ori, tcn, exclude=msg_id)
         if previous is None:
             return False
         msg = self.journal.message(msg_id)
+        if previous.payload != msg.payload or previous.agency != msg.agency:
+            return False
         response = self.journal.payload(previous.response) if previous.response else None
         self.journal.identify(
             msg_id, ori=ori, tcn=tcn, tot=previous.tot, dai=previous.dai, encoding=previous.encoding
@@ -112,6 +125,17 @@ class Pipeline:
 
     def _job(self, msg_id: str, payload: bytes) -> Job:
         cfg = self.config
+        reject = None
+        key = _identity(payload)
+        if key is not None and self.journal.previous_response(*key, exclude=msg_id) is not None:
+            # 1.009 TCN must be unique per ORI (ANSI/NIST-ITL 1-2011 8.1.9): an earlier
+            # submission under this (ORI, TCN) had other bytes or came from another agency.
+            reject = (
+                "TCN_REUSED",
+                "1.009",
+                "TCN already used by an earlier submission with other content",
+                "1.009 TCN ALREADY USED FOR ANOTHER SUBMISSION; USE A NEW TCN",
+            )
         day = dt.date.today()
         with self.journal.transaction():
             tcn = f"GW{day:%Y%m%d}{self.journal.next_number('response_tcn'):08d}"
@@ -133,6 +157,8 @@ class Pipeline:
             lesc=bool(cfg.lesc_email or cfg.lesc_soap),
             lesc_ori=cfg.lesc_ori,
             match_threshold=cfg.match_threshold,
+            iaq_control=iaq_control(msg_id, self.control_key),
+            reject=reject,
         )
 
     async def _process(self, msg_id: str, msg, payload: bytes) -> None:
@@ -169,7 +195,7 @@ class Pipeline:
             links = []
             for notice in result.notices:  # IAQ to the ICE LESC on a DHS match
                 deliveries.extend(self._lesc_deliveries(msg_id, notice))
-                links.append(iaq_control(msg_id))
+                links.append(iaq_control(msg_id, self.control_key))
             outcome = None
             if result.iar is not None:
                 deliveries, outcome = self._forward_iar(msg_id, result.iar)
@@ -199,7 +225,7 @@ class Pipeline:
             "tot": notice["kind"],
             "text": True,
             "filename": "iaq.txt",
-            "subject": f"IAQ {iaq_control(msg_id)}",
+            "subject": f"IAQ {iaq_control(msg_id, self.control_key)}",
         }
         text = notice["text"].encode("ascii", "replace")
         out = []
@@ -215,10 +241,9 @@ class Pipeline:
         if original_id is None:
             return [], f"IAR control {iar.get('control')} matches no IAQ sent; kept, not forwarded"
         original = self.journal.message(original_id)
-        agency = self.config.agency(original.ori)
-        address = (agency.response_email if agency else None) or (
-            original.reply_to if original.transport == "smtp" else None
-        )
+        # Only the registered address of the booking's agency (Nlets text travels by e-mail).
+        agency = self._agency(original)
+        address = agency.response_email if agency else None
         self.journal.note(original_id, outcome=f"IAR received as {msg_id}", destination="LESC")
         meta = {
             "tot": "IAR",
@@ -232,20 +257,26 @@ class Pipeline:
             return [], f"IAR linked to {original_id} (TCN {original.tcn}); no address to forward"
         return [("smtp", address, meta, text)], f"IAR linked to {original_id}, forwarded"
 
+    def _agency(self, msg):
+        """The [[agency]] a message belongs to (decided at intake from the authenticated peer)."""
+        if msg.agency is not None:
+            return self.config.agency(msg.agency)
+        if msg.identity is None:  # a journal written before identities were recorded
+            return self.config.agency(msg.ori)
+        return None
+
     def _deliveries(self, msg, ori: str | None, response_tot: str | None, encoding: str | None):
-        """Where a response goes: the agency's registered address, else back to the sender."""
+        """Where a response goes: only the registered destinations of the message's agency.
+
+        Never an envelope sender, a ReplyTo or any address a request names: that would make the
+        gateway an identification oracle for whoever holds a set of prints.
+        """
         if not response_tot:
             return []
-        agency = self.config.agency(ori)
+        agency = self._agency(msg)
         ext = "xml" if encoding == "xml" else "eft"
         meta = {"tot": response_tot, "filename": f"{response_tot.lower()}.{ext}", "tcn": msg.tcn}
-        if msg.transport == "soap":
-            # SOAP answers go only to a registered receiveResponse URL, never to an address a
-            # request names (that would let any client make the gateway POST anywhere).
-            url = agency.response_soap if agency else None
-            return [("soap", url, meta)] if url else []
-        address = (agency.response_email if agency else None) or msg.reply_to
-        return [("smtp", address, meta)] if address else []
+        return [(kind, where, meta) for kind, where in destinations(agency, msg.transport)]
 
     retry_delay = 10.0
     max_retries = 3

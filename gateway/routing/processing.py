@@ -44,6 +44,8 @@ class Job:
     lesc: bool = False  # an LESC destination is configured: IAQs are built
     lesc_ori: str = "VTICE0900"
     match_threshold: float | None = None  # overrides the galleries' calibrated thresholds
+    iaq_control: str | None = None  # the keyed IAQ control field of this message
+    reject: tuple | None = None  # (code, tag, message, hint): answer with this ERRT once decoded
 
 
 @dataclass
@@ -149,6 +151,10 @@ def _process(job: Job, result: Result, t: float) -> None:
         "encoding": txn.encoding,
     }
     t = result.step("DECODED", f"{len(txn.records)} records", t)
+    if job.reject is not None:  # decided before processing (a reused TCN)
+        code, tag, message, hint = job.reject
+        _reject(job, txn, result, t, code, Location(1, 1, tag), message, hint)
+        return
 
     source = job.payload if txn.encoding == "xml" else None
     report = validate(txn, profile=job.profile, source=source, today=_today(job))
@@ -289,6 +295,7 @@ def _dhs_match(job: Job, txn: Transaction, dhs_id: str, ucn: str | None, result:
             lesc_ori=job.lesc_ori,
             message_id=job.message_id,
             table=table,
+            control=job.iaq_control,
         )
         result.notices.append({"kind": "IAQ", "text": text, "priority": level.label})
     return dhs_subject.dhs_id, dhs_messages(dhs_subject, level)

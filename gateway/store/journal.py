@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS messages (
     response TEXT REFERENCES payloads(sha256),
     response_tcn TEXT,
     duplicate_of TEXT,
-    summary TEXT
+    summary TEXT,
+    agency TEXT,
+    identity TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
 CREATE INDEX IF NOT EXISTS messages_ori_tcn ON messages(ori, tcn);
@@ -114,6 +116,8 @@ class Message:
     response_tcn: str | None
     duplicate_of: str | None
     summary: str | None
+    agency: str | None = None  # the ORI of the [[agency]] the submission belongs to
+    identity: str | None = None  # the authenticated peer that submitted it
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -181,6 +185,7 @@ class Journal:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        _add_columns(self.db, "messages", {"agency": "TEXT", "identity": "TEXT"})
         self.db.executescript(ENROLMENT_SCHEMA)
         self.log = RoutingLog(Path(routing_log) if routing_log else None)
         self._log_pending: list[dict] = []
@@ -257,10 +262,24 @@ class Journal:
 
     # -- intake ----------------------------------------------------------------------
     def accept(
-        self, data: bytes, *, transport: str, peer: str | None = None, reply_to: str | None = None
+        self,
+        data: bytes,
+        *,
+        transport: str,
+        peer: str | None = None,
+        reply_to: str | None = None,
+        agency: str | None = None,
+        identity: str | None = None,
     ) -> str:
         """Store the raw bytes durably (RECEIVED -> STORED); returns the message id."""
-        return self.accept_many([data], transport=transport, peer=peer, reply_to=reply_to)[0]
+        return self.accept_many(
+            [data],
+            transport=transport,
+            peer=peer,
+            reply_to=reply_to,
+            agencies=[agency],
+            identity=identity,
+        )[0]
 
     def accept_many(
         self,
@@ -269,19 +288,26 @@ class Journal:
         transport: str,
         peer: str | None = None,
         reply_to: str | None = None,
+        agencies: list[str | None] | None = None,
+        identity: str | None = None,
     ) -> list[str]:
-        """Store several transactions in one commit: all are accepted, or none."""
+        """Store several transactions in one commit: all are accepted, or none.
+
+        ``agencies``: per item, the ORI of the agency it belongs to (whose registered
+        destinations get its answer); ``identity``: the authenticated peer.
+        """
         now = time.time()
         ids = []
+        agencies = agencies or [None] * len(items)
         with self._tx():
-            for data in items:
+            for data, agency in zip(items, agencies, strict=True):
                 msg_id = f"M{int(now * 1000):013d}-{uuid.uuid4().hex[:10]}"
                 msg = {"id": msg_id, "state": None}
                 digest = self._put_payload(data)
                 self.db.execute(
                     "INSERT INTO messages (id, received_at, transport, peer, reply_to, payload, "
-                    "state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (msg_id, now, transport, peer, reply_to, digest, STORED, now),
+                    "state, updated_at, agency, identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (msg_id, now, transport, peer, reply_to, digest, STORED, now, agency, identity),
                 )
                 self._transition(
                     msg, RECEIVED, outcome=f"{len(data)} bytes via {transport}", at=now
@@ -556,6 +582,14 @@ class _Tx:
 
 def _iso(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+
+
+def _add_columns(db, table: str, columns: dict[str, str]) -> None:
+    """Add the columns a journal made by an older version lacks (kept in this order)."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for name, kind in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 def fsync_dir(path: Path) -> None:

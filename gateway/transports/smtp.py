@@ -21,6 +21,9 @@ from twisted.internet import defer
 from twisted.mail import smtp
 from zope.interface import implementer
 
+from gateway.routing.authz import Refused
+from gateway.transports.tls import peer_fingerprint
+
 log = logging.getLogger("gateway.smtp")
 
 
@@ -144,6 +147,7 @@ class IntakeDelivery:
         self.intake = intake
         self.max_size = max_size
         self.peer = peer
+        self.identity = None  # set by IntakeESMTP.do_MAIL from the client certificate
         self._sender = ""
         self._collector: _Collector | None = None
 
@@ -176,7 +180,10 @@ class IntakeDelivery:
                 transport="smtp",
                 peer=peer,
                 reply_to=sender or None,
+                identity=self.identity,
             )
+        except Refused as exc:  # logged by the intake; nothing was stored
+            return defer.fail(smtp.SMTPServerError(550, f"5.7.1 {exc.reason}"))
         except Exception as exc:  # noqa: BLE001 - storage failure: temporary, the client retries
             log.error("cannot store a message from %s: %s", peer, exc)
             return defer.fail(smtp.SMTPServerError(451, "4.3.0 cannot store the message now"))
@@ -184,9 +191,11 @@ class IntakeDelivery:
 
 
 class IntakeESMTP(smtp.ESMTP):
-    """ESMTP that announces SIZE and refuses MAIL FROM with a SIZE beyond the limit."""
+    """ESMTP that announces SIZE, refuses MAIL FROM with a SIZE beyond the limit and, with TLS on,
+    requires STARTTLS and a registered client certificate before MAIL (RFC 3207 section 4)."""
 
     max_size = 64 * 1024 * 1024
+    require_tls = False
 
     def extensions(self):
         ext = super().extensions()
@@ -199,6 +208,19 @@ class IntakeESMTP(smtp.ESMTP):
             if key.upper() == b"SIZE" and value.isdigit() and int(value) > self.max_size:
                 self.sendCode(552, b"5.3.4 message size exceeds the fixed maximum message size")
                 return
+        if self.require_tls and not self.startedTLS:
+            self.sendCode(530, b"5.7.0 Must issue a STARTTLS command first")
+            return
+        try:
+            self.delivery.identity = self.factory.intake.identify(
+                peer_fingerprint(self.transport) if self.require_tls else None,
+                transport="smtp",
+                peer=self.delivery.peer,
+            )
+        except Refused as exc:
+            code = b"5.7.0" if exc.code == "NO_CERTIFICATE" else b"5.7.1"
+            self.sendCode(530, code + b" " + exc.reason.encode("ascii", "replace"))
+            return
         return super().do_MAIL(rest)
 
     def _messageHandled(self, resultList):  # noqa: N802 - Twisted internal, answers DATA
@@ -221,18 +243,20 @@ class IntakeFactory(smtp.SMTPFactory):
 
     protocol = IntakeESMTP
 
-    def __init__(self, intake, *, domain: str, max_size: int, tls_context=None):
+    def __init__(self, intake, *, domain: str, max_size: int, tls_context=None, require_tls=False):
         super().__init__()
         self.intake = intake
         self.domain = domain
         self.max_size = max_size
         self.tls_context = tls_context
+        self.require_tls = require_tls and tls_context is not None
 
     def buildProtocol(self, addr):  # noqa: N802 - Twisted API
         proto = IntakeESMTP(contextFactory=self.tls_context)
         proto.factory = self
         proto.host = self.domain.encode()
         proto.max_size = self.max_size
+        proto.require_tls = self.require_tls
         proto.delivery = IntakeDelivery(self.intake, self.max_size, getattr(addr, "host", None))
         proto.timeout = 300
         return proto
@@ -267,6 +291,33 @@ def build_response_email(
     return message.as_bytes(policy=email.policy.default)
 
 
+def _send_tls(config, host: str, port: int, to: str, data: bytes) -> defer.Deferred:
+    """Send through the relay with STARTTLS required and its certificate checked."""
+    from io import BytesIO
+
+    from twisted.internet import reactor
+
+    from gateway.transports.tls import client_options
+
+    d = defer.Deferred()
+    factory = smtp.ESMTPSenderFactory(
+        None,
+        None,
+        config.outbound_from,
+        [to],
+        BytesIO(data),
+        d,
+        retries=0,
+        contextFactory=client_options(config, host),
+        heloFallback=False,
+        requireAuthentication=False,
+        requireTransportSecurity=True,
+    )
+    factory.domain = config.smtp_domain.encode()
+    reactor.connectTCP(host, port, factory, timeout=30)
+    return d
+
+
 def smtp_sender(config):
     """The outbound sender of ``smtp`` deliveries, through the configured relay."""
     host, port = config.outbound_relay
@@ -285,14 +336,16 @@ def smtp_sender(config):
             message_id=f"<{item.message_id}.{item.id}@{config.smtp_domain}>",
             text=bool(meta.get("text")),
         )
-        return smtp.sendmail(
-            host,
-            config.outbound_from,
-            [item.destination],
-            data,
-            port=port,
-            requireAuthentication=False,
-            requireTransportSecurity=False,
-        )
+        if not config.outbound_tls:
+            return smtp.sendmail(
+                host,
+                config.outbound_from,
+                [item.destination],
+                data,
+                port=port,
+                requireAuthentication=False,
+                requireTransportSecurity=False,
+            )
+        return _send_tls(config, host, port, item.destination, data)
 
     return send

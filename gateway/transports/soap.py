@@ -4,14 +4,18 @@ Intake (the ``soap`` listener, :func:`soap_root`)::
 
     /ngi/NativeEBTSService    submitRequest(ngi-core:NativeEBTSMessage: base64 traditional EBTS)
     /ngi/NGIUserService       submitRequest(itl:NISTBiometricInformationExchangePackage)
-    ...?wsdl                  the service's WSDL, soap:address = the URL the request came to
+    ...?wsdl                  the service's WSDL, soap:address = [soap] public_url + path, else
+                              the listener's own address (never the request's Host header)
     ...?xsd=PATH              the XSDs the WSDL imports (PATH relative to the bundle's xsd/)
 
-A request is parsed with a hardened parser (size limit, no DTD, no entities, no network), its
-body is validated against the schema of the service's WSDL (compiled once per process), the
-payload goes to ``gateway.intake.accept`` (committed with fsync), and only then the answer
-``ngi-core:NGIControlNumber`` is sent.  Control numbers are ``G`` + year + day of year +
-a 12-digit durable counter (``journal.next_number("ngi_control")``), e.g.
+With TLS on (the default) the listener speaks HTTPS and the client's certificate names the
+agency (:mod:`gateway.routing.authz`): a request without one, or for an ORI that agency may not
+submit for, or whose payload is not an ANSI/NIST-ITL transaction, gets an INVALID_REQUEST fault
+and no control number.  A request is parsed with a hardened parser (size limit, no DTD, no
+entities, no network), its body is validated against the schema of the service's WSDL (compiled
+once per process), the payload goes to ``gateway.intake.accept`` (committed with fsync), and only
+then the answer ``ngi-core:NGIControlNumber`` is sent.  Control numbers are ``G`` + year + day
+of year + a 12-digit durable counter (``journal.next_number("ngi_control")``), e.g.
 ``G2026329000000000042``, and are recorded with the message id (:class:`ControlNumbers`).
 
 Faults carry ``ngi-core:NGIServicesFault`` as detail (faultErrorCode INVALID_REQUEST,
@@ -24,7 +28,8 @@ The WSDLs' ``NGIControlNumberType`` pattern cannot match any control number as w
 backslash followed by ``d``); both the served documents and the compiled schemas carry the
 evident intent instead (:data:`CONTROL_NUMBER_PATTERN`), marked by a comment.
 
-Delivery (:func:`soap_sender`): a response is pushed to the agency's ``response_soap`` URL by
+Delivery (:func:`soap_sender`): a response is pushed to the agency's registered ``response_soap``
+URL (never a ``ReplyTo`` the request names; HTTPS checks the agency's certificate) by
 ``receiveResponse`` of NativeEBTSResponseService (traditional payload, base64) or
 NGIResponseService (XML payload); success is HTTP 200 without a SOAP fault, anything else
 fails the Deferred and the dispatcher retries with backoff.
@@ -53,6 +58,8 @@ from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
+from gateway.routing.authz import Refused, is_ansinist
+from gateway.transports.tls import OutboundPolicy, peer_fingerprint
 from gateway.validation.schema import schema_path
 
 from .soap_client import (
@@ -84,11 +91,6 @@ WSDL = "http://schemas.xmlsoap.org/wsdl/"
 WSDL_SOAP11 = "http://schemas.xmlsoap.org/wsdl/soap/"
 WSDL_SOAP12 = "http://schemas.xmlsoap.org/wsdl/soap12/"
 WSA = ("http://www.w3.org/2005/08/addressing", "http://schemas.xmlsoap.org/ws/2004/08/addressing")
-_WSA_NOBODY = {
-    "http://www.w3.org/2005/08/addressing/anonymous",
-    "http://www.w3.org/2005/08/addressing/none",
-    "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous",
-}
 
 BUNDLE = "fbi-ebts-10.0-ngi-inc4"
 INVALID_REQUEST = "INVALID_REQUEST"
@@ -104,9 +106,6 @@ _CONTROL_NUMBER_RE = re.compile(CONTROL_NUMBER_PATTERN + r"\Z")
 
 # Stands for the service URL in the prepared documents; replaced per request.
 _PLACEHOLDER = "http://ebts-gateway.invalid/__service__"
-_HOST_RE = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?"
-)
 
 SEND_TIMEOUT = 120.0  # seconds for one receiveResponse call, connection included
 MAX_REPLY_BYTES = 1024 * 1024
@@ -412,31 +411,23 @@ def answer_envelope(element: etree._Element, version: str = "1.1") -> tuple[int,
 # -- intake -----------------------------------------------------------------------------------
 
 
-def _service_url(request, path: str) -> str:
+def _service_url(request, path: str, public_url: str | None = None) -> str:
+    """The address the WSDL names: ``[soap] public_url``, else the listener's own address.
+
+    Never the request's Host header, which any client sets (a WSDL pointing elsewhere would send
+    the next client's submissions there).
+    """
+    if public_url:
+        return f"{public_url}{path}"
     scheme = "https" if request.isSecure() else "http"
-    host = (request.getHeader("host") or "").strip()
-    if not _HOST_RE.fullmatch(host):
-        addr = request.getHost()
-        host = f"[{addr.host}]" if ":" in addr.host else addr.host
-        host = f"{host}:{addr.port}"
-    return f"{scheme}://{host}{path}"
+    addr = request.getHost()
+    host = f"[{addr.host}]" if ":" in addr.host else addr.host
+    return f"{scheme}://{host}:{addr.port}{path}"
 
 
 def _request_version(request) -> str:
     content_type = (request.getHeader("content-type") or "").lower()
     return "1.2" if content_type.startswith("application/soap+xml") else "1.1"
-
-
-def _reply_to(header: etree._Element | None) -> str | None:
-    if header is None:
-        return None
-    for ns in WSA:
-        address = header.findtext(f"{{{ns}}}ReplyTo/{{{ns}}}Address")
-        if address and address.strip() not in _WSA_NOBODY:
-            address = address.strip()
-            if urlsplit(address).scheme in ("http", "https"):
-                return address
-    return None
 
 
 def _check_headers(header: etree._Element | None, version: str) -> None:
@@ -476,7 +467,9 @@ class ServiceResource(resource.Resource):
         args = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)}
         if "wsdl" in args or "xsd" in args:
             xsd = args.get("xsd")
-            data = self.contract.document(xsd, _service_url(request, self.path))
+            data = self.contract.document(
+                xsd, _service_url(request, self.path, self.gateway.config.soap_public_url)
+            )
             if data is None:
                 request.setResponseCode(404)
                 request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -506,6 +499,16 @@ class ServiceResource(resource.Resource):
         return body
 
     def _submit(self, request) -> tuple[int, str, bytes]:
+        peer = getattr(request.getClientAddress(), "host", None)
+        try:
+            identity = self.gateway.intake.identify(
+                peer_fingerprint(request.channel.transport) if request.isSecure() else None,
+                transport="soap",
+                peer=peer,
+            )
+        except Refused as exc:
+            raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
+        request.identity = identity
         if request.postpath not in ([], [b""]):
             raise Fault(INVALID_REQUEST, f"no service at {request.path.decode('ascii', 'replace')}")
         content = request.content
@@ -545,8 +548,17 @@ class ServiceResource(resource.Resource):
                 "request is not valid against the WSDL schema: " + "; ".join(errors),
             )
         payload = self._payload(element)
-        peer = request.getClientAddress()
-        control_number = self._store(payload, getattr(peer, "host", None), _reply_to(header))
+        if not is_ansinist(payload):
+            raise Fault(
+                INVALID_REQUEST, "the payload is not an ANSI/NIST-ITL transaction (1.001: or XML)"
+            )
+        peer = getattr(request.getClientAddress(), "host", None)
+        try:  # before a control number is spent (the intake checks again when it stores)
+            self.gateway.intake.authorize([payload], request.identity, transport="soap", peer=peer)
+        except Refused as exc:
+            raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
+        # A ReplyTo is never used: answers go to the agency's registered destinations.
+        control_number = self._store(payload, peer, request.identity)
         answer = etree.Element(self.spec.response, nsmap={"ngi-core": NGI_CORE})
         answer.text = control_number
         return answer_envelope(answer, version)
@@ -568,15 +580,17 @@ class ServiceResource(resource.Resource):
             raise Fault(INVALID_REQUEST, "the transaction is empty")
         return payload
 
-    def _store(self, payload: bytes, peer: str | None, reply_to: str | None) -> str:
+    def _store(self, payload: bytes, peer: str | None, identity) -> str:
         if not self.gateway.running:
             raise Fault(SERVICE_NOT_AVAILABLE, "the gateway is shutting down; try again later")
         try:
             control_number = self.control_numbers.allocate()
             (message_id,) = self.gateway.intake.accept(
-                [payload], transport="soap", peer=peer, reply_to=reply_to
+                [payload], transport="soap", peer=peer, identity=identity
             )
             self.control_numbers.record(control_number, message_id, self.spec.name)
+        except Refused as exc:  # logged by the intake; nothing was stored
+            raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
         except (sqlite3.Error, OSError) as exc:
             log.error("%s: cannot store a request from %s: %s", self.spec.name, peer, exc)
             raise Fault(
@@ -649,7 +663,8 @@ def _check_reply(status: int, data: bytes) -> None:
 def soap_sender(config, *, agent=None, clock=None):
     """The outbound sender of ``soap`` deliveries: receiveResponse at the delivery's URL."""
     clock = clock or reactor
-    agent = agent or Agent(clock, connectTimeout=30)
+    # HTTPS pushes check the agency's server certificate and present ours.
+    agent = agent or Agent(clock, contextFactory=OutboundPolicy(config), connectTimeout=30)
 
     def send(item, payload: bytes) -> defer.Deferred:
         url = item.destination

@@ -222,7 +222,9 @@ def read_response(data: bytes, http_status: int | None = None) -> etree._Element
     return children[0]
 
 
-def submit_soap(url: str, payload: bytes, *, xml: bool = False, timeout: float = 120.0) -> str:
+def submit_soap(
+    url: str, payload: bytes, *, xml: bool = False, timeout: float = 120.0, context=None
+) -> str:
     """Submit one transaction by ``submitRequest``; returns the NGI control number.
 
     ``url`` is the service address (``http://HOST:PORT/ngi/NativeEBTSService`` for a
@@ -230,6 +232,7 @@ def submit_soap(url: str, payload: bytes, *, xml: bool = False, timeout: float =
     Raises :class:`SoapFault` for a fault (``error_code`` INVALID_REQUEST, SERVICE_NOT_AVAILABLE
     or INTERNAL_PROCESSING_ERROR), :class:`SoapError` for anything else that is no answer,
     ValueError for a payload that cannot be sent, and OSError for network errors.
+    ``context``: an ``ssl.SSLContext`` with the client certificate for an ``https`` URL.
     """
     if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -241,7 +244,7 @@ def submit_soap(url: str, payload: bytes, *, xml: bool = False, timeout: float =
         headers={"Content-Type": CONTENT_TYPE_11, "SOAPAction": '"submitRequest"'},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             status, answer = response.status, response.read(MAX_MESSAGE_BYTES + 1)
     except urllib.error.HTTPError as exc:
         status, answer = exc.code, exc.read(MAX_MESSAGE_BYTES + 1)

@@ -30,7 +30,17 @@ def gateway_config(tmp_path: Path, sink_port: int, **extra) -> object:
         },
         "workers": 1,
         "gallery": {"demo": False},
-        "agency": [{"ori": "NY0303000", "response_email": "bureau@ny.example"}],
+        "agency": [
+            {
+                "ori": "NY0303000",
+                "response_email": "bureau@ny.example",
+                # the ORIs of the shipped fixtures (WV...) and demo files (NY..., ZZ...)
+                "submits_for": ["NY", "WV", "ZZ"],
+            }
+        ],
+        # Tests that are not about TLS run without it (allowed: every listener is on loopback);
+        # tests/integration/test_tls_gateway.py covers certificates and refusals.
+        "tls": {"mode": "off"},
     }
     for key, value in extra.items():
         raw[key] = value

@@ -78,7 +78,7 @@ def galleries(tmp_path_factory):
     return paths
 
 
-async def _start(tmp_path, sink, galleries) -> Gateway:
+async def _start(tmp_path, sink, galleries, tls="off") -> Gateway:
     config = parse_config(
         {
             "data_dir": str(tmp_path / "data"),
@@ -103,12 +103,14 @@ async def _start(tmp_path, sink, galleries) -> Gateway:
                 {"ori_prefix": "TX", "dhs_activated": False},
             ],
             "lesc": {"email": "lesc@ice.example"},
+            # identities and refusals: tests/integration/test_tls_gateway.py
+            "tls": {"mode": tls},
         }
     )
     return await started(config, galleries)
 
 
-def _send(port: int, attachments=(), text: str | None = None):
+def _send(port: int, attachments=(), text: str | None = None, context=None):
     from email.message import EmailMessage
 
     def blocking():
@@ -122,9 +124,21 @@ def _send(port: int, attachments=(), text: str | None = None):
             for data in attachments:
                 message.add_attachment(data, maintype="application", subtype="octet-stream")
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            if context is not None:
+                client.starttls(context=context)
             client.send_message(message)
 
     return threads.deferToThread(blocking)
+
+
+def _identity(gateway, name: str):
+    """A client TLS context with an identity the gateway issued (``NY0303000``, ``LESC``)."""
+    import ssl
+
+    root = gateway.config.data_dir / "pki"
+    context = ssl.create_default_context(cafile=str(root / "ca.crt"))
+    context.load_cert_chain(root / "agencies" / f"{name}.crt", root / "agencies" / f"{name}.key")
+    return context
 
 
 def _by_recipient(sink: Sink, address: str) -> list:
@@ -222,7 +236,8 @@ async def test_iar_is_linked_and_forwarded(tmp_path, sink, galleries):
         await sink.wait_for(2)
         booking = gateway.journal.messages(tcn="NY-INTEROP-000005")[0]
         iaq = _body(_by_recipient(sink, "lesc@ice.example")[0])
-        assert f"*{iaq_control(booking.id)}" in iaq
+        control = iaq_control(booking.id, gateway.pipeline.control_key)
+        assert f"*{control}" in iaq and control != iaq_control(booking.id)  # keyed
         iar = build_iar(
             iaq, text="SUBJECT RECORD LOCATED. INFORMATIONAL RESPONSE.", lesc_ori="VTICE0900"
         )
@@ -236,5 +251,25 @@ async def test_iar_is_linked_and_forwarded(tmp_path, sink, galleries):
         assert iar_msg.state == "RESPONDED"
         detail = json.dumps([t["outcome"] for t in gateway.journal.transitions(iar_msg.id)])
         assert booking.id in detail
+    finally:
+        await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_iaq_and_iar_over_tls_with_identities(tmp_path, sink, galleries):
+    """The happy path with TLS on: the bureau's CAR, the IAQ to the LESC, the LESC's IAR back."""
+    gateway = await _start(tmp_path, sink, galleries, tls="on")
+    try:
+        port = gateway.port("smtp")
+        await _send(
+            port, [_car(LEVEL1, "NY-INTEROP-000031")], context=_identity(gateway, "NY0303000")
+        )
+        await sink.wait_for(2)
+        iaq = _body(_by_recipient(sink, "lesc@ice.example")[0])
+        iar = build_iar(iaq, text="SUBJECT RECORD LOCATED.", lesc_ori="VTICE0900")
+        await _send(port, text=iar, context=_identity(gateway, "LESC"))
+        await sink.wait_for(3)
+        forwarded = [m for m in _by_recipient(sink, "bureau@ny.example") if not m["attachments"]]
+        assert forwarded and "SUBJECT RECORD LOCATED" in _body(forwarded[0])
     finally:
         await gateway.stopService()

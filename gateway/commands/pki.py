@@ -1,0 +1,78 @@
+"""``ebts-gateway pki init|issue NAME|show``: a private CA and identities for operators without one.
+
+``init`` makes the CA and the gateway's server certificate under ``DATA/pki`` (what the daemon
+also does on its first start with TLS on and no ``[tls]`` files); ``issue NAME`` makes a client
+certificate for an agency (its ORI) or the ICE LESC (``LESC``) and prints the SHA-256 fingerprint
+to register as ``[[agency]] certificate`` (or ``[lesc] certificate``).  An identity issued under
+``DATA/pki/agencies/ORI.crt`` is recognised without registering it; give the agency its ``.crt``,
+``.key`` and ``ca.crt`` over a channel you trust.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+NAME = "pki"
+HELP = "make a private CA, the gateway's certificate and agency client certificates"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("action", choices=["init", "issue", "show"], help="what to do")
+    parser.add_argument("name", nargs="?", help="with issue: the agency's ORI, or LESC")
+    parser.add_argument("--config", help="TOML configuration (its data_dir and listeners)")
+    parser.add_argument("--data-dir", help="override data_dir (the PKI lives in DATA/pki)")
+    parser.add_argument(
+        "--hostname",
+        action="append",
+        default=[],
+        help="with init: a DNS name or IP address of the gateway for its certificate "
+        "(repeatable; loopback names are always included)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing certificate (rotation)"
+    )
+
+
+def run(args) -> int:
+    from gateway import pki
+    from gateway.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ebts-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    root = Path(args.data_dir or config.data_dir) / "pki"
+    try:
+        if args.action == "init":
+            from gateway.transports.tls import hostnames
+
+            names = tuple(dict.fromkeys([*args.hostname, *hostnames(config)]))
+            paths = pki.init_ca(root)
+            pki.issue_server(root, names, force=args.force)
+            print(f"CA:     {paths.ca_cert}")
+            print(f"server: {paths.server_cert} ({', '.join(names)})")
+            return 0
+        if args.action == "issue":
+            if not args.name:
+                print("ebts-gateway pki issue: name the agency (its ORI) or LESC", file=sys.stderr)
+                return 2
+            pki.init_ca(root)
+            paths, fp = pki.issue_client(root, args.name, force=args.force)
+            print(f"certificate: {paths.agency_cert(args.name)}")
+            print(f"key:         {paths.agency_key(args.name)}")
+            print(f"CA:          {paths.ca_cert}")
+            print(f"fingerprint: {pki.pretty(fp)}")
+            return 0
+        # show: every identity found, with its fingerprint
+        folder = root / "agencies"
+        if not folder.is_dir():
+            print(f"no identities under {folder}", file=sys.stderr)
+            return 1
+        for cert in sorted(folder.glob("*.crt")):
+            print(f"{cert.stem:<12} {pki.pretty(pki.fingerprint(cert.read_bytes()))}")
+        return 0
+    except pki.PKIError as exc:
+        print(f"ebts-gateway pki: {exc}", file=sys.stderr)
+        return 2
