@@ -49,15 +49,20 @@ sys.path.insert(0, str(REPO))
 OUT = REPO / "benchmarks" / "out"
 
 from gateway.ansinist import read, write  # noqa: E402
-from gateway.replay_io import Receiver  # noqa: E402
+from gateway.replay_io import Receiver, client_context, demo_identity  # noqa: E402
 
 PROBE = """
-import sys, time, urllib.request
-url = f"http://127.0.0.1:{sys.argv[1]}/health"
+import ssl, sys, time, urllib.request
+context = None
+if len(sys.argv) > 2:  # TLS: the demo identity (client certificate) of the data directory
+    cert, key, ca = sys.argv[2:5]
+    context = ssl.create_default_context(cafile=ca)
+    context.load_cert_chain(cert, key)
+url = f"{'https://localhost' if context else 'http://127.0.0.1'}:{sys.argv[1]}/health"
 while True:
     t0 = time.perf_counter()
     try:
-        urllib.request.urlopen(url, timeout=5).read()
+        urllib.request.urlopen(url, timeout=5, context=context).read()
         print(time.perf_counter() - t0, flush=True)
     except OSError:
         print(5.0, flush=True)
@@ -131,7 +136,9 @@ def workload(args) -> tuple[list[bytes], list[tuple[bytes, bool]]]:
     return [car(i, 1) for i in prebooked], [(car(i, n), n == 2) for i, n in plan]
 
 
-def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]], args, extra):
+def run_config(
+    name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]], args, extra, tls: bool
+):
     work = Path(tempfile.mkdtemp(prefix=f"ebts-bench-{name}-"))
     relay, smtp_port, admin_port = free_port(), free_port(), free_port()
     receiver = Receiver("127.0.0.1", relay)
@@ -142,7 +149,10 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
         f'[listen]\nsmtp = "tcp:{smtp_port}:interface=127.0.0.1"\n'
         f'admin = "tcp:{admin_port}:interface=127.0.0.1"\n'
         f'soap = "tcp:{free_port()}:interface=127.0.0.1"\n'
-        f'[outbound]\nsmtp_relay = "127.0.0.1:{relay}"\n' + extra
+        f'[outbound]\nsmtp_relay = "127.0.0.1:{relay}"\n'
+        # the synthetic CARs' ORI; with TLS the gateway issues this agency's identity
+        '[[agency]]\nori = "NY0303000"\nresponse_email = "bench@localhost"\n'
+        f'[tls]\nmode = "{"on" if tls else "off"}"\n' + extra
     )
     log = open(work / "daemon.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -152,11 +162,13 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
         start_new_session=True,
     )
     mailbox = Mailbox(receiver)
+    context = None
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", smtp_port), timeout=1).close()
+                context = demo_context(work / "data") if tls else None
                 break
             except OSError:
                 time.sleep(0.2)
@@ -164,7 +176,7 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
         # job; the pre-booked identities are enrolled so that their second bookings hit)
         for i, data in enumerate(prebook or [timed[0][0]]):
             tcn = f"PRE-{name}-{i:05d}"
-            _submit(smtp_port, _mime(_with_tcn(data, tcn)))
+            _submit(smtp_port, _mime(_with_tcn(data, tcn)), context)
             mailbox.wait(tcn, 300)
         # the e-mails are built before the clock starts: a state system's own CPU is not the
         # gateway's (this machine runs both)
@@ -184,7 +196,7 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
                     if not queue:
                         return
                     tcn, mail = queue.pop()
-                _submit(smtp_port, mail)
+                _submit(smtp_port, mail, context)
                 accepted[tcn] = time.perf_counter()
                 got = mailbox.wait(tcn, args.timeout)
                 if got is None:
@@ -192,8 +204,11 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
                 answered[tcn], hits[tcn] = got
 
         # /health is probed from a separate process (the client threads here hold the GIL).
+        identity = list(demo_identity(work / "data", "NY0303000") or ()) if tls else []
         prober = subprocess.Popen(
-            [sys.executable, "-c", PROBE, str(admin_port)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", PROBE, str(admin_port), *identity],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         cpu_before = _cpu(proc.pid)
         started = time.perf_counter()
@@ -213,7 +228,7 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
         mailbox.stop()
         receiver.stop()
     return {
-        "config": name,
+        "config": name + (" tls" if tls else ""),
         "cars": len(answered),
         "missing": len(timed) - len(answered),
         "hits": sum(hits.values()),
@@ -322,8 +337,16 @@ def _mime(data: bytes) -> bytes:
     return message.as_bytes(policy=email.policy.SMTP)  # CRLF line ends, as sent on the wire
 
 
-def _submit(port: int, mail: bytes) -> None:
+def demo_context(data_dir: Path):
+    """The client TLS context of the identity the gateway issued for NY0303000."""
+    cert, key, ca = demo_identity(data_dir, "NY0303000")
+    return client_context(cert, key, ca)
+
+
+def _submit(port: int, mail: bytes, context=None) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=120) as client:
+        if context is not None:  # STARTTLS with the agency's client certificate
+            client.starttls(context=context)
         client.sendmail("bench@localhost", ["ebts@gateway"], mail)
 
 
@@ -338,6 +361,13 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--only", choices=["fbi-10", "fbi-4", "no-gallery"], action="append")
+    parser.add_argument(
+        "--tls",
+        choices=["both", "on", "off"],
+        default="both",
+        help="run each configuration with TLS (client certificates, the default of the gateway), "
+        "without, or both in the same run (the reference)",
+    )
     args = parser.parse_args(argv)
 
     path = gallery(args.subjects)
@@ -347,10 +377,12 @@ def main(argv=None) -> int:
         "fbi-4": f'[gallery]\nfbi = "{path}"\n[matcher]\nsearch_positions = [1, 2, 6, 7]\n',
         "no-gallery": "[gallery]\ndemo = false\n",
     }
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.tls]
     rows = [
-        run_config(name, prebook if name != "no-gallery" else [], timed, args, extra)
+        run_config(name, prebook if name != "no-gallery" else [], timed, args, extra, tls)
         for name, extra in configs.items()
         if not args.only or name in args.only
+        for tls in modes
     ]
     print(
         f"\n{args.clients} clients (closed loop), {args.cars} CARs (10 rolled WSQ fingers each; "
@@ -358,14 +390,14 @@ def main(argv=None) -> int:
         f"{args.subjects} gallery subjects, {args.workers} workers, {os.cpu_count()} cores"
     )
     print(
-        f"{'configuration':<14}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'hits':>9}{'missing':>9}"
+        f"{'configuration':<18}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'hits':>9}{'missing':>9}"
         f"{'/health p99 / max ms (n)':>26}{'load':>7}   CPU ms/CAR: reactor, workers, clients"
     )
     for r in rows:
         hits = f"{r['hits']}/{r['expected_hits']}"
         health = f"{r['health_p99_ms']:.1f} / {r['health_max_ms']:.1f} ({r['health_n']})"
         print(
-            f"{r['config']:<14}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
+            f"{r['config']:<18}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
             f"{r['missing']:>9}{health:>26}{r['load']:>7.1f}   "
             + ", ".join(f"{v:.0f}" for v in r["cpu_ms"].values())
         )

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gateway.ansinist import read, write  # noqa: E402
-from gateway.replay_io import Receiver  # noqa: E402
+from gateway.replay_io import Receiver, client_context, demo_identity  # noqa: E402
 
 
 def free_port() -> int:
@@ -62,7 +62,11 @@ class Daemon:
             f'soap = "tcp:{free_port()}:interface=127.0.0.1"\n'
             f'[outbound]\nsmtp_relay = "127.0.0.1:{relay_port}"\nretry_initial = 0.5\n'
             "retry_max = 5.0\n[gallery]\ndemo = false\n"
+            # TLS on (the gateway's default): the client presents the identity the gateway
+            # issues for this agency on its first start
+            '[[agency]]\nori = "NY0303000"\nresponse_email = "crash@localhost"\n'
         )
+        self.data_dir = workdir / "data"
         self.smtp_port = smtp_port
         self.log = open(workdir / "daemon.log", "ab")  # noqa: SIM115
         self.proc: subprocess.Popen | None = None
@@ -121,6 +125,8 @@ def main(argv=None) -> int:
     receiver.start()
     daemon = Daemon(workdir, free_port(), free_port(), relay)
     daemon.start()
+    cert, key, ca = demo_identity(daemon.data_dir, "NY0303000")
+    context = client_context(cert, key, ca)
 
     template = read(car_template())
     todo = collections.deque(f"CRASH-{i:010d}" for i in range(args.count))
@@ -148,6 +154,7 @@ def main(argv=None) -> int:
             )
             try:
                 with smtplib.SMTP("127.0.0.1", daemon.smtp_port, timeout=30) as smtp:
+                    smtp.starttls(context=context)
                     smtp.send_message(message)
                 with lock:
                     acks[tcn] += 1

@@ -7,6 +7,7 @@ and that nothing was stored (the journal has no message) or sent (the relay got 
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import ssl
 import urllib.error
@@ -196,6 +197,29 @@ async def test_tls_1_3_minimum_refuses_1_2(tmp_path, sink):
         with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
             await _smtp(gateway.port("smtp"), message, context)
         await _nothing_stored_or_sent(gateway, sink)
+    finally:
+        await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cipher_policy_is_ecdhe_with_aead_only(tmp_path, sink):
+    gateway = await _start(tmp_path, sink)
+    try:
+        port = gateway.port("smtp")
+
+        def negotiate(ciphers):
+            context = _context(gateway, "NY0303000", maximum_version=ssl.TLSVersion.TLSv1_2)
+            context.set_ciphers(ciphers)
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.starttls(context=context)
+                return client.sock.version(), client.sock.cipher()[0]
+
+        version, cipher = await threads.deferToThread(negotiate, "DEFAULT")
+        assert version == "TLSv1.2" and cipher.startswith("ECDHE-")
+        assert "GCM" in cipher or "CHACHA20" in cipher
+        for weak in ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384", "AES128-GCM-SHA256"):
+            with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
+                await threads.deferToThread(negotiate, weak)
     finally:
         await gateway.stopService()
 
@@ -402,6 +426,56 @@ async def test_soap_answer_goes_to_the_registered_service_over_https(tmp_path, s
         (call,) = await receiver.wait_for(1)
         assert read(call["payload"]).tcr == "NY-TLS-000021"
         assert sink.messages == []
+    finally:
+        await gateway.stopService()
+
+
+def _zeep(gateway, name: str | None):
+    """A zeep client of NativeEBTSService over HTTPS, with ``name``'s client certificate."""
+    import requests
+    import zeep
+    from zeep.transports import Transport
+
+    cert, key, ca = _identity(gateway, name or "NY0303000")
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify (requests issue 3829)
+    session.verify = ca
+    if name is not None:
+        session.cert = (cert, key)
+    url = f"https://127.0.0.1:{gateway.port('soap')}/ngi/NativeEBTSService?wsdl"
+    return zeep.Client(url, transport=Transport(session=session))
+
+
+@pytest_twisted.ensureDeferred
+async def test_zeep_with_a_client_certificate(tmp_path, sink, receiver):
+    import requests
+    import zeep
+
+    agencies = [{"ori": "NY0303000", "response_soap": receiver.url}, AGENCIES[1]]
+    gateway = await _start(tmp_path, sink, agencies=agencies)
+    try:
+        car = make_car("NY-TLS-000023", fingers=1)
+        encoded = base64.b64encode(car).decode()  # zeep would encode bytes twice (issue 1008)
+
+        def call(name):
+            try:
+                return _zeep(gateway, name).service.submitRequest(encoded)
+            except zeep.exceptions.Fault as fault:
+                return "fault", fault.message
+            except requests.exceptions.SSLError as exc:
+                return "handshake", str(exc)
+
+        # The WSDL is public; a submission without a certificate is not.
+        assert await threads.deferToThread(call, None) == (
+            "fault",
+            "INVALID_REQUEST: not accepted: a client certificate is required",
+        )
+        refused = await threads.deferToThread(call, "TX0000000")
+        assert refused[0] == "fault" and refused[1].endswith("may not submit for ORI NY0303000")
+        control_number = await threads.deferToThread(call, "NY0303000")
+        assert control_number.startswith("G")
+        (answer,) = await receiver.wait_for(1)
+        assert read(answer["payload"]).tcr == "NY-TLS-000023"
     finally:
         await gateway.stopService()
 
