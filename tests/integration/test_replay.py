@@ -101,3 +101,43 @@ async def test_replay_fixture_folder_over_soap(tmp_path, capsys):
         assert int(suite.get("tests")) - len(failed) >= 30, out
     finally:
         await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_replay_uses_the_demo_identity_against_a_tls_gateway(tmp_path, capsys):
+    """The README's end-to-end: TLS on (the default), replay finds the demo identity itself."""
+    relay = _free_port()
+    config = gateway_config(tmp_path, relay, tls={"mode": "on"})
+    gateway = await started(config)
+    try:
+        folder = tmp_path / "fixtures"
+        folder.mkdir()
+        for name in ("car-valid", "l1-bad-len", "car-valid-xml"):
+            for path in FIXTURES.glob(f"{name}.*"):
+                shutil.copy(path, folder / path.name)
+        args = [
+            "replay",
+            str(folder),
+            "--to",
+            f"smtp://127.0.0.1:{gateway.port('smtp')}",
+            "--listen",
+            f"127.0.0.1:{relay}",
+            "--junit",
+            str(tmp_path / "junit.xml"),
+            "--grace",
+            "1",
+            "--data-dir",
+            str(config.data_dir),
+        ]
+        code = await threads.deferToThread(main, args)
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert "3 passed, 0 failed" in out
+        # Without the identity the same replay is refused at MAIL (no client certificate).
+        code = await threads.deferToThread(
+            main, [*args[:-2], "--data-dir", str(tmp_path / "nowhere")]
+        )
+        out = capsys.readouterr().out
+        assert code == 1 and "refused" in out
+    finally:
+        await gateway.stopService()
