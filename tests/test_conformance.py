@@ -128,3 +128,77 @@ def test_binary_fgp_fill_is_accepted(shared, fill):
     t4["4.004"] = [(t4.value("4.004"),)] + [(fill,)] * 5
     report = validate(txn, profile="none", today=TODAY)
     assert not [f for f in report.findings if f.location.tag == "4.004"]
+
+
+# -- field dictionary and the fields newer than VER ----------------------------------------------
+def test_field_dictionary_covers_every_record_type():
+    from gateway.ansinist.dictionary import RECORD_SINCE, fields, lookup
+
+    table = fields()
+    types = {info.record_type for info in table.values()}
+    assert types == set(RECORD_SINCE) == {*range(1, 23), 98, 99}
+    for rtype in types:
+        assert f"{rtype}.001" in table and f"{rtype}.002" in table, rtype
+    assert lookup("18.016").mnemonic == "STR" and lookup("18.016").since == "0500"
+    assert lookup("98.900").mnemonic == "ALF"
+    assert lookup("22.101").since == "0501"
+    assert lookup("10.013").since == "0400" and lookup("14.003").since == "0300"
+    assert lookup("2.018") is None  # Type-2 content is the application profile's
+
+
+def test_field_newer_than_ver_warns_by_default_and_is_an_error_when_strict(shared):
+    path = shared / "conformance" / "traditional" / "nbis-an2kconvert" / "valid1.14.an2"
+    txn = ansinist.read(path.read_bytes())  # VER 0201 with a 9.003 IMP (1-2000, VER 0300)
+    default = validate(txn, profile="none", today=TODAY)
+    newer = [f for f in default.findings if f.code == "L2_FIELD_NEWER_THAN_VER"]
+    assert newer and all(f.severity == "warning" for f in newer)
+    assert {f.location.tag for f in newer} == {"9.003"}
+    assert "0300" in newer[0].message and "0201" in newer[0].message
+    strict = validate(txn, profile="none", strictness="strict", today=TODAY)
+    assert {f.severity for f in strict.findings if f.code == "L2_FIELD_NEWER_THAN_VER"} == {"error"}
+
+
+def test_record_type_newer_than_ver(shared):
+    path = shared / "conformance" / "traditional" / "nbis-an2kconvert" / "valid1.10.an2"
+    txn = ansinist.read(path.read_bytes())  # VER 0201 carrying a Type-17 (1-2007)
+    report = validate(txn, profile="none", today=TODAY)
+    newer = [f for f in report.findings if f.code == "L2_RECORD_NEWER_THAN_VER"]
+    assert [(f.location.record_type, f.severity) for f in newer] == [(17, "warning")]
+
+
+def test_csp_of_type16_checked_as_nbis_does(shared):
+    path = shared / "conformance" / "traditional" / "nist-reference" / "type-17-iris.an2"
+    txn = ansinist.read(path.read_bytes())
+    t16 = txn.add_record(16)
+    for tag, value in {
+        "16.003": "TEST",
+        "16.004": "NIST",
+        "16.005": "20260101",
+        "16.006": "10",
+        "16.007": "10",
+        "16.008": "0",
+        "16.009": "1",
+        "16.010": "1",
+        "16.011": "NONE",
+        "16.012": "8",
+        "16.013": "RGBA",
+        "16.999": b"\x00" * 100,
+    }.items():
+        t16[tag] = value
+    report = validate(txn, profile="none", today=TODAY)
+    assert [f.code for f in report.errors if f.location.tag == "16.013"] == ["L2_CODE_INVALID"]
+    t16["16.013"] = "GRAY"
+    report = validate(txn, profile="none", today=TODAY)
+    assert not [f for f in report.errors if f.location.tag == "16.013"]
+
+
+def test_lqm_vendor_id_is_four_hex_digits(shared):
+    """chkan2k VIDX: 4 hex digits (libbiomeval-type9-13 writes a 3-digit one)."""
+    path = shared / "conformance" / "traditional" / "misc" / "libbiomeval-type9-13.an2k"
+    report = validate_bytes(path.read_bytes(), profile="none", today=TODAY)
+    lqm = [f for f in report.errors if f.location.tag == "13.024"]
+    assert [f.code for f in lqm] == ["L2_SIZE"]
+    txn = ansinist.read(path.read_bytes())
+    t13 = next(r for r in txn.records if r.type == 13)
+    t13["13.024"] = [(s[0], s[1], "0FA1", *s[3:]) for s in t13["13.024"].subfields]
+    assert not [f for f in validate(txn, profile="none").errors if f.location.tag == "13.024"]

@@ -83,6 +83,19 @@ def test_template_mapping_examples():
     assert t14.data is not None
 
 
+def test_template_items_in_traditional_order():
+    """Items follow the field's item order whatever the schema's element order: 14.024 FQM is
+    FGP, score, vendor, product (1-2011 8.14.24); 14.021 SEG is FGP, left, right, top, bottom."""
+    car = next(p for p in TEMPLATES if "Template(CAR)" in p.name)
+    txn = ansinist.read(car.read_bytes())
+    t14 = txn.records_of_type(14)[0]
+    assert t14["14.024"].subfields[0] == ("8", "100", "88", "28495")
+    fgp, left, right, top, bottom = (int(v) for v in t14["14.021"].subfields[0])
+    assert left <= right and top <= bottom
+    t10 = txn.records_of_type(10)[0]
+    assert t10["10.024"].subfields[0][0] == "100"  # SQS: score first
+
+
 def test_nbis_2008_schema_errors():
     findings = validate_xml_schema(NBIS_2008.read_bytes())
     assert [f.location.line for f in findings] == [193, 296, 1206]

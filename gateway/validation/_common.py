@@ -88,6 +88,7 @@ _BASE = {
     "NS": "0-9",
     "ANS": "A-Za-z0-9",
     "S": "",
+    "H": "0-9A-Fa-f",  # hexadecimal (quality vendor id, 1-2011 8.13.24)
 }
 
 
@@ -123,6 +124,7 @@ CTYPE_WORDS = {
     "NS": "digits and special characters",
     "ANS": "printable characters",
     "SN": "a signed number",
+    "H": "hexadecimal digits",
 }
 
 
