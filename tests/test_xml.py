@@ -83,6 +83,19 @@ def test_template_mapping_examples():
     assert t14.data is not None
 
 
+def test_template_items_in_traditional_order():
+    """Items follow the field's item order whatever the schema's element order: 14.024 FQM is
+    FGP, score, vendor, product (1-2011 8.14.24); 14.021 SEG is FGP, left, right, top, bottom."""
+    car = next(p for p in TEMPLATES if "Template(CAR)" in p.name)
+    txn = ansinist.read(car.read_bytes())
+    t14 = txn.records_of_type(14)[0]
+    assert t14["14.024"].subfields[0] == ("8", "100", "88", "28495")
+    fgp, left, right, top, bottom = (int(v) for v in t14["14.021"].subfields[0])
+    assert left <= right and top <= bottom
+    t10 = txn.records_of_type(10)[0]
+    assert t10["10.024"].subfields[0][0] == "100"  # SQS: score first
+
+
 def test_nbis_2008_schema_errors():
     findings = validate_xml_schema(NBIS_2008.read_bytes())
     assert [f.location.line for f in findings] == [193, 296, 1206]
@@ -97,6 +110,108 @@ def test_nbis_2008_reads():
     assert txn.tot == "CAR"
     assert txn.ver == "0400"
     assert any(w.code == "XML_2008" for w in txn.warnings)
+
+
+def _nbis_2008(shared):
+    path = shared / "conformance" / "xml" / "nbis-itl-2-2008"
+    path = path / "All-Supported-Records-test-comp.xml"
+    return ansinist.read(path.read_bytes())
+
+
+def test_nbis_2008_binary_records_read(shared):
+    """Types 3-6 carry IDC, IMP, FGP, ISR, HLL, VLL, CGA and the image (2-2008 Annex B)."""
+    txn = _nbis_2008(shared)
+    for rtype in (3, 4, 5, 6):
+        (rec,) = txn.records_of_type(rtype)
+        assert rec.idc == rtype - 2
+        assert [s[0] for s in rec[f"{rtype}.004"].subfields] == ["2", "3"]
+        assert rec.value(f"{rtype}.006") == "80" and rec.value(f"{rtype}.007") == "65"
+        assert len(bytes(rec.data)) == 114
+    raw, vector = txn.records_of_type(8)
+    assert raw.idc == 6 and raw.value("8.004") == "1" and len(bytes(raw.data)) == 114
+    # Vector signature: 5 bytes per vector (X, Y 16-bit, pressure), 2 vectors.
+    assert vector.value("8.004") == "2" and len(bytes(vector.data)) == 10
+
+
+def test_nbis_2008_fields_not_parked(shared):
+    txn = _nbis_2008(shared)
+    parked = [(r.type, t) for r in txn.records for t in r.fields if t.endswith(".899")]
+    assert parked == []
+    finger, palm = txn.records_of_type(9)
+    assert finger["9.005"].items == ("Universal Latent Workstation", "E", "AA")
+    assert [s[0] for s in finger["9.006"].subfields] == ["5", "6"]
+    assert finger["9.007"].subfields[0] == ("T", "PW")
+    # Ridge counts: "reference,count" items (2-2008 MinutiaRidgeCount; NBIS ItemSplitFormatter).
+    assert finger["9.012"].subfields[0] == ("1", "04862839048", "1", "B", "2,6", "8,3")
+    # The palm variant's MRC has 5-digit coordinates (2-2008 Table 27).
+    assert palm["9.012"].subfields[0][1] == "0048602839048"
+    face, smt = txn.records_of_type(10)
+    assert len(face["10.022"].subfields) == 3
+    for tag in ("10.020", "10.021", "10.023", "10.025", "10.026", "10.027", "10.028"):
+        assert tag in face, tag
+    for tag in ("10.040", "10.041", "10.042", "10.043"):
+        assert tag in smt, tag
+    latent = txn.records_of_type(13)
+    assert all("13.024" in r for r in latent) and "13.014" in latent[2]
+    t14 = txn.records_of_type(14)
+    assert "14.022" in t14[0] and "14.014" in t14[2] and "14.015" in t14[2]
+    for rtype in (15, 16, 17, 99):
+        (rec,) = txn.records_of_type(rtype)
+        assert len(rec.fields) > 5, rtype
+
+
+def test_nbis_2008_items_by_element_name(shared):
+    """Items are placed by element name, not document order (14.021 SEG: FGP, left, right, top,
+    bottom; the schema lists Bottom, Left, Right, Top)."""
+    txn = _nbis_2008(shared)
+    segs = [r for r in txn.records_of_type(14) if "14.021" in r]
+    assert segs
+    for sub in segs[0]["14.021"].subfields:
+        fgp, left, right, top, bottom = (int(v) for v in sub)
+        assert left <= right and top <= bottom
+
+
+def test_nbis_2008_only_unmapped_content_warns(shared):
+    txn = _nbis_2008(shared)
+    unmapped = [w for w in txn.warnings if w.code.startswith("XML_UNMAPPED")]
+    # The abstract ansi-nist:RecordImage of the Type-7 record (a schema error of the file itself).
+    assert [(w.location.record, w.code) for w in unmapped] == [(7, "XML_UNMAPPED_LOST")]
+    assert "RecordImage" in unmapped[0].message
+
+
+def test_2008_empty_domain_version_keeps_dom():
+    doc = b"""<?xml version="1.0"?>
+<itl:NISTBiometricInformationExchangePackage xmlns:itl="http://biometrics.nist.gov/standard/2-2008"
+ xmlns:ansi-nist="http://niem.gov/niem/ansi-nist/2.0" xmlns:nc="http://niem.gov/niem/niem-core/2.0">
+ <itl:PackageInformationRecord><ansi-nist:RecordCategoryCode>01</ansi-nist:RecordCategoryCode>
+  <ansi-nist:Transaction>
+   <ansi-nist:TransactionDomain>
+    <ansi-nist:DomainVersionNumberIdentification><nc:IdentificationID/></ansi-nist:DomainVersionNumberIdentification>
+    <ansi-nist:OrganizationName>NORAM</ansi-nist:OrganizationName>
+   </ansi-nist:TransactionDomain>
+   <ansi-nist:TransactionMajorVersionValue>04</ansi-nist:TransactionMajorVersionValue>
+   <ansi-nist:TransactionMinorVersionValue>00</ansi-nist:TransactionMinorVersionValue>
+   <ansi-nist:TransactionCategoryCode>CAR</ansi-nist:TransactionCategoryCode>
+  </ansi-nist:Transaction>
+ </itl:PackageInformationRecord>
+</itl:NISTBiometricInformationExchangePackage>"""
+    txn = ansinist.read(doc)
+    t1 = txn.records[0]
+    assert t1["1.013"].subfields == (("NORAM", ""),)
+    assert "1.899" not in t1
+    assert t1.value("1.002") == "0400" and t1.value("1.004") == "CAR"
+    assert not [w for w in txn.warnings if w.code.startswith("XML_UNMAPPED")]
+
+
+@pytest.mark.parametrize("rtype", [3, 5, 6])
+def test_write_low_res_and_binary_types_to_xml_is_a_format_error(shared, rtype):
+    txn = _nbis_2008(shared)
+    keep = [r for r in txn.records if r.type in (1, 2, rtype)]
+    txn.records[:] = keep
+    with pytest.raises(FormatError) as info:
+        ansinist.write(txn, "xml")
+    assert info.value.code == "XML_RECORD_TYPE"
+    assert info.value.location.record == 3
 
 
 def _traditional_cases():

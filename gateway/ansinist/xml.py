@@ -6,8 +6,10 @@ Generations, told apart by the namespace of the root element
 * ANSI/NIST-ITL 1-2011 as constrained by EBTS 10.0 (itl ``http://biometrics.nist.gov/standard/2011``,
   ansi-nist ``http://niem.gov/niem/biometrics/1.0``): read and written.
 * ANSI/NIST-ITL 2-2008 (itl ``http://biometrics.nist.gov/standard/2-2008``, ansi-nist
-  ``http://niem.gov/niem/ansi-nist/2.0``): read (element names shared with 2011 map the same way);
-  writing always produces the EBTS 10.0 generation.
+  ``http://niem.gov/niem/ansi-nist/2.0``): read as NIST NBIS an2kconvert reads it, every record
+  type it defines (1-10, 13-17, 99; table ``itl2008`` of ``xml_map.json``, see
+  :mod:`._xml2008`); writing always produces the EBTS 10.0 generation, which has no element for
+  Types 3, 5 and 6 (FBI EBTS 10.0 dropped them): writing those raises :class:`FormatError`.
 
 The mapping between element paths and field tags is data: ``xml_map.json`` (see its ``_about``).
 Conversion is lossless by construction; each direction checks itself field by field:
@@ -59,18 +61,6 @@ ROOT_NAME = "NISTBiometricInformationExchangePackage"
 _PREFIX: dict[str, str] = {uri: p for p, uri in NS.items()}
 _PREFIX[ITL_2008] = "itl"
 _PREFIX[ANSI_NIST_2008] = "ansi-nist"
-# 2-2008 element names that EBTS 10.0 renamed (NBIS an2kconvert test file; ITL-2008 Annex B).
-_ALIASES_2008 = {
-    "ansi-nist:TransactionCategoryCode": "ebts:TransactionCategoryCode",
-    "ansi-nist:ContentRecordCount": "ansi-nist:ContentRecordQuantity",
-    "ansi-nist:OrganizationName": "ansi-nist:TransactionDomainName",
-}
-_RECORDS_2008 = {
-    "itl:PackageLowResolutionGrayscaleImageRecord": 3,
-    "itl:PackageLowResolutionBinaryImageRecord": 5,
-    "itl:PackageHighResolutionBinaryImageRecord": 6,
-}
-
 RECORDS: dict[str, int] = dict(_MAP["records"])
 RECORD_ELEMENT: dict[int, str] = {t: name for name, t in RECORDS.items()}
 IMAGES: dict[int, list[str]] = {int(t): names for t, names in _MAP["images"].items()}
@@ -122,13 +112,12 @@ _READ_ORDER = {t: sorted(rows, key=lambda e: -e.depth) for t, rows in ENTRIES.it
 
 # -- names --------------------------------------------------------------------------------------
 def _pname(el) -> str:
-    """Prefixed table name of an element (``ansi-nist:Foo``); 2-2008 names folded onto 2011."""
+    """Prefixed table name of an element (``ansi-nist:Foo``); 2-2008 URIs fold onto 2011's."""
     tag = el.tag
     if tag[0] != "{":
         return tag
     uri, _, local = tag[1:].partition("}")
-    name = f"{_PREFIX.get(uri, uri)}:{local}"
-    return _ALIASES_2008.get(name, name) if uri == ANSI_NIST_2008 else name
+    return f"{_PREFIX.get(uri, uri)}:{local}"
 
 
 def _clark(pname: str) -> str:
@@ -480,42 +469,49 @@ class _RecordReader:
                 record.fields[tag] = field
 
     def _fragments(self, record: Record) -> None:
-        frags: list[tuple[str, str]] = []
-        names: list[str] = []
+        _keep_unmapped(self.rec_el, self.claimed, record, self.recno, self.warnings)
 
-        def walk(el, path: tuple[str, ...]) -> None:
-            for child in _children(el):
-                if child in self.claimed:
-                    continue
-                if any(d in self.claimed for d in child.iter()):
+
+def _keep_unmapped(rec_el, claimed: set, record: Record, recno: int, warnings: list) -> None:
+    """Keep the elements nobody claimed verbatim in ``T.899`` and say so (module doc)."""
+    rtype = record.type
+    frags: list[tuple[str, str]] = []
+    names: list[str] = []
+
+    def walk(el, path: tuple[str, ...]) -> None:
+        for child in _children(el):
+            if child in claimed:
+                if len(_children(child)):
                     walk(child, path + (_pname(child),))
-                    continue
-                xml = _fragment_text(child)
-                frags.append(("/".join(path), xml))
-                names.append(_pname(child))
+                continue
+            if any(d in claimed for d in child.iter()):
+                walk(child, path + (_pname(child),))
+                continue
+            frags.append(("/".join(path), _fragment_text(child)))
+            names.append(_pname(child))
 
-        walk(self.rec_el, ())
-        if not frags:
-            return
-        tag = f"{self.rtype}.{FRAGMENT_NUM:03d}"
-        shown = ", ".join(sorted(set(names)))[:300]
-        if self.rtype in BINARY_TYPES:
-            self.warnings.append(
-                CodecWarning(
-                    "XML_UNMAPPED_LOST",
-                    f"{len(frags)} element(s) cannot be carried by a binary record: {shown}",
-                    Location(self.recno, self.rtype),
-                )
-            )
-            return
-        record[tag] = frags
-        self.warnings.append(
+    walk(rec_el, ())
+    if not frags:
+        return
+    tag = f"{rtype}.{FRAGMENT_NUM:03d}"
+    shown = ", ".join(sorted(set(names)))[:300]
+    if rtype in BINARY_TYPES:
+        warnings.append(
             CodecWarning(
-                "XML_UNMAPPED",
-                f"{len(frags)} element(s) kept verbatim in field {tag}: {shown}",
-                Location(self.recno, self.rtype, tag),
+                "XML_UNMAPPED_LOST",
+                f"{len(frags)} element(s) cannot be carried by a binary record: {shown}",
+                Location(recno, rtype),
             )
         )
+        return
+    record[tag] = frags
+    warnings.append(
+        CodecWarning(
+            "XML_UNMAPPED",
+            f"{len(frags)} element(s) kept verbatim in field {tag}: {shown}",
+            Location(recno, rtype, tag),
+        )
+    )
 
 
 def _fragment_text(el) -> str:
@@ -567,9 +563,13 @@ def read_xml(
             f"{len(elements)} records, more than the limit of {max_records}",
             Location(),
         )
+    reader_2008 = _reader_2008() if gen == "2008" else None
     for recno, rec_el in enumerate(elements, start=1):
         name = _pname(rec_el)
-        rtype = RECORDS.get(name) or _RECORDS_2008.get(name)
+        if reader_2008 is not None:
+            rtype = reader_2008.record_type(rec_el)
+        else:
+            rtype = RECORDS.get(name)
         if rtype is None:
             rtype = _category(rec_el)
         if rtype is None:
@@ -585,7 +585,12 @@ def read_xml(
                 "the package must start with exactly one Type-1 PackageInformationRecord",
                 Location(recno, rtype),
             )
-        records.append(_RecordReader(rec_el, rtype, recno, warnings).read())
+        if reader_2008 is not None:
+            record, claimed = reader_2008.read(rec_el, rtype, recno, warnings)
+            _keep_unmapped(rec_el, claimed, record, recno, warnings)
+            records.append(record)
+        else:
+            records.append(_RecordReader(rec_el, rtype, recno, warnings).read())
     if not records:
         raise FormatError("XML_EMPTY", "the package holds no records", Location())
     txn = Transaction(records, encoding="xml")
@@ -600,6 +605,18 @@ def read_xml(
             )
         )
     return txn
+
+
+def _reader_2008():
+    from ._xml2008 import Reader2008  # the 2-2008 tables are read on first use
+
+    global _READER_2008
+    if _READER_2008 is None:
+        _READER_2008 = Reader2008(_MAP["itl2008"])
+    return _READER_2008
+
+
+_READER_2008 = None
 
 
 def _category(rec_el) -> int | None:
@@ -827,11 +844,23 @@ def write_xml(txn: Transaction) -> bytes:
     """Encode ``txn`` as an EBTS 10.0 XML package (UTF-8)."""
     records = txn.records
     if not records or records[0].type != 1:
-        raise ValueError("a transaction starts with its Type-1 record")
+        raise FormatError(
+            "XML_RECORD_ORDER",
+            "a transaction starts with its Type-1 record",
+            Location(1),
+            hint="the transaction has no Type-1 record first",
+        )
     root = etree.Element(_clark(f"itl:{ROOT_NAME}"), nsmap={**NS, "xsi": XSI})
     for recno, record in enumerate(records, start=1):
         if record.type not in RECORD_ELEMENT:
-            raise ValueError(f"Type-{record.type} records have no EBTS 10.0 XML element")
+            # EBTS 10.0 / ANSI/NIST-ITL 1-2011 XML has no element for Types 3, 5, 6 (deprecated in
+            # 1-2011 clause 8.3/8.5/8.6); refuse rather than drop the record.
+            raise FormatError(
+                "XML_RECORD_TYPE",
+                f"Type-{record.type} records have no EBTS 10.0 (1-2011) XML element",
+                Location(recno, record.type),
+                hint=f"record {recno}: Type-{record.type} cannot be written as EBTS 10.0 XML",
+            )
         builder = _Builder(record, recno)
         root.append(builder.build())
         for tag in builder.unmapped:

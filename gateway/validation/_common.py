@@ -34,6 +34,15 @@ def location(recno: int, record: Record | None, tag: str | None = None, offset=N
     return Location(recno, record.type if record is not None else None, tag, offset)
 
 
+def shown(loc: Location, value: str) -> str:
+    """`` 'value'`` to quote in a message, or nothing for a Type-2 field: Type-2 holds the
+    subject's name, SSN, dates and places of birth, addresses and the like, which never go into a
+    finding (findings reach logs, the admin pages and ERRT answers)."""
+    if loc.record_type == 2 or (loc.tag or "").startswith("2."):
+        return ""
+    return f" {value[:20]!r}"
+
+
 def where(loc: Location, name: str | None = None) -> str:
     """Submitter-facing place: ``Type-14 record 3 field 14.011 CGA``."""
     parts = []
@@ -79,6 +88,7 @@ _BASE = {
     "NS": "0-9",
     "ANS": "A-Za-z0-9",
     "S": "",
+    "H": "0-9A-Fa-f",  # hexadecimal (quality vendor id, 1-2011 8.13.24)
 }
 
 
@@ -114,6 +124,7 @@ CTYPE_WORDS = {
     "NS": "digits and special characters",
     "ANS": "printable characters",
     "SN": "a signed number",
+    "H": "hexadecimal digits",
 }
 
 

@@ -1,8 +1,17 @@
 """Level 3: the EBTS application profile, driven by the verification-file data.
 
 Profiles: ``ebts-9.1`` (``data/EBTS9.1_ENUS.txt``), ``ebts-10`` (the same plus
-``data/EBTS10_additions.txt``, whose rules win for the fields and TOTs they name), ``none`` (no
-level 3).
+``data/EBTS10_additions.txt``, whose rules win for the fields and TOTs they name; it knows every
+transaction type of the EBTS 10.0 XML schema), ``none`` (no level 3).
+
+Under ``ebts-10`` an XML package is judged by the rules of its own representation: its values,
+element occurrences and the record elements a package may hold are the FBI EBTS 10.0 XML schema's
+(level 4, ``fbi_ebts.xsd``), not the sizes of the traditional encoding (XML ``HLL`` is ``80``
+where traditional EBTS 9.1 wants 3-4 characters); level 3 then checks the TOT only.
+
+Every message names the profile and, when the rule comes from another layer, that layer
+(``EBTS 10 (EBTS 9.1 rule) allows 3-4``); every hint cites the rule with its file and line.
+Values of Type-2 fields (names, SSN, date and place of birth, addresses ...) are never quoted.
 
 Codes: ``L3_TOT_UNKNOWN`` (1.004 TOT not in the profile's TOT table), ``L3_RECORD_COUNT`` (the TOT's
 record-count rule, e.g. CAR ``414:1-14``), ``L3_RECORD_NOT_ALLOWED`` (a record type the TOT does not
@@ -30,12 +39,16 @@ from ._common import (
     len_expected,
     location,
     parse_date,
+    shown,
 )
 from .findings import Finding
 from .verification import Rule, RuleSet, Tot, load
 
 PROFILES = ("ebts-9.1", "ebts-10", "none")
 _TYPE2 = 2
+_PER_FINGER = frozenset({"14.022"})
+_RIDGE_COUNT = re.compile(r"\d{1,3},\d{1,2}")
+_STANDARD_MINUTIAE = frozenset(f"9.{n:03d}" for n in range(5, 13))
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: profiles are cached singletons
@@ -45,6 +58,7 @@ class Profile:
     name: str
     label: str
     layers: tuple[tuple[str, RuleSet], ...]  # (label, rules), highest precedence first
+    xml_by_schema: bool = False  # XML packages: values judged by the XML schema (level 4)
     _memo: dict = field(default_factory=dict, repr=False)  # (tag, TOT) -> rule_for() result
 
     def tot(self, code: str | None) -> Tot | None:
@@ -94,7 +108,8 @@ def get_profile(name: str) -> Profile | None:
     if name == "ebts-9.1":
         return Profile(name, "EBTS 9.1", (base,))
     if name == "ebts-10":
-        return Profile(name, "EBTS 10", (("EBTS 10", load("EBTS10_additions.txt")), base))
+        layers = (("EBTS 10", load("EBTS10_additions.txt")), base)
+        return Profile(name, "EBTS 10", layers, xml_by_schema=True)
     raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
 
 
@@ -105,6 +120,10 @@ def check(txn: Transaction, profile: Profile) -> list[Finding]:
         return out
     tot_code = txn.tot
     tot = profile.tot(tot_code)
+    # An EBTS 10.0 XML package: which record elements it holds, how often an element occurs and
+    # what its values look like are the schema's (fbi_ebts.xsd, level 4); the sizes and counts of
+    # the traditional encoding do not apply. The profile still requires its mandatory fields.
+    xml_values = profile.xml_by_schema and txn.encoding == "xml"
     if tot is None:
         out.append(
             error(
@@ -115,7 +134,7 @@ def check(txn: Transaction, profile: Profile) -> list[Finding]:
                 name="TOT",
             )
         )
-    else:
+    elif not xml_values:
         _record_counts(out, txn, tot, profile)
     covered = profile.record_types
     for recno, record in enumerate(records, start=1):
@@ -123,7 +142,7 @@ def check(txn: Transaction, profile: Profile) -> list[Finding]:
             continue
         if record.type == _TYPE2 and tot is None:
             continue  # Type-2 content depends on the TOT
-        _check_record(out, recno, record, tot_code, profile, len_expected(txn, record))
+        _check_record(out, recno, record, tot_code, profile, len_expected(txn, record), xml_values)
     return out
 
 
@@ -159,10 +178,21 @@ def _record_counts(out, txn: Transaction, tot: Tot, profile: Profile) -> None:
 
 
 def _check_record(
-    out, recno: int, record: Record, tot: str | None, profile: Profile, with_len: bool
+    out,
+    recno: int,
+    record: Record,
+    tot: str | None,
+    profile: Profile,
+    with_len: bool,
+    xml_values: bool = False,
 ) -> None:
     fields = record.fields
+    # 9.005-9.012 describe minutiae in the NIST standard format: they are required only when
+    # 9.004 FMT is "S" (ANSI/NIST-ITL 1-2011 8.9.4; an EFS or vendor-format Type-9 has FMT "U").
+    skip = _STANDARD_MINUTIAE if record.type == 9 and record.value("9.004") == "U" else ()
     for tag in profile.tags(record.type):
+        if tag in skip:
+            continue
         if tag == "1.004":
             continue  # TOT: judged as a whole by L3_TOT_UNKNOWN
         if tag.endswith(".001") and not with_len and tag not in fields:
@@ -180,13 +210,17 @@ def _check_record(
                         location(recno, record, tag),
                         f"mandatory field {tag} {rule.name} ({rule.desc}) is missing"
                         + (f" for TOT {tot}" if rule.tots is not None else ""),
-                        rule=f"{label} [M] {rule.cite()}",
+                        rule=f"{_Cite(_applied(profile, label), rule)} [M]",
                         name=rule.name,
                     )
                 )
             continue
-        _check_field(out, location(recno, record, tag), field, rule, label, tot)
-    if record.type != _TYPE2:
+        if xml_values:
+            continue
+        _check_field(
+            out, location(recno, record, tag), field, rule, _applied(profile, label), tot, record
+        )
+    if record.type != _TYPE2 or xml_values:
         return
     for tag in fields:
         base = tag.partition("#")[0]
@@ -201,7 +235,26 @@ def _check_record(
         )
 
 
-def _check_field(out, loc: Location, field: Field, rule: Rule, label: str, tot) -> None:
+def _applied(profile: Profile, layer: str) -> str:
+    """How a message names the rule applied: ``EBTS 10``, or ``EBTS 10 (EBTS 9.1 rule)``."""
+    return profile.label if layer == profile.label else f"{profile.label} ({layer} rule)"
+
+
+def _expected_fingers(record: Record | None) -> int | None:
+    """Fingers in a Type-14 image: one per 14.013 FGP, four for a slap (13, 14), two for both
+    thumbs (15) (ANSI/NIST-ITL 1-2011 Table 8; 14.022 NQM has one subfield per finger)."""
+    if record is None or record.type != 14:
+        return None
+    fgp = record.get("14.013")
+    if fgp is None:
+        return None
+    slap = {"13": 4, "14": 4, "15": 2}
+    return sum(slap.get(sub[0].lstrip("0") or "0", 1) for sub in fgp.subfields if sub)
+
+
+def _check_field(
+    out, loc: Location, field: Field, rule: Rule, label: str, tot, record: Record | None = None
+) -> None:
     name = rule.name
     cite = _Cite(label, rule)
     subs = field.subfields
@@ -209,6 +262,11 @@ def _check_field(out, loc: Location, field: Field, rule: Rule, label: str, tot) 
         return
     n = len(subs)
     lo, hi = rule.occ
+    fingers = _expected_fingers(record) if rule.tag in _PER_FINGER else None
+    if fingers is not None:
+        # EBTS 9.1 writes 14.022 NQM "2-4" for the slap records it had in mind; the count is one
+        # per finger in the image (ANSI/NIST-ITL 1-2011 8.14.22), so a single finger has one.
+        lo, hi = min(lo, fingers), fingers if hi is None else max(min(hi, fingers), 1)
     if n < lo or (hi is not None and n > hi):
         out.append(
             error(
@@ -220,9 +278,12 @@ def _check_field(out, loc: Location, field: Field, rule: Rule, label: str, tot) 
             )
         )
     items = rule.items
+    # The last item may repeat when the verification file gives it several occurrences
+    # (EBTS9.1_ENUS.txt "9.012..5 T9_MRC_RID N x x": ridge counts, one item per neighbour).
+    repeats = bool(items) and (items[-1].occ[1] is None or items[-1].occ[1] > 1)
     for sub in subs:
         if items:
-            if len(sub) > len(items):
+            if len(sub) > len(items) and not repeats:
                 out.append(
                     error(
                         "L3_ITEMS",
@@ -233,12 +294,16 @@ def _check_field(out, loc: Location, field: Field, rule: Rule, label: str, tot) 
                     )
                 )
                 return
-            pairs = zip(items, sub, strict=False)
+            pairs = zip(items + [items[-1]] * max(0, len(sub) - len(items)), sub, strict=False)
         else:
             pairs = ((rule, value) for value in sub)
         for index, (item_rule, value) in enumerate(pairs):
             if index and not value:
                 continue  # a trailing item left empty (1.013 DOM "NORAM" US "") is optional
+            if item_rule.mnemonic == "T9_MRC_RID" and _RIDGE_COUNT.fullmatch(value):
+                # A ridge count item is "neighbour,count" (ANSI/NIST-ITL 1-2011 8.9.12, NBIS
+                # an2k2txt "033,04"); the verification file's "N" forgets the comma.
+                continue
             f = _check_value(loc, item_rule, value, label, name, tot)
             if f is not None:
                 out.append(f)
@@ -254,7 +319,7 @@ def _check_value(loc, rule: Rule, value: str, label: str, name: str, tot):
         return error(
             "L3_SIZE",
             loc,
-            f"{name} {value[:20]!r} has {len(value)} characters, {label} allows "
+            f"{name}{shown(loc, value)} has {len(value)} characters, {label} allows "
             f"{lo}-{hi if hi is not None else 'x'}",
             rule=cite,
             name=name,
@@ -264,18 +329,18 @@ def _check_value(loc, rule: Rule, value: str, label: str, name: str, tot):
         return error(
             "L3_CHARSET",
             loc,
-            f"{name} {value[:20]!r} is not {describe_ctype(rule.ctype, sca)}",
+            f"{name}{shown(loc, value)} is not {describe_ctype(rule.ctype, sca)}",
             rule=cite,
             name=name,
         )
     if rule.values is not None and not _in_map(value, rule.values):
-        shown = "|".join(sorted(rule.values)[:12])
+        listed = "|".join(sorted(rule.values)[:12])
         more = "|..." if len(rule.values) > 12 else ""
         return error(
             "L3_VALUE_NOT_IN_LIST",
             loc,
-            f"{name} {value[:20]!r} is not an allowed value",
-            rule=f"{cite} values {shown}{more}",
+            f"{name}{shown(loc, value)} is not an allowed value",
+            rule=f"{cite} values {listed}{more}",
             name=name,
         )
     date_format = attrs.get("date")
@@ -291,21 +356,25 @@ def _check_value(loc, rule: Rule, value: str, label: str, name: str, tot):
             return error(
                 "L3_DATE_INVALID",
                 loc,
-                f"{name} {value[:20]!r} is not a valid date {date_format}",
+                f"{name}{shown(loc, value)} is not a valid date {date_format}",
                 rule=cite,
                 name=name,
             )
     regex = attrs.get("regex")
     if regex and _regex(regex).fullmatch(value) is None:
         return error(
-            "L3_FORMAT", loc, f"{name} {value[:20]!r} does not match {regex}", rule=cite, name=name
+            "L3_FORMAT",
+            loc,
+            f"{name}{shown(loc, value)} does not match {regex}",
+            rule=cite,
+            name=name,
         )
     nregex = attrs.get("nregex")
     if nregex and _regex(nregex).fullmatch(value) is not None:
         return error(
             "L3_FORMAT",
             loc,
-            f"{name} {value[:20]!r} has a form that is not allowed ({nregex})",
+            f"{name}{shown(loc, value)} has a form that is not allowed ({nregex})",
             rule=cite,
             name=name,
         )
@@ -313,7 +382,9 @@ def _check_value(loc, rule: Rule, value: str, label: str, name: str, tot):
 
 
 class _Cite:
-    """The rule citation of a message, formatted only when a finding is made."""
+    """The rule citation of a message, formatted only when a finding is made: the profile, the
+    rule and where it is written (``EBTS 10 (EBTS 9.1 rule) 10.006 HLL N 3-4 occ 1,
+    EBTS9.1_ENUS.txt line 2891``)."""
 
     __slots__ = ("label", "rule")
 
@@ -321,7 +392,8 @@ class _Cite:
         self.label, self.rule = label, rule
 
     def __str__(self) -> str:
-        return f"{self.label} {self.rule.cite()}"
+        where = f", {self.rule.source} line {self.rule.line}" if self.rule.source else ""
+        return f"{self.label} {self.rule.cite()}{where}"
 
     def __add__(self, other: str) -> str:
         return str(self) + other

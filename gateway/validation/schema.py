@@ -11,6 +11,7 @@ Schemas are looked up in ``schemas/`` beside the checkout (editable install) and
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -89,11 +90,18 @@ def validate_xml_schema(data: bytes) -> list[Finding]:
     try:
         root = parse_document(bytes(data))
     except FormatError as exc:
-        return [_finding(None, None, exc.message)]
+        return [_finding(None, None, exc.message, "well-formed XML (XML 1.0)")]
     q = etree.QName(root)
     relative = _BY_NAMESPACE.get(q.namespace) if q.localname == ROOT_NAME else None
     if relative is None:
-        return [_finding(root.sourceline, None, f"root element {root.tag} is not a known package")]
+        return [
+            _finding(
+                root.sourceline,
+                None,
+                f"root element {root.tag} is not a known package",
+                "itl:NISTBiometricInformationExchangePackage of 2-2008 or 1-2011",
+            )
+        ]
     schema = get_schema(relative)
     if schema.validate(root):
         return []
@@ -104,20 +112,30 @@ def validate_xml_schema(data: bytes) -> list[Finding]:
         if message.startswith("Element '"):
             name = message[len("Element '") :].split("'", 1)[0]
             name = name.rsplit("}", 1)[-1]
-        findings.append(_finding(err.line, _path_of(root, err.line, name), message))
+        findings.append(_finding(err.line, _path_of(root, err.line, name), message, relative))
     return findings
 
 
-def _finding(line, path, message: str) -> Finding:
+# libxml2 quotes the offending value ("The value 'X' is not ...", "Element 'e': 'X' is not a valid
+# value of ..."); a value may be a name, an SSN or a date of birth, so it is left out.
+_QUOTED_VALUE = re.compile(r"(?:The value |(?<=: ))'[^']*'(?= is not| has a length)")
+
+
+def _scrub(message: str) -> str:
+    return _QUOTED_VALUE.sub("The value", message)
+
+
+def _finding(line, path, message: str, rule: str) -> Finding:
     loc = XmlLocation(line, path)
     where = f"line {line}" if line is not None else "XML"
+    message = _scrub(message)
     short = message if len(message) <= 200 else message[:197] + "..."
     return Finding(
         ERROR,
         "L4_SCHEMA",
         loc,
         message,
-        hint=f"XML schema violation at {where}: {short}",
+        hint=f"XML schema violation at {where}: {short} [rule: XML Schema {rule}]",
     )
 
 

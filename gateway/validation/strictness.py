@@ -12,6 +12,7 @@ UNPADDED_IDC           warn        reject   warn
 NSR_19_68              warn        reject   warn
 LEGACY_CGA             warn        reject   warn
 TRAILING_BYTES         warn        reject   warn
+FIELD_NEWER            warn        reject   warn
 UNKNOWN_VERSION        reject      reject   warn
 CNT_COUNT              reject      reject   warn
 IDC_MISMATCH           reject      reject   warn
@@ -20,9 +21,10 @@ DUPLICATE_FIELD        reject      reject   warn
 TAG_TYPE_MISMATCH      reject      reject   warn
 =====================  ==========  =======  ========
 
-The first five occur in files that real systems accept (2-digit tags, ``4^1`` IDCs, NSR ``19.68``,
-CGA ``WSQ``, padding after the last record); the others make the file say two different things and
-are errors unless the caller asks for leniency.
+The first six occur in files that real systems accept (2-digit tags, ``4^1`` IDCs, NSR ``19.68``,
+CGA ``WSQ``, padding after the last record, a field or record type newer than the 1.002 VER the
+transaction declares: NBIS chkan2k "requires ANSI/NIST version ..."); the others make the file say
+two different things and are errors unless the caller asks for leniency.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from types import MappingProxyType
 IGNORE, WARN, REJECT = "ignore", "warn", "reject"
 ACTIONS = (IGNORE, WARN, REJECT)
 
-REAL_FILE_QUIRKS = ("SHORT_TAG", "UNPADDED_IDC", "NSR_19_68", "LEGACY_CGA", "TRAILING_BYTES")
+REAL_FILE_QUIRKS = (
+    "SHORT_TAG",
+    "UNPADDED_IDC",
+    "NSR_19_68",
+    "LEGACY_CGA",
+    "TRAILING_BYTES",
+    "FIELD_NEWER",
+)
 INCONSISTENCIES = (
     "UNKNOWN_VERSION",
     "CNT_COUNT",

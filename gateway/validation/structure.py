@@ -183,7 +183,7 @@ def check(txn: Transaction, strictness: Strictness) -> list[Finding]:
                     add(f)
 
     # -- IDC presence, uniqueness, references ---------------------------------------------------
-    seen: dict[tuple[int, int], int] = {}
+    users: dict[tuple[int, int], list[int]] = {}
     image_idcs: set[int] = set()
     for recno, record in enumerate(records[1:], start=2):
         idc = record.idc
@@ -199,20 +199,24 @@ def check(txn: Transaction, strictness: Strictness) -> list[Finding]:
             if f is not None:
                 add(f)
             continue
-        key = (record.type, idc)
-        if key in seen:
-            add(
-                error(
-                    "L1_IDC_DUPLICATE",
-                    location(recno, record, f"{record.type}.002"),
-                    f"IDC {idc} is already used by record {seen[key]} (Type-{record.type})",
-                    rule="IDC unique per record type (1-2011 7.3.1)",
-                )
-            )
-        else:
-            seen[key] = recno
+        users.setdefault((record.type, idc), []).append(recno)
         if record.type in _IMAGE_TYPES:
             image_idcs.add(idc)
+    # One finding per IDC shared by records of one type (three Type-13 records with IDC 9 are one
+    # mistake, not two), placed at the second record that uses it.
+    for (rtype, idc), recnos in users.items():
+        if len(recnos) < 2:
+            continue
+        others = ", ".join(str(n) for n in recnos[1:])
+        add(
+            error(
+                "L1_IDC_DUPLICATE",
+                location(recnos[1], records[recnos[1] - 1], f"{rtype}.002"),
+                f"IDC {idc} of record {recnos[0]} (Type-{rtype}) is used again by record(s) "
+                f"{others}",
+                rule="IDC unique per record type (1-2011 7.3.1)",
+            )
+        )
     if image_idcs:
         for recno, record in enumerate(records[1:], start=2):
             if record.type == 9 and record.idc is not None and record.idc not in image_idcs:

@@ -6,7 +6,9 @@ information items per subfield (``L2_ITEMS``), character type (``L2_CHARSET``), 
 that exist (``L2_DATE_INVALID``), GMT (``L2_GMT_INVALID``), the ``NN.NN`` resolution format of
 1.011 NSR and 1.012 NTR (``L2_RES_FORMAT``).
 
-Transaction rules: 1.005 DAT not more than one day after today (``L2_DAT_FUTURE``; EBTS 9.1
+Transaction rules: fields and record types newer than the declared 1.002 VER
+(``L2_FIELD_NEWER_THAN_VER``, ``L2_RECORD_NEWER_THAN_VER``: quirk FIELD_NEWER, a warning by default,
+an error in strict mode), 1.005 DAT not more than one day after today (``L2_DAT_FUTURE``; EBTS 9.1
 1.005: IAFIS accepts the local date up to one day forward), 1.002 VER a published version
 (``L2_VER_UNKNOWN``, quirk UNKNOWN_VERSION), NSR/NTR ``19.68`` (``L2_NSR_19_68``), legacy CGA
 ``WSQ`` (``L2_LEGACY_CGA``), unknown Type-1 fields (``L2_FIELD_UNKNOWN``, warning).
@@ -20,6 +22,7 @@ from datetime import date, timedelta
 from functools import lru_cache
 
 from gateway.ansinist import Field, Record, Transaction
+from gateway.ansinist.dictionary import RECORD_SINCE, lookup
 from gateway.ansinist.traditional import KNOWN_VERSIONS
 
 from ._common import (
@@ -148,12 +151,56 @@ def check(txn: Transaction, strictness: Strictness, today: date | None = None) -
                         )
                     )
                 continue
-            _check_field(out, recno, record, field, spec, strictness)
+            _check_field(out, recno, record, field, spec, strictness, txn.encoding == "xml")
     _transaction_rules(out, txn, strictness, today or date.today())
+    _newer_than_ver(out, txn, ver, strictness)
     return out
 
 
-def _check_field(out, recno: int, record: Record, field: Field, spec: FieldSpec, strictness):
+def _newer_than_ver(out, txn: Transaction, ver: str | None, strictness) -> None:
+    """Record types and fields the declared 1.002 VER does not have yet (field dictionary,
+    ``gateway.ansinist.dictionary``; NBIS chkan2k reports the same as "requires ANSI/NIST
+    version"). Nothing is said when VER itself is not a published version (L2_VER_UNKNOWN)."""
+    if ver not in KNOWN_VERSIONS:
+        return
+    vnum = int(ver)
+    for recno, record in enumerate(txn.records, start=1):
+        since = RECORD_SINCE.get(record.type)
+        if since is not None and int(since) > vnum:
+            f = quirk(
+                strictness,
+                "FIELD_NEWER",
+                "L2_RECORD_NEWER_THAN_VER",
+                location(recno, record),
+                f"Type-{record.type} records exist from VER {since}; the transaction declares "
+                f"{ver}",
+                rule=f"ANSI/NIST-ITL record types (Type-{record.type} since {since})",
+            )
+            if f is not None:
+                out.append(f)
+            continue  # its fields are all newer too: one finding says it
+        for tag in record.fields:
+            info = lookup(tag.partition("#")[0])
+            if info is None or int(info.since) <= vnum:
+                continue
+            f = quirk(
+                strictness,
+                "FIELD_NEWER",
+                "L2_FIELD_NEWER_THAN_VER",
+                location(recno, record, info.tag),
+                f"field {info.tag} {info.mnemonic} exists from VER {info.since}; the transaction "
+                f"declares {ver}",
+                rule=f"ANSI/NIST-ITL field dictionary: {info.tag} {info.mnemonic} ({info.name}) "
+                f"since {info.since}",
+                name=info.mnemonic,
+            )
+            if f is not None:
+                out.append(f)
+
+
+def _check_field(
+    out, recno: int, record: Record, field: Field, spec: FieldSpec, strictness, xml: bool = False
+):
     loc = location(recno, record, spec.tag)
     subs = field.subfields
     n = len(subs)
@@ -186,13 +233,13 @@ def _check_field(out, recno: int, record: Record, field: Field, spec: FieldSpec,
             )
             continue
         for item_spec, value in zip(items, sub, strict=False):
-            f = _check_value(loc, spec, item_spec, value, strictness)
+            f = _check_value(loc, spec, item_spec, value, strictness, xml)
             if f is not None:
                 out.append(f)
                 break
 
 
-def _check_value(loc, spec: FieldSpec, item: ItemSpec, value: str, strictness):
+def _check_value(loc, spec: FieldSpec, item: ItemSpec, value: str, strictness, xml=False):
     name = spec.name
     rule = _SpecCite(spec)
     ctype = item.ctype
@@ -237,6 +284,10 @@ def _check_value(loc, spec: FieldSpec, item: ItemSpec, value: str, strictness):
                 rule=rule,
                 name=name,
             )
+        return None
+    if xml and item.values_text is None:
+        # In XML the schema types each value (level 4); sizes and character sets of the
+        # traditional encoding do not apply (the FBI templates write a quality vendor id "88").
         return None
     if ctype != "B" and (
         len(value) < item.low or (item.high is not None and len(value) > item.high)

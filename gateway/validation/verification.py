@@ -85,6 +85,7 @@ class Rule:
     items: list[Rule] = field(default_factory=list)
     values: frozenset[str] | None = None
     line: int = 0
+    source: str = ""  # the verification file the rule was read from
 
     name: str = ""  # the mnemonic without its record prefix: ``T2_NAM`` -> ``NAM``
 
@@ -222,6 +223,7 @@ def parse(text: str, *, source: str = "<string>", base: Path = DATA) -> RuleSet:
             item=int(item) if item else None,
             offset=int(offset) if offset else None,
             line=start_line,
+            source=source,
         )
         if "mmap" in attrs:
             rule.values = _map_keys(attrs["mmap"], base)

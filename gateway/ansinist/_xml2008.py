@@ -1,0 +1,266 @@
+"""Reader of ANSI/NIST-ITL 2-2008 XML packages, the way NIST NBIS an2kconvert reads them.
+
+The mapping is data: ``xml_map.json`` section ``itl2008`` holds one tree per record variant,
+transcribed from NBIS 5.0.0 ``an2kconvert`` (``RecordConverter.cxx``, public domain).  A tree lists
+the child elements of every element in schema order; each element is matched by name, wherever it
+stands among its siblings, and its leaves say which field, subfield and item they fill:
+
+* ``node``: a container;
+* ``sub``: each occurrence is the next subfield of every field below it (a repeating field);
+* ``item``: each occurrence moves the items below it on by their ``step`` (repeating items);
+* ``leaf``: one value at (``tag``, ``sub``, ``item``); ``substr`` orders the parts of a composite
+  item (9.012 MRC ``XXXXYYYYTTT``, 1.002 VER major + minor);
+* ``list_sub`` / ``list_item``: each occurrence is the next subfield / item.
+
+Counters follow NBIS: a new subfield resets the item counter of the leaves below to their start.
+Which variant of a record type applies (e.g. Type-9 standard minutiae on fingers or on palms, a
+Type-10 face or SMT image) is the variant whose tree claims most of the record's elements; NBIS
+picks the one that validates, which on valid files is the same one.
+
+Whatever no tree claims is reported (``XML_UNMAPPED`` warning) and kept verbatim in field
+``T.899`` of tagged records, as the 1-2011 reader does; binary records (Types 3-8) have no room for
+it (``XML_UNMAPPED_LOST``).  A value that the declared conversion cannot read (a date that is not
+``YYYY-MM-DD``, base64 that does not decode) is kept as written with an ``XML_VALUE`` warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+
+from lxml import etree
+
+from .errors import CodecWarning, Location
+from .layouts import BINARY_LAYOUTS, BINARY_TYPES
+from .model import Record
+
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})\Z")
+_DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z\Z")
+_BOOL = {"fmt": ("S", "U"), "rci": ("1", "0")}
+
+
+class _Node:
+    """Run-time copy of one tree node with NBIS's subfield and item counters."""
+
+    __slots__ = ("spec", "name", "kind", "children", "sub", "item")
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.name: str = spec["el"]
+        self.kind: str = spec["kind"]
+        self.children = [_Node(c) for c in spec.get("children", ())]
+        self.sub: int = spec.get("sub", 0)
+        self.item: int = spec.get("item", 0)
+
+    def next_subfield(self) -> None:
+        if "tag" in self.spec:
+            self.sub += 1
+            self.item = self.spec.get("item", 0)
+        for child in self.children:
+            child.next_subfield()
+
+    def next_item(self) -> None:
+        if "tag" in self.spec:
+            self.item += self.spec.get("step", 0)
+        for child in self.children:
+            child.next_item()
+
+
+def _children(el) -> list:
+    return [c for c in el if isinstance(c.tag, str)]
+
+
+class Reader2008:
+    """Map the record elements of one 2-2008 package; ``namespaces`` maps prefix -> URI."""
+
+    def __init__(self, table: dict):
+        self.table = table
+        self.prefix = {uri: p for p, uri in table["namespaces"].items()}
+        self.records: dict[str, int] = {}
+        for rtype, variants in table["records"].items():
+            for variant in variants:
+                self.records[variant["record"]] = int(rtype)
+
+    def name(self, el) -> str:
+        """``prefix:Local`` of an element; the bare local name when its namespace is unknown."""
+        q = etree.QName(el)
+        prefix = self.prefix.get(q.namespace or "")
+        return f"{prefix}:{q.localname}" if prefix else q.localname
+
+    def record_type(self, el) -> int | None:
+        return self.records.get(self.name(el))
+
+    def read(self, rec_el, rtype: int, recno: int, warnings: list) -> tuple[Record, set]:
+        """The record read by the variant that claims most elements, and the claimed elements."""
+        best = None
+        for variant in self.table["records"].get(str(rtype), ()):
+            run = _Run(self, rtype, recno)
+            run.convert_children(
+                _Node({"el": "", "kind": "node", "children": variant["children"]}), rec_el
+            )
+            if best is None or len(run.claimed) > len(best.claimed):
+                best = run
+        if best is None:
+            best = _Run(self, rtype, recno)
+        for child in _children(rec_el):
+            if self.name(child) == "ansi-nist:RecordCategoryCode":
+                best.claimed.add(child)
+                break
+        warnings.extend(best.warnings)
+        return best.record(), best.claimed
+
+
+class _Run:
+    """One attempt at reading a record element with one variant tree."""
+
+    def __init__(self, reader: Reader2008, rtype: int, recno: int):
+        self.reader = reader
+        self.rtype = rtype
+        self.recno = recno
+        self.claimed: set = set()
+        self.values: dict[str, dict[int, dict[int, list[tuple[int, str]]]]] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.warnings: list[CodecWarning] = []
+
+    def matches(self, want: str, have: str) -> bool:
+        return want == have or (":" not in have and want.partition(":")[2] == have)
+
+    def convert_children(self, node: _Node, el) -> None:
+        kids = _children(el)
+        names = [self.reader.name(k) for k in kids]
+        taken: set[int] = set()
+        for i, child in enumerate(node.children):
+            idx = [j for j, n in enumerate(names) if j not in taken and self.matches(child.name, n)]
+            # Two converters of one name (9.007 FPC: the first pattern, then the reference list):
+            # the earlier ones take one element each, the last takes the rest.
+            if any(c.name == child.name for c in node.children[i + 1 :]):
+                idx = idx[:1]
+            taken.update(idx)
+            self.convert(child, [kids[j] for j in idx])
+
+    def convert(self, node: _Node, elements: list) -> None:
+        kind = node.kind
+        if kind in ("node", "sub", "item"):
+            for el in elements:
+                if el.text and el.text.strip() and not _children(el):
+                    continue  # text where the schema wants elements: left unmapped
+                self.claimed.add(el)
+                self.convert_children(node, el)
+                if kind == "sub":
+                    node.next_subfield()
+                elif kind == "item":
+                    node.next_item()
+            return
+        if kind == "leaf":
+            elements = elements[:1]  # a second occurrence of a single value is left unmapped
+        for el in elements:
+            if _children(el):
+                continue
+            if not self.assign(node, el):
+                continue
+            self.claimed.add(el)
+            if kind == "list_sub":
+                node.sub += 1
+                node.item = node.spec.get("item", 0)
+            elif kind == "list_item":
+                node.item += node.spec.get("step", 1)
+
+    def assign(self, node: _Node, el) -> bool:
+        spec = node.spec
+        tag: str = spec["tag"]
+        fmt = spec.get("fmt")
+        text = el.text or ""
+        if fmt == "base64":
+            try:
+                self.blobs[tag] = base64.b64decode("".join(text.split()), validate=True)
+            except (binascii.Error, ValueError):
+                self._bad(tag, "is not base64")
+                return False
+            return True
+        # Surrounding XML white space is layout, not value (NBIS trims it too: an empty
+        # DomainVersionNumberIdentification written on two lines is an empty 1.013 item).
+        value = self._format(tag, fmt, text.strip(" \t\r\n"))
+        order = spec.get("substr", 1 if fmt == "split1" else 0)
+        sub = self.values.setdefault(tag, {}).setdefault(node.sub, {})
+        sub.setdefault(node.item, []).append((order, value))
+        return True
+
+    def _format(self, tag: str, fmt: str | None, text: str) -> str:
+        if fmt == "date":
+            m = _DATE.match(text)
+            if m:
+                return "".join(m.groups())
+            self._bad(tag, "is not a date YYYY-MM-DD")
+        elif fmt == "datetime":
+            m = _DATETIME.match(text)
+            if m:
+                return "".join(m.groups()) + "Z"
+            self._bad(tag, "is not a UTC date-time YYYY-MM-DDThh:mm:ssZ")
+        elif fmt == "idc":
+            if self.rtype in BINARY_TYPES and text.isdigit():
+                return str(int(text))  # binary IDC is a number (1-2011 Table 16)
+            return text.rjust(2, "0")
+        elif fmt in _BOOL:
+            yes, no = _BOOL[fmt]
+            if text in ("true", "false"):
+                return yes if text == "true" else no
+            self._bad(tag, "is not true or false")
+        elif fmt == "split1":
+            return "," + text  # 9.012 ridge count "reference,count" (NBIS ItemSplitFormatter)
+        return text
+
+    def _bad(self, tag: str, what: str) -> None:
+        # The value is not quoted: it may belong to a personal field.
+        self.warnings.append(
+            CodecWarning(
+                "XML_VALUE",
+                f"the XML value of {tag} {what}; kept as written",
+                Location(self.recno, self.rtype, tag),
+            )
+        )
+
+    def record(self) -> Record:
+        record = Record(self.rtype)
+        layout = BINARY_LAYOUTS.get(self.rtype)
+        tags = sorted(
+            set(self.values) | set(self.blobs),
+            key=lambda t: (t.endswith(".999"), int(t.split(".")[1])),
+        )
+        for tag in tags:
+            if tag in self.blobs:
+                record[tag] = self.blobs[tag]
+                continue
+            subs = []
+            by_sub = self.values[tag]
+            for s in range(max(by_sub) + 1):
+                by_item = by_sub.get(s, {})
+                items = [
+                    "".join(v for _, v in sorted(by_item.get(i, ()), key=lambda p: p[0]))
+                    for i in range(max(by_item) + 1 if by_item else 1)
+                ]
+                subs.append(tuple(items))
+            if layout is not None and tag == layout.data_tag and self.rtype == 8:
+                record[tag] = _vector_signature(subs)  # 8B: vectors as subfields X, Y, pressure
+                continue
+            if layout is not None and tag == f"{self.rtype}.004" and self.rtype != 8:
+                # FGP: six bytes, 255 = unused position (1-2011 Table 15); the model lists the used.
+                subs = [s for s in subs if s != ("255",)]
+            record[tag] = subs
+        return record
+
+
+def _vector_signature(subs: list[tuple[str, ...]]) -> bytes:
+    """Type-8 vector data: 5 bytes per vector, X and Y big-endian 16-bit, pressure (8.8.8)."""
+    out = bytearray()
+    for sub in subs:
+        try:
+            x, y, p = (int(v) for v in (list(sub) + ["0", "0", "0"])[:3])
+            out += struct.pack(">HHB", x, y, p)
+        except (ValueError, struct.error):
+            return bytes(out)
+    return bytes(out)
+
+
+__all__ = ["Reader2008"]
