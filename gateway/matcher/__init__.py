@@ -24,7 +24,7 @@ def extract(pixels: np.ndarray, ppi: float = 500) -> Template:
     f = extract_features(pixels, ppi)
     # the comparison descriptors are built on first use (Template.prepared): a gallery
     # enrolment or a search with the default second stage never needs them
-    return Template(f.width, f.height, f.minutiae, f.block_mask, ppi, f.cores, f.period)
+    return Template(f.width, f.height, f.minutiae, f.block_mask, ppi, f.cores, f.period, f.quality)
 
 
 def compare(a: Template, b: Template) -> float:
