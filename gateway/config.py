@@ -68,6 +68,8 @@ class Config:
     demo_subjects: int = 12
     match_threshold: float | None = None  # None: the gallery's calibrated threshold
     search_positions: tuple[int, ...] = tuple(range(1, 11))  # fingers (FGP) used to search
+    min_quality: int = 1  # fingers of lower quality (0-100) are neither searched nor enrolled
+    min_fingers: int = 6  # usable fingers of 10 a tenprint needs (in proportion for fewer)
     raw: dict = field(default_factory=dict, repr=False)
 
     def agency(self, ori: str | None) -> Agency | None:
@@ -186,7 +188,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     gallery = _table(raw, "gallery")
     _unknown(gallery, {"fbi", "dhs", "demo", "demo_subjects"}, "gallery.")
     matcher = _table(raw, "matcher")
-    _unknown(matcher, {"threshold", "search_positions"}, "matcher.")
+    _unknown(matcher, {"threshold", "search_positions", "min_quality", "min_fingers"}, "matcher.")
     positions = matcher.get("search_positions", list(range(1, 11)))
     if (
         not isinstance(positions, list)
@@ -297,8 +299,20 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         demo_subjects=int(_num(gallery, "demo_subjects", "gallery.", 12, 1, int)),
         match_threshold=_num(matcher, "threshold", "matcher.", None),
         search_positions=tuple(sorted(set(positions))),
+        min_quality=_bounded_int(matcher, "min_quality", "matcher.", 1, 0, 100),
+        min_fingers=_bounded_int(matcher, "min_fingers", "matcher.", 6, 1, 10),
         raw=raw,
     )
+
+
+def _bounded_int(table: dict, key: str, prefix: str, default: int, lo: int, hi: int) -> int:
+    """An integer key within [lo, hi] (a bool is not an integer here)."""
+    if key not in table:
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{prefix}{key}", f"must be an integer {lo}-{hi}, not {value!r}")
+    return value
 
 
 def default_raw() -> dict:

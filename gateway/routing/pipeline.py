@@ -133,6 +133,8 @@ class Pipeline:
             lesc=bool(cfg.lesc_email or cfg.lesc_soap),
             lesc_ori=cfg.lesc_ori,
             match_threshold=cfg.match_threshold,
+            min_quality=cfg.min_quality,
+            min_fingers=cfg.min_fingers,
         )
 
     async def _process(self, msg_id: str, msg, payload: bytes) -> None:
