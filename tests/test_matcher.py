@@ -253,6 +253,64 @@ def test_match_command(capsys):
     assert out["a"]["minutiae"] > 0
 
 
+def test_compare_detail_explains_the_score(templates):
+    from gateway.matcher import compare_detail
+
+    a, b, other = templates[101, 1], templates[101, 2], templates[102, 1]
+    d = compare_detail(a, b)
+    assert d["score"] == compare(a, b)
+    pairs = d["pairs"]
+    assert len(pairs) >= 4
+    # each pair names real minutiae, one-to-one, best first
+    assert all(0 <= i < len(a) and 0 <= j < len(b) for i, j, _ in pairs)
+    assert len({i for i, _, _ in pairs}) == len({j for _, j, _ in pairs}) == len(pairs)
+    sims = [s for _, _, s in pairs]
+    assert sims == sorted(sims, reverse=True)
+    # the score is the mean of the pairs' relaxed similarities (times the period gate)
+    assert d["score"] == pytest.approx(np.mean(sims) * d["period_factor"], rel=1e-5)
+    # the alignment carries the paired minutiae of a onto those of b: for a genuine pair the
+    # residual is a few pixels, far smaller than for an impostor pair
+    al = d["alignment"]
+    ia = [i for i, _, _ in pairs]
+    jb = [j for _, j, _ in pairs]
+    c, s_ = np.cos(al["rotation"]), np.sin(al["rotation"])
+    moved = a.minutiae[ia, :2] @ np.array([[c, -s_], [s_, c]]).T + [al["dx"], al["dy"]]
+    rms = np.sqrt(np.mean(np.sum((moved - b.minutiae[jb, :2]) ** 2, 1)))
+    assert rms == pytest.approx(al["residual"]) and al["residual"] < 10
+    assert compare_detail(a, other)["alignment"]["residual"] > 2 * al["residual"]
+    # the other order names the same pairs, swapped
+    back = compare_detail(b, a)
+    assert back["score"] == d["score"]
+    assert [(j, i) for i, j, _ in back["pairs"]] == [(i, j) for i, j, _ in pairs]
+
+
+def test_match_command_draws_the_pairs(tmp_path, capsys):
+    from gateway.cli import main
+    from gateway.matcher import MATCH_THRESHOLD
+
+    a, b = FVC / "101_1.tif", FVC / "101_2.tif"
+    out = tmp_path / "pairs.png"
+    assert main(["match", str(a), str(b), "--png", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"match at threshold {MATCH_THRESHOLD:g}" in text and "alignment A -> B" in text
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 2 * 256 and im.height >= 364
+        px = np.asarray(im.convert("RGB")).astype(int)
+    # the pair lines and marks are drawn in colour on the grey prints
+    green = (px[..., 1] > 150) & (px[..., 0] < 80) & (px[..., 2] < 110)
+    red = (px[..., 0] > 200) & (px[..., 1] < 60) & (px[..., 2] < 60)
+    assert green.sum() > 50 and red.sum() > 50
+    # an impostor pair is "no match" at the default threshold, "match" at a threshold of 0
+    other = FVC / "102_1.tif"
+    assert main(["match", str(a), str(other), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["decision"] == "no match" and got["threshold"] == MATCH_THRESHOLD
+    assert main(["match", str(a), str(other), "--json", "--threshold", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"] == "match"
+    assert main(["match", str(a), str(b), "--png", str(tmp_path / "no" / "such.png")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
 def test_match_command_unreadable_input(tmp_path, capsys):
     from gateway.cli import main
 
