@@ -1,12 +1,14 @@
-"""Accuracy and speed of the numpy matcher on FVC2000 DB1-DB3 set B (FVC protocol).
+"""Accuracy and speed of the numpy matcher on FVC2000 DB1-DB3 and FVC2004 DB2-DB4 set B (FVC
+protocol).
 
 Run on demand (not in CI)::
 
-    .venv/bin/python benchmarks/accuracy.py                 # all three databases
-    .venv/bin/python benchmarks/accuracy.py --db 1 --limit 5 # quick iteration
+    .venv/bin/python benchmarks/accuracy.py                  # all six databases
+    .venv/bin/python benchmarks/accuracy.py --db 1 --limit 5  # quick iteration (FVC2000 DB1)
+    .venv/bin/python benchmarks/accuracy.py --db 2004-2       # FVC2004 DB2_B
 
-Protocol (per database, 10 fingers x 8 impressions, files ``NNN_I.tif``): genuine = all 28
-impression pairs of every finger (280); impostor "fvc" = impression 1 of each finger against
+Protocol (per database, 10 fingers x 8 impressions, files ``NNN_I.tif`` or ``.png``): genuine =
+all 28 impression pairs of every finger (280); impostor "fvc" = impression 1 of each finger against
 impression 1 of every other finger (45); impostor "ext" = all cross-finger pairs of any
 impressions (2,880).  Printed per database and impostor set: EER, FMR100 and FMR1000 (the lowest
 FNMR at FMR <= 1 % / 0.1 %), the median extraction time per image and the comparisons per second
@@ -14,12 +16,19 @@ on one core (BLAS limited to one thread; CPU time of the fastest of ``--passes``
 all pairs, since the machine is shared), both one pair at a time (``compare``) and 1:N (the pairs
 grouped by their first template, ``template.compare_many`` per group, which gives the same
 scores up to float rounding; the largest difference is printed).  DET curves are drawn into
-``benchmarks/out/`` with Pillow.  When NIST NBIS ``mindtct`` and ``bozorth3`` are on PATH they
+``benchmarks/out/`` with Pillow.
+
+Quality (issue 17): each template carries a finger quality 0-100.  The error-versus-reject curve
+drops the comparisons that involve the lowest-quality fraction of the images (0 to 30 %) and
+gives FNMR at FMR 1 % ("ext" impostors) of the rest; the FNMR cut at 10 % rejected is printed per
+database (the target: at least a third) and the curves are drawn beside the DET curves
+(``benchmarks/out/evr-<db>.png``).  When NIST NBIS ``mindtct`` and ``bozorth3`` are on PATH they
 run on the same images in the same run; otherwise the reference figures of ``ANCHORS.md`` are
 printed, labelled as such.
 
-Templates are cached under ``benchmarks/out/cache`` keyed by a digest of the matcher's source, so a
-changed matcher re-extracts; ``--no-cache`` forces it.  At most two worker processes extract.
+Templates are cached under ``benchmarks/out/cache`` (or ``--cache DIR``) keyed by a digest of the
+matcher's source, so a changed matcher re-extracts; ``--no-cache`` forces it.  At most two
+worker processes extract.
 """
 
 from __future__ import annotations
@@ -56,22 +65,58 @@ from gateway.matcher.template import candidate_batches, compare_many  # noqa: E4
 EVAL = ROOT.parent / "shared" / "eval"
 OUT = ROOT / "benchmarks" / "out"
 
-# ANCHORS.md, NBIS mindtct + bozorth3 on this kind of machine (reference, not re-measured)
-NBIS_REFERENCE = {
-    1: {"eer_fvc": 8.2, "eer_ext": 10.5, "fmr100_ext": 19.3, "extract_s": 0.044, "cmp_s": 1447},
-    2: {"eer_fvc": 10.2, "eer_ext": 8.8, "fmr100_ext": 13.6, "extract_s": 0.060, "cmp_s": 1680},
-    3: {"eer_fvc": 7.0, "eer_ext": 10.6, "fmr100_ext": 20.0, "extract_s": 0.112, "cmp_s": 277},
+# the databases: name -> (folder under ../shared/eval, title)
+SETS = {
+    "2000-1": ("fvc2000-db1-b", "FVC2000 DB1_B"),
+    "2000-2": ("fvc2000-db2-b", "FVC2000 DB2_B"),
+    "2000-3": ("fvc2000-db3-b", "FVC2000 DB3_B"),
+    "2004-2": ("fvc2004-db2-b", "FVC2004 DB2_B"),
+    "2004-3": ("fvc2004-db3-b", "FVC2004 DB3_B"),
+    "2004-4": ("fvc2004-db4-b", "FVC2004 DB4_B"),
 }
+ALIASES = {"1": "2000-1", "2": "2000-2", "3": "2000-3"}
+
+# ANCHORS.md, NBIS mindtct + bozorth3 on this kind of machine (reference, not re-measured;
+# FVC2004: no timings there)
+NBIS_REFERENCE = {
+    "2000-1": {
+        "eer_fvc": 8.2,
+        "eer_ext": 10.5,
+        "fmr100_ext": 19.3,
+        "extract_s": 0.044,
+        "cmp_s": 1447,
+    },
+    "2000-2": {
+        "eer_fvc": 10.2,
+        "eer_ext": 8.8,
+        "fmr100_ext": 13.6,
+        "extract_s": 0.060,
+        "cmp_s": 1680,
+    },
+    "2000-3": {
+        "eer_fvc": 7.0,
+        "eer_ext": 10.6,
+        "fmr100_ext": 20.0,
+        "extract_s": 0.112,
+        "cmp_s": 277,
+    },
+    "2004-2": {"eer_fvc": 17.6, "eer_ext": 14.1, "fmr100_ext": 28.9},
+    "2004-3": {"eer_fvc": 4.9, "eer_ext": 5.1, "fmr100_ext": 7.9},
+    "2004-4": {"eer_fvc": 7.3, "eer_ext": 5.7, "fmr100_ext": 9.6},
+}
+# the issue's targets: EER (both impostor sets) and FMR100 ext at most these (per cent)
+TARGETS = {"2004-2": (5.0, 10.0)}
+TARGET_DEFAULT = (2.0, 4.0)
 
 
 # ---------------------------------------------------------------------------------------------
 # protocol and metrics
 
 
-def images(db: int, limit: int) -> dict[tuple[int, int], Path]:
-    folder = EVAL / f"fvc2000-db{db}-b"
+def images(db: str, limit: int) -> dict[tuple[int, int], Path]:
+    folder = EVAL / SETS[db][0]
     found = {}
-    for path in sorted(folder.glob("*_*.tif")):
+    for path in sorted([*folder.glob("*_*.tif"), *folder.glob("*_*.png")]):
         finger, impression = path.stem.split("_")
         found[int(finger), int(impression)] = path
     fingers = sorted({f for f, _ in found})[:limit]
@@ -124,6 +169,39 @@ def fnmr_at(genuine, impostor, target: float) -> float:
     return float(fnmr[ok].min()) if ok.any() else 1.0
 
 
+REJECT_FRACTIONS = tuple(np.round(np.arange(0, 0.31, 0.02), 2))
+
+
+def reject_curve(prs: dict, scores: dict, quality: dict, fractions=REJECT_FRACTIONS) -> list:
+    """Error versus reject: for each fraction r, the images are ranked by quality (lowest first,
+    ties by key) and the lowest round(r * images) rejected; the comparisons involving one of
+    them are dropped and FNMR at FMR 1 % ("ext" impostors) taken over the rest.  Returns
+    ``[(r, fnmr, genuine pairs kept), ...]``."""
+    keys = sorted(quality, key=lambda k: (quality[k] if quality[k] is not None else -1, k))
+    out = []
+    for r in fractions:
+        rejected = set(keys[: int(round(r * len(keys)))])
+        kept = {
+            name: np.array(
+                [
+                    s
+                    for (a, b), s in zip(prs[name], scores[name], strict=True)
+                    if a not in rejected and b not in rejected
+                ]
+            )
+            for name in ("genuine", "ext")
+        }
+        out.append((float(r), fnmr_at(kept["genuine"], kept["ext"], 0.01), kept["genuine"].size))
+    return out
+
+
+def reject_cut(curve: list, at: float = 0.10) -> float:
+    """The relative FNMR cut at ``at`` rejected (0.4 = FNMR 40 % lower than with none)."""
+    base = curve[0][1]
+    fnmr = next(f for r, f, _ in curve if abs(r - at) < 1e-9)
+    return (base - fnmr) / base if base else 0.0
+
+
 def figures(scores: dict[str, np.ndarray]) -> dict:
     g = scores["genuine"]
     out = {}
@@ -166,13 +244,20 @@ def _extract_one(job):
 
 
 def run_ours(
-    db: int, files: dict, prs: dict, workers: int, use_cache: bool, passes: int = 1
+    db: str,
+    files: dict,
+    prs: dict,
+    workers: int,
+    use_cache: bool,
+    passes: int = 1,
+    cache_root: Path | None = None,
 ) -> dict:
     digest = _source_digest()
-    cache_dir = OUT / "cache" / digest / f"db{db}"
+    cache_root = cache_root or OUT / "cache"
+    cache_dir = cache_root / digest / f"db{db}"
     if use_cache:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (OUT / "cache").iterdir():  # templates of older matcher versions
+        for stale in cache_root.iterdir():  # templates of older matcher versions
             if stale.name != digest and stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
     jobs = [(p, (cache_dir / f"{p.stem}.tpl") if use_cache else None) for p in files.values()]
@@ -208,6 +293,7 @@ def run_ours(
         "many_pack_us": many["pack_us"],
         "many_max_diff": worst,
         "minutiae": statistics.median(minutiae),
+        "quality": {k: t.quality for k, t in templates.items()},
     }
 
 
@@ -346,6 +432,33 @@ def draw_det(path: Path, title: str, curves: list[tuple[str, np.ndarray, np.ndar
     img.save(path)
 
 
+def draw_reject(path: Path, title: str, curve: list):
+    """FNMR at FMR 1 % against the fraction of images rejected by quality (Pillow)."""
+    size, margin = 420, 60
+    img = Image.new("RGB", (size + margin + 20, size + margin + 30), "white")
+    d = ImageDraw.Draw(img)
+    top = max(max(f for _, f, _ in curve) * 1.1, 0.01)
+    rmax = max(r for r, _, _ in curve) or 1.0
+
+    def xy(r, f):
+        return margin + r / rmax * size, 20 + (1 - f / top) * size
+
+    for k in range(6):
+        x = margin + k / 5 * size
+        y = 20 + k / 5 * size
+        d.line([x, 20, x, 20 + size], fill=(225, 225, 225))
+        d.line([margin, y, margin + size, y], fill=(225, 225, 225))
+        d.text((x - 12, 24 + size), f"{100 * rmax * k / 5:.0f}%", fill="black")
+        d.text((5, y - 6), f"{100 * top * (1 - k / 5):.1f}%", fill="black")
+    d.rectangle([margin, 20, margin + size, 20 + size], outline="black")
+    d.text((margin, 2), title, fill="black")
+    d.text((margin + size // 2 - 60, 40 + size), "images rejected (lowest quality)", fill="black")
+    d.text((margin + 4, 24), "FNMR at FMR 1 %", fill="black")
+    d.line([xy(r, f) for r, f, _ in curve], fill=(0, 90, 200), width=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -357,10 +470,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
         "--db",
-        type=int,
         action="append",
-        choices=(1, 2, 3),
-        help="database(s) to run (default: 1, 2 and 3)",
+        choices=(*SETS, *ALIASES),
+        help="database(s) to run: 2000-1 .. 2000-3 (or 1-3), 2004-2 .. 2004-4 (default: all)",
+    )
+    ap.add_argument(
+        "--cache", type=Path, help="template cache folder (default benchmarks/out/cache)"
     )
     ap.add_argument("--limit", type=int, default=10, help="fingers per database (default 10)")
     ap.add_argument("--workers", type=int, default=2, choices=(1, 2))
@@ -373,11 +488,11 @@ def main(argv=None) -> int:
         help="timed passes over all pairs; the fastest gives the comparison rate (default 3)",
     )
     args = ap.parse_args(argv)
-    dbs = args.db or [1, 2, 3]
+    dbs = [ALIASES.get(d, d) for d in args.db] if args.db else list(SETS)
     nbis = nbis_available() and not args.no_nbis
     OUT.mkdir(parents=True, exist_ok=True)
     print(
-        f"FVC2000 set B, fingers per DB: {args.limit}; NBIS: "
+        f"FVC set B, fingers per DB: {args.limit}; NBIS: "
         f"{'measured in this run' if nbis else 'not on PATH, ANCHORS.md reference figures'}"
     )
     summary = {}
@@ -387,10 +502,11 @@ def main(argv=None) -> int:
             print(f"DB{db}: no images under {EVAL}", file=sys.stderr)
             return 2
         prs = pairs(files)
-        ours = run_ours(db, files, prs, args.workers, not args.no_cache, args.passes)
+        ours = run_ours(db, files, prs, args.workers, not args.no_cache, args.passes, args.cache)
         fig = figures(ours["scores"])
+        title = SETS[db][1]
         print(
-            f"\nDB{db}_B  ({len(files)} images; genuine {len(prs['genuine'])}, impostor fvc "
+            f"\n{title}  ({len(files)} images; genuine {len(prs['genuine'])}, impostor fvc "
             f"{len(prs['fvc'])}, ext {len(prs['ext'])}; median minutiae {ours['minutiae']})"
         )
         print(f"  {'':28} {'EER':>8} {'FMR100':>8} {'FMR1000':>8}")
@@ -424,6 +540,21 @@ def main(argv=None) -> int:
                 f"  NBIS reference (ANCHORS.md): EER fvc {r['eer_fvc']} %, ext {r['eer_ext']} %, "
                 f"FMR100 ext {r['fmr100_ext']} %"
             )
+        curve = reject_curve(prs, ours["scores"], ours["quality"])
+        cut = reject_cut(curve)
+        qs = [q for q in ours["quality"].values() if q is not None]
+        print(
+            "  error vs reject (FNMR at FMR 1 %): "
+            + ", ".join(f"{100 * r:.0f} % -> {100 * f:.2f} %" for r, f, _ in curve[:6:])
+        )
+        print(
+            f"  quality median {statistics.median(qs) if qs else 0:.0f} (min {min(qs, default=0)});"
+            f" rejecting the lowest 10 % cuts FNMR at FMR 1 % by {100 * cut:.0f} % "
+            f"(target: at least 33 %: {'met' if cut >= 1 / 3 else 'MISSED'})"
+        )
+        evr = OUT / f"evr-{db}.png"
+        draw_reject(evr, f"{title}: error versus reject", curve)
+        print(f"  error-versus-reject curve: {evr.relative_to(ROOT)}")
         print(
             f"  extraction median {ours['extract_s']:.3f} s/image (CPU time, one core); "
             f"comparisons {ours['cmp_per_s']:,.0f}/s (one core, 1:1 compare)"
@@ -446,12 +577,13 @@ def main(argv=None) -> int:
             )
         else:
             r = NBIS_REFERENCE[db]
-            print(
-                f"  NBIS reference (ANCHORS.md): extraction {r['extract_s']} s/image, "
-                f"comparisons {r['cmp_s']:,}/s"
-            )
-        det = OUT / f"det-db{db}.png"
-        draw_det(det, f"FVC2000 DB{db}_B DET", curves)
+            if "extract_s" in r:
+                print(
+                    f"  NBIS reference (ANCHORS.md): extraction {r['extract_s']} s/image, "
+                    f"comparisons {r['cmp_s']:,}/s"
+                )
+        det = OUT / f"det-{db}.png"
+        draw_det(det, f"{title} DET", curves)
         print(f"  DET curve: {det.relative_to(ROOT)}")
         summary[db] = {
             "nbis": None
@@ -466,25 +598,42 @@ def main(argv=None) -> int:
             "cmp_per_s": ours["cmp_per_s"],
             "many_per_s": ours["many_per_s"],
             "many_max_diff": ours["many_max_diff"],
+            "reject_curve": curve,
+            "reject_cut_10": cut,
         }
     (OUT / "accuracy.json").write_text(json.dumps(summary, indent=1))
     print(
-        "\n| DB | EER fvc | EER ext | FMR100 ext | FMR1000 ext | extraction s/image "
+        "\n| DB | EER fvc | EER ext | FMR100 ext | FMR1000 ext | NBIS EER fvc / ext, FMR100 "
+        "| targets | FNMR cut at 10 % rejected | extraction s/image "
         "| comparisons/s 1:1 | comparisons/s 1:N |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for db, r in summary.items():
         f = r["ours"]
+        t_eer, t_fmr = TARGETS.get(db, TARGET_DEFAULT)
+        met = max(f["fvc"]["eer"], f["ext"]["eer"]) * 100 <= t_eer
+        met = met and f["ext"]["fmr100"] * 100 <= t_fmr
+        if r["nbis"]:
+            n = r["nbis"]["figures"]
+            peer = (
+                f"{_pct(n['fvc']['eer']).strip()} / {_pct(n['ext']['eer']).strip()}, "
+                f"{_pct(n['ext']['fmr100']).strip()} (same run)"
+            )
+        else:
+            n = NBIS_REFERENCE[db]
+            peer = f"{n['eer_fvc']} / {n['eer_ext']} %, {n['fmr100_ext']} % (ANCHORS.md)"
         print(
-            f"| DB{db}_B | {_pct(f['fvc']['eer']).strip()} | {_pct(f['ext']['eer']).strip()} "
+            f"| {SETS[db][1]} | {_pct(f['fvc']['eer']).strip()} | {_pct(f['ext']['eer']).strip()} "
             f"| {_pct(f['ext']['fmr100']).strip()} | {_pct(f['ext']['fmr1000']).strip()} "
-            f"| {r['extract_s']:.3f} | {r['cmp_per_s']:,.0f} | {r['many_per_s']:,.0f} |"
+            f"| {peer} | EER <= {t_eer:g} %, FMR100 <= {t_fmr:g} %: {'met' if met else 'MISSED'} "
+            f"| {100 * r['reject_cut_10']:.0f} % | {r['extract_s']:.3f} | {r['cmp_per_s']:,.0f} "
+            f"| {r['many_per_s']:,.0f} |"
         )
     for db, r in summary.items():
         if r["nbis"]:
             f = r["nbis"]["figures"]
             print(
-                f"| NBIS DB{db}_B (same run) | {_pct(f['fvc']['eer']).strip()} "
+                f"| NBIS {SETS[db][1]} (same run) | {_pct(f['fvc']['eer']).strip()} "
                 f"| {_pct(f['ext']['eer']).strip()} | {_pct(f['ext']['fmr100']).strip()} "
                 f"| {_pct(f['ext']['fmr1000']).strip()} | {r['nbis']['extract_s']:.3f} "
                 f"| {r['nbis']['cmp_per_s']:,.0f} | |"

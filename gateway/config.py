@@ -92,6 +92,8 @@ class Config:
     soap_public_url: str | None = None  # the address the WSDL names; never the Host header
     outbound_tls: bool = False  # STARTTLS with certificate checks towards the relay
     outbound_ca: Path | None = None  # trust for the relay and SOAP pushes (default: our CA)
+    min_quality: int = 1  # fingers of lower quality (0-100) are neither searched nor enrolled
+    min_fingers: int = 6  # usable fingers of 10 a tenprint needs (in proportion for fewer)
     raw: dict = field(default_factory=dict, repr=False)
 
     def agency(self, ori: str | None) -> Agency | None:
@@ -215,7 +217,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     gallery = _table(raw, "gallery")
     _unknown(gallery, {"fbi", "dhs", "demo", "demo_subjects"}, "gallery.")
     matcher = _table(raw, "matcher")
-    _unknown(matcher, {"threshold", "search_positions"}, "matcher.")
+    _unknown(matcher, {"threshold", "search_positions", "min_quality", "min_fingers"}, "matcher.")
     positions = matcher.get("search_positions", list(range(1, 11)))
     if (
         not isinstance(positions, list)
@@ -349,6 +351,8 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         soap_public_url=public_url.rstrip("/") if public_url else None,
         outbound_tls=outbound_tls,
         outbound_ca=outbound_ca,
+        min_quality=_bounded_int(matcher, "min_quality", "matcher.", 1, 0, 100),
+        min_fingers=_bounded_int(matcher, "min_fingers", "matcher.", 6, 1, 10),
         raw=raw,
     )
 
@@ -423,6 +427,16 @@ def _parse_tls(raw: dict, listeners: dict[str, str], path) -> TLS:
                     f"listen.{name} is {endpoint!r}",
                 )
     return TLS(mode, files["cert"], files["key"], files["client_ca"], min_version)
+
+
+def _bounded_int(table: dict, key: str, prefix: str, default: int, lo: int, hi: int) -> int:
+    """An integer key within [lo, hi] (a bool is not an integer here)."""
+    if key not in table:
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{prefix}{key}", f"must be an integer {lo}-{hi}, not {value!r}")
+    return value
 
 
 def default_raw() -> dict:

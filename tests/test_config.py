@@ -25,6 +25,12 @@ def test_example_file_parses():
     assert config.data_dir == (REPO / "examples" / "ebts-data")
 
 
+def test_quality_floor_keys():
+    config = parse_config({"matcher": {"min_quality": 30, "min_fingers": 8}})
+    assert (config.min_quality, config.min_fingers) == (30, 8)
+    assert (parse_config({}).min_quality, parse_config({}).min_fingers) == (1, 6)
+
+
 @pytest.mark.parametrize(
     ("raw", "key"),
     [
@@ -56,6 +62,10 @@ def test_example_file_parses():
         ({"outbound": {"tls": "yes"}}, "outbound.tls"),
         ({"workers": 0}, "workers"),
         ({"colour": "blue"}, "colour"),
+        ({"matcher": {"min_quality": 101}}, "matcher.min_quality"),
+        ({"matcher": {"min_quality": True}}, "matcher.min_quality"),
+        ({"matcher": {"min_fingers": 0}}, "matcher.min_fingers"),
+        ({"matcher": {"min_fingers": 6.5}}, "matcher.min_fingers"),
     ],
 )
 def test_errors_name_the_key(raw, key):

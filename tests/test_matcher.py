@@ -80,9 +80,9 @@ def test_genuine_pairs_score_above_impostor_pairs_of_the_same_fingers(templates)
 def test_serialisation_round_trip(templates):
     t = templates[101, 2]
     data = t.to_bytes()
-    assert data[:4] == b"GWFT" and data[4] == (2 if t.period else 1)
+    assert data[:4] == b"GWFT" and data[4] == 3  # extracted templates carry a quality
     back = Template.from_bytes(data)
-    assert back == t
+    assert back == t and back.quality == t.quality and 0 < t.quality <= 100
     assert back.to_bytes() == data
     np.testing.assert_array_equal(back.minutiae, t.minutiae)
     np.testing.assert_array_equal(back.block_mask, t.block_mask)
@@ -131,6 +131,44 @@ def test_ridge_period_serialisation_and_gate(templates):
         Template.from_bytes(bytes(body) + struct.pack(">I", zlib.crc32(bytes(body))))
 
 
+def test_quality_version_3_and_the_older_versions(templates):
+    t = templates[103, 1]
+    data = t.to_bytes()
+    # version 3: the period byte, then the quality byte, after the 16-byte header
+    assert data[4] == 3 and data[16] == round(t.period * 16) and data[17] == t.quality
+    older = Template(t.width, t.height, t.minutiae, t.block_mask, t.source_ppi, t.cores, t.period)
+    assert older.to_bytes()[4] == 2 and len(older.to_bytes()) == len(data) - 1
+    back = Template.from_bytes(older.to_bytes())
+    assert back.quality is None and back.period == t.period
+    # the quality neither changes a score nor reorders the operands (the digest is the same)
+    assert older.key == t.key
+    other = templates[103, 2]
+    assert compare(older, other) == compare(t, other)
+    # a quality byte above 100 is refused
+    body = bytearray(data[:-4])
+    body[17] = 101
+    with pytest.raises(ValueError, match="quality"):
+        Template.from_bytes(bytes(body) + struct.pack(">I", zlib.crc32(bytes(body))))
+
+
+def test_quality_is_zero_without_a_print_and_positive_for_a_real_crop():
+    rng = np.random.default_rng(7)
+    flat = np.full((300, 300), 200, np.uint8)
+    noise = rng.integers(0, 256, (300, 300)).astype(np.uint8)
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(rng.normal(128, 60, (200, 200)), 2)
+    smooth = np.clip((smooth - smooth.mean()) / smooth.std() * 50 + 128, 0, 255)
+    for image in (flat, np.zeros((100, 100), np.uint8), noise, smooth.astype(np.uint8)):
+        assert extract(image).quality == 0
+    # a crop that is print everywhere (no background to segment against) is a print
+    crop = _pixels(101, 1)[120:260, 60:200]
+    t = extract(crop)
+    assert len(t) > 0 and t.quality > 0
+    # the full impression scores higher than its crop
+    assert extract(_pixels(101, 1)).quality > t.quality
+
+
 def test_from_bytes_of_garbage_raises_value_error(templates):
     data = templates[104, 2].to_bytes()
     rng = np.random.default_rng(4)
@@ -143,7 +181,7 @@ def test_from_bytes_of_garbage_raises_value_error(templates):
         bad.append(bytes(flipped))
     # a valid checksum over nonsense: a minutia outside the image
     body = bytearray(data[:-4])
-    struct.pack_into(">H", body, 16, 60000)  # x of the first minutia
+    struct.pack_into(">H", body, 18, 60000)  # x of the first minutia (after period, quality)
     bad.append(bytes(body) + struct.pack(">I", zlib.crc32(bytes(body))))
     for _ in range(200):
         bad.append(bytes(rng.integers(0, 256, int(rng.integers(0, 600)), dtype=np.uint8)))
@@ -213,6 +251,64 @@ def test_match_command(capsys):
     out = json.loads(capsys.readouterr().out)
     assert 0 < out["score"] <= 1
     assert out["a"]["minutiae"] > 0
+
+
+def test_compare_detail_explains_the_score(templates):
+    from gateway.matcher import compare_detail
+
+    a, b, other = templates[101, 1], templates[101, 2], templates[102, 1]
+    d = compare_detail(a, b)
+    assert d["score"] == compare(a, b)
+    pairs = d["pairs"]
+    assert len(pairs) >= 4
+    # each pair names real minutiae, one-to-one, best first
+    assert all(0 <= i < len(a) and 0 <= j < len(b) for i, j, _ in pairs)
+    assert len({i for i, _, _ in pairs}) == len({j for _, j, _ in pairs}) == len(pairs)
+    sims = [s for _, _, s in pairs]
+    assert sims == sorted(sims, reverse=True)
+    # the score is the mean of the pairs' relaxed similarities (times the period gate)
+    assert d["score"] == pytest.approx(np.mean(sims) * d["period_factor"], rel=1e-5)
+    # the alignment carries the paired minutiae of a onto those of b: for a genuine pair the
+    # residual is a few pixels, far smaller than for an impostor pair
+    al = d["alignment"]
+    ia = [i for i, _, _ in pairs]
+    jb = [j for _, j, _ in pairs]
+    c, s_ = np.cos(al["rotation"]), np.sin(al["rotation"])
+    moved = a.minutiae[ia, :2] @ np.array([[c, -s_], [s_, c]]).T + [al["dx"], al["dy"]]
+    rms = np.sqrt(np.mean(np.sum((moved - b.minutiae[jb, :2]) ** 2, 1)))
+    assert rms == pytest.approx(al["residual"]) and al["residual"] < 10
+    assert compare_detail(a, other)["alignment"]["residual"] > 2 * al["residual"]
+    # the other order names the same pairs, swapped
+    back = compare_detail(b, a)
+    assert back["score"] == d["score"]
+    assert [(j, i) for i, j, _ in back["pairs"]] == [(i, j) for i, j, _ in pairs]
+
+
+def test_match_command_draws_the_pairs(tmp_path, capsys):
+    from gateway.cli import main
+    from gateway.matcher import MATCH_THRESHOLD
+
+    a, b = FVC / "101_1.tif", FVC / "101_2.tif"
+    out = tmp_path / "pairs.png"
+    assert main(["match", str(a), str(b), "--png", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"match at threshold {MATCH_THRESHOLD:g}" in text and "alignment A -> B" in text
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 2 * 256 and im.height >= 364
+        px = np.asarray(im.convert("RGB")).astype(int)
+    # the pair lines and marks are drawn in colour on the grey prints
+    green = (px[..., 1] > 150) & (px[..., 0] < 80) & (px[..., 2] < 110)
+    red = (px[..., 0] > 200) & (px[..., 1] < 60) & (px[..., 2] < 60)
+    assert green.sum() > 50 and red.sum() > 50
+    # an impostor pair is "no match" at the default threshold, "match" at a threshold of 0
+    other = FVC / "102_1.tif"
+    assert main(["match", str(a), str(other), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["decision"] == "no match" and got["threshold"] == MATCH_THRESHOLD
+    assert main(["match", str(a), str(other), "--json", "--threshold", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"] == "match"
+    assert main(["match", str(a), str(b), "--png", str(tmp_path / "no" / "such.png")]) == 2
+    assert "cannot write" in capsys.readouterr().err
 
 
 def test_match_command_unreadable_input(tmp_path, capsys):

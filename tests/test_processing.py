@@ -105,3 +105,82 @@ def test_validation_fixtures_get_their_answers_with_a_gallery(setting):
         assert [s for s in result.steps if s[0] == "SEARCHED"], data.name
         checked += 1
     assert checked >= 5
+
+
+def _with_fingers(identity: int, images: dict):
+    """A synthetic CAR whose finger images at the given positions are replaced."""
+    from gateway.synth.transactions import wsq_bytes
+
+    txn = synth.car_transaction(identity, impression=1)
+    for record in txn.records:
+        if record.type == 14 and int(record.value("14.013")) in images:
+            pixels = images[int(record.value("14.013"))]
+            record["14.006"], record["14.007"] = str(pixels.shape[1]), str(pixels.shape[0])
+            record["14.999"] = wsq_bytes(pixels)
+    return txn
+
+
+def _errt_lines(result) -> list[str]:
+    from gateway.validation import validate
+
+    assert result.response_tot == "ERRT" and result.enroll is None
+    errt = read(result.response)
+    assert validate(errt, profile="ebts-10").valid  # the ERRT itself validates
+    t2 = next(r for r in errt.records if r.type == 2)
+    return [" ".join(sub) for sub in t2.get("2.060").subfields]
+
+
+def test_an_all_zero_tenprint_gets_an_errt_and_enrols_nothing(setting):
+    import numpy as np
+
+    base, _ = setting
+    zero = np.zeros((416, 416), np.uint8)
+    txn = _with_fingers(33, {p: zero for p in range(1, 11)})
+    result = process(_job(base, write(txn), "0000034GW"))
+    lines = _errt_lines(result)
+    assert result.summary["unusable"] == list(range(1, 11))
+    assert not [s for s in result.steps if s[0] == "SEARCHED"]
+    # each unusable finger position is named (an all-zero WSQ from the encoder does not even
+    # decode here: unusable all the same)
+    for position in range(1, 11):
+        assert any(f"FGP {position}: FINGERPRINT UNUSABLE" in line for line in lines)
+    assert any("0 USABLE FINGERPRINTS OF 10, 6 REQUIRED" in line for line in lines)
+
+
+def test_flat_and_noise_fingers_are_unusable_and_never_enrolled(setting):
+    import numpy as np
+
+    base, _ = setting
+    rng = np.random.default_rng(3)
+    # a smooth ramp (a constant image does not survive the WSQ encoder), no ridges
+    flat = np.tile(np.linspace(150, 190, 416), (416, 1)).astype(np.uint8)
+    noise = rng.integers(0, 256, (416, 416)).astype(np.uint8)
+    # three bad fingers of ten: 7 usable >= 6, so the card is searched, the bad ones not used
+    txn = _with_fingers(35, {3: flat, 4: noise, 8: noise})
+    result = process(_job(base, write(txn), "0000035GW"))
+    assert result.response_tot == "SRE", result.steps
+    quality = result.summary["quality"]
+    assert quality["3"] == quality["4"] == quality["8"] == 0
+    assert all(quality[str(p)] > 0 for p in (1, 2, 5, 6, 7, 9, 10))
+    assert sorted(result.enroll["templates"]) == [1, 2, 5, 6, 7, 9, 10]
+    # five bad fingers: 5 usable < 6, an ERRT naming exactly the five
+    txn = _with_fingers(36, {3: flat, 4: noise, 8: noise, 9: flat, 10: noise})
+    result = process(_job(base, write(txn), "0000036GW"))
+    lines = _errt_lines(result)
+    assert result.summary["unusable"] == [3, 4, 8, 9, 10]
+    named = {p for p in range(1, 11) if any(f"FGP {p}:" in line for line in lines)}
+    assert named == {3, 4, 8, 9, 10}
+
+
+def test_a_raised_floor_and_the_proportional_finger_count(setting):
+    from gateway.routing.processing import required_fingers
+
+    assert [required_fingers(6, n) for n in (0, 1, 2, 4, 10)] == [0, 1, 2, 3, 6]
+    assert required_fingers(10, 4) == 4 and required_fingers(1, 10) == 1
+    base, _ = setting
+    data = write(synth.car_transaction(37, impression=1))
+    job = _job(base, data, "0000037GW")
+    job.min_quality = 101  # nothing reaches it
+    result = process(job)
+    assert result.summary["unusable"] == list(range(1, 11))
+    assert any("QUALITY" in line and "BELOW 101" in line for line in _errt_lines(result))

@@ -1,4 +1,5 @@
-"""``ebts-gateway match A B [--fgp N] [--json]``: the similarity of two fingerprints.
+"""``ebts-gateway match A B [--fgp N] [--json] [--png OUT] [--threshold T]``: the similarity of
+two fingerprints, and the evidence for it.
 
 ``A`` and ``B`` are each an image file (WSQ, JPEG, JPEG 2000, PNG, TIFF: anything the imaging
 package or Pillow reads) or a transaction (either encoding), whose first finger image record
@@ -6,14 +7,19 @@ package or Pillow reads) or a transaction (either encoding), whose first finger 
 500 ppi from their declared resolution before extraction (an image file without a resolution is
 taken to be at 500 ppi).
 
-Prints the score of :func:`gateway.matcher.compare` (0..1, higher is more alike) and the minutiae
-counts; ``--json`` prints one object instead.  Exit status 0, or 2 when an input cannot be read
-(a message on stderr).
+Prints the score of :func:`gateway.matcher.compare` (0..1, higher is more alike), the decision at
+the 1:1 threshold (:data:`gateway.matcher.MATCH_THRESHOLD`, or ``--threshold``), the minutiae
+counts, the number of paired minutiae and the alignment of A onto B
+(:func:`gateway.matcher.compare_detail`); ``--json`` prints one object instead.  ``--png OUT``
+draws both prints side by side, every minutia marked and the pairs the score rests on joined
+(Pillow).  Exit status 0, or 2 when an input cannot be read or OUT cannot be written (a message
+on stderr).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -46,6 +52,15 @@ def add_arguments(parser) -> None:
         help="finger position to take from transactions (default: the first finger image)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--png", metavar="OUT", help="draw both prints side by side with the paired minutiae"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="decision threshold on the score (default: the matcher's 1:1 threshold)",
+    )
 
 
 def _position(record) -> list[int]:
@@ -160,15 +175,59 @@ def load(path: str, fgp: int | None):
     return _from_transaction(path, data, fgp)
 
 
+def draw(path: str, images, templates, detail) -> None:
+    """Both prints side by side (A left, B right), minutiae as small marks (ending: circle,
+    bifurcation: square, with a tick along the direction), the scored pairs in colour and
+    joined by lines.  Coordinates of templates are at 500 ppi; each image is drawn at its own
+    resolution."""
+    import math
+
+    from PIL import Image, ImageDraw
+
+    (pa, ppi_a), (pb, ppi_b) = images
+    ia = Image.fromarray(pa).convert("RGB")
+    ib = Image.fromarray(pb).convert("RGB")
+    gap = 16
+    canvas = Image.new("RGB", (ia.width + gap + ib.width, max(ia.height, ib.height) + 18), "white")
+    canvas.paste(ia, (0, 18))
+    canvas.paste(ib, (ia.width + gap, 18))
+    d = ImageDraw.Draw(canvas)
+    offsets = ((0, 18, ppi_a / 500.0), (ia.width + gap, 18, ppi_b / 500.0))
+
+    def point(side, m):
+        ox, oy, k = offsets[side]
+        return ox + m[0] * k, oy + m[1] * k
+
+    paired = [{i for i, _, _ in detail["pairs"]}, {j for _, j, _ in detail["pairs"]}]
+    for side, tpl in enumerate(templates):
+        for n, m in enumerate(tpl.minutiae):
+            x, y = point(side, m)
+            colour = (220, 30, 30) if n in paired[side] else (40, 110, 220)
+            r = 4
+            box = [x - r, y - r, x + r, y + r]
+            (d.ellipse if int(m[3]) == 1 else d.rectangle)(box, outline=colour, width=2)
+            d.line([x, y, x + 9 * math.cos(m[2]), y + 9 * math.sin(m[2])], fill=colour, width=2)
+    for i, j, _ in detail["pairs"]:
+        d.line(
+            [point(0, templates[0].minutiae[i]), point(1, templates[1].minutiae[j])],
+            fill=(30, 170, 60),
+            width=1,
+        )
+    d.text((4, 3), f"score {detail['score']:.4f}, {len(detail['pairs'])} pairs", fill="black")
+    canvas.save(path, "PNG")
+
+
 def run(args) -> int:
-    from gateway.matcher import compare, extract
+    from gateway.matcher import MATCH_THRESHOLD, compare_detail, extract
 
     templates = []
     described = []
+    images = []
     for path in (args.a, args.b):
         try:
             pixels, ppi, where = load(path, args.fgp)
             templates.append(extract(pixels, ppi))
+            images.append((pixels, ppi))
         except InputError as exc:
             print(str(exc), file=sys.stderr)
             return 2
@@ -176,14 +235,48 @@ def run(args) -> int:
             print(f"{path}: {exc}", file=sys.stderr)
             return 2
         described.append(where)
-    score = compare(*templates)
+    detail = compare_detail(*templates)
+    score = detail["score"]
+    threshold = MATCH_THRESHOLD if args.threshold is None else args.threshold
+    decision = "match" if score >= threshold else "no match"
+    if args.png:
+        try:
+            draw(args.png, images, templates, detail)
+        except OSError as exc:
+            print(f"{args.png}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    align = detail["alignment"]
     if args.json:
         out = {
-            "a": {"file": args.a, "source": described[0], "minutiae": len(templates[0])},
-            "b": {"file": args.b, "source": described[1], "minutiae": len(templates[1])},
+            "a": {
+                "file": args.a,
+                "source": described[0],
+                "minutiae": len(templates[0]),
+                "quality": templates[0].quality,
+            },
+            "b": {
+                "file": args.b,
+                "source": described[1],
+                "minutiae": len(templates[1]),
+                "quality": templates[1].quality,
+            },
             "score": round(score, 6),
+            "threshold": threshold,
+            "decision": decision,
+            "pairs": [[i, j, round(s, 6)] for i, j, s in detail["pairs"]],
+            "alignment": align,
         }
         print(json.dumps(out))
     else:
-        print(f"score {score:.4f}  ({len(templates[0])} / {len(templates[1])} minutiae)")
+        print(
+            f"score {score:.4f}  {decision} at threshold {threshold:g}  "
+            f"({len(templates[0])} / {len(templates[1])} minutiae, quality "
+            f"{templates[0].quality} / {templates[1].quality}, {len(detail['pairs'])} pairs)"
+        )
+        if align is not None:
+            print(
+                f"alignment A -> B: rotation {math.degrees(align['rotation']):.1f} degrees, "
+                f"shift ({align['dx']:.1f}, {align['dy']:.1f}) px, residual "
+                f"{align['residual']:.1f} px"
+            )
     return 0

@@ -167,7 +167,7 @@ class Prepared:
     """
 
     __slots__ = ("n", "values", "values_m2", "values_t", "left", "right", "dirs", "dirs_t")
-    __slots__ += ("geometry", "log_period")
+    __slots__ += ("geometry", "log_period", "index", "xy", "theta")
 
     def __init__(self, x, y, theta, mask, quality=None, period=0.0):
         self.log_period = math.log(period) if period and period > 0 else 0.0
@@ -177,6 +177,7 @@ class Prepared:
             q = np.ones(len(x)) if quality is None else np.asarray(quality, np.float64)
             sel = np.sort(sel[np.argsort(-q[sel], kind="stable")[:MAX_CYLINDERS]])
         self.n = n = int(sel.size)
+        self.index = sel  # the minutia of each cylinder (row of the template's minutiae)
         # cells outside the disc are never valid: leave them out of every product
         values = values[sel].reshape(n, NS * NS, ND)[:, _IN_DISC].astype(np.float32)
         cells = cells[sel][:, _IN_DISC].astype(np.float32)
@@ -195,6 +196,8 @@ class Prepared:
         x = np.asarray(x, np.float64)[sel]
         y = np.asarray(y, np.float64)[sel]
         t = np.asarray(theta, np.float64)[sel]
+        self.xy = np.stack([x, y], 1)
+        self.theta = t
         # (big cos, big sin, sqrt(MIN_COMMON cells)) . (cos, sin, 1): at least the threshold
         # exactly when the directions are at most 90 degrees apart
         self.dirs = np.stack([_BIG * np.cos(t), _BIG * np.sin(t), np.full(n, _ROOT_COMMON)], 1)
@@ -310,6 +313,55 @@ def score(a: Prepared, b: Prepared) -> float:
 
 
 _ARANGE = np.arange(1 << 16)
+
+
+def detail(a: Prepared, b: Prepared) -> dict:
+    """:func:`score` with its working shown: ``score``; ``pairs`` (k, 2) the cylinder indices
+    (rows of ``a`` and ``b``) of the n_P pairs the score averages, best first, and
+    ``similarity`` their relaxed similarities (before the common factor); ``period_factor``.
+    The same steps as :func:`score` (so the same score), written for clarity, not speed."""
+    out = {
+        "score": 0.0,
+        "pairs": np.zeros((0, 2), np.int64),
+        "similarity": np.zeros(0),
+        "period_factor": period_factor(a.log_period, b.log_period),
+    }
+    na, nb = a.n, b.n
+    if na < 2 or nb < 2:
+        return out
+    ratio = _ratio(a, b)
+    j = ratio.argmin(1)
+    prop = np.full((nb, na), 2.0, np.float32)
+    prop[j, np.arange(na)] = ratio[np.arange(na), j]
+    ia = prop.argmin(1)
+    r0 = prop[np.arange(nb), ia]
+    ib = np.flatnonzero(r0 < 1)
+    nr = ib.size
+    if nr < 2:
+        return out
+    if nr > MAX_PAIRS:
+        ib = np.sort(ib[np.argsort(r0[ib], kind="stable")[:MAX_PAIRS]])
+        nr = MAX_PAIRS
+    ia = ia[ib]
+    lr = 1 - r0[ib]
+    d = a.geometry.take(ia, 0).take(ia, 1).view(np.int16)
+    d -= b.geometry.take(ib, 0).take(ib, 1).view(np.int16)
+    np.abs(d, out=d)
+    d = d.view(np.uint16).reshape(nr, nr, 4)
+    rho = _LUT_DIST.take(d[:, :, 0], mode="clip")
+    rho *= _LUT_ANGLE.take(d[:, :, 1], mode="clip")
+    rho *= _LUT_ANGLE.take(d[:, :, 2], mode="clip")
+    c = (1 - W_R) / (nr - 1)
+    rho.ravel()[:: nr + 1] = W_R / c
+    lr = _relax(rho, lr)
+    k = min(_NP[min(na, nb, len(_NP) - 1)], nr)
+    order = np.argsort(lr, kind="stable")[::-1][:k]
+    top = np.sort(lr)[nr - k :]
+    s = top.sum(dtype=np.float64) * c**N_REL / k
+    out["score"] = float(s * out["period_factor"])
+    out["pairs"] = np.stack([ia[order], ib[order]], 1)
+    out["similarity"] = lr[order].astype(np.float64) * c**N_REL
+    return out
 
 
 def _relax(rho: np.ndarray, lr: np.ndarray) -> np.ndarray:

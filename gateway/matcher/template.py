@@ -4,14 +4,17 @@ Binary layout (all integers big-endian), version 1::
 
     magic "GWFT" | version u8 | flags u8 (0) | width u16 | height u16 | source ppi u16 (x10 fixed
     point is not used: whole ppi) | block rows u8 | block cols u8 | minutiae u16 |
-    [version 2 only: ridge period u8 (1/16 pixel at 500 ppi)] |
+    [version 2: ridge period u8 (1/16 pixel at 500 ppi)] |
+    [version 3: ridge period u8 (0: unknown) | finger quality u8 (0-100)] |
     n x (x u16, y u16, theta u8 [2 pi / 256], type u8 [1 ending, 2 bifurcation], quality u8
     [0-100]) | cores u8 | cores x (x u16, y u16) | block mask bits (rows x cols, MSB first,
     padded to a byte) | CRC-32 u32 of all preceding bytes
 
-Version 2 is written when the median ridge period is known (templates from
-:func:`gateway.matcher.extract`), version 1 otherwise; both are read (a version 1 template has no
-period, and its comparisons skip the ridge-period gate of :func:`gateway.matcher.mcc.score`).
+Version 3 is written when the finger quality is known (templates from
+:func:`gateway.matcher.extract`), else version 2 when the median ridge period is known, else
+version 1; all three are read (a version 1 template has no period, and its comparisons skip the
+ridge-period gate of :func:`gateway.matcher.mcc.score`; a version 1 or 2 template has no quality:
+``quality`` is None).
 
 Coordinates are pixels at 500 ppi (x right, y down, origin top-left).  The cylinders used by
 :func:`gateway.matcher.compare` are recomputed from these values (deterministically) on load.
@@ -29,7 +32,7 @@ from . import mcc
 from .features import BIFURCATION, ENDING, HOP, pixel_mask
 
 MAGIC = b"GWFT"
-VERSION = 2  # the newest version written (1 when the period is unknown)
+VERSION = 3  # the newest version written (2 or 1 when the quality or the period is unknown)
 _PERIOD_UNIT = 16  # the ridge period is stored in 1/16 pixel (u8: up to 15.9 pixels)
 _HEAD = struct.Struct(">4sBBHHHBBH")
 _MINUTIA = np.dtype([("x", ">u2"), ("y", ">u2"), ("t", "u1"), ("k", "u1"), ("q", "u1")])
@@ -41,7 +44,8 @@ class Template:
 
     ``minutiae`` is an (n, 5) float array: x, y (pixels at 500 ppi), theta (radians, image
     coordinates), type (1 ridge ending, 2 bifurcation), quality (0..1).  ``period`` is the
-    median ridge period in pixels at 500 ppi (0: unknown).
+    median ridge period in pixels at 500 ppi (0: unknown); ``quality`` the finger quality 0-100
+    (:func:`gateway.matcher.features.finger_quality`; None: unknown, older templates).
     """
 
     __slots__ = (
@@ -52,12 +56,21 @@ class Template:
         "block_mask",
         "cores",
         "period",
+        "quality",
         "_prep",
         "_key",
     )
 
     def __init__(
-        self, width, height, minutiae, block_mask, source_ppi: float = 500.0, cores=(), period=0.0
+        self,
+        width,
+        height,
+        minutiae,
+        block_mask,
+        source_ppi: float = 500.0,
+        cores=(),
+        period=0.0,
+        quality: int | None = None,
     ):
         self.width = int(width)
         self.height = int(height)
@@ -76,6 +89,7 @@ class Template:
         self.cores = np.clip(np.rint(c), 0, 65535)
         p = float(period) if period and np.isfinite(period) else 0.0
         self.period = min(max(round(p * _PERIOD_UNIT), 0), 255) / _PERIOD_UNIT
+        self.quality = None if quality is None else min(max(int(quality), 0), 100)
         self._prep = None
         self._key = None
 
@@ -122,13 +136,16 @@ class Template:
         """The compact binary form (see the module documentation)."""
         return self._serialise(True)
 
-    def _serialise(self, with_period: bool) -> bytes:
+    def _serialise(self, full: bool) -> bytes:
+        """The binary form; without ``full``, the version 1 form (no period, no quality)."""
         rows, cols = self.block_mask.shape
         n = len(self)
-        period = int(round(self.period * _PERIOD_UNIT)) if with_period else 0
+        period = int(round(self.period * _PERIOD_UNIT)) if full else 0
+        quality = self.quality if full else None
+        version = 3 if quality is not None else 2 if period else 1
         head = _HEAD.pack(
             MAGIC,
-            2 if period else 1,
+            version,
             0,
             self.width,
             self.height,
@@ -137,7 +154,9 @@ class Template:
             cols,
             n,
         )
-        if period:
+        if version == 3:
+            head += struct.pack(">BB", period, quality)
+        elif period:
             head += struct.pack(">B", period)
         rec = np.zeros(n, _MINUTIA)
         m = self.minutiae
@@ -163,12 +182,15 @@ class Template:
         magic, version, _flags, width, height, ppi, rows, cols, n = _HEAD.unpack_from(data)
         if magic != MAGIC:
             raise ValueError("not a template: bad magic")
-        if version not in (1, 2):
+        if version not in (1, 2, 3):
             raise ValueError(f"unsupported template version {version}")
-        start = _HEAD.size + (version == 2)  # the minutiae
-        period = data[_HEAD.size] / _PERIOD_UNIT if version == 2 else 0.0
+        start = _HEAD.size + (version - 1)  # the minutiae
+        period = data[_HEAD.size] / _PERIOD_UNIT if version >= 2 else 0.0
         if version == 2 and period == 0:
             raise ValueError("template version 2 without a ridge period")
+        quality = data[_HEAD.size + 1] if version == 3 else None
+        if quality is not None and quality > 100:
+            raise ValueError(f"template quality {quality} out of range")
         nbits = rows * cols
         offset = start + n * _MINUTIA.itemsize
         if len(data) < offset + 1:
@@ -199,7 +221,7 @@ class Template:
             [rec["x"], rec["y"], rec["t"] * (2 * np.pi / 256), rec["k"], rec["q"] / 100.0],
             axis=1,
         ).astype(np.float64)
-        return cls(width, height, m, mask, ppi, cores, period)
+        return cls(width, height, m, mask, ppi, cores, period, quality)
 
     # -- ANSI/NIST-ITL Type-9 ---------------------------------------------------------------
     def to_type9_fields(

@@ -159,6 +159,8 @@ class Pipeline:
             match_threshold=cfg.match_threshold,
             iaq_control=iaq_control(msg_id, self.control_key),
             reject=reject,
+            min_quality=cfg.min_quality,
+            min_fingers=cfg.min_fingers,
         )
 
     async def _process(self, msg_id: str, msg, payload: bytes) -> None:

@@ -46,6 +46,10 @@ class Job:
     match_threshold: float | None = None  # overrides the galleries' calibrated thresholds
     iaq_control: str | None = None  # the keyed IAQ control field of this message
     reject: tuple | None = None  # (code, tag, message, hint): answer with this ERRT once decoded
+    min_quality: int = (
+        1  # [matcher] min_quality: fingers below it are neither searched nor enrolled
+    )
+    min_fingers: int = 6  # [matcher] min_fingers: usable fingers a full tenprint needs (of 10)
 
 
 @dataclass
@@ -181,8 +185,23 @@ def _process(job: Job, result: Result, t: float) -> None:
         return
     identified, ucn, messages, esi = False, None, [], None
     dhs_needed, why = rules.dhs_search_required(tot, txn.ori, txn.dat, job.jurisdictions)
+    usable: dict = {}
     if rules.is_tenprint(tot) and (job.fbi_gallery or (dhs_needed and job.dhs_gallery)):
-        probe = _probe_templates(txn, job.search_positions)
+        # the quality floor (issue 14): every submitted finger is extracted and scored before
+        # search and enrolment; a finger below the floor is neither searched nor enrolled
+        where: dict = {}
+        fingers = _finger_templates(txn, where)
+        usable = {
+            p: t for p, t in fingers.items() if t is not None and t.quality >= job.min_quality
+        }
+        result.summary["quality"] = {
+            str(p): (t.quality if t is not None else None) for p, t in sorted(fingers.items())
+        }
+        needed = required_fingers(job.min_fingers, len(fingers))
+        if fingers and len(usable) < needed:
+            _reject_quality(job, txn, result, t, fingers, usable, needed, where)
+            return
+        probe = {p: tpl for p, tpl in usable.items() if p in job.search_positions}
         result.summary["fingers"] = sorted(probe)
         if not probe:
             _reject(
@@ -211,8 +230,8 @@ def _process(job: Job, result: Result, t: float) -> None:
         sub2 = next((r for r in txn.records if r.type == 2), None)
         ret = sub2.value("2.005") if sub2 is not None else None
         if job.fbi_gallery and rules.should_enroll(tot, ret, identified) and job.new_subject_id:
-            # the fingers the search did not need are decoded now (part of the FBI leg's time)
-            all_templates = _probe_templates(txn, tuple(FINGER_POSITIONS), probe)
+            # only the fingers at or above the quality floor are enrolled
+            all_templates = usable
             result.enroll = {
                 "gallery": "fbi",
                 "subject_id": job.new_subject_id,
@@ -254,6 +273,52 @@ def _reject(job, txn, result, t, code, location, message, hint) -> None:
 
     result.step("REJECTED", code, t)
     _errt(job, txn, [Finding(ERROR, code, location, message, hint=hint)], result)
+
+
+def required_fingers(min_fingers: int, submitted: int) -> int:
+    """How many usable fingers a tenprint of ``submitted`` finger images needs: ``min_fingers``
+    of 10, in proportion for a submission with fewer fingers (rounded up, at least one), so a
+    four-finger submission needs 3 by default and a single finger itself."""
+    if submitted <= 0:
+        return 0
+    return max(1, min(submitted, -(-min_fingers * submitted // 10)))
+
+
+def _reject_quality(job, txn, result, t, fingers, usable, needed, where) -> None:
+    """An ERRT naming each unusable finger position (as the FBI answers a card with too few
+    classifiable fingers); the quality is in our words, never a decoder's exception text."""
+    from gateway.validation import ERROR, Finding
+
+    findings = []
+    for position, tpl in sorted(fingers.items()):
+        if position in usable:
+            continue
+        why = (
+            "IMAGE DOES NOT DECODE"
+            if tpl is None
+            else f"QUALITY {tpl.quality} BELOW {job.min_quality}"
+        )
+        findings.append(
+            Finding(
+                ERROR,
+                "FINGER_QUALITY",
+                where.get(position, Location()),
+                f"finger position {position}: unusable ({why.lower()})",
+                hint=f"FGP {position}: FINGERPRINT UNUSABLE, {why}",
+            )
+        )
+    findings.append(
+        Finding(
+            ERROR,
+            "TOO_FEW_FINGERS",
+            Location(),
+            f"{len(usable)} usable finger images of {len(fingers)}, {needed} needed",
+            hint=f"{len(usable)} USABLE FINGERPRINTS OF {len(fingers)}, {needed} REQUIRED",
+        )
+    )
+    result.summary["unusable"] = sorted(p for p in fingers if p not in usable)
+    result.step("REJECTED", "FINGER_QUALITY", t)
+    _errt(job, txn, findings, result)
 
 
 def _decided(best, job: Job) -> bool:
@@ -358,27 +423,32 @@ def _identity_from_peek(payload: bytes) -> dict:
     }
 
 
-def _probe_templates(txn: Transaction, positions, have: dict | None = None) -> dict:
-    """Templates of the rolled finger images (Type-14, else Type-4) at ``positions``."""
+def _finger_templates(txn: Transaction, where: dict | None = None) -> dict:
+    """``{position: Template or None}`` of the rolled finger images (Type-14, else Type-4) at
+    FGP 1-10; None for a finger image that does not decode (unusable, not an error).  ``where``
+    receives the Location (record, FGP field) of each position's image."""
     from gateway.imaging import ImagingError, decode_record, ntr_of, to_500ppi
     from gateway.matcher import extract
 
-    out = dict(have or {})
+    out: dict = {}
     ntr = ntr_of(txn)
-    for record in txn.records:
+    for recno, record in enumerate(txn.records, start=1):
         if record.type not in (4, 14):
             continue
+        tag = f"{record.type}.{4 if record.type == 4 else 13:03d}"
         try:
-            fgp = int(record.value(f"{record.type}.{4 if record.type == 4 else 13:03d}") or 0)
+            fgp = int(record.value(tag) or 0)
         except ValueError:
             continue
-        if fgp not in positions or fgp in out:
+        if fgp not in FINGER_POSITIONS or out.get(fgp) is not None:
             continue
+        if where is not None:
+            where[fgp] = Location(recno, record.type, tag)
         try:
             image = to_500ppi(decode_record(record, ntr=ntr))
             out[fgp] = extract(image.pixels, 500)
         except (ImagingError, ValueError):
-            continue  # a finger that does not decode is left out of the search
+            out[fgp] = None  # a finger that does not decode is unusable
     return out
 
 
