@@ -21,6 +21,7 @@ COMMANDS = [
     "gateway.commands.search",
     "gateway.commands.match",
     "gateway.commands.gallery",
+    "gateway.commands.keys",
 ]
 
 

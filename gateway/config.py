@@ -39,6 +39,32 @@ class Jurisdiction:
 
 
 @dataclass(frozen=True)
+class Store:
+    """``[store]``: where the data key lives (default: ``data.key`` in the data directory)."""
+
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Admin:
+    """``[admin]``: who may reach the admin listener and how sessions behave."""
+
+    hosts: tuple[str, ...] | None = None  # None: the listener's own address (IP and localhost)
+    lockout_attempts: int = 5
+    lockout_minutes: float = 10.0
+    session_idle_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    """``[retention]``: how long payloads and audit records are kept."""
+
+    payload_days: float = 90.0
+    audit_days: float = 365.0
+    check_hours: float = 24.0  # how often the purge job runs
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     listen_smtp: str = "tcp:2525:interface=127.0.0.1"
@@ -68,6 +94,9 @@ class Config:
     demo_subjects: int = 12
     match_threshold: float | None = None  # None: the gallery's calibrated threshold
     search_positions: tuple[int, ...] = tuple(range(1, 11))  # fingers (FGP) used to search
+    store: Store = field(default_factory=Store)
+    admin: Admin = field(default_factory=Admin)
+    retention: Retention = field(default_factory=Retention)
     raw: dict = field(default_factory=dict, repr=False)
 
     def agency(self, ori: str | None) -> Agency | None:
@@ -91,6 +120,9 @@ _TOP = {
     "gallery",
     "matcher",
     "offense",
+    "store",
+    "admin",
+    "retention",
 }
 
 
@@ -297,7 +329,58 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         demo_subjects=int(_num(gallery, "demo_subjects", "gallery.", 12, 1, int)),
         match_threshold=_num(matcher, "threshold", "matcher.", None),
         search_positions=tuple(sorted(set(positions))),
+        store=_parse_store(raw, path),
+        admin=_parse_admin(raw),
+        retention=_parse_retention(raw),
         raw=raw,
+    )
+
+
+def _parse_store(raw: dict, path) -> Store:
+    store = _table(raw, "store")
+    _unknown(store, {"key_file"}, "store.")
+    key_file = path(_str(store, "key_file", "store."), "store.key_file")
+    if key_file is not None and key_file.is_dir():
+        raise ConfigError("store.key_file", f"is a directory: {key_file}")
+    return Store(key_file=key_file)
+
+
+def _parse_admin(raw: dict) -> Admin:
+    admin = _table(raw, "admin")
+    _unknown(
+        admin, {"hosts", "lockout_attempts", "lockout_minutes", "session_idle_minutes"}, "admin."
+    )
+    hosts = admin.get("hosts")
+    if hosts is not None:
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or len(hosts) > 64
+            or not all(
+                isinstance(h, str) and 0 < len(h) <= 255 and h.isascii() and " " not in h
+                for h in hosts
+            )
+        ):
+            raise ConfigError(
+                "admin.hosts", f"must be a list of host or host:port strings, not {hosts!r}"
+            )
+        hosts = tuple(h.lower() for h in hosts)
+    return Admin(
+        hosts=hosts,
+        lockout_attempts=int(_num(admin, "lockout_attempts", "admin.", 5, 1, int)),
+        lockout_minutes=float(_num(admin, "lockout_minutes", "admin.", 10.0, 0.01)),
+        session_idle_minutes=float(_num(admin, "session_idle_minutes", "admin.", 30.0, 0.01)),
+    )
+
+
+def _parse_retention(raw: dict) -> Retention:
+    retention = _table(raw, "retention")
+    _unknown(retention, {"payload_days", "audit_days", "check_hours"}, "retention.")
+    audit_days = float(_num(retention, "audit_days", "retention.", 365.0, 1))
+    return Retention(
+        payload_days=float(_num(retention, "payload_days", "retention.", 90.0, 0.0001)),
+        audit_days=audit_days,
+        check_hours=float(_num(retention, "check_hours", "retention.", 24.0, 0.0001)),
     )
 
 
