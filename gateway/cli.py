@@ -22,6 +22,7 @@ COMMANDS = [
     "gateway.commands.match",
     "gateway.commands.gallery",
     "gateway.commands.keys",
+    "gateway.commands.audit",
 ]
 
 

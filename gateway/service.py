@@ -19,6 +19,7 @@ from gateway.admin.web import admin_root
 from gateway.matcher.pool import WorkerPool
 from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
+from gateway.store.audit import Audit, config_hash
 from gateway.store.crypto import ensure_private_dir
 from gateway.store.journal import Journal
 from gateway.transports.http import http_sender
@@ -33,15 +34,33 @@ ENCRYPT_AT_REST = True
 
 
 class Intake:
-    """What transports call: store durably, then hand to the pipeline."""
+    """What transports call: store durably (with the audit records), then hand to the pipeline.
+
+    ``identity``: the authenticated peer (client certificate subject), None without TLS.
+    Refusals are recorded by ``gateway.audit.submission_refused``.
+    """
 
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
 
-    def accept(self, items: list[bytes], *, transport: str, peer=None, reply_to=None) -> list[str]:
-        ids = self.gateway.journal.accept_many(
-            items, transport=transport, peer=peer, reply_to=reply_to
-        )
+    def accept(
+        self, items: list[bytes], *, transport: str, peer=None, reply_to=None, identity=None
+    ) -> list[str]:
+        from gateway.ansinist import peek
+
+        journal, audit = self.gateway.journal, self.gateway.audit
+        with journal.transaction():  # the messages and their audit records: one commit
+            ids = journal.accept_many(items, transport=transport, peer=peer, reply_to=reply_to)
+            for msg_id, data in zip(ids, items, strict=True):
+                t1 = peek(data)
+                audit.submission_accepted(
+                    channel=transport,
+                    peer=peer,
+                    identity=identity,
+                    ori=t1.get("1.008"),
+                    tcn=t1.get("1.009"),
+                    message_id=msg_id,
+                )
         for msg_id in ids:
             reactor.callLater(0, self.gateway.pipeline.submit, msg_id)
         return ids
@@ -64,6 +83,7 @@ class Gateway(service.MultiService):
             key_file=config.store.key_file,
             encrypt=ENCRYPT_AT_REST,
         )
+        self.audit = Audit(self.journal)
         self.pool = WorkerPool(config.workers)
         self.dispatcher = Dispatcher(
             self.journal,
@@ -97,9 +117,17 @@ class Gateway(service.MultiService):
         super().startService()
         self.dispatcher.start()
         reactor.callLater(0, self.pipeline.resume)
+        self.audit.record(
+            "gateway.start",
+            channel="cli",
+            config_hash=config_hash(self.config.raw),
+            version=_version(),
+            detail="encryption at rest on" if ENCRYPT_AT_REST else "encryption at rest OFF",
+        )
         log.info("gateway started; data in %s", self.config.data_dir)
 
     def stopService(self):  # noqa: N802
+        self.audit.record("gateway.stop", channel="cli")
         self.dispatcher.stop()
         d = super().stopService()
         self.pool.stop()
@@ -123,6 +151,15 @@ class Gateway(service.MultiService):
             return None
         listening = waiting.result
         return listening.getHost().port
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ebts-gateway")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _tls_context(config):

@@ -27,8 +27,25 @@ def run(args) -> int:
     if opened is None:
         return 2
     journal, _config = opened
+    from gateway.store.audit import Audit
+    from gateway.store.crypto import KeyFileError
+
+    try:
+        audit = Audit(journal)
+    except KeyFileError as exc:
+        journal.close()
+        print(f"ebts-gateway: {exc}", file=sys.stderr)
+        return 2
     try:
         result = rotate(journal)
+        audit.record(
+            "keys.rotated",
+            channel="cli",
+            key_id=result.key_id,
+            count=sum(result.resealed.values()),
+            reason="resumed" if result.resumed else "new key",
+            detail="retired " + (",".join(result.retired) or "none"),
+        )
     finally:
         journal.close()
     verb = "resumed and finished" if result.resumed else "done"

@@ -13,7 +13,7 @@ instead of writing blobs nobody can open.  Every file it creates is 0600.
 
 Events: :meth:`Journal.subscribe` registers a callable ``(event, fields)`` called inside the
 transaction that makes the change (so a subscriber's own writes, such as the audit trail,
-commit with it): ``accepted``, ``responded``, ``delivered``, ``delivery_failed``, ``purged``.
+commit with it): ``responded``, ``delivered``, ``delivery_failed``, ``purged``.
 
 The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
 thread (commits are small) and never from worker processes.
@@ -418,7 +418,6 @@ class Journal:
                     msg, RECEIVED, outcome=f"{len(data)} bytes via {transport}", at=now
                 )
                 self._transition(msg, STORED, outcome=digest[:16], at=now)
-                self._emit("accepted", message_id=msg_id, channel=transport, peer=peer, data=data)
                 ids.append(msg_id)
         return ids
 
