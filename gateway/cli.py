@@ -23,6 +23,7 @@ COMMANDS = [
     "gateway.commands.gallery",
     "gateway.commands.keys",
     "gateway.commands.audit",
+    "gateway.commands.user",
 ]
 
 

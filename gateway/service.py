@@ -15,6 +15,7 @@ from twisted.application import service, strports
 from twisted.internet import reactor
 from twisted.web import server
 
+from gateway.admin.auth import Guard
 from gateway.admin.web import admin_root
 from gateway.matcher.pool import WorkerPool
 from gateway.routing.outbound import Dispatcher
@@ -22,6 +23,7 @@ from gateway.routing.pipeline import Pipeline
 from gateway.store.audit import Audit, config_hash
 from gateway.store.crypto import ensure_private_dir
 from gateway.store.journal import Journal
+from gateway.store.users import Users
 from gateway.transports.http import http_sender
 from gateway.transports.smtp import IntakeFactory, smtp_sender
 from gateway.transports.soap import soap_root, soap_sender
@@ -84,6 +86,7 @@ class Gateway(service.MultiService):
             encrypt=ENCRYPT_AT_REST,
         )
         self.audit = Audit(self.journal)
+        self.users = Users(self.journal)
         self.pool = WorkerPool(config.workers)
         self.dispatcher = Dispatcher(
             self.journal,
@@ -105,7 +108,8 @@ class Gateway(service.MultiService):
         )
         self._listen("smtp", config.listen_smtp, smtp_factory)
         self._listen("soap", config.listen_soap, server.Site(soap_root(self)))
-        self._listen("admin", config.listen_admin, server.Site(admin_root(self)))
+        self.admin = Guard(self, admin_root(self))
+        self._listen("admin", config.listen_admin, server.Site(self.admin))
 
     def _listen(self, name: str, description: str, factory) -> None:
         svc = strports.service(description, factory)

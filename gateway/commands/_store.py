@@ -27,8 +27,11 @@ def load(args):
     return config
 
 
-def open_journal(args, *, lock: str = "shared"):
-    """(journal, config) of the configured data directory, or None after printing why."""
+def open_journal(args, *, lock: str = "shared", create: bool = False):
+    """(journal, config) of the configured data directory, or None after printing why.
+
+    ``create``: make the journal (and its keys) when there is none yet (users may be added
+    before the first start)."""
     from gateway.store.crypto import KeyFileError
     from gateway.store.journal import Journal, JournalLocked
 
@@ -36,7 +39,7 @@ def open_journal(args, *, lock: str = "shared"):
     if config is None:
         return None
     path = Path(config.data_dir) / "journal.sqlite3"
-    if not path.exists():
+    if not path.exists() and not create:
         print(f"ebts-gateway: no journal at {path}", file=sys.stderr)
         return None
     try:

@@ -175,12 +175,14 @@ class Audit:
             )
         return rid
 
-    def _anchor(self) -> tuple[int, str]:
+    def _anchor(self, db=None) -> tuple[int, str]:
         """(id, mac) of the last record removed by a purge, or the genesis."""
-        anchor = self.journal.meta("audit_anchor")
-        if anchor is None:
+        row = (
+            (db or self.db).execute("SELECT value FROM meta WHERE name = 'audit_anchor'").fetchone()
+        )
+        if row is None:
             return 0, GENESIS
-        doc = json.loads(anchor)
+        doc = json.loads(row[0])
         return int(doc["id"]), str(doc["mac"])
 
     # -- what the gateway calls ------------------------------------------------------------------
@@ -259,11 +261,14 @@ class Audit:
             )
 
     # -- reading --------------------------------------------------------------------------------
-    def verify(self) -> Verdict:
-        """Walk the chain from its anchor; the first record whose link or MAC is wrong."""
-        expected_prev = self._anchor()[1]
+    def verify(self, db=None) -> Verdict:
+        """Walk the chain from its anchor; the first record whose link or MAC is wrong.
+
+        ``db``: another connection to the same database (a thread's own, read-only)."""
+        db = db or self.db
+        expected_prev = self._anchor(db)[1]
         checked = 0
-        for rid, at, event, actor, body, prev, mac in self.db.execute(
+        for rid, at, event, actor, body, prev, mac in db.execute(
             "SELECT id, at, event, actor, fields, prev, mac FROM audit ORDER BY id"
         ):
             if not hmac.compare_digest(str(prev), expected_prev):
@@ -282,9 +287,13 @@ class Audit:
         limit: int | None = None,
         event: str | None = None,
         newest_first: bool = False,
+        before_id: int | None = None,
     ) -> Iterator[dict]:
         sql = "SELECT id, at, event, actor, fields FROM audit WHERE id > ?"
         args: list = [after_id]
+        if before_id is not None:
+            sql += " AND id < ?"
+            args.append(before_id)
         if since is not None:
             sql += " AND at >= ?"
             args.append(since)
