@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from twisted.application import service, strports
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 from twisted.web import server
 
 from gateway.admin.auth import Guard
@@ -68,6 +69,69 @@ class Intake:
         return ids
 
 
+class RetentionJob(service.Service):
+    """The purge of ``[retention]``: every ``check_hours`` (and at start) remove payloads and
+    responses answered more than ``payload_days`` ago and audit records older than
+    ``audit_days``; each run that removes something is an audit record."""
+
+    name = "retention"
+    batch = 200  # payloads per commit; the reactor serves requests between batches
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.settings = gateway.config.retention
+        self.loop: task.LoopingCall | None = None
+        self.running_purge: defer.Deferred | None = None
+
+    def startService(self):  # noqa: N802 - Twisted API
+        super().startService()
+        self.loop = task.LoopingCall(self._tick)
+        self.loop.start(self.settings.check_hours * 3600, now=True)
+
+    def stopService(self):  # noqa: N802
+        super().stopService()
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        return self.running_purge
+
+    def _tick(self):
+        if self.running_purge is None:
+            self.running_purge = defer.ensureDeferred(self.run_once())
+
+            def done(result):
+                self.running_purge = None
+                return None
+
+            def failed(failure):
+                log.error("retention purge failed: %s", failure.getErrorMessage())
+
+            self.running_purge.addErrback(failed).addBoth(done)
+
+    async def run_once(self, now: float | None = None) -> dict:
+        """One purge; ``now`` defaults to the clock (tests move it forward)."""
+        now = time.time() if now is None else now
+        journal, audit = self.gateway.journal, self.gateway.audit
+        before = now - self.settings.payload_days * 86400
+        payloads = summaries = 0
+        while self.running:
+            p, s = journal.purge(before, limit=self.batch)
+            payloads, summaries = payloads + p, summaries + s
+            if p < self.batch and s < self.batch:
+                break
+            await task.deferLater(reactor, 0, lambda: None)
+        if payloads or summaries:
+            audit.record(
+                "retention.purged",
+                channel="retention",
+                count=payloads,
+                before=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(before)),
+                detail=f"{summaries} search summaries; payload_days={self.settings.payload_days:g}",
+            )
+            log.info("retention: %d payloads and %d summaries purged", payloads, summaries)
+        audit_purged = audit.purge(self.settings.audit_days)
+        return {"payloads": payloads, "summaries": summaries, "audit_records": audit_purged}
+
+
 class Gateway(service.MultiService):
     """The running gateway: journal, pool, pipeline, dispatcher and the listeners."""
 
@@ -99,6 +163,8 @@ class Gateway(service.MultiService):
         )
         self.intake = Intake(self)
         self.ports = {}
+        self.retention = RetentionJob(self)
+        self.retention.setServiceParent(self)
 
         smtp_factory = IntakeFactory(
             self.intake,

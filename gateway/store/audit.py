@@ -9,8 +9,8 @@ since the MAC cannot be recomputed without the key.  Removing records at either 
 visible by the purge records (count and last id) and by exported copies (docs/security.md).
 
 Records never hold images or personal fields: :meth:`Audit.record` accepts only the field
-names of :data:`FIELDS`, each a short scalar.  The journal's own events (answers, deliveries,
-purges) reach the trail through :meth:`Audit.on_journal_event`, subscribed to the journal, so
+names of :data:`FIELDS`, each a short scalar.  The journal's own events (deliveries, IARs
+received) reach the trail through :meth:`Audit.on_journal_event`, subscribed to the journal, so
 they commit in the same transaction as the change they record.
 """
 
@@ -251,13 +251,6 @@ class Audit:
                 message_id=fields["message_id"],
                 ori=fields.get("ori"),
                 tot="IAR",
-            )
-        elif event == "purged":
-            self.record(
-                "retention.purged",
-                count=fields.get("count"),
-                before=fields.get("before"),
-                detail=fields.get("detail"),
             )
 
     # -- reading --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ instead of writing blobs nobody can open.  Every file it creates is 0600.
 
 Events: :meth:`Journal.subscribe` registers a callable ``(event, fields)`` called inside the
 transaction that makes the change (so a subscriber's own writes, such as the audit trail,
-commit with it): ``responded``, ``delivered``, ``delivery_failed``, ``purged``.
+commit with it): ``responded``, ``delivered``, ``delivery_failed``.
 
 The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
 thread (commits are small) and never from worker processes.
@@ -112,7 +112,13 @@ CREATE INDEX IF NOT EXISTS outbound_due ON outbound(state, next_attempt);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS links (control TEXT PRIMARY KEY, message_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB);
+CREATE INDEX IF NOT EXISTS messages_payload ON messages(payload);
+CREATE INDEX IF NOT EXISTS messages_response ON messages(response);
+CREATE INDEX IF NOT EXISTS outbound_payload ON outbound(payload);
 """
+# Retention (added after the first schema): a purged payload keeps its row (messages and the
+# outbound queue refer to it) with empty data and the time it was purged.
+MIGRATIONS = ("ALTER TABLE payloads ADD COLUMN purged_at REAL",)
 
 
 class JournalLocked(OSError):
@@ -233,6 +239,9 @@ class Journal:
         self.db.execute("PRAGMA secure_delete=ON")  # purged payloads are overwritten, not freed
         self.db.executescript(SCHEMA)
         self.db.executescript(ENROLMENT_SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(payloads)")}
+        if "purged_at" not in columns:
+            self.db.execute(MIGRATIONS[0])
         make_private(*_sidecars(self.path))
         self._log_pending: list[dict] = []
         self._subscribers: list = []
@@ -327,7 +336,15 @@ class Journal:
 
     def _put_payload(self, data: bytes) -> str:
         digest = self.cipher.digest(data)
-        if self.db.execute("SELECT 1 FROM payloads WHERE sha256 = ?", (digest,)).fetchone():
+        row = self.db.execute(
+            "SELECT purged_at FROM payloads WHERE sha256 = ?", (digest,)
+        ).fetchone()
+        if row is not None:
+            if row[0] is not None:  # the same bytes again after a purge: store them anew
+                self.db.execute(
+                    "UPDATE payloads SET data = ?, purged_at = NULL WHERE sha256 = ?",
+                    (self.cipher.seal(data, _payload_aad(digest)), digest),
+                )
             return digest
         self.db.execute(
             "INSERT INTO payloads (sha256, size, data) VALUES (?, ?, ?)",
@@ -337,10 +354,49 @@ class Journal:
 
     def payload(self, digest: str) -> bytes:
         """The bytes of a payload; KeyError when there is none (or it was purged)."""
-        row = self.db.execute("SELECT data FROM payloads WHERE sha256 = ?", (digest,)).fetchone()
-        if row is None:
+        row = self.db.execute(
+            "SELECT data, purged_at FROM payloads WHERE sha256 = ?", (digest,)
+        ).fetchone()
+        if row is None or row[1] is not None:
             raise KeyError(digest)
         return self.cipher.open(row[0], _payload_aad(digest))
+
+    # -- retention ------------------------------------------------------------------------
+    def purge(self, before: float, *, limit: int = 200) -> tuple[int, int]:
+        """Remove (one batch of) payloads, responses, notices and search summaries of answered
+        messages last changed before ``before``; metadata, transitions and enrolments stay.
+
+        A payload is kept while any message using it is unanswered or recent, or a delivery
+        of it is still queued.  Returns (payloads purged, summaries removed) of this batch;
+        call again until both are below ``limit``.  ``secure_delete`` overwrites the bytes.
+        """
+        now = time.time()
+        terminal = tuple(TERMINAL)
+        with self._tx():
+            digests = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT p.sha256 FROM payloads p WHERE p.purged_at IS NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.payload = p.sha256 "
+                    "  AND (m.state NOT IN (?, ?) OR m.updated_at >= ?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.response = p.sha256 "
+                    "  AND (m.state NOT IN (?, ?) OR m.updated_at >= ?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM outbound o WHERE o.payload = p.sha256 "
+                    "  AND (o.state IN (?, ?) OR o.created_at >= ?)) LIMIT ?",
+                    (*terminal, before, *terminal, before, QUEUED, RETRYING, before, limit),
+                )
+            ]
+            for digest in digests:
+                self.db.execute(
+                    "UPDATE payloads SET data = X'', purged_at = ? WHERE sha256 = ?",
+                    (now, digest),
+                )
+            cur = self.db.execute(
+                "UPDATE messages SET summary = NULL WHERE rowid IN (SELECT rowid FROM messages "
+                "WHERE summary IS NOT NULL AND state IN (?, ?) AND updated_at < ? LIMIT ?)",
+                (*terminal, before, limit),
+            )
+        return len(digests), cur.rowcount
 
     def _message(self, row) -> Message:
         row = list(row)

@@ -286,3 +286,35 @@ async def test_audit_verify_names_the_altered_record(tmp_path, sink, capsys):
     capsys.readouterr()
     assert main(["audit", "verify", "--data-dir", data]) == 1
     assert f"broken at record {target}" in capsys.readouterr().err
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_removes_old_payloads_and_leaves_the_audit_trail_whole(tmp_path, sink):
+    gateway = await _gateway(tmp_path, sink, retention={"payload_days": 1, "audit_days": 30})
+    try:
+        assert gateway.retention.running and gateway.retention.loop.running
+        await send_smtp(gateway.port("smtp"), [_car("NY-SEC-000003")])
+        msg = await _answered(gateway, sink, "NY-SEC-000003", 1)
+        for _ in range(50):  # until the delivery is recorded SENT
+            if all(o.state == "SENT" for o in gateway.journal.outbound_for(msg.id)):
+                break
+            await task.deferLater(reactor, 0.1, lambda: None)
+        operator = await admin_login(gateway, "operator")
+        assert (await operator.get(f"/api/messages/{msg.id}/payload"))[0] == 200
+        before = gateway.audit.count()
+
+        # today nothing is a day old; two days later the payload and the SRE go
+        assert (await gateway.retention.run_once())["payloads"] == 0
+        result = await gateway.retention.run_once(now=time.time() + 2 * 86400)
+        assert result["payloads"] == 2 and result["audit_records"] == 0
+        status, _h, _b = await operator.get(f"/api/messages/{msg.id}/payload")
+        assert status == 410
+        view = await operator.get_json(f"/api/messages/{msg.id}")
+        assert view["state"] == "RESPONDED" and view["tcn"] == "NY-SEC-000003"
+        assert [t["to_state"] for t in view["transitions"]][:2] == ["RECEIVED", "STORED"]
+        (purge,) = _records(gateway, "retention.purged")
+        assert purge["count"] == 2 and purge["channel"] == "retention"
+        assert gateway.audit.count() > before  # the purge removed no audit record
+        assert gateway.audit.verify().ok
+    finally:
+        await gateway.stopService()
