@@ -20,6 +20,12 @@ fingers are enrolled).  The hits counted are printed to show the mix happened.  
 - ``no-gallery`` (the reference peer in the same run): the same path without any search -
   SMTP intake, journal, decoding, validation, SRE, delivery - the floor the gateway itself costs.
 
+Encryption at rest (docs/security.md) is on in every configuration; ``--plain CONFIG`` (by
+default ``no-gallery``, where its share of the cost is largest) runs that configuration a second
+time with it off (``CONFIG/plain``), so the cost of encryption is printed from the same run.
+Off exists only here: the child daemon is started with ``gateway.service.ENCRYPT_AT_REST``
+set to False, not through a configuration setting.
+
 The first run builds the gallery (``gallery build --synthetic``) and calibrates it for each
 probe finger count with 24 image-level identities (``gallery calibrate --image-identities 24``;
 a few minutes), and renders the CARs (cached under ``benchmarks/out``).
@@ -50,6 +56,12 @@ OUT = REPO / "benchmarks" / "out"
 
 from gateway.ansinist import read, write  # noqa: E402
 from gateway.replay_io import Receiver  # noqa: E402
+
+# The daemon with encryption at rest off (the benchmark's switch; no configuration setting).
+PLAIN_RUN = (
+    "import sys; import gateway.service as s; s.ENCRYPT_AT_REST = False; "
+    "from gateway.cli import main; sys.exit(main(['run'] + sys.argv[1:]))"
+)
 
 PROBE = """
 import sys, time, urllib.request
@@ -131,8 +143,10 @@ def workload(args) -> tuple[list[bytes], list[tuple[bytes, bool]]]:
     return [car(i, 1) for i in prebooked], [(car(i, n), n == 2) for i, n in plan]
 
 
-def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]], args, extra):
-    work = Path(tempfile.mkdtemp(prefix=f"ebts-bench-{name}-"))
+def run_config(
+    name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]], args, extra, plain=False
+):
+    work = Path(tempfile.mkdtemp(prefix=f"ebts-bench-{name.replace('/', '-')}-"))
     relay, smtp_port, admin_port = free_port(), free_port(), free_port()
     receiver = Receiver("127.0.0.1", relay)
     receiver.start()
@@ -145,8 +159,10 @@ def run_config(name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]],
         f'[outbound]\nsmtp_relay = "127.0.0.1:{relay}"\n' + extra
     )
     log = open(work / "daemon.log", "wb")  # noqa: SIM115
+    command = ["-c", PLAIN_RUN] if plain else ["-m", "gateway", "run"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        [sys.executable, *command, "--config", str(config)],
+        cwd=str(REPO),
         stdout=log,
         stderr=log,
         start_new_session=True,
@@ -337,38 +353,59 @@ def main(argv=None) -> int:
     parser.add_argument("--subjects", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--only", choices=["fbi-10", "fbi-4", "no-gallery"], action="append")
+    names = ["fbi-10", "fbi-4", "no-gallery"]
+    parser.add_argument("--only", choices=names, action="append")
+    parser.add_argument(
+        "--plain",
+        choices=[*names, "none"],
+        action="append",
+        help="also run this configuration with encryption at rest off (default: no-gallery)",
+    )
     args = parser.parse_args(argv)
+    plain = set(args.plain or ["no-gallery"]) - {"none"}
 
-    path = gallery(args.subjects)
+    searched = [n for n in ("fbi-10", "fbi-4") if not args.only or n in args.only]
+    path = gallery(args.subjects) if searched else None  # no gallery to build for no-gallery only
     prebook, timed = workload(args)
     configs = {
         "fbi-10": f'[gallery]\nfbi = "{path}"\n',
         "fbi-4": f'[gallery]\nfbi = "{path}"\n[matcher]\nsearch_positions = [1, 2, 6, 7]\n',
         "no-gallery": "[gallery]\ndemo = false\n",
     }
-    rows = [
-        run_config(name, prebook if name != "no-gallery" else [], timed, args, extra)
-        for name, extra in configs.items()
-        if not args.only or name in args.only
-    ]
+    rows = []
+    for name, extra in configs.items():
+        if args.only and name not in args.only:
+            continue
+        booked = prebook if name != "no-gallery" else []
+        rows.append(run_config(name, booked, timed, args, extra))
+        if name in plain:
+            rows.append(run_config(f"{name}/plain", booked, timed, args, extra, plain=True))
     print(
         f"\n{args.clients} clients (closed loop), {args.cars} CARs (10 rolled WSQ fingers each; "
         f"{args.repeat:.0%} second bookings of {args.prebooked} pre-booked identities), "
         f"{args.subjects} gallery subjects, {args.workers} workers, {os.cpu_count()} cores"
     )
     print(
-        f"{'configuration':<14}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'hits':>9}{'missing':>9}"
+        f"{'configuration':<18}{'CAR/s':>8}{'p50 s':>9}{'p99 s':>9}{'hits':>9}{'missing':>9}"
         f"{'/health p99 / max ms (n)':>26}{'load':>7}   CPU ms/CAR: reactor, workers, clients"
     )
     for r in rows:
         hits = f"{r['hits']}/{r['expected_hits']}"
         health = f"{r['health_p99_ms']:.1f} / {r['health_max_ms']:.1f} ({r['health_n']})"
         print(
-            f"{r['config']:<14}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
+            f"{r['config']:<18}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
             f"{r['missing']:>9}{health:>26}{r['load']:>7.1f}   "
             + ", ".join(f"{v:.0f}" for v in r["cpu_ms"].values())
         )
+    by_name = {r["config"]: r for r in rows}
+    for name in sorted(plain):
+        if name in by_name and f"{name}/plain" in by_name:
+            sealed, clear = by_name[name]["car_per_s"], by_name[f"{name}/plain"]["car_per_s"]
+            cost = 100 * (1 - sealed / clear) if clear else float("nan")
+            print(
+                f"encryption at rest ({name}): {sealed:.2f} CAR/s sealed vs {clear:.2f} plain "
+                f"({cost:+.1f} % throughput cost)"
+            )
     print(
         "targets (issue 6): p99 <= 3 s with 10 clients, >= 5 CAR/s on 2 cores, "
         "/health within 50 ms under load"

@@ -244,6 +244,7 @@ def build_gateway(config) -> Gateway:
     """The gateway with its galleries: configured paths, else demo galleries when enabled."""
     import dataclasses
 
+    os.umask(0o077)  # the demo galleries below are private too
     galleries = {}
     if config.gallery_fbi is not None:
         galleries["fbi"] = str(config.gallery_fbi)
