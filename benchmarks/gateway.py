@@ -20,6 +20,12 @@ fingers are enrolled).  The hits counted are printed to show the mix happened.  
 - ``no-gallery`` (the reference peer in the same run): the same path without any search -
   SMTP intake, journal, decoding, validation, SRE, delivery - the floor the gateway itself costs.
 
+Encryption at rest (docs/security.md) is on in every configuration; ``--plain CONFIG`` (by
+default ``no-gallery``, where its share of the cost is largest) runs that configuration a second
+time with it off (``CONFIG/plain``), so the cost of encryption is printed from the same run.
+Off exists only here: the child daemon is started with ``gateway.service.ENCRYPT_AT_REST``
+set to False, not through a configuration setting.
+
 The first run builds the gallery (``gallery build --synthetic``) and calibrates it for each
 probe finger count with 24 image-level identities (``gallery calibrate --image-identities 24``;
 a few minutes), and renders the CARs (cached under ``benchmarks/out``).
@@ -50,6 +56,12 @@ OUT = REPO / "benchmarks" / "out"
 
 from gateway.ansinist import read, write  # noqa: E402
 from gateway.replay_io import Receiver, client_context, demo_identity  # noqa: E402
+
+# The daemon with encryption at rest off (the benchmark's switch; no configuration setting).
+PLAIN_RUN = (
+    "import sys; import gateway.service as s; s.ENCRYPT_AT_REST = False; "
+    "from gateway.cli import main; sys.exit(main(['run'] + sys.argv[1:]))"
+)
 
 PROBE = """
 import ssl, sys, time, urllib.request
@@ -137,9 +149,15 @@ def workload(args) -> tuple[list[bytes], list[tuple[bytes, bool]]]:
 
 
 def run_config(
-    name: str, prebook: list[bytes], timed: list[tuple[bytes, bool]], args, extra, tls: bool
+    name: str,
+    prebook: list[bytes],
+    timed: list[tuple[bytes, bool]],
+    args,
+    extra,
+    tls: bool = True,
+    plain: bool = False,
 ):
-    work = Path(tempfile.mkdtemp(prefix=f"ebts-bench-{name}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"ebts-bench-{name.replace('/', '-')}-"))
     relay, smtp_port, admin_port = free_port(), free_port(), free_port()
     receiver = Receiver("127.0.0.1", relay)
     receiver.start()
@@ -155,8 +173,10 @@ def run_config(
         f'[tls]\nmode = "{"on" if tls else "off"}"\n' + extra
     )
     log = open(work / "daemon.log", "wb")  # noqa: SIM115
+    command = ["-c", PLAIN_RUN] if plain else ["-m", "gateway", "run"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        [sys.executable, *command, "--config", str(config)],
+        cwd=str(REPO),
         stdout=log,
         stderr=log,
         start_new_session=True,
@@ -228,7 +248,8 @@ def run_config(
         mailbox.stop()
         receiver.stop()
     return {
-        "config": name + (" tls" if tls else ""),
+        "config": name,
+        "tls": tls,
         "cars": len(answered),
         "missing": len(timed) - len(answered),
         "hits": sum(hits.values()),
@@ -360,7 +381,8 @@ def main(argv=None) -> int:
     parser.add_argument("--subjects", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--only", choices=["fbi-10", "fbi-4", "no-gallery"], action="append")
+    names = ["fbi-10", "fbi-4", "no-gallery"]
+    parser.add_argument("--only", choices=names, action="append")
     parser.add_argument(
         "--tls",
         choices=["both", "on", "off"],
@@ -368,9 +390,17 @@ def main(argv=None) -> int:
         help="run each configuration with TLS (client certificates, the default of the gateway), "
         "without, or both in the same run (the reference)",
     )
+    parser.add_argument(
+        "--plain",
+        choices=[*names, "none"],
+        action="append",
+        help="also run this configuration with encryption at rest off (default: no-gallery)",
+    )
     args = parser.parse_args(argv)
+    plain = set(args.plain or ["no-gallery"]) - {"none"}
 
-    path = gallery(args.subjects)
+    searched = [n for n in ("fbi-10", "fbi-4") if not args.only or n in args.only]
+    path = gallery(args.subjects) if searched else None  # no gallery to build for no-gallery only
     prebook, timed = workload(args)
     configs = {
         "fbi-10": f'[gallery]\nfbi = "{path}"\n',
@@ -378,12 +408,17 @@ def main(argv=None) -> int:
         "no-gallery": "[gallery]\ndemo = false\n",
     }
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.tls]
-    rows = [
-        run_config(name, prebook if name != "no-gallery" else [], timed, args, extra, tls)
-        for name, extra in configs.items()
-        if not args.only or name in args.only
-        for tls in modes
-    ]
+    rows = []
+    for name, extra in configs.items():
+        if args.only and name not in args.only:
+            continue
+        booked = prebook if name != "no-gallery" else []
+        for tls in modes:
+            rows.append(run_config(name, booked, timed, args, extra, tls))
+        if name in plain:
+            rows.append(
+                run_config(f"{name}/plain", booked, timed, args, extra, modes[0], plain=True)
+            )
     print(
         f"\n{args.clients} clients (closed loop), {args.cars} CARs (10 rolled WSQ fingers each; "
         f"{args.repeat:.0%} second bookings of {args.prebooked} pre-booked identities), "
@@ -397,10 +432,28 @@ def main(argv=None) -> int:
         hits = f"{r['hits']}/{r['expected_hits']}"
         health = f"{r['health_p99_ms']:.1f} / {r['health_max_ms']:.1f} ({r['health_n']})"
         print(
-            f"{r['config']:<18}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
+            f"{r['config'] + (' tls' if r['tls'] else ''):<18}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
             f"{r['missing']:>9}{health:>26}{r['load']:>7.1f}   "
             + ", ".join(f"{v:.0f}" for v in r["cpu_ms"].values())
         )
+    by_name = {r["config"]: r for r in rows if r["tls"] == modes[0]}
+    if len(modes) == 2:
+        for name in configs:
+            pair = [r for r in rows if r["config"] == name]
+            if len(pair) == 2:
+                on, off = pair
+                print(
+                    f"TLS ({name}): {on['car_per_s']:.2f} CAR/s, p99 {on['p99']:.2f} s with TLS vs "
+                    f"{off['car_per_s']:.2f} CAR/s, p99 {off['p99']:.2f} s without"
+                )
+    for name in sorted(plain):
+        if name in by_name and f"{name}/plain" in by_name:
+            sealed, clear = by_name[name]["car_per_s"], by_name[f"{name}/plain"]["car_per_s"]
+            cost = 100 * (1 - sealed / clear) if clear else float("nan")
+            print(
+                f"encryption at rest ({name}): {sealed:.2f} CAR/s sealed vs {clear:.2f} plain "
+                f"({cost:+.1f} % throughput cost)"
+            )
     print(
         "targets (issue 6): p99 <= 3 s with 10 clients, >= 5 CAR/s on 2 cores, "
         "/health within 50 ms under load"

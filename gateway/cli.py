@@ -22,6 +22,9 @@ COMMANDS = [
     "gateway.commands.match",
     "gateway.commands.gallery",
     "gateway.commands.pki",
+    "gateway.commands.keys",
+    "gateway.commands.audit",
+    "gateway.commands.user",
 ]
 
 

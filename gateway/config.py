@@ -60,6 +60,32 @@ class Jurisdiction:
 
 
 @dataclass(frozen=True)
+class Store:
+    """``[store]``: where the data key lives (default: ``data.key`` in the data directory)."""
+
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Admin:
+    """``[admin]``: who may reach the admin listener and how sessions behave."""
+
+    hosts: tuple[str, ...] | None = None  # None: the listener's own address (IP and localhost)
+    lockout_attempts: int = 5
+    lockout_minutes: float = 10.0
+    session_idle_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    """``[retention]``: how long payloads and audit records are kept."""
+
+    payload_days: float = 90.0
+    audit_days: float = 365.0
+    check_hours: float = 24.0  # how often the purge job runs
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     listen_smtp: str = "tcp:2525:interface=127.0.0.1"
@@ -94,6 +120,9 @@ class Config:
     outbound_ca: Path | None = None  # trust for the relay and SOAP pushes (default: our CA)
     min_quality: int = 1  # fingers of lower quality (0-100) are neither searched nor enrolled
     min_fingers: int = 6  # usable fingers of 10 a tenprint needs (in proportion for fewer)
+    store: Store = field(default_factory=Store)
+    admin: Admin = field(default_factory=Admin)
+    retention: Retention = field(default_factory=Retention)
     raw: dict = field(default_factory=dict, repr=False)
 
     def agency(self, ori: str | None) -> Agency | None:
@@ -119,6 +148,9 @@ _TOP = {
     "offense",
     "tls",
     "soap",
+    "store",
+    "admin",
+    "retention",
 }
 
 
@@ -353,6 +385,9 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         outbound_ca=outbound_ca,
         min_quality=_bounded_int(matcher, "min_quality", "matcher.", 1, 0, 100),
         min_fingers=_bounded_int(matcher, "min_fingers", "matcher.", 6, 1, 10),
+        store=_parse_store(raw, path),
+        admin=_parse_admin(raw),
+        retention=_parse_retention(raw),
         raw=raw,
     )
 
@@ -437,6 +472,54 @@ def _bounded_int(table: dict, key: str, prefix: str, default: int, lo: int, hi: 
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ConfigError(f"{prefix}{key}", f"must be an integer {lo}-{hi}, not {value!r}")
     return value
+
+
+def _parse_store(raw: dict, path) -> Store:
+    store = _table(raw, "store")
+    _unknown(store, {"key_file"}, "store.")
+    key_file = path(_str(store, "key_file", "store."), "store.key_file")
+    if key_file is not None and key_file.is_dir():
+        raise ConfigError("store.key_file", f"is a directory: {key_file}")
+    return Store(key_file=key_file)
+
+
+def _parse_admin(raw: dict) -> Admin:
+    admin = _table(raw, "admin")
+    _unknown(
+        admin, {"hosts", "lockout_attempts", "lockout_minutes", "session_idle_minutes"}, "admin."
+    )
+    hosts = admin.get("hosts")
+    if hosts is not None:
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or len(hosts) > 64
+            or not all(
+                isinstance(h, str) and 0 < len(h) <= 255 and h.isascii() and " " not in h
+                for h in hosts
+            )
+        ):
+            raise ConfigError(
+                "admin.hosts", f"must be a list of host or host:port strings, not {hosts!r}"
+            )
+        hosts = tuple(h.lower() for h in hosts)
+    return Admin(
+        hosts=hosts,
+        lockout_attempts=int(_num(admin, "lockout_attempts", "admin.", 5, 1, int)),
+        lockout_minutes=float(_num(admin, "lockout_minutes", "admin.", 10.0, 0.01)),
+        session_idle_minutes=float(_num(admin, "session_idle_minutes", "admin.", 30.0, 0.01)),
+    )
+
+
+def _parse_retention(raw: dict) -> Retention:
+    retention = _table(raw, "retention")
+    _unknown(retention, {"payload_days", "audit_days", "check_hours"}, "retention.")
+    audit_days = float(_num(retention, "audit_days", "retention.", 365.0, 1))
+    return Retention(
+        payload_days=float(_num(retention, "payload_days", "retention.", 90.0, 0.0001)),
+        audit_days=audit_days,
+        check_hours=float(_num(retention, "check_hours", "retention.", 24.0, 0.0001)),
+    )
 
 
 def default_raw() -> dict:

@@ -8,20 +8,26 @@ listeners (SMTP, SOAP/HTTP, admin) are endpoint services around it, in the spiri
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 from twisted.application import service, strports
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 from twisted.web import server
 
 from gateway import pki
+from gateway.admin.auth import Guard
 from gateway.admin.web import admin_root
 from gateway.ansinist import peek
 from gateway.matcher.pool import WorkerPool
 from gateway.routing.authz import Authorizer, Identity, Refused, destinations, is_ansinist
 from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
+from gateway.store.audit import Audit, config_hash
+from gateway.store.crypto import ensure_private_dir
 from gateway.store.journal import Journal
+from gateway.store.users import Users
 from gateway.transports import tls
 from gateway.transports.http import http_sender
 from gateway.transports.smtp import IntakeFactory, smtp_sender
@@ -29,9 +35,15 @@ from gateway.transports.soap import soap_root, soap_sender
 
 log = logging.getLogger("gateway")
 
+# Encryption at rest is always on; a benchmark turns it off here to measure its cost
+# (benchmarks/gateway.py). Deliberately not a configuration setting.
+ENCRYPT_AT_REST = True
+
 
 class Intake:
-    """What transports call: authorize, store durably, then hand to the pipeline."""
+    """What transports call: authorize, store durably (with the audit records), then hand to the
+    pipeline.  Refusals are audited (``gateway.audit.submission_refused``) and stored nowhere else.
+    """
 
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
@@ -52,6 +64,7 @@ class Intake:
         """
         authz = self.gateway.authorizer
         owners: list[str | None] = []
+        data = None
         try:
             for data in items:
                 if not is_ansinist(data):
@@ -68,7 +81,7 @@ class Intake:
                     raise Refused(f"agency {name} has no registered destination for answers")
                 owners.append(agency.ori)
         except Refused as exc:
-            self._refused(exc, transport, peer, identity)
+            self._refused(exc, transport, peer, identity, data)
             raise
         return owners
 
@@ -89,22 +102,110 @@ class Intake:
         if identity is None:
             identity = self.identify(fingerprint, transport=transport, peer=peer)
         owners = self.authorize(items, identity, transport=transport, peer=peer)
-        ids = self.gateway.journal.accept_many(
-            items,
-            transport=transport,
-            peer=peer,
-            reply_to=reply_to,
-            agencies=owners,
-            identity=str(identity),
-        )
+        journal, audit = self.gateway.journal, self.gateway.audit
+        with journal.transaction():  # the messages and their audit records: one commit
+            ids = journal.accept_many(
+                items,
+                transport=transport,
+                peer=peer,
+                reply_to=reply_to,
+                agencies=owners,
+                identity=str(identity),
+            )
+            for msg_id, data in zip(ids, items, strict=True):
+                t1 = peek(data)
+                audit.submission_accepted(
+                    channel=transport,
+                    peer=peer,
+                    identity=str(identity),
+                    ori=t1.get("1.008"),
+                    tcn=t1.get("1.009"),
+                    message_id=msg_id,
+                )
         for msg_id in ids:
             reactor.callLater(0, self.gateway.pipeline.submit, msg_id)
         return ids
 
-    def _refused(self, exc: Refused, transport: str, peer, identity) -> None:
+    def _refused(self, exc: Refused, transport: str, peer, identity, data=None) -> None:
         self.refused += 1
         # The reason names the ORI and the identity, never a personal field.
         log.warning("refused a %s submission from %s: %s", transport, peer, exc.reason)
+        t1 = peek(data) if data is not None and is_ansinist(data) else {}
+        try:
+            with self.gateway.journal.transaction():
+                self.gateway.audit.submission_refused(
+                    channel=transport,
+                    peer=peer,
+                    identity=None if identity is None else str(identity),
+                    ori=t1.get("1.008"),
+                    tcn=t1.get("1.009"),
+                    reason=exc.reason,
+                )
+        except Exception:  # noqa: BLE001 - a refusal stays a refusal if the audit write fails
+            log.exception("cannot record the refusal in the audit trail")
+
+
+class RetentionJob(service.Service):
+    """The purge of ``[retention]``: every ``check_hours`` (and at start) remove payloads and
+    responses answered more than ``payload_days`` ago and audit records older than
+    ``audit_days``; each run that removes something is an audit record."""
+
+    name = "retention"
+    batch = 200  # payloads per commit; the reactor serves requests between batches
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.settings = gateway.config.retention
+        self.loop: task.LoopingCall | None = None
+        self.running_purge: defer.Deferred | None = None
+
+    def startService(self):  # noqa: N802 - Twisted API
+        super().startService()
+        self.loop = task.LoopingCall(self._tick)
+        self.loop.start(self.settings.check_hours * 3600, now=True)
+
+    def stopService(self):  # noqa: N802
+        super().stopService()
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        return self.running_purge
+
+    def _tick(self):
+        if self.running_purge is None:
+            self.running_purge = defer.ensureDeferred(self.run_once())
+
+            def done(result):
+                self.running_purge = None
+                return None
+
+            def failed(failure):
+                log.error("retention purge failed: %s", failure.getErrorMessage())
+
+            self.running_purge.addErrback(failed).addBoth(done)
+
+    async def run_once(self, now: float | None = None) -> dict:
+        """One purge; ``now`` defaults to the clock (tests move it forward)."""
+        now = time.time() if now is None else now
+        journal, audit = self.gateway.journal, self.gateway.audit
+        before = now - self.settings.payload_days * 86400
+        payloads = summaries = 0
+        while self.running:
+            p, s = journal.purge(before, limit=self.batch)
+            payloads, summaries = payloads + p, summaries + s
+            if p < self.batch and s < self.batch:
+                break
+            await task.deferLater(reactor, 0, lambda: None)
+        if payloads or summaries:
+            audit.record(
+                "retention.purged",
+                channel="retention",
+                count=payloads,
+                before=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(before)),
+                detail=f"{summaries} search summaries; payload_days={self.settings.payload_days:g}",
+            )
+            log.info("retention: %d payloads and %d summaries purged", payloads, summaries)
+        audit_purged = audit.purge(self.settings.audit_days)
+        return {"payloads": payloads, "summaries": summaries, "audit_records": audit_purged}
 
 
 class Gateway(service.MultiService):
@@ -112,13 +213,23 @@ class Gateway(service.MultiService):
 
     def __init__(self, config, *, galleries: dict | None = None):
         super().__init__()
+        # Every file and directory the gateway (and its worker processes) creates is private,
+        # whatever the umask it was started with (journal, WAL, routing log, galleries, keys).
+        self._umask = os.umask(0o077)
         data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(data_dir, tighten=True)
         config = tls.resolve(config)  # the data directory's own PKI when [tls] names no files
         self.config = config
         self.authorizer = Authorizer(config, tls.issued_identities(config))
         self.tls_options = tls.server_options(config.tls) if config.tls.enabled else None
-        self.journal = Journal(data_dir / "journal.sqlite3", data_dir / "routing.log")
+        self.journal = Journal(
+            data_dir / "journal.sqlite3",
+            data_dir / "routing.log",
+            key_file=config.store.key_file,
+            encrypt=ENCRYPT_AT_REST,
+        )
+        self.audit = Audit(self.journal)
+        self.users = Users(self.journal)
         self.pool = WorkerPool(config.workers)
         self.dispatcher = Dispatcher(
             self.journal,
@@ -136,6 +247,8 @@ class Gateway(service.MultiService):
         )
         self.intake = Intake(self)
         self.ports = {}
+        self.retention = RetentionJob(self)
+        self.retention.setServiceParent(self)
 
         smtp_factory = IntakeFactory(
             self.intake,
@@ -146,7 +259,8 @@ class Gateway(service.MultiService):
         )
         self._listen("smtp", config.listen_smtp, smtp_factory)
         self._listen("soap", config.listen_soap, self._https(server.Site(soap_root(self))))
-        admin = admin_root(self)
+        self.admin = Guard(self, admin_root(self))
+        admin = self.admin
         if self.tls_options is not None:
             admin = tls.ClientCertificateRequired(admin)
         self._listen("admin", config.listen_admin, self._https(server.Site(admin)))
@@ -165,6 +279,13 @@ class Gateway(service.MultiService):
         super().startService()
         self.dispatcher.start()
         reactor.callLater(0, self.pipeline.resume)
+        self.audit.record(
+            "gateway.start",
+            channel="cli",
+            config_hash=config_hash(self.config.raw),
+            version=_version(),
+            detail="encryption at rest on" if ENCRYPT_AT_REST else "encryption at rest OFF",
+        )
         log.info("gateway started; data in %s", self.config.data_dir)
         if not self.config.tls.enabled:
             log.warning(
@@ -173,12 +294,14 @@ class Gateway(service.MultiService):
             )
 
     def stopService(self):  # noqa: N802
+        self.audit.record("gateway.stop", channel="cli")
         self.dispatcher.stop()
         d = super().stopService()
         self.pool.stop()
 
         def close(result):
             self.journal.close()
+            os.umask(self._umask)
             return result
 
         if d is not None:
@@ -197,10 +320,20 @@ class Gateway(service.MultiService):
         return listening.getHost().port
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ebts-gateway")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_gateway(config) -> Gateway:
     """The gateway with its galleries: configured paths, else demo galleries when enabled."""
     import dataclasses
 
+    os.umask(0o077)  # the demo galleries below are private too
     galleries = {}
     if config.gallery_fbi is not None:
         galleries["fbi"] = str(config.gallery_fbi)

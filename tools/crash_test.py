@@ -11,7 +11,9 @@ submission.  At the end it waits for the answers and reports:
 - duplicated: answers beyond the accepted submissions of a TCN (a resubmission after a lost
   250 is a second accepted submission and is answered again, by design);
 - redelivered: identical Message-IDs received twice (a crash between the relay's 250 and the
-  journal's SENT mark: the receiver can drop these by Message-ID).
+  journal's SENT mark: the receiver can drop these by Message-ID);
+- audit: ``ebts-gateway audit verify`` on the killed-and-restarted journal, and one
+  ``submission.accepted`` audit record per accepted message (they commit together).
 
     python tools/crash_test.py --count 1000 --clients 8 --kill-every 4
 """
@@ -206,7 +208,16 @@ def main(argv=None) -> int:
         dict(db.execute("SELECT tcn, COUNT(*) FROM messages GROUP BY tcn"))
     )
     states = dict(db.execute("SELECT state, COUNT(*) FROM messages GROUP BY state"))
+    (audited,) = db.execute(
+        "SELECT COUNT(*) FROM audit WHERE event = 'submission.accepted'"
+    ).fetchone()
     db.close()
+    verify = subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "verify", "--config", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+    )
     lost = sorted(t for t in acks if answers[t] == 0)
     unanswered = sorted(t for t, n in accepted.items() if answers[t] < n)
     distinct: dict[str, set] = collections.defaultdict(set)
@@ -220,8 +231,11 @@ def main(argv=None) -> int:
     print(f"accepted submissions without their answer: {len(unanswered)} {unanswered[:10]}")
     print(f"redelivered (same Message-ID again; a receiver drops these): {redelivered}")
     print(f"duplicated (distinct answers beyond accepted submissions): {duplicated}")
+    audit_ok = verify.returncode == 0 and audited == sum(accepted.values())
+    chain = (verify.stdout + verify.stderr).strip()
+    print(f"audit: {chain}; {audited} submission.accepted records")
     print(f"work dir (journal, routing log, daemon log): {workdir}")
-    return 0 if not lost and not unanswered and not duplicated else 1
+    return 0 if not lost and not unanswered and not duplicated and audit_ok else 1
 
 
 if __name__ == "__main__":

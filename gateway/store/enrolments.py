@@ -3,6 +3,9 @@
 A new subject enrolled from a submission (2.005 RET=Y and no hit) is written to the journal in
 the same commit as the response; worker processes read the rows they have not applied yet
 (read-only, WAL lets them read while the daemon writes) and add them to their in-memory gallery.
+
+Templates are sealed like every other blob of the journal (:mod:`gateway.store.crypto`); a
+worker finds the key file through the journal's ``meta`` row ``key_file``.
 """
 
 from __future__ import annotations
@@ -23,20 +26,51 @@ CREATE TABLE IF NOT EXISTS enrolments (
 """
 
 
+def template_aad(message_id: str, gallery: str, position: int) -> bytes:
+    return f"enrolment:{message_id}:{gallery}:{int(position)}".encode()
+
+
 def add_enrolment(
     db: sqlite3.Connection,
     message_id: str,
     gallery: str,
     subject_id: str,
     templates: dict[int, bytes],
+    *,
+    seal=None,
 ) -> None:
-    """Insert (inside the caller's transaction); idempotent per message."""
+    """Insert (inside the caller's transaction); idempotent per message.
+
+    ``seal(data, aad)`` encrypts each template (the journal's cipher)."""
     for position, data in sorted(templates.items()):
+        if seal is not None:
+            data = seal(data, template_aad(message_id, gallery, position))
         db.execute(
             "INSERT OR IGNORE INTO enrolments (message_id, gallery, subject_id, position, "
             "template) VALUES (?, ?, ?, ?, ?)",
             (message_id, gallery, subject_id, int(position), data),
         )
+
+
+_RINGS: dict[str, tuple[float, object]] = {}  # key file -> (mtime, Keyring)
+
+
+def _keyring(db: sqlite3.Connection):
+    """The key ring named by the journal's meta row (None for a journal without one)."""
+    from .crypto import Keyring
+
+    try:
+        row = db.execute("SELECT value FROM meta WHERE name = 'key_file'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    if row is None:
+        return None
+    path = str(row[0])
+    mtime = Path(path).stat().st_mtime
+    cached = _RINGS.get(path)
+    if cached is None or cached[0] != mtime:
+        cached = _RINGS[path] = (mtime, Keyring.load(path))
+    return cached[1]
 
 
 def read_enrolments(journal_path: str | Path, gallery: str, after: int = 0):
@@ -47,15 +81,22 @@ def read_enrolments(journal_path: str | Path, gallery: str, after: int = 0):
     except sqlite3.OperationalError:
         return []
     try:
-        return [
-            (rowid, subject, position, bytes(data))
-            for rowid, subject, position, data in db.execute(
-                "SELECT id, subject_id, position, template FROM enrolments "
+        rows = list(
+            db.execute(
+                "SELECT id, message_id, subject_id, position, template FROM enrolments "
                 "WHERE gallery = ? AND id > ? ORDER BY id",
                 (gallery, after),
             )
-        ]
+        )
+        ring = _keyring(db) if rows else None
     except sqlite3.OperationalError:  # table not created yet
         return []
     finally:
         db.close()
+    out = []
+    for rowid, message_id, subject, position, data in rows:
+        data = bytes(data)
+        if ring is not None:
+            data = ring.open(data, template_aad(message_id, gallery, position))
+        out.append((rowid, subject, position, data))
+    return out

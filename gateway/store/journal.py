@@ -3,7 +3,17 @@
 SQLite in WAL mode with ``synchronous=FULL``: when :meth:`Journal.accept` returns, the raw bytes
 and the STORED state are on disk, so a transport may acknowledge (DESIGN.md section 1).  Every
 state transition is written here and to the routing log (JSON lines, no personal fields).
-Payloads are stored once, by SHA-256.
+Payloads are stored once, named by a keyed digest (HMAC-SHA256).
+
+Encryption at rest (:mod:`gateway.store.crypto`): payloads, responses, notices, search
+summaries and enrolled templates are sealed with AES-256-GCM under the data key of the key file
+(``data.key`` beside the journal unless ``key_file`` says otherwise).  The journal remembers a
+check value per key, so a wrong or missing key file stops the start with :class:`KeyFileError`
+instead of writing blobs nobody can open.  Every file it creates is 0600.
+
+Events: :meth:`Journal.subscribe` registers a callable ``(event, fields)`` called inside the
+transaction that makes the change (so a subscriber's own writes, such as the audit trail,
+commit with it): ``responded``, ``delivered``, ``delivery_failed``.
 
 The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
 thread (commits are small) and never from worker processes.
@@ -11,7 +21,7 @@ thread (commits are small) and never from worker processes.
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -20,8 +30,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .crypto import (
+    KeyFileError,
+    Keyring,
+    Plain,
+    SealedBlobError,
+    ensure_private_dir,
+    make_private,
+)
 from .enrolments import SCHEMA as ENROLMENT_SCHEMA
 from .enrolments import add_enrolment
+
+KEY_CHECK = b"ebts-gateway key check"
 
 # States (DESIGN.md section 1).
 RECEIVED, STORED, DECODED, VALIDATED, REJECTED = (
@@ -93,7 +113,19 @@ CREATE TABLE IF NOT EXISTS outbound (
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound(state, next_attempt);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS links (control TEXT PRIMARY KEY, message_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB);
+CREATE INDEX IF NOT EXISTS messages_payload ON messages(payload);
+CREATE INDEX IF NOT EXISTS messages_response ON messages(response);
+CREATE INDEX IF NOT EXISTS outbound_payload ON outbound(payload);
 """
+# Retention (added after the first schema): a purged payload keeps its row (messages and the
+# outbound queue refer to it) with empty data and the time it was purged.
+MIGRATIONS = ("ALTER TABLE payloads ADD COLUMN purged_at REAL",)
+
+
+class JournalLocked(OSError):
+    """Another process holds the journal in a way that excludes this use (key rotation while
+    the daemon runs, or the daemon while a rotation runs)."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +191,11 @@ class RoutingLog:
 
     def __init__(self, path: Path | None):
         self.path = path
-        self._fh = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self._fh = None
+        if path:
+            fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.fchmod(fd, 0o600)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, entry: dict) -> None:
         if self._fh is None:
@@ -177,22 +213,117 @@ class RoutingLog:
 class Journal:
     """The durable store of the gateway (one SQLite file under the data directory)."""
 
-    def __init__(self, path: str | Path, routing_log: str | Path | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        routing_log: str | Path | None = None,
+        *,
+        key_file: str | Path | None = None,
+        encrypt: bool = True,
+        lock: str = "shared",
+    ):
+        """Open (or create) the journal.
+
+        ``key_file``: the data key file (default ``data.key`` beside the journal, created on
+        first use).  ``encrypt=False`` writes plaintext blobs (the benchmark's switch; not a
+        configuration setting).  ``lock``: ``shared`` (the daemon, tools), ``exclusive`` (key
+        rotation: no other process may have the journal open), or ``none`` (read-only tools).
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.path.parent)
+        self._lock_fd = _lock(self.path, lock)
+        if not self.path.exists():
+            os.close(os.open(str(self.path), os.O_WRONLY | os.O_CREAT, 0o600))
+        # SQLite gives the -wal and -shm files the mode of the database file.
+        make_private(self.path, *_sidecars(self.path))
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA secure_delete=ON")  # purged payloads are overwritten, not freed
         self.db.executescript(SCHEMA)
         _add_columns(self.db, "messages", {"agency": "TEXT", "identity": "TEXT"})
         self.db.executescript(ENROLMENT_SCHEMA)
-        self.log = RoutingLog(Path(routing_log) if routing_log else None)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(payloads)")}
+        if "purged_at" not in columns:
+            self.db.execute(MIGRATIONS[0])
+        make_private(*_sidecars(self.path))
         self._log_pending: list[dict] = []
+        self._subscribers: list = []
+        self.key_file = Path(key_file) if key_file else self.path.parent / "data.key"
+        self.keyring = self._open_keyring(self.key_file, create=encrypt)
+        self.cipher = self.keyring if encrypt else Plain(self.keyring)
+        self.log = RoutingLog(Path(routing_log) if routing_log else None)
+
+    def _open_keyring(self, key_file: Path, *, create: bool) -> Keyring | None:
+        """Load the key file and prove it opens this journal's check values."""
+        checks = dict(
+            (name.removeprefix("key_check:"), value)
+            for name, value in self.db.execute(
+                "SELECT name, value FROM meta WHERE name LIKE 'key_check:%'"
+            )
+        )
+        if key_file.exists():
+            ring = Keyring.load(key_file)
+        elif checks:
+            raise KeyFileError(
+                key_file,
+                f"missing, and this journal holds data sealed with key(s) "
+                f"{', '.join(sorted(checks))}: restore the key file",
+            )
+        elif create:
+            ring = Keyring.create(key_file)
+        else:
+            return None
+        for kid, value in checks.items():
+            if kid not in ring.keys:
+                raise KeyFileError(key_file, f"lacks key {kid}, which sealed data of this journal")
+            try:
+                ring.open(value, b"key-check")
+            except SealedBlobError:
+                raise KeyFileError(
+                    key_file, f"key {kid} does not open this journal's data (a wrong key file?)"
+                ) from None
+        with self._tx():
+            if ring.current not in checks:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                    (f"key_check:{ring.current}", ring.seal(KEY_CHECK, b"key-check")),
+                )
+            # where worker processes find the key to open enrolled templates
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES ('key_file', ?)",
+                (str(key_file.resolve()),),
+            )
+        return ring
 
     def close(self) -> None:
         self.db.close()
         self.log.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def subscribe(self, fn) -> None:
+        """Call ``fn(event, fields)`` inside the transaction of each journal event."""
+        self._subscribers.append(fn)
+
+    def _emit(self, event: str, **fields) -> None:
+        for fn in self._subscribers:
+            fn(event, fields)
+
+    def meta(self, name: str):
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, name: str, value) -> None:
+        with self._tx():
+            if value is None:
+                self.db.execute("DELETE FROM meta WHERE name = ?", (name,))
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value)
+                )
 
     # -- helpers ----------------------------------------------------------------------
     def _tx(self):
@@ -209,18 +340,74 @@ class Journal:
                 self.log.write(entry)
 
     def _put_payload(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+        digest = self.cipher.digest(data)
+        row = self.db.execute(
+            "SELECT purged_at FROM payloads WHERE sha256 = ?", (digest,)
+        ).fetchone()
+        if row is not None:
+            if row[0] is not None:  # the same bytes again after a purge: store them anew
+                self.db.execute(
+                    "UPDATE payloads SET data = ?, purged_at = NULL WHERE sha256 = ?",
+                    (self.cipher.seal(data, _payload_aad(digest)), digest),
+                )
+            return digest
         self.db.execute(
-            "INSERT OR IGNORE INTO payloads (sha256, size, data) VALUES (?, ?, ?)",
-            (digest, len(data), data),
+            "INSERT INTO payloads (sha256, size, data) VALUES (?, ?, ?)",
+            (digest, len(data), self.cipher.seal(data, _payload_aad(digest))),
         )
         return digest
 
     def payload(self, digest: str) -> bytes:
-        row = self.db.execute("SELECT data FROM payloads WHERE sha256 = ?", (digest,)).fetchone()
-        if row is None:
+        """The bytes of a payload; KeyError when there is none (or it was purged)."""
+        row = self.db.execute(
+            "SELECT data, purged_at FROM payloads WHERE sha256 = ?", (digest,)
+        ).fetchone()
+        if row is None or row[1] is not None:
             raise KeyError(digest)
-        return bytes(row[0])
+        return self.cipher.open(row[0], _payload_aad(digest))
+
+    # -- retention ------------------------------------------------------------------------
+    def purge(self, before: float, *, limit: int = 200) -> tuple[int, int]:
+        """Remove (one batch of) payloads, responses, notices and search summaries of answered
+        messages last changed before ``before``; metadata, transitions and enrolments stay.
+
+        A payload is kept while any message using it is unanswered or recent, or a delivery
+        of it is still queued.  Returns (payloads purged, summaries removed) of this batch;
+        call again until both are below ``limit``.  ``secure_delete`` overwrites the bytes.
+        """
+        now = time.time()
+        terminal = tuple(TERMINAL)
+        with self._tx():
+            digests = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT p.sha256 FROM payloads p WHERE p.purged_at IS NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.payload = p.sha256 "
+                    "  AND (m.state NOT IN (?, ?) OR m.updated_at >= ?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.response = p.sha256 "
+                    "  AND (m.state NOT IN (?, ?) OR m.updated_at >= ?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM outbound o WHERE o.payload = p.sha256 "
+                    "  AND (o.state IN (?, ?) OR o.created_at >= ?)) LIMIT ?",
+                    (*terminal, before, *terminal, before, QUEUED, RETRYING, before, limit),
+                )
+            ]
+            for digest in digests:
+                self.db.execute(
+                    "UPDATE payloads SET data = X'', purged_at = ? WHERE sha256 = ?",
+                    (now, digest),
+                )
+            cur = self.db.execute(
+                "UPDATE messages SET summary = NULL WHERE rowid IN (SELECT rowid FROM messages "
+                "WHERE summary IS NOT NULL AND state IN (?, ?) AND updated_at < ? LIMIT ?)",
+                (*terminal, before, limit),
+            )
+        return len(digests), cur.rowcount
+
+    def _message(self, row) -> Message:
+        row = list(row)
+        if row[17] is not None:  # summary: sealed JSON
+            row[17] = self.cipher.open(_blob(row[17]), _summary_aad(row[0])).decode()
+        return Message(*row)
 
     def next_number(self, name: str) -> int:
         """A durable counter (control numbers, response TCNs)."""
@@ -339,10 +526,13 @@ class Journal:
             self._transition(
                 msg, to_state, outcome=outcome, duration_ms=duration_ms, destination=destination
             )
+            sealed = None
+            if summary:
+                sealed = self.cipher.seal(json.dumps(summary).encode(), _summary_aad(msg_id))
             self.db.execute(
                 "UPDATE messages SET state = ?, updated_at = ?, "
                 "summary = COALESCE(?, summary) WHERE id = ?",
-                (to_state, time.time(), json.dumps(summary) if summary else None, msg_id),
+                (to_state, time.time(), sealed, msg_id),
             )
 
     def respond(
@@ -373,7 +563,12 @@ class Journal:
             digest = self._put_payload(response) if response is not None else None
             if enrol:
                 add_enrolment(
-                    self.db, msg_id, enrol["gallery"], enrol["subject_id"], enrol["templates"]
+                    self.db,
+                    msg_id,
+                    enrol["gallery"],
+                    enrol["subject_id"],
+                    enrol["templates"],
+                    seal=self.cipher.seal,
                 )
             for delivery in deliveries:
                 # (kind, destination, meta) sends the response; a 4th item is its own payload
@@ -410,6 +605,15 @@ class Journal:
                 "response_tcn = ?, duplicate_of = ? WHERE id = ?",
                 (final, now, digest, response_tot, response_tcn, duplicate_of, msg_id),
             )
+            self._emit(
+                "responded",
+                message_id=msg_id,
+                ori=msg.get("ori"),
+                tcn=msg.get("tcn"),
+                tot=msg.get("tot"),
+                response_tot=response_tot,
+                state=final,
+            )
 
     def linked(self, control: str | None) -> str | None:
         """The message an IAQ control reference was sent for (to link its IAR)."""
@@ -433,7 +637,7 @@ class Journal:
             "ORDER BY received_at LIMIT 1",
             (ori, tcn, exclude, RESPONDED),
         ).fetchone()
-        return Message(*row) if row else None
+        return self._message(row) if row else None
 
     def earlier_in_flight(self, ori: str, tcn: str, msg_id: str) -> Message | None:
         """An earlier, still unanswered message with the same (ORI, TCN)."""
@@ -442,7 +646,7 @@ class Journal:
             "ORDER BY id LIMIT 1",
             (ori, tcn, msg_id),
         ).fetchone()
-        return Message(*row) if row else None
+        return self._message(row) if row else None
 
     # -- queries ----------------------------------------------------------------------
     def _row(self, msg_id: str) -> dict:
@@ -456,7 +660,7 @@ class Journal:
         row = self.db.execute("SELECT * FROM messages WHERE id = ?", (msg_id,)).fetchone()
         if row is None:
             raise KeyError(msg_id)
-        return Message(*row)
+        return self._message(row)
 
     def messages(
         self,
@@ -476,7 +680,7 @@ class Journal:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY received_at DESC LIMIT ? OFFSET ?"
-        return [Message(*r) for r in self.db.execute(sql, (*args, limit, offset))]
+        return [self._message(r) for r in self.db.execute(sql, (*args, limit, offset))]
 
     def unfinished(self) -> list[Message]:
         """Accepted messages not yet answered: resumed after a restart."""
@@ -484,7 +688,7 @@ class Journal:
             "SELECT * FROM messages WHERE state NOT IN (?, ?) ORDER BY received_at",
             tuple(TERMINAL),
         )
-        return [Message(*r) for r in rows]
+        return [self._message(r) for r in rows]
 
     def transitions(self, msg_id: str) -> list[dict]:
         cur = self.db.execute(
@@ -541,6 +745,7 @@ class Journal:
                 outcome=SENT,
                 duration_ms=duration_ms,
             )
+            self._emit("delivered", item=item, ori=msg.get("ori"), tcn=msg.get("tcn"))
 
     def delivery_failed(self, item: Outbound, error: str, *, retry_at: float | None) -> None:
         with self._tx():
@@ -553,6 +758,14 @@ class Journal:
             msg = self._row(item.message_id)
             self._transition(
                 msg, msg["state"], destination=item.destination, outcome=f"{state}: {error[:200]}"
+            )
+            self._emit(
+                "delivery_failed",
+                item=item,
+                state=state,
+                error=error,
+                ori=msg.get("ori"),
+                tcn=msg.get("tcn"),
             )
 
 
@@ -578,6 +791,40 @@ class _Tx:
             self.journal.db.execute("ROLLBACK" if exc_type else "COMMIT")
             self.journal._committed(exc_type is None)
         return False
+
+
+def _payload_aad(digest: str) -> bytes:
+    return f"payload:{digest}".encode()
+
+
+def _summary_aad(msg_id: str) -> bytes:
+    return f"summary:{msg_id}".encode()
+
+
+def _blob(value) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _lock(path: Path, mode: str) -> int | None:
+    """flock the journal's lock file: shared for the daemon and tools, exclusive for rotation."""
+    if mode == "none":
+        return None
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if mode == "exclusive" else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        if mode == "exclusive":
+            raise JournalLocked(
+                f"{path} is in use (is the gateway running? stop it first)"
+            ) from None
+        raise JournalLocked(f"{path} is being re-keyed (ebts-gateway keys rotate)") from None
+    return fd
 
 
 def _iso(at: float) -> str:

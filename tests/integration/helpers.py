@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import http.client
+import json
 import smtplib
+import urllib.parse
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -167,3 +170,83 @@ async def started(config, galleries=None):
     for svc in gateway.ports.values():
         await svc._waitingForPort
     return gateway
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def http_request(port: int, method: str, path: str, *, body=None, headers=None):
+    """One HTTP request to 127.0.0.1 in a thread: (status, lower-cased headers, body)."""
+
+    def blocking():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.getheaders()},
+                response.read(),
+            )
+        finally:
+            conn.close()
+
+    return threads.deferToThread(blocking)
+
+
+class Admin:
+    """An admin console client keeping its session cookie and CSRF token."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.cookie: str | None = None
+        self.csrf: str | None = None
+
+    def _headers(self, extra=None) -> dict:
+        headers = {"Accept": "application/json"}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        headers.update(extra or {})
+        return headers
+
+    async def login(self, name: str, password: str) -> int:
+        form = urllib.parse.urlencode({"username": name, "password": password})
+        status, headers, body = await http_request(
+            self.port,
+            "POST",
+            "/login",
+            body=form,
+            headers=self._headers({"Content-Type": "application/x-www-form-urlencoded"}),
+        )
+        self.last = (status, body)
+        if status == 200:
+            self.cookie = headers["set-cookie"].split(";", 1)[0]
+            self.csrf = json.loads(body)["csrf_token"]
+        return status
+
+    async def get(self, path: str, headers=None):
+        return await http_request(self.port, "GET", path, headers=self._headers(headers))
+
+    async def get_json(self, path: str):
+        status, _headers, body = await self.get(path)
+        assert status == 200, (path, status, body[:200])
+        return json.loads(body)
+
+    async def post(self, path: str, fields: dict | None = None, *, csrf: bool = True):
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if csrf and self.csrf:
+            headers["X-CSRF-Token"] = self.csrf
+        body = urllib.parse.urlencode(fields or {})
+        return await http_request(
+            self.port, "POST", path, body=body, headers=self._headers(headers)
+        )
+
+
+async def admin_login(gateway, role: str = "operator", name: str | None = None) -> Admin:
+    """A user of ``role`` (created in the gateway's journal) logged in to its admin console."""
+    name = name or f"test-{role}"
+    if gateway.users.get(name) is None:
+        gateway.users.add(name, role, PASSWORD)
+    admin = Admin(gateway.port("admin"))
+    assert await admin.login(name, PASSWORD) == 200, admin.last
+    return admin

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import urllib.request
 
 import pytest
 import pytest_twisted
@@ -14,7 +13,7 @@ from gateway.ansinist import read
 from gateway.service import Gateway
 from gateway.store.journal import Journal
 from tests.integration.cars import make_car
-from tests.integration.helpers import Sink, gateway_config, send_smtp, started
+from tests.integration.helpers import Sink, admin_login, gateway_config, send_smtp, started
 
 
 async def _start(tmp_path, sink: Sink, **extra) -> Gateway:
@@ -46,11 +45,8 @@ async def test_car_by_email_gets_an_sre(tmp_path, sink):
             assert state in states
         assert "TESTPERSON" not in log and "19800229" not in log
         # Admin API answers and shows the message with its deliveries.
-        admin = gateway.port("admin")
-        body = await threads.deferToThread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/messages").read()
-        )
-        rows = json.loads(body)["messages"]
+        admin = await admin_login(gateway, "viewer")
+        rows = (await admin.get_json("/api/messages"))["messages"]
         assert rows[0]["tcn"] == "NY-INT-000001" and rows[0]["response_tot"] == "SRE"
     finally:
         await gateway.stopService()
