@@ -431,8 +431,9 @@ def main(argv=None) -> int:
     for r in rows:
         hits = f"{r['hits']}/{r['expected_hits']}"
         health = f"{r['health_p99_ms']:.1f} / {r['health_max_ms']:.1f} ({r['health_n']})"
+        label = r["config"] + (" tls" if r["tls"] else "")
         print(
-            f"{r['config'] + (' tls' if r['tls'] else ''):<18}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
+            f"{label:<18}{r['car_per_s']:>8.2f}{r['p50']:>9.2f}{r['p99']:>9.2f}{hits:>9}"
             f"{r['missing']:>9}{health:>26}{r['load']:>7.1f}   "
             + ", ".join(f"{v:.0f}" for v in r["cpu_ms"].values())
         )
