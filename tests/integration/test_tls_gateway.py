@@ -529,11 +529,11 @@ async def test_admin_speaks_https_only(tmp_path, sink):
             except (urllib.error.URLError, ConnectionError, OSError):
                 return "refused"
 
-        def tls(name):
+        def tls(name, path="/health"):
             context = _context(gateway, name)
             try:
                 with urllib.request.urlopen(
-                    f"https://localhost:{port}/api/stats", timeout=10, context=context
+                    f"https://localhost:{port}{path}", timeout=10, context=context
                 ) as response:
                     return response.status
             except urllib.error.HTTPError as exc:
@@ -542,6 +542,9 @@ async def test_admin_speaks_https_only(tmp_path, sink):
 
         assert await threads.deferToThread(plain) == "refused"
         assert await threads.deferToThread(tls, None) == 403
+        assert await threads.deferToThread(tls, None, "/login") == 403
         assert await threads.deferToThread(tls, "NY0303000") == 200
+        # a certificate is the device; the API still wants a login session
+        assert await threads.deferToThread(tls, "NY0303000", "/api/stats") == 401
     finally:
         await gateway.stopService()
