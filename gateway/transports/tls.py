@@ -18,7 +18,7 @@ from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import TLSVersion
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.web import resource
+from twisted.web import pages, resource
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -199,12 +199,13 @@ class ClientCertificateRequired(resource.Resource):
 
     def getChildWithDefault(self, path, request):  # noqa: N802 - Twisted API
         if self._refused(request):
-            return resource.ErrorPage(403, "Forbidden", "a client certificate is required")
+            return _FORBIDDEN
         return self.inner.getChildWithDefault(path, request)
 
     def render(self, request):
         if self._refused(request):
-            return resource.ErrorPage(403, "Forbidden", "a client certificate is required").render(
-                request
-            )
+            return _FORBIDDEN.render(request)
         return self.inner.render(request)
+
+
+_FORBIDDEN = pages.errorPage(403, "Forbidden", "a client certificate is required")
