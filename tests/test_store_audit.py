@@ -131,6 +131,10 @@ def test_deliveries_are_recorded_from_journal_events(tmp_path):
         ("delivery.failed", "bureau@ny.example", "FAILED"),
         ("iaq.sent", "lesc@ice.example", None),
     ]
+    iar = journal.accept(b"IAR text", transport="smtp")
+    journal.respond(iar, response=None, response_tot="IAR", response_tcn=None, deliveries=[])
+    (received,) = audit.records(event="iar.received")
+    assert received["message_id"] == iar and received["tot"] == "IAR"
     assert audit.verify().ok
 
 

@@ -322,3 +322,23 @@ async def test_purge_removes_old_payloads_and_leaves_the_audit_trail_whole(tmp_p
         assert gateway.audit.verify().ok
     finally:
         await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_operator_reprocesses_an_unanswered_message(tmp_path, sink):
+    gateway = await _gateway(tmp_path, sink)
+    try:
+        # stored but never handed to the pipeline (as after a processing error gave up)
+        msg_id = gateway.journal.accept(_car("NY-SEC-000004"), transport="smtp")
+        operator = await admin_login(gateway, "operator")
+        status, _h, body = await operator.post(f"/api/messages/{msg_id}/reprocess")
+        assert status == 202 and json.loads(body)["state"] == "STORED"
+        await sink.wait_for(1)
+        assert gateway.journal.message(msg_id).state == "RESPONDED"
+        (record,) = _records(gateway, "message.reprocess")
+        assert (record["user"], record["message_id"]) == ("test-operator", msg_id)
+        viewer = await admin_login(gateway, "viewer")
+        viewer_status, _h, _b = await viewer.post(f"/api/messages/{msg_id}/reprocess")
+        assert viewer_status == 403
+    finally:
+        await gateway.stopService()
