@@ -24,7 +24,7 @@ from tests.integration.helpers import (
 )
 
 NAME = "QUAILMARKER, ZEBEDIAH"
-SSN = "078051120"
+SSN = "987654325"  # 987-65-4320..4329: reserved for examples, never issued
 BAD_DOB = "19801341"  # not a date: validation rejects it with a finding about 2.022
 
 
