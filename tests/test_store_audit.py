@@ -131,4 +131,40 @@ def test_deliveries_are_recorded_from_journal_events(tmp_path):
         ("delivery.failed", "bureau@ny.example", "FAILED"),
         ("iaq.sent", "lesc@ice.example", None),
     ]
+    iar = journal.accept(b"IAR text", transport="smtp")
+    journal.respond(iar, response=None, response_tot="IAR", response_tcn=None, deliveries=[])
+    (received,) = audit.records(event="iar.received")
+    assert received["message_id"] == iar and received["tot"] == "IAR"
+    assert audit.verify().ok
+
+
+def test_submission_records_carry_channel_peer_identity_and_reason(tmp_path):
+    audit = Audit(_journal(tmp_path))
+    audit.submission_accepted(
+        channel="soap",
+        peer="127.0.0.1",
+        identity=None,
+        ori="NY0303000",
+        tcn="T1",
+        message_id="M1",
+    )
+    audit.submission_refused(
+        channel="smtp",
+        peer="10.0.0.9",
+        identity="CN=other agency",
+        ori="CA0000000",
+        tcn="T2",
+        reason="ORI not allowed for this identity",
+    )
+    accepted, refused = audit.records()
+    assert accepted["event"] == "submission.accepted" and "identity" not in accepted
+    assert (accepted["channel"], accepted["ori"], accepted["message_id"]) == (
+        "soap",
+        "NY0303000",
+        "M1",
+    )
+    assert refused["event"] == "submission.refused" and refused["actor"] == "CN=other agency"
+    assert (
+        refused["reason"] == "ORI not allowed for this identity" and refused["peer"] == "10.0.0.9"
+    )
     assert audit.verify().ok

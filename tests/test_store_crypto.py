@@ -16,7 +16,7 @@ from gateway.store.journal import Journal, JournalLocked
 from tests.integration.cars import SYNTHETIC_TYPE2, make_car
 
 NAME = b"DOEMARKER, JOHNATHAN Q"
-SSN = b"078051120"
+SSN = b"987654325"  # 987-65-4320..4329: reserved for examples, never issued
 
 
 def _car(tcn: str = "NY-ENC-000001") -> bytes:

@@ -18,7 +18,8 @@
 
 Sessions live in memory (a restart logs everyone out): a random 256-bit token in a cookie
 (HttpOnly, SameSite=Strict, Secure on TLS), ended by logout, by ``[admin]
-session_idle_minutes`` without a request, or when the user is disabled or changes password.
+session_idle_minutes`` without activity (the pages' own polling of the lists does not count),
+or when the user is disabled, changes role or changes password.
 ``[admin] lockout_attempts`` failed logins in a row lock the account for ``lockout_minutes``.
 Password checks (scrypt) run in threads, two at a time.
 """
@@ -86,7 +87,9 @@ class Sessions:
             self._by_token.pop(s.token, None)
         return gone
 
-    def get(self, token: str | None) -> Session | None:
+    def get(self, token: str | None, *, touch: bool = True) -> Session | None:
+        """The live session of ``token``; ``touch``: the request is user activity (a page's
+        periodic poll is not, so an unattended dashboard still times out)."""
         if not token:
             return None
         session = self._by_token.get(token)
@@ -97,7 +100,8 @@ class Sessions:
             self._by_token.pop(token, None)
             session.meta["expired"] = True
             return session
-        session.last_seen = now
+        if touch:
+            session.last_seen = now
         return session
 
     def end(self, token: str) -> None:
@@ -176,6 +180,18 @@ def _header(request, name: str) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
+# What the dashboard and the audit page fetch every few seconds by themselves: these keep a
+# session alive only as long as the user does something else (CJIS 5.5.5 session lock).
+POLLS = frozenset({(b"api", b"stats"), (b"api", b"messages"), (b"api", b"audit")})
+
+
+def _is_poll(request) -> bool:
+    if request.method != b"GET":
+        return False
+    parts = tuple(request.prepath[-1:] + request.postpath)
+    return parts in POLLS
+
+
 def _remote(request) -> str | None:
     addr = request.getClientAddress()
     return getattr(addr, "host", None)
@@ -249,7 +265,9 @@ class Guard(resource.Resource):
 
     def session(self, request) -> Session | None:
         token = request.getCookie(COOKIE)
-        session = self.sessions.get(token.decode("ascii", "replace") if token else None)
+        session = self.sessions.get(
+            token.decode("ascii", "replace") if token else None, touch=not _is_poll(request)
+        )
         if session is None:
             return None
         if session.meta.get("expired"):

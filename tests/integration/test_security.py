@@ -24,7 +24,7 @@ from tests.integration.helpers import (
 )
 
 NAME = "QUAILMARKER, ZEBEDIAH"
-SSN = "078051120"
+SSN = "987654325"  # 987-65-4320..4329: reserved for examples, never issued
 BAD_DOB = "19801341"  # not a date: validation rejects it with a finding about 2.022
 
 
@@ -144,7 +144,11 @@ async def test_login_session_cookie_csrf_idle_timeout_and_logout(tmp_path, sink)
         status, _h, _b = await admin.post("/logout", csrf=False)
         assert status == 403
         # idle for longer than [admin] session_idle_minutes: the session is over
+        # (the dashboard's own polling of the lists is no activity)
         real = gateway.admin.sessions.clock
+        gateway.admin.sessions.clock = lambda: real() + 20 * 60
+        assert (await admin.get("/api/stats"))[0] == 200
+        assert (await admin.get("/api/messages?limit=50"))[0] == 200
         gateway.admin.sessions.clock = lambda: real() + 31 * 60
         status, _h, _b = await admin.get("/api/stats")
         assert status == 401
@@ -316,5 +320,25 @@ async def test_purge_removes_old_payloads_and_leaves_the_audit_trail_whole(tmp_p
         assert purge["count"] == 2 and purge["channel"] == "retention"
         assert gateway.audit.count() > before  # the purge removed no audit record
         assert gateway.audit.verify().ok
+    finally:
+        await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_operator_reprocesses_an_unanswered_message(tmp_path, sink):
+    gateway = await _gateway(tmp_path, sink)
+    try:
+        # stored but never handed to the pipeline (as after a processing error gave up)
+        msg_id = gateway.journal.accept(_car("NY-SEC-000004"), transport="smtp")
+        operator = await admin_login(gateway, "operator")
+        status, _h, body = await operator.post(f"/api/messages/{msg_id}/reprocess")
+        assert status == 202 and json.loads(body)["state"] == "STORED"
+        await sink.wait_for(1)
+        assert gateway.journal.message(msg_id).state == "RESPONDED"
+        (record,) = _records(gateway, "message.reprocess")
+        assert (record["user"], record["message_id"]) == ("test-operator", msg_id)
+        viewer = await admin_login(gateway, "viewer")
+        viewer_status, _h, _b = await viewer.post(f"/api/messages/{msg_id}/reprocess")
+        assert viewer_status == 403
     finally:
         await gateway.stopService()
