@@ -317,3 +317,14 @@ def test_cli_convert_both_ways(tmp_path):
         subprocess.run([*run, str(xml_out), str(trad_out), "--to", "traditional"]).returncode == 0
     )
     assert values(ansinist.read(trad_out.read_bytes())) == values(ansinist.read(src.read_bytes()))
+
+
+def test_peek_reads_the_type1_of_an_xml_package_without_its_images():
+    from gateway.ansinist import peek, read
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    full = read(data).records[0]
+    assert peek(data) == {t: f.value for t, f in full.fields.items() if not f.binary}
+    assert peek(data)["1.008"] == "WV0340000"
+    assert peek(b"<not-ansi-nist/>") == {} and peek(b"<unclosed") == {}

@@ -58,14 +58,14 @@ def peek(data: bytes) -> dict[str, str]:
     that yields no Type-1 gives ``{}``.
     """
     from .traditional import peek_type1
+    from .xml import peek_xml
 
     if detect_encoding(data) != "xml":
         return peek_type1(data)
     try:
-        t1 = read(data).records[0]
+        return peek_xml(data)
     except FormatError:
         return {}
-    return {tag: field.value for tag, field in t1.fields.items() if not field.binary}
 
 
 def write(txn: Transaction, encoding: str | None = None, *, canonical: bool = False) -> bytes:

@@ -607,6 +607,29 @@ def read_xml(
     return txn
 
 
+def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]:
+    """Type-1 values (tag -> first item) of an XML package, reading its first record only.
+
+    What intake needs to authorize a submission (1.008 ORI, 1.009 TCN) without decoding the
+    images of the other records; raises only :class:`FormatError`.
+    """
+    root = parse_document(data, max_size)
+    elements = _children(root)
+    if not elements:
+        raise FormatError("XML_EMPTY", "the package holds no records", Location())
+    warnings: list[CodecWarning] = []
+    if generation(root) == "2008":
+        reader = _reader_2008()
+        if reader.record_type(elements[0]) != 1:
+            raise FormatError("XML_RECORD_ORDER", "no Type-1 record first", Location(1))
+        record, _ = reader.read(elements[0], 1, 1, warnings)
+    else:
+        if RECORDS.get(_pname(elements[0])) != 1:
+            raise FormatError("XML_RECORD_ORDER", "no Type-1 record first", Location(1))
+        record = _RecordReader(elements[0], 1, 1, warnings).read()
+    return {tag: field.value for tag, field in record.fields.items() if not field.binary}
+
+
 def _reader_2008():
     from ._xml2008 import Reader2008  # the 2-2008 tables are read on first use
 
