@@ -29,8 +29,9 @@ import base64
 import binascii
 import re
 import struct
+from typing import Any
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from .errors import CodecWarning, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES
@@ -46,7 +47,7 @@ class _Node:
 
     __slots__ = ("spec", "name", "kind", "children", "sub", "item")
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict[str, Any]):
         self.spec = spec
         self.name: str = spec["el"]
         self.kind: str = spec["kind"]
@@ -68,14 +69,14 @@ class _Node:
             child.next_item()
 
 
-def _children(el) -> list:
+def _children(el: Any) -> list[Any]:
     return [c for c in el if isinstance(c.tag, str)]
 
 
 class Reader2008:
     """Map the record elements of one 2-2008 package; ``namespaces`` maps prefix -> URI."""
 
-    def __init__(self, table: dict):
+    def __init__(self, table: dict[str, Any]):
         self.table = table
         self.prefix = {uri: p for p, uri in table["namespaces"].items()}
         self.records: dict[str, int] = {}
@@ -83,16 +84,18 @@ class Reader2008:
             for variant in variants:
                 self.records[variant["record"]] = int(rtype)
 
-    def name(self, el) -> str:
+    def name(self, el: Any) -> str:
         """``prefix:Local`` of an element; the bare local name when its namespace is unknown."""
         q = etree.QName(el)
         prefix = self.prefix.get(q.namespace or "")
         return f"{prefix}:{q.localname}" if prefix else q.localname
 
-    def record_type(self, el) -> int | None:
+    def record_type(self, el: Any) -> int | None:
         return self.records.get(self.name(el))
 
-    def read(self, rec_el, rtype: int, recno: int, warnings: list) -> tuple[Record, set]:
+    def read(
+        self, rec_el: Any, rtype: int, recno: int, warnings: list[CodecWarning]
+    ) -> tuple[Record, set[Any]]:
         """The record read by the variant that claims most elements, and the claimed elements."""
         best = None
         for variant in self.table["records"].get(str(rtype), ()):
@@ -119,7 +122,7 @@ class _Run:
         self.reader = reader
         self.rtype = rtype
         self.recno = recno
-        self.claimed: set = set()
+        self.claimed: set[Any] = set()
         self.values: dict[str, dict[int, dict[int, list[tuple[int, str]]]]] = {}
         self.blobs: dict[str, bytes] = {}
         self.warnings: list[CodecWarning] = []
@@ -127,7 +130,7 @@ class _Run:
     def matches(self, want: str, have: str) -> bool:
         return want == have or (":" not in have and want.partition(":")[2] == have)
 
-    def convert_children(self, node: _Node, el) -> None:
+    def convert_children(self, node: _Node, el: Any) -> None:
         kids = _children(el)
         names = [self.reader.name(k) for k in kids]
         taken: set[int] = set()
@@ -140,7 +143,7 @@ class _Run:
             taken.update(idx)
             self.convert(child, [kids[j] for j in idx])
 
-    def convert(self, node: _Node, elements: list) -> None:
+    def convert(self, node: _Node, elements: list[Any]) -> None:
         kind = node.kind
         if kind in ("node", "sub", "item"):
             for el in elements:
@@ -167,7 +170,7 @@ class _Run:
             elif kind == "list_item":
                 node.item += node.spec.get("step", 1)
 
-    def assign(self, node: _Node, el) -> bool:
+    def assign(self, node: _Node, el: Any) -> bool:
         spec = node.spec
         tag: str = spec["tag"]
         fmt = spec.get("fmt")

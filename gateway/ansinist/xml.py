@@ -40,13 +40,18 @@ import json
 import re
 from copy import deepcopy
 from pathlib import Path
+from typing import Any
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
+from ._xml2008 import Reader2008
 from .errors import CodecWarning, FormatError, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES
 from .model import Field, Record, Transaction
 from .traditional import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SIZE
+
+# lxml ships no type information: its elements are typed as Any.
+_El = Any
 
 _MAP = json.loads(Path(__file__).with_name("xml_map.json").read_text(encoding="utf-8"))
 
@@ -111,11 +116,11 @@ _READ_ORDER = {t: sorted(rows, key=lambda e: -e.depth) for t, rows in ENTRIES.it
 
 
 # -- names --------------------------------------------------------------------------------------
-def _pname(el) -> str:
+def _pname(el: _El) -> str:
     """Prefixed table name of an element (``ansi-nist:Foo``); 2-2008 URIs fold onto 2011's."""
     tag = el.tag
     if tag[0] != "{":
-        return tag
+        return str(tag)
     uri, _, local = tag[1:].partition("}")
     return f"{_PREFIX.get(uri, uri)}:{local}"
 
@@ -125,7 +130,7 @@ def _clark(pname: str) -> str:
     return f"{{{NS[prefix]}}}{local}"
 
 
-def _children(el):
+def _children(el: _El) -> list[_El]:
     return [c for c in el if isinstance(c.tag, str)]
 
 
@@ -208,7 +213,7 @@ def _name_split(value: str) -> list[str]:
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _parser():
+def _parser() -> Any:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -219,7 +224,7 @@ def _parser():
     )
 
 
-def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE):
+def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
     """Parse ``data`` with the hardened parser; returns the root element or raises FormatError."""
     if len(data) > max_size:
         raise FormatError(
@@ -248,7 +253,7 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE):
     return root
 
 
-def generation(root) -> str:
+def generation(root: _El) -> str:
     """``"2011"`` (EBTS 10.0) or ``"2008"`` (ANSI/NIST-ITL 2-2008) from the root namespace."""
     q = etree.QName(root)
     if q.localname == ROOT_NAME and q.namespace == ITL_2011:
@@ -266,19 +271,19 @@ def generation(root) -> str:
 class _RecordReader:
     """Map one record element to a Record; whatever does not map stays a verbatim fragment."""
 
-    def __init__(self, rec_el, rtype: int, recno: int, warnings: list):
+    def __init__(self, rec_el: _El, rtype: int, recno: int, warnings: list[CodecWarning]):
         self.rec_el = rec_el
         self.rtype = rtype
         self.recno = recno
         self.warnings = warnings
-        self.claimed: set = set()
+        self.claimed: set[_El] = set()
         self.image = None
         for child in _children(rec_el):
             if _pname(child) in IMAGES.get(rtype, ()):
                 self.image = child
                 break
 
-    def _resolve(self, steps: tuple[str, ...]):
+    def _resolve(self, steps: tuple[str, ...]) -> list[_El]:
         nodes = [self.rec_el]
         last = len(steps) - 1
         for i, step in enumerate(steps):
@@ -292,10 +297,10 @@ class _RecordReader:
                 return []
         return nodes
 
-    def _leaves(self, unit):
+    def _leaves(self, unit: _El) -> list[tuple[tuple[str, ...], _El]]:
         """(relative path, element) of the leaf elements of ``unit``, skipping claimed subtrees."""
-        out = []
-        stack = [(unit, ())]
+        out: list[tuple[tuple[str, ...], _El]] = []
+        stack: list[tuple[_El, tuple[str, ...]]] = [(unit, ())]
         while stack:
             el, rel = stack.pop()
             kids = _children(el)
@@ -310,7 +315,7 @@ class _RecordReader:
                 stack.append((kid, rel + (_pname(kid),)))
         return out
 
-    def _items(self, entry: _Entry, unit) -> list[str]:
+    def _items(self, entry: _Entry, unit: _El) -> list[str]:
         if unit.attrib:
             raise _NoFit
         values: list[str | None] = [None] * len(entry.items)
@@ -341,12 +346,12 @@ class _RecordReader:
             raise _NoFit
         return items
 
-    def _claim(self, el) -> None:
+    def _claim(self, el: _El) -> None:
         self.claimed.update(el.iter())
 
     def read(self) -> Record:
         record = Record(self.rtype)
-        fields: dict[str, list] = {}
+        fields: dict[str, list[tuple[str, ...]]] = {}
         binary: dict[str, bytes] = {}
         special = {"ver": self._ver, "cnt": self._cnt}
         for entry in _READ_ORDER.get(self.rtype, ()):
@@ -388,7 +393,7 @@ class _RecordReader:
         self._fragments(record)
         return record
 
-    def _ver(self, entry: _Entry):
+    def _ver(self, entry: _Entry) -> list[tuple[str, ...]] | None:
         # 1.002 VER = major + minor version values (1-2011 Table 8, XML "05"/"00").
         major = self._resolve(entry.steps)
         minor = self._resolve(entry.steps[:-1] + ("ansi-nist:TransactionMinorVersionValue",))
@@ -403,7 +408,7 @@ class _RecordReader:
         self._claim(minor[0])
         return [(a + b,)]
 
-    def _cnt(self, entry: _Entry):
+    def _cnt(self, entry: _Entry) -> list[tuple[str, ...]] | None:
         # 1.003 CNT: first subfield "1 US count", then "type US IDC" per record (1-2011 8.1.3).
         nodes = self._resolve(entry.steps)
         if len(nodes) != 1 or nodes[0].attrib:
@@ -472,13 +477,15 @@ class _RecordReader:
         _keep_unmapped(self.rec_el, self.claimed, record, self.recno, self.warnings)
 
 
-def _keep_unmapped(rec_el, claimed: set, record: Record, recno: int, warnings: list) -> None:
+def _keep_unmapped(
+    rec_el: _El, claimed: set[_El], record: Record, recno: int, warnings: list[CodecWarning]
+) -> None:
     """Keep the elements nobody claimed verbatim in ``T.899`` and say so (module doc)."""
     rtype = record.type
     frags: list[tuple[str, str]] = []
     names: list[str] = []
 
-    def walk(el, path: tuple[str, ...]) -> None:
+    def walk(el: _El, path: tuple[str, ...]) -> None:
         for child in _children(el):
             if child in claimed:
                 if len(_children(child)):
@@ -514,7 +521,7 @@ def _keep_unmapped(rec_el, claimed: set, record: Record, recno: int, warnings: l
     )
 
 
-def _fragment_text(el) -> str:
+def _fragment_text(el: _El) -> str:
     """Serialize ``el`` deterministically: only the namespaces it uses, declared sorted."""
     copy = deepcopy(el)
     copy.tail = None
@@ -533,7 +540,7 @@ def _fragment_text(el) -> str:
     root.text = copy.text
     root.extend(list(copy))
     etree.cleanup_namespaces(root)
-    return etree.tostring(root, encoding="unicode", with_tail=False)
+    return str(etree.tostring(root, encoding="unicode", with_tail=False))
 
 
 def _b64decode(text: str) -> bytes:
@@ -607,19 +614,17 @@ def read_xml(
     return txn
 
 
-def _reader_2008():
-    from ._xml2008 import Reader2008  # the 2-2008 tables are read on first use
-
+def _reader_2008() -> Reader2008:
     global _READER_2008
     if _READER_2008 is None:
         _READER_2008 = Reader2008(_MAP["itl2008"])
     return _READER_2008
 
 
-_READER_2008 = None
+_READER_2008: Reader2008 | None = None
 
 
-def _category(rec_el) -> int | None:
+def _category(rec_el: _El) -> int | None:
     for child in _children(rec_el):
         if _pname(child) == _CATEGORY:
             text = (child.text or "").strip()
@@ -657,10 +662,10 @@ class _Builder:
             return "itl:FaceImage" if imt == "FACE" else "ansi-nist:PhysicalFeatureImage"
         return names[0]
 
-    def _step(self, parent, step: str, create_last: bool):
+    def _step(self, parent: _El, step: str, create_last: bool) -> _El:
         if step == "@":
             if self.image is None:
-                self.image = etree.SubElement(self.el, _clark(self.image_name))
+                self.image = etree.SubElement(self.el, _clark(self.image_name or ""))
             return self.image
         if not create_last:
             for child in parent:
@@ -668,13 +673,13 @@ class _Builder:
                     return child
         return etree.SubElement(parent, _clark(step))
 
-    def _container(self, steps: tuple[str, ...]):
+    def _container(self, steps: tuple[str, ...]) -> _El:
         node = self.el
         for step in steps:
             node = self._step(node, step, False)
         return node
 
-    def build(self) -> etree._Element:
+    def build(self) -> _El:
         etree.SubElement(self.el, _clark(_CATEGORY)).text = f"{self.rtype:02d}"
         table = _BY_TAG.get(self.rtype, {})
         frag_tag = f"{self.rtype}.{FRAGMENT_NUM:03d}"
@@ -772,7 +777,7 @@ class _Builder:
         summary = self._container(entry.steps)
         first, count = subs[0]
 
-        def add(parent, name, text):
+        def add(parent: _El, name: str, text: str) -> None:
             etree.SubElement(parent, _clark(name)).text = text
 
         add(summary, "ansi-nist:ContentFirstRecordCategoryCode", first)
@@ -818,7 +823,7 @@ def _xml_text_ok(text: str) -> bool:
     return True
 
 
-def _sort(el) -> None:
+def _sort(el: _El) -> None:
     """Order children as the schema's content models do (xml_map.json ``order``)."""
     kids = list(el)
     if not kids:
@@ -826,7 +831,7 @@ def _sort(el) -> None:
     order = ORDER.get(_pname(el), {})
     big = len(order) + 1
 
-    def key(pair):
+    def key(pair: tuple[int, _El]) -> tuple[int, int]:
         i, node = pair
         if not isinstance(node.tag, str):
             return (big + 1, i)  # processing instructions and comments last
@@ -871,7 +876,7 @@ def write_xml(txn: Transaction) -> bytes:
             )
             if warning not in txn.warnings:
                 txn.warnings.append(warning)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
 __all__ = ["read_xml", "write_xml", "parse_document", "generation", "FRAGMENT_NUM", "PI_TARGET"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -59,7 +60,9 @@ class Profile:
     label: str
     layers: tuple[tuple[str, RuleSet], ...]  # (label, rules), highest precedence first
     xml_by_schema: bool = False  # XML packages: values judged by the XML schema (level 4)
-    _memo: dict = field(default_factory=dict, repr=False)  # (tag, TOT) -> rule_for() result
+    _memo: dict[tuple[str, str | None], tuple[str, Rule] | None] = field(
+        default_factory=dict, repr=False
+    )  # (tag, TOT) -> rule_for() result
 
     def tot(self, code: str | None) -> Tot | None:
         for _, rs in self.layers:
@@ -146,7 +149,7 @@ def check(txn: Transaction, profile: Profile) -> list[Finding]:
     return out
 
 
-def _record_counts(out, txn: Transaction, tot: Tot, profile: Profile) -> None:
+def _record_counts(out: list[Finding], txn: Transaction, tot: Tot, profile: Profile) -> None:
     counts = Counter(r.type for r in txn.records)
     allowed: set[int] = set()
     for rule in tot.counts:
@@ -178,7 +181,7 @@ def _record_counts(out, txn: Transaction, tot: Tot, profile: Profile) -> None:
 
 
 def _check_record(
-    out,
+    out: list[Finding],
     recno: int,
     record: Record,
     tot: str | None,
@@ -253,7 +256,13 @@ def _expected_fingers(record: Record | None) -> int | None:
 
 
 def _check_field(
-    out, loc: Location, field: Field, rule: Rule, label: str, tot, record: Record | None = None
+    out: list[Finding],
+    loc: Location,
+    field: Field,
+    rule: Rule,
+    label: str,
+    tot: str | None,
+    record: Record | None = None,
 ) -> None:
     name = rule.name
     cite = _Cite(label, rule)
@@ -294,7 +303,8 @@ def _check_field(
                     )
                 )
                 return
-            pairs = zip(items + [items[-1]] * max(0, len(sub) - len(items)), sub, strict=False)
+            rules = items + [items[-1]] * max(0, len(sub) - len(items))
+            pairs: Iterable[tuple[Rule, str]] = zip(rules, sub, strict=False)
         else:
             pairs = ((rule, value) for value in sub)
         for index, (item_rule, value) in enumerate(pairs):
@@ -310,7 +320,9 @@ def _check_field(
                 return  # one finding per field is enough for the submitter
 
 
-def _check_value(loc, rule: Rule, value: str, label: str, name: str, tot):
+def _check_value(
+    loc: Location, rule: Rule, value: str, label: str, name: str, tot: str | None
+) -> Finding | None:
     cite = _Cite(label, rule)
     attrs = rule.attrs
     binary = rule.ctype.startswith("B")
@@ -399,19 +411,19 @@ class _Cite:
         return str(self) + other
 
 
-def _in_map(value: str, values: frozenset) -> bool:
+def _in_map(value: str, values: frozenset[str]) -> bool:
     if value in values:
         return True
     return value.isdigit() and _numeric_keys(values).__contains__(int(value))
 
 
 @lru_cache(maxsize=512)
-def _numeric_keys(values: frozenset) -> frozenset:
+def _numeric_keys(values: frozenset[str]) -> frozenset[int]:
     return frozenset(int(v) for v in values if v.isdigit())
 
 
 @lru_cache(maxsize=64)
-def _regex(text: str) -> re.Pattern:
+def _regex(text: str) -> re.Pattern[str]:
     return re.compile(text)
 
 
