@@ -8,8 +8,9 @@ Generations, told apart by the namespace of the root element
 * ANSI/NIST-ITL 2-2008 (itl ``http://biometrics.nist.gov/standard/2-2008``, ansi-nist
   ``http://niem.gov/niem/ansi-nist/2.0``): read as NIST NBIS an2kconvert reads it, every record
   type it defines (1-10, 13-17, 99; table ``itl2008`` of ``xml_map.json``, see
-  :mod:`._xml2008`); writing always produces the EBTS 10.0 generation, which has no element for
-  Types 3, 5 and 6 (FBI EBTS 10.0 dropped them): writing those raises :class:`FormatError`.
+  :mod:`._xml2008`), and written the same way by :func:`write_xml_2008` (``write(txn,
+  "xml-2008")``).  :func:`write_xml` produces the EBTS 10.0 generation, which has no element for
+  Types 3, 5 and 6 (FBI EBTS 10.0 dropped them): writing those there raises :class:`FormatError`.
 
 The mapping between element paths and field tags is data: ``xml_map.json`` (see its ``_about``).
 Conversion is lossless by construction; each direction checks itself field by field:
@@ -44,7 +45,7 @@ from typing import Any
 
 from lxml import etree  # type: ignore[import-untyped]
 
-from ._xml2008 import Reader2008
+from ._xml2008 import Reader2008, Writer2008
 from .errors import CodecWarning, FormatError, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES
 from .model import Field, Record, Transaction
@@ -448,33 +449,36 @@ class _RecordReader:
         return [(first, count), *subs]
 
     def _pis(self, record: Record) -> None:
-        """Fields a previous model -> XML conversion could not map (see module doc)."""
-        for node in self.rec_el:
-            if isinstance(node, etree._ProcessingInstruction) and node.target == PI_TARGET:
-                tag, raw = node.get("tag"), node.get("base64")
-                try:
-                    value = base64.b64decode(raw or "", validate=True)
-                    # "T.NNN", or "T.NNN#offset" for a duplicate field (see traditional.py)
-                    if not re.fullmatch(r"\d{1,2}\.\d{1,4}(#\d+)?", tag or ""):
-                        raise ValueError(tag)
-                except (ValueError, binascii.Error):
-                    self.warnings.append(
-                        CodecWarning(
-                            "XML_BAD_PI",
-                            "malformed ansinist-field processing instruction ignored",
-                            Location(self.recno, self.rtype),
-                        )
-                    )
-                    continue
-                data_tag = (
-                    BINARY_LAYOUTS[self.rtype].data_tag if self.rtype in BINARY_TYPES else None
-                )
-                field = Field(tag, raw=value, binary=tag.endswith(".999") or tag == data_tag)
-                field.dirty = True
-                record.fields[tag] = field
+        _apply_pis(self.rec_el, record, self.recno, self.warnings)
 
     def _fragments(self, record: Record) -> None:
         _keep_unmapped(self.rec_el, self.claimed, record, self.recno, self.warnings)
+
+
+def _apply_pis(rec_el: _El, record: Record, recno: int, warnings: list[CodecWarning]) -> None:
+    """Fields a previous model -> XML conversion could not map (see module doc)."""
+    rtype = record.type
+    for node in rec_el:
+        if isinstance(node, etree._ProcessingInstruction) and node.target == PI_TARGET:
+            tag, raw = node.get("tag"), node.get("base64")
+            try:
+                value = base64.b64decode(raw or "", validate=True)
+                # "T.NNN", or "T.NNN#offset" for a duplicate field (see traditional.py)
+                if not re.fullmatch(r"\d{1,2}\.\d{1,4}(#\d+)?", tag or ""):
+                    raise ValueError(tag)
+            except (ValueError, binascii.Error):
+                warnings.append(
+                    CodecWarning(
+                        "XML_BAD_PI",
+                        "malformed ansinist-field processing instruction ignored",
+                        Location(recno, rtype),
+                    )
+                )
+                continue
+            data_tag = BINARY_LAYOUTS[rtype].data_tag if rtype in BINARY_TYPES else None
+            field = Field(tag, raw=value, binary=tag.endswith(".999") or tag == data_tag)
+            field.dirty = True
+            record.fields[tag] = field
 
 
 def _keep_unmapped(
@@ -594,6 +598,7 @@ def read_xml(
             )
         if reader_2008 is not None:
             record, claimed = reader_2008.read(rec_el, rtype, recno, warnings)
+            _apply_pis(rec_el, record, recno, warnings)
             _keep_unmapped(rec_el, claimed, record, recno, warnings)
             records.append(record)
         else:
@@ -879,4 +884,84 @@ def write_xml(txn: Transaction) -> bytes:
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
-__all__ = ["read_xml", "write_xml", "parse_document", "generation", "FRAGMENT_NUM", "PI_TARGET"]
+def write_xml_2008(txn: Transaction) -> bytes:
+    """Encode ``txn`` as an ANSI/NIST-ITL 2-2008 XML package, as NBIS an2kconvert writes it.
+
+    Every record type of 2-2008 (1-10, 13-17, 99) is written with the tree of ``xml_map.json``
+    ``itl2008`` that NBIS would use (Types 1 and 2 without the EBTS beta elements).  Each record
+    is read back; a field whose value does not come back exactly (a Type-2 field, INCITS 378
+    minutiae, a date that is not CCYYMMDD ...) is carried as an ``ansinist-field`` processing
+    instruction and named by an ``XML_UNMAPPED_FIELD`` warning, so the conversion stays lossless.
+    """
+    records = txn.records
+    if not records or records[0].type != 1:
+        raise FormatError(
+            "XML_RECORD_ORDER",
+            "a transaction starts with its Type-1 record",
+            Location(1),
+            hint="the transaction has no Type-1 record first",
+        )
+    table = _MAP["itl2008"]
+    writer = _writer_2008()
+    nsmap = {p: uri for p, uri in table["namespaces"].items() if p in ("itl", "ansi-nist", "nc")}
+    nsmap["s"] = NS["s"]
+    root = etree.Element(writer.clark(f"itl:{ROOT_NAME}"), nsmap=nsmap)
+    reader = _reader_2008()
+    for recno, record in enumerate(records, start=1):
+        try:
+            el = writer.build(record)
+        except KeyError:
+            raise FormatError(
+                "XML_RECORD_TYPE",
+                f"Type-{record.type} records have no ANSI/NIST-ITL 2-2008 XML element",
+                Location(recno, record.type),
+                hint=f"record {recno}: Type-{record.type} cannot be written as 2-2008 XML",
+            ) from None
+        back, _ = reader.read(el, record.type, recno, [])
+        for tag, field in record.fields.items():
+            if tag == f"{record.type}.001" or _same_value(record.type, field, back.get(tag)):
+                continue
+            raw = base64.b64encode(bytes(field.raw)).decode("ascii")
+            el.append(etree.ProcessingInstruction(PI_TARGET, f'tag="{tag}" base64="{raw}"'))
+            warning = CodecWarning(
+                "XML_UNMAPPED_FIELD",
+                f"field {tag} has no exact 2-2008 XML mapping; carried as a processing instruction",
+                Location(recno, record.type, tag),
+            )
+            if warning not in txn.warnings:
+                txn.warnings.append(warning)
+        root.append(el)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def _same_value(rtype: int, field: Field, back: Field | None) -> bool:
+    if back is None:
+        return False
+    if field.binary or back.binary:
+        return field.binary == back.binary and bytes(field.raw) == bytes(back.raw)
+    if rtype in BINARY_TYPES:  # header numbers: "01" and "1" are the same IDC
+        mine = [s[0].lstrip("0") or "0" for s in field.subfields if s and s[0] != "255"]
+        theirs = [s[0].lstrip("0") or "0" for s in back.subfields if s and s[0] != "255"]
+        return mine == theirs
+    return field.subfields == back.subfields
+
+
+def _writer_2008() -> Writer2008:
+    global _WRITER_2008
+    if _WRITER_2008 is None:
+        _WRITER_2008 = Writer2008(_MAP["itl2008"])
+    return _WRITER_2008
+
+
+_WRITER_2008: Writer2008 | None = None
+
+
+__all__ = [
+    "read_xml",
+    "write_xml",
+    "write_xml_2008",
+    "parse_document",
+    "generation",
+    "FRAGMENT_NUM",
+    "PI_TARGET",
+]
