@@ -7,7 +7,8 @@ transaction type of the EBTS 10.0 XML schema), ``none`` (no level 3).
 Under ``ebts-10`` an XML package is judged by the rules of its own representation: its values,
 element occurrences and the record elements a package may hold are the FBI EBTS 10.0 XML schema's
 (level 4, ``fbi_ebts.xsd``), not the sizes of the traditional encoding (XML ``HLL`` is ``80``
-where traditional EBTS 9.1 wants 3-4 characters); level 3 then checks the TOT only.
+where traditional EBTS 9.1 wants 3-4 characters); level 3 then checks the TOT and that the
+TOT's mandatory fields are there.
 
 Every message names the profile and, when the rule comes from another layer, that layer
 (``EBTS 10 (EBTS 9.1 rule) allows 3-4``); every hint cites the rule with its file and line.
