@@ -34,6 +34,8 @@ def test_nbis_2008_test_file_gives_its_seven_real_errors(shared):
         (f.location.record_type, f.location.record) for f in report.errors if f.code != "L4_SCHEMA"
     ]
     assert dup == [(8, 9), (9, 11), (10, 13), (13, 15)]
+    # Its two Type-9 records point at IDC 7, which no image record has (a warning).
+    assert Counter(f.code for f in report.warnings) == {"L1_IDC_REFERENCE": 2}
 
 
 def test_fbi_templates_under_ebts10_only_their_real_count_contradictions(shared):
