@@ -34,6 +34,8 @@ def test_nbis_2008_test_file_gives_its_seven_real_errors(shared):
         (f.location.record_type, f.location.record) for f in report.errors if f.code != "L4_SCHEMA"
     ]
     assert dup == [(8, 9), (9, 11), (10, 13), (13, 15)]
+    # Its two Type-9 records point at IDC 7, which no image record has (a warning).
+    assert Counter(f.code for f in report.warnings) == {"L1_IDC_REFERENCE": 2}
 
 
 def test_fbi_templates_under_ebts10_only_their_real_count_contradictions(shared):
@@ -202,3 +204,12 @@ def test_lqm_vendor_id_is_four_hex_digits(shared):
     t13 = next(r for r in txn.records if r.type == 13)
     t13["13.024"] = [(s[0], s[1], "0FA1", *s[3:]) for s in t13["13.024"].subfields]
     assert not [f for f in validate(txn, profile="none").errors if f.location.tag == "13.024"]
+
+
+def test_dump_names_fields_from_the_dictionary(capsys):
+    from gateway.cli import main
+    from tests.conftest import REPO
+
+    assert main(["dump", str(REPO / "fixtures" / "samples" / "demo-car.eft")]) == 0
+    out = capsys.readouterr().out
+    assert "  14.011    CGA  WSQ20" in out and "  2.018     " in out

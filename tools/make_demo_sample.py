@@ -48,7 +48,7 @@ def main() -> int:
         pry="4",
         nsr="19.69",
         ntr="19.69",
-        dom=("NORAM", "9.1"),
+        dom=("NORAM",),  # the version item is optional; EBTS 9.1 wants it AN, "9.1" is not
     )
     t2 = txn.add_record(2)
     t2["2.005"] = "Y"
@@ -61,8 +61,10 @@ def main() -> int:
     t2["2.029"] = "170"
     t2["2.031"] = "XXX"
     t2["2.032"] = "XXX"
-    t2["2.037"] = "DEMONSTRATION ONLY"
     t2["2.045"] = "20261125"
+    # 2.047 ASL, mandatory for CAR (EBTS 9.1): date of offense US offense literal.  (2.037 RFP,
+    # reason fingerprinted, is not a CAR field.)
+    t2["2.047"] = [("20261124", "DEMONSTRATION ONLY")]
     t2["2.073"] = "NY0303000"
     t14 = txn.add_record(14)
     for tag, value in {

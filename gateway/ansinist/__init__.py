@@ -69,7 +69,9 @@ def peek(data: bytes) -> dict[str, str]:
 
 
 def write(txn: Transaction, encoding: str | None = None, *, canonical: bool = False) -> bytes:
-    """Encode ``txn`` in ``encoding`` (default: the encoding it was read in or built for).
+    """Encode ``txn`` in ``encoding`` (default: the encoding it was read in or built for):
+    ``"traditional"``, ``"xml"`` (EBTS 10.0 / ANSI/NIST-ITL 1-2011) or ``"xml-2008"``
+    (ANSI/NIST-ITL 2-2008, as NIST NBIS an2kconvert writes it).
 
     Traditional output is byte-exact for an unmodified transaction unless ``canonical``.
     """
@@ -81,6 +83,13 @@ def write(txn: Transaction, encoding: str | None = None, *, canonical: bool = Fa
         if txn.records and txn.records[0].type == 1:
             refresh_cnt(txn)  # CNT is a field of the XML encoding too
         return write_xml(txn)
+    if encoding == "xml-2008":
+        from .traditional import refresh_cnt
+        from .xml import write_xml_2008
+
+        if txn.records and txn.records[0].type == 1:
+            refresh_cnt(txn)
+        return write_xml_2008(txn)
     if encoding != "traditional":
         raise ValueError(f"unknown encoding {encoding!r}")
     return write_traditional(txn, canonical=canonical)

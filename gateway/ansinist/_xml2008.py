@@ -29,8 +29,9 @@ import base64
 import binascii
 import re
 import struct
+from typing import Any
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from .errors import CodecWarning, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES
@@ -46,7 +47,7 @@ class _Node:
 
     __slots__ = ("spec", "name", "kind", "children", "sub", "item")
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict[str, Any]):
         self.spec = spec
         self.name: str = spec["el"]
         self.kind: str = spec["kind"]
@@ -68,14 +69,14 @@ class _Node:
             child.next_item()
 
 
-def _children(el) -> list:
+def _children(el: Any) -> list[Any]:
     return [c for c in el if isinstance(c.tag, str)]
 
 
 class Reader2008:
     """Map the record elements of one 2-2008 package; ``namespaces`` maps prefix -> URI."""
 
-    def __init__(self, table: dict):
+    def __init__(self, table: dict[str, Any]):
         self.table = table
         self.prefix = {uri: p for p, uri in table["namespaces"].items()}
         self.records: dict[str, int] = {}
@@ -83,16 +84,18 @@ class Reader2008:
             for variant in variants:
                 self.records[variant["record"]] = int(rtype)
 
-    def name(self, el) -> str:
+    def name(self, el: Any) -> str:
         """``prefix:Local`` of an element; the bare local name when its namespace is unknown."""
         q = etree.QName(el)
         prefix = self.prefix.get(q.namespace or "")
         return f"{prefix}:{q.localname}" if prefix else q.localname
 
-    def record_type(self, el) -> int | None:
+    def record_type(self, el: Any) -> int | None:
         return self.records.get(self.name(el))
 
-    def read(self, rec_el, rtype: int, recno: int, warnings: list) -> tuple[Record, set]:
+    def read(
+        self, rec_el: Any, rtype: int, recno: int, warnings: list[CodecWarning]
+    ) -> tuple[Record, set[Any]]:
         """The record read by the variant that claims most elements, and the claimed elements."""
         best = None
         for variant in self.table["records"].get(str(rtype), ()):
@@ -119,7 +122,7 @@ class _Run:
         self.reader = reader
         self.rtype = rtype
         self.recno = recno
-        self.claimed: set = set()
+        self.claimed: set[Any] = set()
         self.values: dict[str, dict[int, dict[int, list[tuple[int, str]]]]] = {}
         self.blobs: dict[str, bytes] = {}
         self.warnings: list[CodecWarning] = []
@@ -127,7 +130,7 @@ class _Run:
     def matches(self, want: str, have: str) -> bool:
         return want == have or (":" not in have and want.partition(":")[2] == have)
 
-    def convert_children(self, node: _Node, el) -> None:
+    def convert_children(self, node: _Node, el: Any) -> None:
         kids = _children(el)
         names = [self.reader.name(k) for k in kids]
         taken: set[int] = set()
@@ -140,7 +143,7 @@ class _Run:
             taken.update(idx)
             self.convert(child, [kids[j] for j in idx])
 
-    def convert(self, node: _Node, elements: list) -> None:
+    def convert(self, node: _Node, elements: list[Any]) -> None:
         kind = node.kind
         if kind in ("node", "sub", "item"):
             for el in elements:
@@ -167,7 +170,7 @@ class _Run:
             elif kind == "list_item":
                 node.item += node.spec.get("step", 1)
 
-    def assign(self, node: _Node, el) -> bool:
+    def assign(self, node: _Node, el: Any) -> bool:
         spec = node.spec
         tag: str = spec["tag"]
         fmt = spec.get("fmt")
@@ -264,3 +267,231 @@ def _vector_signature(subs: list[tuple[str, ...]]) -> bytes:
 
 
 __all__ = ["Reader2008"]
+
+
+# -- writing ------------------------------------------------------------------------------------
+class _Out:
+    """Run-time copy of a tree node for writing, with NBIS's counters (``Converter::convert``)."""
+
+    __slots__ = ("spec", "name", "kind", "children", "sub", "item")
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.name: str = spec["el"]
+        self.kind: str = spec["kind"]
+        self.children = [_Out(c) for c in spec.get("children", ())]
+        self.sub: int = spec.get("sub", 0)
+        self.item: int = spec.get("item", 0)
+
+    def next_subfield(self) -> None:
+        if "tag" in self.spec:
+            self.sub += 1
+            self.item = self.spec.get("item", 0)
+        for child in self.children:
+            child.next_subfield()
+
+    def next_item(self) -> None:
+        if "tag" in self.spec:
+            self.item += self.spec.get("step", 0)
+        for child in self.children:
+            child.next_item()
+
+
+class _NoValue(Exception):
+    """A value the declared conversion cannot write (a DAT that is not CCYYMMDD ...)."""
+
+
+_BOOL_OUT = {"fmt": {"S": "true", "U": "false"}, "rci": {"1": "true", "0": "false"}}
+_DATE_T = re.compile(r"(\d{4})(\d{2})(\d{2})\Z")
+_DATETIME_T = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z\Z")
+
+
+def _format_out(fmt: str | None, text: str) -> str:
+    if fmt == "date":
+        m = _DATE_T.match(text)
+        if m is None:
+            raise _NoValue
+        return "-".join(m.groups())
+    if fmt == "datetime":
+        m = _DATETIME_T.match(text)
+        if m is None:
+            raise _NoValue
+        d = m.groups()
+        return f"{d[0]}-{d[1]}-{d[2]}T{d[3]}:{d[4]}:{d[5]}Z"
+    if fmt == "idc":
+        return text.rjust(2, "0")
+    if fmt in _BOOL_OUT:
+        if text not in _BOOL_OUT[fmt]:
+            raise _NoValue
+        return _BOOL_OUT[fmt][text]
+    if fmt == "ll8":
+        return "00" if text == "0" else text  # NBIS Type8LLFormatter
+    if fmt in ("split0", "split1"):
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise _NoValue
+        return parts[0] if fmt == "split0" else parts[1]
+    return text
+
+
+class Writer2008:
+    """Build 2-2008 record elements from records, the way NBIS an2kconvert writes them."""
+
+    def __init__(self, table: dict[str, Any]):
+        self.table = table
+        self.uri = dict(table["namespaces"])
+
+    def clark(self, name: str) -> str:
+        prefix, _, local = name.partition(":")
+        return f"{{{self.uri[prefix]}}}{local}"
+
+    def variant(self, record: Record) -> dict[str, Any] | None:
+        """The tree NBIS would use for ``record`` (non-EBTS mode: Types 1 and 2 take their
+        ANSI/NIST variant; others by the content that tells them apart)."""
+        variants: dict[str, dict[str, Any]] = {
+            v["variant"]: v for v in self.table["records"].get(str(record.type), ())
+        }
+        if not variants:
+            return None
+        rtype = record.type
+
+        def first_number(tag: str) -> int | None:
+            value = record.value(tag) or ""
+            return int(value) if value.isdigit() else None
+
+        choice = None
+        if rtype == 8:
+            # 8.004 SRT 2: vector data (1-2011 Table 36); 0 and 1 are scanned images
+            choice = "Type8B" if record.value("8.004") == "2" else "Type8A"
+        elif rtype == 9:
+            if record.value("9.004") == "U":
+                choice = "Type9C"  # 9.005-9.012 belong to the standard format (FMT S, 8.9.4)
+            elif (first_number("9.006") or 0) >= 20:
+                choice = "Type9B"  # palm positions (1-2011 Table 10)
+            elif any(f"9.{n:03d}" in record for n in range(5, 13)):
+                choice = "Type9A"
+            else:
+                choice = "Type9C"  # INCITS 378 minutiae (9D) are written as fields, see doc
+        elif rtype == 10:
+            choice = "Type10B" if record.value("10.003") == "FACE" else "Type10A"
+        elif rtype == 13:
+            if (first_number("13.013") or 0) >= 20:
+                choice = "Type13C"
+            elif "13.014" in record or "13.015" in record:
+                choice = "Type13B"
+            else:
+                choice = "Type13A"
+        elif rtype == 14:
+            choice = "Type14B" if "14.014" in record or "14.015" in record else "Type14A"
+        if choice in variants:
+            return variants[choice]
+        return next(iter(variants.values()))
+
+    def values(self, record: Record) -> dict[str, Any]:
+        """Field values as NBIS's part-1 model holds them: subfields of items, or bytes."""
+        out: dict[str, Any] = {}
+        layout = BINARY_LAYOUTS.get(record.type)
+        for tag, field in record.fields.items():
+            if field.binary:
+                data = bytes(field.raw)
+                if record.type == 8 and record.value("8.004") == "2":
+                    # vector signature: 5 bytes per vector, X, Y, pressure (1-2011 8.8.8)
+                    out[tag] = [
+                        tuple(str(v) for v in struct.unpack(">HHB", data[i : i + 5]))
+                        for i in range(0, len(data) - len(data) % 5, 5)
+                    ]
+                else:
+                    out[tag] = data
+                continue
+            subs = [list(sub) for sub in field.subfields]
+            if layout is not None and tag == f"{record.type}.004" and record.type != 8:
+                subs += [["255"]] * (6 - len(subs))  # six FGP bytes, 255 = unused
+            out[tag] = subs
+        return out
+
+    def build(self, record: Record) -> Any:
+        """The record element (without the fields it cannot express: see :func:`write`)."""
+        variant = self.variant(record)
+        name = variant["record"] if variant else None
+        if name is None:
+            raise KeyError(record.type)
+        el = etree.Element(self.clark(name))
+        etree.SubElement(el, self.clark("ansi-nist:RecordCategoryCode")).text = f"{record.type:02d}"
+        values = self.values(record)
+        root = _Out(
+            {"el": name, "kind": "node", "children": variant["children"] if variant else []}
+        )
+        for child in root.children:
+            for node in self._emit(child, values):
+                el.append(node)
+        return el
+
+    def _emit(self, node: _Out, values: dict[str, Any]) -> list[Any]:
+        kind = node.kind
+        if kind == "node":
+            el = etree.Element(self.clark(node.name))
+            for child in node.children:
+                for sub in self._emit(child, values):
+                    el.append(sub)
+            return [el] if len(el) else []
+        if kind in ("sub", "item"):
+            out: list[Any] = []
+            for _ in range(100_000):  # bounded by the field's subfields / items
+                el = etree.Element(self.clark(node.name))
+                for child in node.children:
+                    for sub in self._emit(child, values):
+                        el.append(sub)
+                if not len(el):
+                    break
+                out.append(el)
+                if kind == "sub":
+                    node.next_subfield()
+                else:
+                    node.next_item()
+            return out
+        if kind == "leaf":
+            text = self._value(node, values)
+            return [] if text is None else [self._leaf(node, text)]
+        out = []
+        for _ in range(100_000):
+            text = self._value(node, values)
+            if text is None:
+                break
+            out.append(self._leaf(node, text))
+            if kind == "list_sub":
+                node.sub += 1
+                node.item = node.spec.get("item", 0)
+            else:
+                node.item += node.spec.get("step", 1)
+        return out
+
+    def _leaf(self, node: _Out, text: str) -> Any:
+        el = etree.Element(self.clark(node.name))
+        el.text = text
+        return el
+
+    def _value(self, node: _Out, values: dict[str, Any]) -> str | None:
+        spec = node.spec
+        value = values.get(spec["tag"])
+        if value is None:
+            return None
+        fmt = spec.get("fmt")
+        if fmt == "base64":
+            if not isinstance(value, bytes) or node.sub or node.item:
+                return None
+            return base64.b64encode(value).decode("ascii")
+        if isinstance(value, bytes):
+            return None
+        if node.sub >= len(value) or node.item >= len(value[node.sub]):
+            return None
+        text: str = value[node.sub][node.item]
+        start = spec.get("substr")
+        if start is not None:
+            text = text[start : start + spec.get("len", len(text))]
+        try:
+            return _format_out(fmt, text)
+        except _NoValue:
+            return None
+
+
+__all__ += ["Writer2008"]

@@ -38,7 +38,7 @@ class Location:
             parts.append(f"byte {self.offset}")
         return " ".join(parts) or "transaction"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int | str | None]:
         return {
             "record": self.record,
             "record_type": self.record_type,
@@ -54,7 +54,9 @@ class FormatError(ValueError):
     ``hint`` is the text of the ERRT message the submitter would receive.
     """
 
-    def __init__(self, code: str, message: str, location: Location | None = None, hint=None):
+    def __init__(
+        self, code: str, message: str, location: Location | None = None, hint: str | None = None
+    ):
         self.code = code
         self.message = message
         self.location = location or Location()
@@ -73,5 +75,5 @@ class CodecWarning:
     def __str__(self) -> str:
         return f"{self.location}: {self.message} [{self.code}]"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message, "location": str(self.location)}

@@ -12,6 +12,7 @@ stray 8-bit bytes all round-trip without loss.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from .errors import CodecWarning
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES, FGP
@@ -21,7 +22,8 @@ _TEXT_ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 
 Subfields = tuple[tuple[str, ...], ...]
-FieldValue = str | bytes | bytearray | memoryview | int | Sequence
+RawBytes = bytes | bytearray | memoryview
+FieldValue = str | bytes | bytearray | memoryview | int | Sequence[Any]
 
 
 def normalize_tag(tag: str | float) -> str:
@@ -39,7 +41,7 @@ def split_tag(tag: str) -> tuple[int, int]:
     return int(rtype), int(num)
 
 
-def _decode(raw) -> str:
+def _decode(raw: RawBytes) -> str:
     return bytes(raw).decode(_TEXT_ENCODING, _ERRORS)
 
 
@@ -47,14 +49,14 @@ def _encode(text: str) -> bytes:
     return text.encode(_TEXT_ENCODING, _ERRORS)
 
 
-def _as_subfields(value) -> Subfields:
+def _as_subfields(value: object) -> Subfields:
     """Coerce a user value to a tuple of subfields of items (all str)."""
     if isinstance(value, str):
         return ((value,),)
     if isinstance(value, int):
         return ((str(value),),)
     if isinstance(value, Iterable):
-        out = []
+        out: list[tuple[str, ...]] = []
         for sub in value:
             if isinstance(sub, str | int):
                 out.append((str(sub),))
@@ -74,9 +76,15 @@ class Field:
 
     __slots__ = ("tag", "_raw", "_subfields", "binary", "dirty")
 
-    def __init__(self, tag: str, raw=None, subfields: Subfields | None = None, binary=False):
+    def __init__(
+        self,
+        tag: str,
+        raw: RawBytes | None = None,
+        subfields: Subfields | None = None,
+        binary: bool = False,
+    ):
         self.tag = tag
-        self._raw = raw
+        self._raw: RawBytes | None = raw
         self._subfields = subfields
         self.binary = binary
         # A field built in code is "dirty": its record is written canonically.
@@ -91,10 +99,11 @@ class Field:
         return cls(tag, subfields=_as_subfields(value))
 
     @property
-    def raw(self):
+    def raw(self) -> RawBytes:
         """The value's bytes as they stand in the file (computed for built fields)."""
         if self._raw is None:
-            self._raw = RS.join(US.join(_encode(i) for i in sub) for sub in self._subfields)
+            subs = self._subfields or ()
+            self._raw = RS.join(US.join(_encode(i) for i in sub) for sub in subs)
         return self._raw
 
     @property
@@ -102,14 +111,14 @@ class Field:
         if self._subfields is None:
             if self.binary:
                 return ()
-            raw = bytes(self._raw)
+            raw = bytes(self.raw)
             self._subfields = tuple(
                 tuple(_decode(item) for item in sub.split(US)) for sub in raw.split(RS)
             )
         return self._subfields
 
     @subfields.setter
-    def subfields(self, value) -> None:
+    def subfields(self, value: object) -> None:
         self._subfields = _as_subfields(value)
         self._raw = None
         self.dirty = True
@@ -132,21 +141,21 @@ class Field:
         return subs[0] if subs else ()
 
     @property
-    def data(self):
+    def data(self) -> RawBytes:
         """The bytes of a binary (image) field."""
         return self.raw
 
     def __len__(self) -> int:
         return len(self.raw)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, Field):
             if self.binary or other.binary:
                 return self.tag == other.tag and bytes(self.raw) == bytes(other.raw)
             return self.tag == other.tag and self.subfields == other.subfields
         return NotImplemented
 
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
         if self.binary:
@@ -168,13 +177,14 @@ class Record:
     def __init__(self, rtype: int, fields: dict[str, Field] | None = None):
         self.type = int(rtype)
         self._fields: dict[str, Field] | None = fields if fields is not None else {}
-        self._raw = None
+        self._raw: RawBytes | None = None
         self._orig: tuple[Field, ...] = ()
-        self._header: tuple | None = None  # binary header values, fields built on first use
+        # binary header values, fields built on first use
+        self._header: tuple[Any, ...] | None = None
         self.offset: int | None = None
 
     @classmethod
-    def _from_binary(cls, rtype: int, header: tuple, raw) -> Record:
+    def _from_binary(cls, rtype: int, header: tuple[Any, ...], raw: RawBytes) -> Record:
         record = cls.__new__(cls)
         record.type = rtype
         record._fields = None
@@ -188,46 +198,49 @@ class Record:
     def fields(self) -> dict[str, Field]:
         """The fields by canonical tag, in file order."""
         if self._fields is None:
+            assert self._header is not None and self._raw is not None
             self._fields = _binary_fields(self.type, self._header, self._raw)
             self._orig = tuple(self._fields.values())
         return self._fields
 
     # -- field access -------------------------------------------------------------------------
-    def _key(self, tag) -> str:
+    def _key(self, tag: str | int) -> str:
         if isinstance(tag, int):
             return f"{self.type}.{tag:03d}"
         if tag in self.fields:
             return tag
         return normalize_tag(tag)
 
-    def __getitem__(self, tag) -> Field:
+    def __getitem__(self, tag: str | int) -> Field:
         return self.fields[self._key(tag)]
 
-    def __contains__(self, tag) -> bool:
+    def __contains__(self, tag: object) -> bool:
+        if not isinstance(tag, str | int):
+            return False
         try:
             return self._key(tag) in self.fields
         except KeyError:
             return False
 
-    def get(self, tag, default=None) -> Field | None:
+    def get(self, tag: str | int, default: Field | None = None) -> Field | None:
         try:
             return self[tag]
         except KeyError:
             return default
 
-    def value(self, tag, default: str | None = None) -> str | None:
+    def value(self, tag: str | int, default: str | None = None) -> str | None:
         """The value (first item) of a field, or ``default`` when the field is absent."""
         field = self.get(tag)
         return default if field is None else field.value
 
-    def __setitem__(self, tag, value: FieldValue | Field) -> None:
+    def __setitem__(self, tag: str | int, value: FieldValue | Field) -> None:
         key = self._key(tag)
         field = value if isinstance(value, Field) else Field.from_value(key, value)
         field.tag = key
         field.dirty = True
         self.fields[key] = field
 
-    def __delitem__(self, tag) -> None:
+    def __delitem__(self, tag: str | int) -> None:
         del self.fields[self._key(tag)]
 
     def __iter__(self) -> Iterator[Field]:
@@ -246,8 +259,8 @@ class Record:
         """Information designation character (x.002) as a number; ``None`` for Type-1."""
         if self.type == 1:
             return None
-        if self._fields is None:
-            return self._header[1]
+        if self._fields is None and self._header is not None:
+            return int(self._header[1])
         field = self.fields.get(f"{self.type}.002")
         if field is None:
             return None
@@ -263,13 +276,13 @@ class Record:
         self[f"{self.type}.002"] = str(value) if self.is_binary else f"{int(value):02d}"
 
     @property
-    def data(self):
+    def data(self) -> RawBytes | None:
         """Image or data bytes: x.999 of tagged records, the data field of binary records."""
         if self.is_binary:
             layout = BINARY_LAYOUTS[self.type]
-            if self._fields is None:
+            if self._fields is None and self._raw is not None:
                 return self._raw[layout.header_size :]
-            field = self._fields.get(layout.data_tag)
+            field = self.fields.get(layout.data_tag)
         else:
             field = self.fields.get(f"{self.type}.999")
         return None if field is None else field.raw
@@ -301,9 +314,9 @@ class Transaction:
         self.records: list[Record] = records if records is not None else []
         self.warnings: list[CodecWarning] = []
         self.encoding = encoding
-        self._raw = None
+        self._raw: RawBytes | None = None
         self._orig_records: tuple[Record, ...] = ()
-        self.source_version = None
+        self.source_version: str | None = None
 
     # -- builder -----------------------------------------------------------------------------------
     @classmethod
@@ -320,7 +333,7 @@ class Transaction:
         pry: str | None = None,
         nsr: str = "00.00",
         ntr: str = "00.00",
-        dom: tuple[str, str] | None = None,
+        dom: tuple[str, ...] | None = None,
         gmt: str | None = None,
         encoding: str = "traditional",
     ) -> Transaction:
@@ -347,7 +360,9 @@ class Transaction:
         txn.records.append(t1)
         return txn
 
-    def add_record(self, rtype: int, idc: int | None = None, fields: dict | None = None) -> Record:
+    def add_record(
+        self, rtype: int, idc: int | None = None, fields: dict[str, FieldValue] | None = None
+    ) -> Record:
         """Append a record of type ``rtype``; its IDC defaults to the next free number."""
         if rtype == 1:
             raise ValueError("a transaction has exactly one Type-1 record")
@@ -371,13 +386,40 @@ class Transaction:
             return None
         return self.records[0].value(f"1.{num:03d}")
 
-    ver = property(lambda self: self._t1(2), doc="1.002 VER")
-    tot = property(lambda self: self._t1(4), doc="1.004 TOT")
-    dat = property(lambda self: self._t1(5), doc="1.005 DAT")
-    dai = property(lambda self: self._t1(7), doc="1.007 DAI")
-    ori = property(lambda self: self._t1(8), doc="1.008 ORI")
-    tcn = property(lambda self: self._t1(9), doc="1.009 TCN")
-    tcr = property(lambda self: self._t1(10), doc="1.010 TCR")
+    @property
+    def ver(self) -> str | None:
+        """1.002 VER"""
+        return self._t1(2)
+
+    @property
+    def tot(self) -> str | None:
+        """1.004 TOT"""
+        return self._t1(4)
+
+    @property
+    def dat(self) -> str | None:
+        """1.005 DAT"""
+        return self._t1(5)
+
+    @property
+    def dai(self) -> str | None:
+        """1.007 DAI"""
+        return self._t1(7)
+
+    @property
+    def ori(self) -> str | None:
+        """1.008 ORI"""
+        return self._t1(8)
+
+    @property
+    def tcn(self) -> str | None:
+        """1.009 TCN"""
+        return self._t1(9)
+
+    @property
+    def tcr(self) -> str | None:
+        """1.010 TCR"""
+        return self._t1(10)
 
     def records_of_type(self, rtype: int) -> list[Record]:
         return [r for r in self.records if r.type == rtype]
@@ -397,7 +439,7 @@ class Transaction:
         return f"<Transaction TOT {self.tot} TCN {self.tcn} records [{types}]>"
 
 
-def _binary_fields(rtype: int, header: tuple, raw) -> dict[str, Field]:
+def _binary_fields(rtype: int, header: tuple[Any, ...], raw: RawBytes) -> dict[str, Field]:
     """Fields of a binary record from its unpacked header values (see :mod:`.layouts`)."""
     layout = BINARY_LAYOUTS[rtype]
     fields: dict[str, Field] = {}

@@ -14,9 +14,12 @@ The writer copies unmodified records byte for byte and encodes everything else c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from .errors import CodecWarning, FormatError, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES, FGP
-from .model import FS, GS, RS, US, Field, Record, Transaction
+from .model import FS, GS, RS, US, Field, RawBytes, Record, Transaction
 
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 10_000
@@ -55,14 +58,14 @@ class _Reader:
         self.warnings: list[CodecWarning] = []
         self.max_records = max_records
 
-    def warn(self, code: str, message: str, **loc) -> None:
+    def warn(self, code: str, message: str, **loc: Any) -> None:
         self.warnings.append(CodecWarning(code, message, Location(**loc)))
 
     # -- tagged records --------------------------------------------------------------------------
     def tagged_length(self, start: int, rtype: int, recno: int) -> int:
         """Read the x.001 LEN of the tagged record that starts at ``start``."""
         data = self.data
-        loc = {"record": recno, "record_type": rtype, "offset": start}
+        loc: dict[str, Any] = {"record": recno, "record_type": rtype, "offset": start}
         colon = data.find(b":", start, min(start + 16, self.size))
         if colon < 0:
             raise FormatError(
@@ -222,7 +225,7 @@ def _ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 9
 
 
-def _parse_cnt(t1: Record, warn) -> list[tuple[int, int]]:
+def _parse_cnt(t1: Record, warn: Callable[..., None]) -> list[tuple[int, int]]:
     field = t1.fields.get("1.003")
     if field is None:
         raise FormatError(
@@ -289,7 +292,7 @@ def read_traditional(
     t1 = reader.tagged_record(0, length, 1, 1)
     t1.offset = 0
     t1._raw = reader.mv[0:length]
-    t1._orig = tuple(t1._fields.values())
+    t1._orig = tuple(t1.fields.values())
     entries = _parse_cnt(t1, reader.warn)
     if len(entries) > max_records:
         raise FormatError(
@@ -309,7 +312,7 @@ def read_traditional(
             )
         if rtype in BINARY_TYPES:
             record = reader.binary_record(pos, rtype, recno)
-            length = len(record._raw)
+            length = len(record._raw or b"")
         elif rtype == 1 or rtype > 99 or rtype == 0:
             raise FormatError(
                 "CNT_SYNTAX",
@@ -429,12 +432,12 @@ def _tagged_bytes(record: Record) -> bytes:
 def _binary_bytes(record: Record) -> bytes:
     if record._fields is None and record._raw is not None:
         # Untouched binary record: its header already is canonical (LEN checked on reading).
-        return record._raw
+        return bytes(record._raw)
     layout = BINARY_LAYOUTS[record.type]
     fields = record.fields
     data_field = fields.get(layout.data_tag)
     data = data_field.raw if data_field is not None else b""
-    values = []
+    values: list[int | bytes] = []
     for slot, tag in zip(layout.slots, layout.tags, strict=True):
         if slot.num == 1:
             values.append(layout.header_size + len(data))
@@ -453,9 +456,9 @@ def _binary_bytes(record: Record) -> bytes:
     return layout.struct.pack(*values) + data
 
 
-def _encode(record: Record, canonical: bool):
+def _encode(record: Record, canonical: bool) -> RawBytes:
     """The record's bytes, possibly as a memoryview of its source (no copy)."""
-    if not canonical and not record.modified:
+    if not canonical and not record.modified and record._raw is not None:
         return record._raw
     if record.type in BINARY_TYPES:
         return _binary_bytes(record)
@@ -497,11 +500,13 @@ def refresh_cnt(txn: Transaction) -> None:
 
 
 def _source_bytes(txn: Transaction) -> bytes:
-    end = txn.records[-1].offset + len(txn.records[-1]._raw)
-    return txn._raw[:end] if end != len(txn._raw) else txn._raw
+    last = txn.records[-1]
+    raw = bytes(txn._raw or b"")
+    end = (last.offset or 0) + len(last._raw or b"")
+    return raw[:end] if end != len(raw) else raw
 
 
-def _current_cnt(t1: Record):
+def _current_cnt(t1: Record) -> list[tuple[int, int]] | None:
     field = t1.fields.get("1.003")
     if field is None:
         return None

@@ -8,8 +8,9 @@ Generations, told apart by the namespace of the root element
 * ANSI/NIST-ITL 2-2008 (itl ``http://biometrics.nist.gov/standard/2-2008``, ansi-nist
   ``http://niem.gov/niem/ansi-nist/2.0``): read as NIST NBIS an2kconvert reads it, every record
   type it defines (1-10, 13-17, 99; table ``itl2008`` of ``xml_map.json``, see
-  :mod:`._xml2008`); writing always produces the EBTS 10.0 generation, which has no element for
-  Types 3, 5 and 6 (FBI EBTS 10.0 dropped them): writing those raises :class:`FormatError`.
+  :mod:`._xml2008`), and written the same way by :func:`write_xml_2008` (``write(txn,
+  "xml-2008")``).  :func:`write_xml` produces the EBTS 10.0 generation, which has no element for
+  Types 3, 5 and 6 (FBI EBTS 10.0 dropped them): writing those there raises :class:`FormatError`.
 
 The mapping between element paths and field tags is data: ``xml_map.json`` (see its ``_about``).
 Conversion is lossless by construction; each direction checks itself field by field:
@@ -40,13 +41,18 @@ import json
 import re
 from copy import deepcopy
 from pathlib import Path
+from typing import Any
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
+from ._xml2008 import Reader2008, Writer2008
 from .errors import CodecWarning, FormatError, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES
 from .model import Field, Record, Transaction
 from .traditional import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SIZE
+
+# lxml ships no type information: its elements are typed as Any.
+_El = Any
 
 _MAP = json.loads(Path(__file__).with_name("xml_map.json").read_text(encoding="utf-8"))
 
@@ -111,11 +117,11 @@ _READ_ORDER = {t: sorted(rows, key=lambda e: -e.depth) for t, rows in ENTRIES.it
 
 
 # -- names --------------------------------------------------------------------------------------
-def _pname(el) -> str:
+def _pname(el: _El) -> str:
     """Prefixed table name of an element (``ansi-nist:Foo``); 2-2008 URIs fold onto 2011's."""
     tag = el.tag
     if tag[0] != "{":
-        return tag
+        return str(tag)
     uri, _, local = tag[1:].partition("}")
     return f"{_PREFIX.get(uri, uri)}:{local}"
 
@@ -125,7 +131,7 @@ def _clark(pname: str) -> str:
     return f"{{{NS[prefix]}}}{local}"
 
 
-def _children(el):
+def _children(el: _El) -> list[_El]:
     return [c for c in el if isinstance(c.tag, str)]
 
 
@@ -208,7 +214,7 @@ def _name_split(value: str) -> list[str]:
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _parser():
+def _parser() -> Any:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -219,7 +225,7 @@ def _parser():
     )
 
 
-def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE):
+def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
     """Parse ``data`` with the hardened parser; returns the root element or raises FormatError."""
     if len(data) > max_size:
         raise FormatError(
@@ -248,7 +254,7 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE):
     return root
 
 
-def generation(root) -> str:
+def generation(root: _El) -> str:
     """``"2011"`` (EBTS 10.0) or ``"2008"`` (ANSI/NIST-ITL 2-2008) from the root namespace."""
     q = etree.QName(root)
     if q.localname == ROOT_NAME and q.namespace == ITL_2011:
@@ -266,19 +272,19 @@ def generation(root) -> str:
 class _RecordReader:
     """Map one record element to a Record; whatever does not map stays a verbatim fragment."""
 
-    def __init__(self, rec_el, rtype: int, recno: int, warnings: list):
+    def __init__(self, rec_el: _El, rtype: int, recno: int, warnings: list[CodecWarning]):
         self.rec_el = rec_el
         self.rtype = rtype
         self.recno = recno
         self.warnings = warnings
-        self.claimed: set = set()
+        self.claimed: set[_El] = set()
         self.image = None
         for child in _children(rec_el):
             if _pname(child) in IMAGES.get(rtype, ()):
                 self.image = child
                 break
 
-    def _resolve(self, steps: tuple[str, ...]):
+    def _resolve(self, steps: tuple[str, ...]) -> list[_El]:
         nodes = [self.rec_el]
         last = len(steps) - 1
         for i, step in enumerate(steps):
@@ -292,10 +298,10 @@ class _RecordReader:
                 return []
         return nodes
 
-    def _leaves(self, unit):
+    def _leaves(self, unit: _El) -> list[tuple[tuple[str, ...], _El]]:
         """(relative path, element) of the leaf elements of ``unit``, skipping claimed subtrees."""
-        out = []
-        stack = [(unit, ())]
+        out: list[tuple[tuple[str, ...], _El]] = []
+        stack: list[tuple[_El, tuple[str, ...]]] = [(unit, ())]
         while stack:
             el, rel = stack.pop()
             kids = _children(el)
@@ -310,7 +316,7 @@ class _RecordReader:
                 stack.append((kid, rel + (_pname(kid),)))
         return out
 
-    def _items(self, entry: _Entry, unit) -> list[str]:
+    def _items(self, entry: _Entry, unit: _El) -> list[str]:
         if unit.attrib:
             raise _NoFit
         values: list[str | None] = [None] * len(entry.items)
@@ -341,12 +347,12 @@ class _RecordReader:
             raise _NoFit
         return items
 
-    def _claim(self, el) -> None:
+    def _claim(self, el: _El) -> None:
         self.claimed.update(el.iter())
 
     def read(self) -> Record:
         record = Record(self.rtype)
-        fields: dict[str, list] = {}
+        fields: dict[str, list[tuple[str, ...]]] = {}
         binary: dict[str, bytes] = {}
         special = {"ver": self._ver, "cnt": self._cnt}
         for entry in _READ_ORDER.get(self.rtype, ()):
@@ -388,7 +394,7 @@ class _RecordReader:
         self._fragments(record)
         return record
 
-    def _ver(self, entry: _Entry):
+    def _ver(self, entry: _Entry) -> list[tuple[str, ...]] | None:
         # 1.002 VER = major + minor version values (1-2011 Table 8, XML "05"/"00").
         major = self._resolve(entry.steps)
         minor = self._resolve(entry.steps[:-1] + ("ansi-nist:TransactionMinorVersionValue",))
@@ -403,7 +409,7 @@ class _RecordReader:
         self._claim(minor[0])
         return [(a + b,)]
 
-    def _cnt(self, entry: _Entry):
+    def _cnt(self, entry: _Entry) -> list[tuple[str, ...]] | None:
         # 1.003 CNT: first subfield "1 US count", then "type US IDC" per record (1-2011 8.1.3).
         nodes = self._resolve(entry.steps)
         if len(nodes) != 1 or nodes[0].attrib:
@@ -443,42 +449,47 @@ class _RecordReader:
         return [(first, count), *subs]
 
     def _pis(self, record: Record) -> None:
-        """Fields a previous model -> XML conversion could not map (see module doc)."""
-        for node in self.rec_el:
-            if isinstance(node, etree._ProcessingInstruction) and node.target == PI_TARGET:
-                tag, raw = node.get("tag"), node.get("base64")
-                try:
-                    value = base64.b64decode(raw or "", validate=True)
-                    # "T.NNN", or "T.NNN#offset" for a duplicate field (see traditional.py)
-                    if not re.fullmatch(r"\d{1,2}\.\d{1,4}(#\d+)?", tag or ""):
-                        raise ValueError(tag)
-                except (ValueError, binascii.Error):
-                    self.warnings.append(
-                        CodecWarning(
-                            "XML_BAD_PI",
-                            "malformed ansinist-field processing instruction ignored",
-                            Location(self.recno, self.rtype),
-                        )
-                    )
-                    continue
-                data_tag = (
-                    BINARY_LAYOUTS[self.rtype].data_tag if self.rtype in BINARY_TYPES else None
-                )
-                field = Field(tag, raw=value, binary=tag.endswith(".999") or tag == data_tag)
-                field.dirty = True
-                record.fields[tag] = field
+        _apply_pis(self.rec_el, record, self.recno, self.warnings)
 
     def _fragments(self, record: Record) -> None:
         _keep_unmapped(self.rec_el, self.claimed, record, self.recno, self.warnings)
 
 
-def _keep_unmapped(rec_el, claimed: set, record: Record, recno: int, warnings: list) -> None:
+def _apply_pis(rec_el: _El, record: Record, recno: int, warnings: list[CodecWarning]) -> None:
+    """Fields a previous model -> XML conversion could not map (see module doc)."""
+    rtype = record.type
+    for node in rec_el:
+        if isinstance(node, etree._ProcessingInstruction) and node.target == PI_TARGET:
+            tag, raw = node.get("tag"), node.get("base64")
+            try:
+                value = base64.b64decode(raw or "", validate=True)
+                # "T.NNN", or "T.NNN#offset" for a duplicate field (see traditional.py)
+                if not re.fullmatch(r"\d{1,2}\.\d{1,4}(#\d+)?", tag or ""):
+                    raise ValueError(tag)
+            except (ValueError, binascii.Error):
+                warnings.append(
+                    CodecWarning(
+                        "XML_BAD_PI",
+                        "malformed ansinist-field processing instruction ignored",
+                        Location(recno, rtype),
+                    )
+                )
+                continue
+            data_tag = BINARY_LAYOUTS[rtype].data_tag if rtype in BINARY_TYPES else None
+            field = Field(tag, raw=value, binary=tag.endswith(".999") or tag == data_tag)
+            field.dirty = True
+            record.fields[tag] = field
+
+
+def _keep_unmapped(
+    rec_el: _El, claimed: set[_El], record: Record, recno: int, warnings: list[CodecWarning]
+) -> None:
     """Keep the elements nobody claimed verbatim in ``T.899`` and say so (module doc)."""
     rtype = record.type
     frags: list[tuple[str, str]] = []
     names: list[str] = []
 
-    def walk(el, path: tuple[str, ...]) -> None:
+    def walk(el: _El, path: tuple[str, ...]) -> None:
         for child in _children(el):
             if child in claimed:
                 if len(_children(child)):
@@ -514,7 +525,7 @@ def _keep_unmapped(rec_el, claimed: set, record: Record, recno: int, warnings: l
     )
 
 
-def _fragment_text(el) -> str:
+def _fragment_text(el: _El) -> str:
     """Serialize ``el`` deterministically: only the namespaces it uses, declared sorted."""
     copy = deepcopy(el)
     copy.tail = None
@@ -533,7 +544,7 @@ def _fragment_text(el) -> str:
     root.text = copy.text
     root.extend(list(copy))
     etree.cleanup_namespaces(root)
-    return etree.tostring(root, encoding="unicode", with_tail=False)
+    return str(etree.tostring(root, encoding="unicode", with_tail=False))
 
 
 def _b64decode(text: str) -> bytes:
@@ -587,6 +598,7 @@ def read_xml(
             )
         if reader_2008 is not None:
             record, claimed = reader_2008.read(rec_el, rtype, recno, warnings)
+            _apply_pis(rec_el, record, recno, warnings)
             _keep_unmapped(rec_el, claimed, record, recno, warnings)
             records.append(record)
         else:
@@ -630,19 +642,17 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
     return {tag: field.value for tag, field in record.fields.items() if not field.binary}
 
 
-def _reader_2008():
-    from ._xml2008 import Reader2008  # the 2-2008 tables are read on first use
-
+def _reader_2008() -> Reader2008:
     global _READER_2008
     if _READER_2008 is None:
         _READER_2008 = Reader2008(_MAP["itl2008"])
     return _READER_2008
 
 
-_READER_2008 = None
+_READER_2008: Reader2008 | None = None
 
 
-def _category(rec_el) -> int | None:
+def _category(rec_el: _El) -> int | None:
     for child in _children(rec_el):
         if _pname(child) == _CATEGORY:
             text = (child.text or "").strip()
@@ -680,10 +690,10 @@ class _Builder:
             return "itl:FaceImage" if imt == "FACE" else "ansi-nist:PhysicalFeatureImage"
         return names[0]
 
-    def _step(self, parent, step: str, create_last: bool):
+    def _step(self, parent: _El, step: str, create_last: bool) -> _El:
         if step == "@":
             if self.image is None:
-                self.image = etree.SubElement(self.el, _clark(self.image_name))
+                self.image = etree.SubElement(self.el, _clark(self.image_name or ""))
             return self.image
         if not create_last:
             for child in parent:
@@ -691,13 +701,13 @@ class _Builder:
                     return child
         return etree.SubElement(parent, _clark(step))
 
-    def _container(self, steps: tuple[str, ...]):
+    def _container(self, steps: tuple[str, ...]) -> _El:
         node = self.el
         for step in steps:
             node = self._step(node, step, False)
         return node
 
-    def build(self) -> etree._Element:
+    def build(self) -> _El:
         etree.SubElement(self.el, _clark(_CATEGORY)).text = f"{self.rtype:02d}"
         table = _BY_TAG.get(self.rtype, {})
         frag_tag = f"{self.rtype}.{FRAGMENT_NUM:03d}"
@@ -795,7 +805,7 @@ class _Builder:
         summary = self._container(entry.steps)
         first, count = subs[0]
 
-        def add(parent, name, text):
+        def add(parent: _El, name: str, text: str) -> None:
             etree.SubElement(parent, _clark(name)).text = text
 
         add(summary, "ansi-nist:ContentFirstRecordCategoryCode", first)
@@ -841,7 +851,7 @@ def _xml_text_ok(text: str) -> bool:
     return True
 
 
-def _sort(el) -> None:
+def _sort(el: _El) -> None:
     """Order children as the schema's content models do (xml_map.json ``order``)."""
     kids = list(el)
     if not kids:
@@ -849,7 +859,7 @@ def _sort(el) -> None:
     order = ORDER.get(_pname(el), {})
     big = len(order) + 1
 
-    def key(pair):
+    def key(pair: tuple[int, _El]) -> tuple[int, int]:
         i, node = pair
         if not isinstance(node.tag, str):
             return (big + 1, i)  # processing instructions and comments last
@@ -894,7 +904,87 @@ def write_xml(txn: Transaction) -> bytes:
             )
             if warning not in txn.warnings:
                 txn.warnings.append(warning)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
-__all__ = ["read_xml", "write_xml", "parse_document", "generation", "FRAGMENT_NUM", "PI_TARGET"]
+def write_xml_2008(txn: Transaction) -> bytes:
+    """Encode ``txn`` as an ANSI/NIST-ITL 2-2008 XML package, as NBIS an2kconvert writes it.
+
+    Every record type of 2-2008 (1-10, 13-17, 99) is written with the tree of ``xml_map.json``
+    ``itl2008`` that NBIS would use (Types 1 and 2 without the EBTS beta elements).  Each record
+    is read back; a field whose value does not come back exactly (a Type-2 field, INCITS 378
+    minutiae, a date that is not CCYYMMDD ...) is carried as an ``ansinist-field`` processing
+    instruction and named by an ``XML_UNMAPPED_FIELD`` warning, so the conversion stays lossless.
+    """
+    records = txn.records
+    if not records or records[0].type != 1:
+        raise FormatError(
+            "XML_RECORD_ORDER",
+            "a transaction starts with its Type-1 record",
+            Location(1),
+            hint="the transaction has no Type-1 record first",
+        )
+    table = _MAP["itl2008"]
+    writer = _writer_2008()
+    nsmap = {p: uri for p, uri in table["namespaces"].items() if p in ("itl", "ansi-nist", "nc")}
+    nsmap["s"] = NS["s"]
+    root = etree.Element(writer.clark(f"itl:{ROOT_NAME}"), nsmap=nsmap)
+    reader = _reader_2008()
+    for recno, record in enumerate(records, start=1):
+        try:
+            el = writer.build(record)
+        except KeyError:
+            raise FormatError(
+                "XML_RECORD_TYPE",
+                f"Type-{record.type} records have no ANSI/NIST-ITL 2-2008 XML element",
+                Location(recno, record.type),
+                hint=f"record {recno}: Type-{record.type} cannot be written as 2-2008 XML",
+            ) from None
+        back, _ = reader.read(el, record.type, recno, [])
+        for tag, field in record.fields.items():
+            if tag == f"{record.type}.001" or _same_value(record.type, field, back.get(tag)):
+                continue
+            raw = base64.b64encode(bytes(field.raw)).decode("ascii")
+            el.append(etree.ProcessingInstruction(PI_TARGET, f'tag="{tag}" base64="{raw}"'))
+            warning = CodecWarning(
+                "XML_UNMAPPED_FIELD",
+                f"field {tag} has no exact 2-2008 XML mapping; carried as a processing instruction",
+                Location(recno, record.type, tag),
+            )
+            if warning not in txn.warnings:
+                txn.warnings.append(warning)
+        root.append(el)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def _same_value(rtype: int, field: Field, back: Field | None) -> bool:
+    if back is None:
+        return False
+    if field.binary or back.binary:
+        return field.binary == back.binary and bytes(field.raw) == bytes(back.raw)
+    if rtype in BINARY_TYPES:  # header numbers: "01" and "1" are the same IDC
+        mine = [s[0].lstrip("0") or "0" for s in field.subfields if s and s[0] != "255"]
+        theirs = [s[0].lstrip("0") or "0" for s in back.subfields if s and s[0] != "255"]
+        return mine == theirs
+    return field.subfields == back.subfields
+
+
+def _writer_2008() -> Writer2008:
+    global _WRITER_2008
+    if _WRITER_2008 is None:
+        _WRITER_2008 = Writer2008(_MAP["itl2008"])
+    return _WRITER_2008
+
+
+_WRITER_2008: Writer2008 | None = None
+
+
+__all__ = [
+    "read_xml",
+    "write_xml",
+    "write_xml_2008",
+    "parse_document",
+    "generation",
+    "FRAGMENT_NUM",
+    "PI_TARGET",
+]

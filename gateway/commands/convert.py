@@ -1,4 +1,4 @@
-"""``ebts-gateway convert IN OUT --to xml|traditional``: lossless re-encoding."""
+"""``ebts-gateway convert IN OUT --to xml|xml-2008|traditional``: lossless re-encoding."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ HELP = "re-encode a transaction in the traditional or the XML encoding"
 def add_arguments(parser) -> None:
     parser.add_argument("input")
     parser.add_argument("output")
-    parser.add_argument("--to", choices=["traditional", "xml"], required=True)
+    parser.add_argument("--to", choices=["traditional", "xml", "xml-2008"], required=True)
     parser.add_argument(
         "--canonical",
         action="store_true",

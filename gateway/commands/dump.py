@@ -6,6 +6,7 @@ import hashlib
 import json
 
 from gateway.ansinist import Transaction
+from gateway.ansinist.dictionary import lookup
 
 from ._io import load
 
@@ -48,13 +49,15 @@ def _text(txn: Transaction) -> str:
         idc = "" if record.idc is None else f" IDC {record.idc}"
         lines.append(f"record {number}: Type-{record.type}{idc}")
         for tag, field in record.fields.items():
+            info = lookup(tag.partition("#")[0])  # the field dictionary's mnemonic, if any
+            label = f"{tag:<9} {info.mnemonic if info else '':<4}"
             if field.binary:
-                lines.append(f"  {tag:<9} <{len(field.raw)} bytes>")
+                lines.append(f"  {label} <{len(field.raw)} bytes>")
                 continue
             text = " | ".join("^".join(sub) for sub in field.subfields)
             if len(text) > _PREVIEW:
                 text = text[:_PREVIEW] + f"... ({len(field.raw)} bytes)"
-            lines.append(f"  {tag:<9} {text}")
+            lines.append(f"  {label} {text}")
     for warning in txn.warnings:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -65,6 +65,12 @@ def response_header(
     encoding = submission.encoding or "traditional"
     dai = dai or submission.ori or ""
     ori = ori or submission.dai or ""
+    if not _AN9.fullmatch(dai) and _AN9.fullmatch(ori):
+        # The submission names no usable ORI (a file that does not read, an ORI "UNKNOWN"): the
+        # answer still goes to the agency's registered destinations (DESIGN.md section 4), never
+        # by DAI, so 1.007 takes the responder's own ORI and the ERRT stays valid (EBTS 1.007 DAI
+        # AN 9) instead of carrying a DAI no agency has.
+        dai = ori
     ver = submission.ver if submission.ver in RESPONSE_VERSIONS else "0400"
     if encoding == "xml":
         ver = submission.ver if submission.ver in {"0500", "0501", "0502"} else "0500"

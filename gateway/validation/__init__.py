@@ -78,6 +78,9 @@ def validate(
         }
         for f in _profile.check(txn, rules):
             loc = f.location
+            if isinstance(loc, XmlLocation):
+                report.add(f)
+                continue
             if loc.tag is not None and (loc.record, loc.tag) in flagged:
                 continue
             report.add(f)

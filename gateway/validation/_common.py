@@ -6,8 +6,9 @@ import re
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from gateway.ansinist import Location, Record
+from gateway.ansinist import Location, Record, Transaction
 
 from .findings import ERROR, WARNING, Finding
 
@@ -24,13 +25,15 @@ def printable(text: str, limit: int = MSG_LIMIT) -> str:
     return text
 
 
-def len_expected(txn, record: Record) -> bool:
+def len_expected(txn: Transaction, record: Record) -> bool:
     """Whether a missing x.001 LEN is a finding: only in traditional records read from bytes (the
     writer computes LEN of records built in code; the XML encoding has no LEN)."""
     return txn.encoding == "traditional" and getattr(record, "_raw", None) is not None
 
 
-def location(recno: int, record: Record | None, tag: str | None = None, offset=None) -> Location:
+def location(
+    recno: int, record: Record | None, tag: str | None = None, offset: int | None = None
+) -> Location:
     return Location(recno, record.type if record is not None else None, tag, offset)
 
 
@@ -71,11 +74,11 @@ def finding(
     return Finding(severity, code, loc, message, printable(hint))
 
 
-def error(code: str, loc: Location, message: str, **kw) -> Finding:
+def error(code: str, loc: Location, message: str, **kw: Any) -> Finding:
     return finding(ERROR, code, loc, message, **kw)
 
 
-def warning(code: str, loc: Location, message: str, **kw) -> Finding:
+def warning(code: str, loc: Location, message: str, **kw: Any) -> Finding:
     return finding(WARNING, code, loc, message, **kw)
 
 
@@ -93,7 +96,7 @@ _BASE = {
 
 
 @lru_cache(maxsize=256)
-def _class(ctype: str, sca: str | None) -> re.Pattern | None:
+def _class(ctype: str, sca: str | None) -> re.Pattern[str] | None:
     """The regex a value of character type ``ctype`` must match (``None``: anything goes)."""
     if ctype in ("U", "B") or ctype.startswith("B"):
         return None
@@ -156,7 +159,10 @@ def gmt_ok(value: str) -> bool:
     return hh < 24 and mm < 60 and ss < 61
 
 
-def parse_values(spec: str, tables: dict[str, tuple] | None = None):
+Values = tuple[frozenset[str], tuple[tuple[int, int], ...]]
+
+
+def parse_values(spec: str, tables: dict[str, Values] | None = None) -> Values:
     """``"0-8,10-15,S"`` -> (frozenset of codes, tuple of numeric ranges)."""
     codes: set[str] = set()
     ranges: list[tuple[int, int]] = []
@@ -177,7 +183,7 @@ def parse_values(spec: str, tables: dict[str, tuple] | None = None):
     return frozenset(codes), tuple(ranges)
 
 
-def value_in(value: str, codes: frozenset, ranges: tuple) -> bool:
+def value_in(value: str, codes: frozenset[str], ranges: tuple[tuple[int, int], ...]) -> bool:
     if value in codes:
         return True
     if ranges and value.isdigit():

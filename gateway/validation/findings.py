@@ -7,7 +7,9 @@ A :class:`Finding` names its severity (``"error"`` or ``"warning"``), a stable c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.ansinist.errors import Location
 
@@ -43,7 +45,7 @@ class Finding:
     def errt_text(self) -> str:
         return self.hint or f"{self.location}: {self.message}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return {
             "severity": self.severity,
             "code": self.code,
@@ -61,7 +63,7 @@ class Report:
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
 
-    def extend(self, findings) -> None:
+    def extend(self, findings: Iterable[Finding]) -> None:
         self.findings.extend(findings)
 
     @property
@@ -76,7 +78,7 @@ class Report:
     def valid(self) -> bool:
         return not any(f.severity == ERROR for f in self.findings)
 
-    def to_dict(self, file: str | None = None) -> dict:
+    def to_dict(self, file: str | None = None) -> dict[str, Any]:
         return {
             "file": file,
             "valid": self.valid,

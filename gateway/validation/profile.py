@@ -7,7 +7,8 @@ transaction type of the EBTS 10.0 XML schema), ``none`` (no level 3).
 Under ``ebts-10`` an XML package is judged by the rules of its own representation: its values,
 element occurrences and the record elements a package may hold are the FBI EBTS 10.0 XML schema's
 (level 4, ``fbi_ebts.xsd``), not the sizes of the traditional encoding (XML ``HLL`` is ``80``
-where traditional EBTS 9.1 wants 3-4 characters); level 3 then checks the TOT only.
+where traditional EBTS 9.1 wants 3-4 characters); level 3 then checks the TOT and that the
+TOT's mandatory fields are there.
 
 Every message names the profile and, when the rule comes from another layer, that layer
 (``EBTS 10 (EBTS 9.1 rule) allows 3-4``); every hint cites the rule with its file and line.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -59,7 +61,9 @@ class Profile:
     label: str
     layers: tuple[tuple[str, RuleSet], ...]  # (label, rules), highest precedence first
     xml_by_schema: bool = False  # XML packages: values judged by the XML schema (level 4)
-    _memo: dict = field(default_factory=dict, repr=False)  # (tag, TOT) -> rule_for() result
+    _memo: dict[tuple[str, str | None], tuple[str, Rule] | None] = field(
+        default_factory=dict, repr=False
+    )  # (tag, TOT) -> rule_for() result
 
     def tot(self, code: str | None) -> Tot | None:
         for _, rs in self.layers:
@@ -146,7 +150,7 @@ def check(txn: Transaction, profile: Profile) -> list[Finding]:
     return out
 
 
-def _record_counts(out, txn: Transaction, tot: Tot, profile: Profile) -> None:
+def _record_counts(out: list[Finding], txn: Transaction, tot: Tot, profile: Profile) -> None:
     counts = Counter(r.type for r in txn.records)
     allowed: set[int] = set()
     for rule in tot.counts:
@@ -178,7 +182,7 @@ def _record_counts(out, txn: Transaction, tot: Tot, profile: Profile) -> None:
 
 
 def _check_record(
-    out,
+    out: list[Finding],
     recno: int,
     record: Record,
     tot: str | None,
@@ -253,7 +257,13 @@ def _expected_fingers(record: Record | None) -> int | None:
 
 
 def _check_field(
-    out, loc: Location, field: Field, rule: Rule, label: str, tot, record: Record | None = None
+    out: list[Finding],
+    loc: Location,
+    field: Field,
+    rule: Rule,
+    label: str,
+    tot: str | None,
+    record: Record | None = None,
 ) -> None:
     name = rule.name
     cite = _Cite(label, rule)
@@ -294,7 +304,8 @@ def _check_field(
                     )
                 )
                 return
-            pairs = zip(items + [items[-1]] * max(0, len(sub) - len(items)), sub, strict=False)
+            rules = items + [items[-1]] * max(0, len(sub) - len(items))
+            pairs: Iterable[tuple[Rule, str]] = zip(rules, sub, strict=False)
         else:
             pairs = ((rule, value) for value in sub)
         for index, (item_rule, value) in enumerate(pairs):
@@ -310,7 +321,9 @@ def _check_field(
                 return  # one finding per field is enough for the submitter
 
 
-def _check_value(loc, rule: Rule, value: str, label: str, name: str, tot):
+def _check_value(
+    loc: Location, rule: Rule, value: str, label: str, name: str, tot: str | None
+) -> Finding | None:
     cite = _Cite(label, rule)
     attrs = rule.attrs
     binary = rule.ctype.startswith("B")
@@ -399,19 +412,19 @@ class _Cite:
         return str(self) + other
 
 
-def _in_map(value: str, values: frozenset) -> bool:
+def _in_map(value: str, values: frozenset[str]) -> bool:
     if value in values:
         return True
     return value.isdigit() and _numeric_keys(values).__contains__(int(value))
 
 
 @lru_cache(maxsize=512)
-def _numeric_keys(values: frozenset) -> frozenset:
+def _numeric_keys(values: frozenset[str]) -> frozenset[int]:
     return frozenset(int(v) for v in values if v.isdigit())
 
 
 @lru_cache(maxsize=64)
-def _regex(text: str) -> re.Pattern:
+def _regex(text: str) -> re.Pattern[str]:
     return re.compile(text)
 
 

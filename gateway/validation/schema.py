@@ -14,8 +14,9 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from gateway.ansinist import FormatError
 from gateway.ansinist.xml import ITL_2008, ITL_2011, ROOT_NAME, parse_document
@@ -59,7 +60,7 @@ def get_schema(relative: str) -> etree.XMLSchema:
     return schema
 
 
-def _path_of(root, line: int | None, element_name: str | None) -> str | None:
+def _path_of(root: Any, line: int | None, element_name: str | None) -> str | None:
     """Prefixed element path (``itl:Package.../ansi-nist:Foo``) of the element the error names."""
     if line is None:
         return None
@@ -125,7 +126,7 @@ def _scrub(message: str) -> str:
     return _QUOTED_VALUE.sub("The value", message)
 
 
-def _finding(line, path, message: str, rule: str) -> Finding:
+def _finding(line: int | None, path: str | None, message: str, rule: str) -> Finding:
     loc = XmlLocation(line, path)
     where = f"line {line}" if line is not None else "XML"
     message = _scrub(message)

@@ -22,6 +22,8 @@ are not there ...) into one ``L1_<code>`` error.
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.ansinist import Location, Transaction
 
 from ._common import error, finding, location, warning
@@ -42,7 +44,9 @@ _IMAGE_TYPES = frozenset({3, 4, 5, 6, 13, 14, 15})
 _FS = 0x1C
 
 
-def quirk(strictness: Strictness, quirk_name: str, code: str, loc: Location, message: str, **kw):
+def quirk(
+    strictness: Strictness, quirk_name: str, code: str, loc: Location, message: str, **kw: Any
+) -> Finding | None:
     """A finding for a tolerated quirk, or ``None`` when the strictness says to ignore it."""
     action = strictness.action(quirk_name)
     if action == IGNORE:
@@ -132,18 +136,18 @@ def check(txn: Transaction, strictness: Strictness) -> list[Finding]:
                 break
             entries.append((int(sub[0]), int(sub[1])))
     if entries:
-        declared = entries[0][1] if entries[0][0] == 1 else None
+        count = entries[0][1] if entries[0][0] == 1 else None
         listed = entries[1:] if entries[0][0] == 1 else entries
         found = len(records) - 1
-        if declared is None:
+        if count is None:
             add(error("L1_CNT_SYNTAX", cnt_loc, "CNT does not start with '1 US <count>'"))
-        elif declared != found:
+        elif count != found:
             f = quirk(
                 strictness,
                 "CNT_COUNT",
                 "L1_CNT_MISMATCH",
                 cnt_loc,
-                f"CNT declares {declared} records after Type-1, the file has {found}",
+                f"CNT declares {count} records after Type-1, the file has {found}",
                 rule="1.003 CNT first subfield = number of other records",
             )
             if f is not None:
@@ -186,8 +190,8 @@ def check(txn: Transaction, strictness: Strictness) -> list[Finding]:
     users: dict[tuple[int, int], list[int]] = {}
     image_idcs: set[int] = set()
     for recno, record in enumerate(records[1:], start=2):
-        idc = record.idc
-        if idc is None:
+        own = record.idc
+        if own is None:
             f = quirk(
                 strictness,
                 "IDC_MISSING",
@@ -199,9 +203,9 @@ def check(txn: Transaction, strictness: Strictness) -> list[Finding]:
             if f is not None:
                 add(f)
             continue
-        users.setdefault((record.type, idc), []).append(recno)
+        users.setdefault((record.type, own), []).append(recno)
         if record.type in _IMAGE_TYPES:
-            image_idcs.add(idc)
+            image_idcs.add(own)
     # One finding per IDC shared by records of one type (three Type-13 records with IDC 9 are one
     # mistake, not two), placed at the second record that uses it.
     for (rtype, idc), recnos in users.items():

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
 
-from gateway.ansinist import Field, Record, Transaction
+from gateway.ansinist import Field, Location, Record, Transaction
 from gateway.ansinist.dictionary import RECORD_SINCE, lookup
 from gateway.ansinist.traditional import KNOWN_VERSIONS
 
 from ._common import (
     DATA_DIR,
+    Values,
     charset_ok,
     describe_ctype,
     error,
@@ -53,8 +54,8 @@ class ItemSpec:
     low: int
     high: int | None
     optional: bool
-    codes: frozenset
-    ranges: tuple
+    codes: frozenset[str]
+    ranges: tuple[tuple[int, int], ...]
     values_text: str | None
 
 
@@ -99,7 +100,7 @@ def _range(text: str) -> tuple[int, int | None]:
 @lru_cache(maxsize=1)
 def table() -> dict[int, tuple[FieldSpec, ...]]:
     """The level-2 rules by record type (parsed once)."""
-    tables: dict[str, tuple] = {}
+    tables: dict[str, Values] = {}
     specs: dict[int, list[FieldSpec]] = {}
     text = (DATA_DIR / "an2k_fields.txt").read_text(encoding="utf-8")
     for _number, line in enumerate(text.splitlines(), start=1):
@@ -107,8 +108,8 @@ def table() -> dict[int, tuple[FieldSpec, ...]]:
         if not line:
             continue
         if line.startswith("@"):
-            name, _, values = line[1:].partition("=")
-            tables[name.strip()] = parse_values(values.strip(), tables)
+            name, _, spec = line[1:].partition("=")
+            tables[name.strip()] = parse_values(spec.strip(), tables)
             continue
         parts = line.split()
         tag, name, since, occ, *item_texts = parts
@@ -122,8 +123,8 @@ def table() -> dict[int, tuple[FieldSpec, ...]]:
                 ItemSpec(ctype, low, high, optional, codes, ranges, values[0] if values else None)
             )
         lo, hi = _range(occ)
-        spec = FieldSpec(tag, name, int(since), lo, hi, tuple(items))
-        specs.setdefault(int(tag.split(".")[0]), []).append(spec)
+        field_spec = FieldSpec(tag, name, int(since), lo, hi, tuple(items))
+        specs.setdefault(int(tag.split(".")[0]), []).append(field_spec)
     return {rtype: tuple(v) for rtype, v in specs.items()}
 
 
@@ -157,7 +158,9 @@ def check(txn: Transaction, strictness: Strictness, today: date | None = None) -
     return out
 
 
-def _newer_than_ver(out, txn: Transaction, ver: str | None, strictness) -> None:
+def _newer_than_ver(
+    out: list[Finding], txn: Transaction, ver: str | None, strictness: Strictness
+) -> None:
     """Record types and fields the declared 1.002 VER does not have yet (field dictionary,
     ``gateway.ansinist.dictionary``; NBIS chkan2k reports the same as "requires ANSI/NIST
     version"). Nothing is said when VER itself is not a published version (L2_VER_UNKNOWN)."""
@@ -199,8 +202,14 @@ def _newer_than_ver(out, txn: Transaction, ver: str | None, strictness) -> None:
 
 
 def _check_field(
-    out, recno: int, record: Record, field: Field, spec: FieldSpec, strictness, xml: bool = False
-):
+    out: list[Finding],
+    recno: int,
+    record: Record,
+    field: Field,
+    spec: FieldSpec,
+    strictness: Strictness,
+    xml: bool = False,
+) -> None:
     loc = location(recno, record, spec.tag)
     subs = field.subfields
     n = len(subs)
@@ -239,7 +248,14 @@ def _check_field(
                 break
 
 
-def _check_value(loc, spec: FieldSpec, item: ItemSpec, value: str, strictness, xml=False):
+def _check_value(
+    loc: Location,
+    spec: FieldSpec,
+    item: ItemSpec,
+    value: str,
+    strictness: Strictness,
+    xml: bool = False,
+) -> Finding | None:
     name = spec.name
     rule = _SpecCite(spec)
     ctype = item.ctype
@@ -329,7 +345,9 @@ def _check_value(loc, spec: FieldSpec, item: ItemSpec, value: str, strictness, x
     return None
 
 
-def _transaction_rules(out, txn: Transaction, strictness, today: date) -> None:
+def _transaction_rules(
+    out: list[Finding], txn: Transaction, strictness: Strictness, today: date
+) -> None:
     t1 = txn.records[0]
     ver = t1.value("1.002")
     if ver is not None and ver not in KNOWN_VERSIONS:

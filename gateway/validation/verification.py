@@ -193,7 +193,7 @@ def parse(text: str, *, source: str = "<string>", base: Path = DATA) -> RuleSet:
     text = text.lstrip("\ufeff").replace("\r\n", "\n")
     ruleset = RuleSet(source=source)
     section = None
-    pending_tots: list[tuple[str, str]] = []
+    pending_tots: list[tuple[str, str | None]] = []
     counts: list[CountRule] = []
     header: tuple[bool, dict[str, bool] | None] | None = None
     words: list[str] = []
