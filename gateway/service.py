@@ -12,7 +12,6 @@ from pathlib import Path
 
 from twisted.application import service, strports
 from twisted.internet import reactor
-from twisted.web import server
 
 from gateway.admin.web import admin_root
 from gateway.matcher.pool import WorkerPool
@@ -20,8 +19,10 @@ from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
 from gateway.store.journal import Journal
 from gateway.transports.http import http_sender
+from gateway.transports.limits import LimitedSite, limit_connections
 from gateway.transports.smtp import IntakeFactory, smtp_sender
 from gateway.transports.soap import soap_root, soap_sender
+from gateway.transports.spool import clear_spool, spool_dir
 
 log = logging.getLogger("gateway")
 
@@ -62,18 +63,28 @@ class Gateway(service.MultiService):
         )
         self.intake = Intake(self)
         self.ports = {}
+        self.limiters = {}  # listener name -> ConnectionLimiter (open connections, refusals)
 
+        limits = config.limits
+        clear_spool(data_dir)  # what a crash left there
+        spool = spool_dir(data_dir)
         smtp_factory = IntakeFactory(
             self.intake,
             domain=config.smtp_domain,
             max_size=config.smtp_max_size,
             tls_context=_tls_context(config),
+            limits=limits,
+            spool_directory=spool,
         )
         self._listen("smtp", config.listen_smtp, smtp_factory)
-        self._listen("soap", config.listen_soap, server.Site(soap_root(self)))
-        self._listen("admin", config.listen_admin, server.Site(admin_root(self)))
+        self._listen("soap", config.listen_soap, LimitedSite(soap_root(self), limits, spool))
+        self._listen("admin", config.listen_admin, LimitedSite(admin_root(self), limits, spool))
 
     def _listen(self, name: str, description: str, factory) -> None:
+        # every listener: connection limits before any work (SMTP 421, HTTP 503)
+        kind = "smtp" if name == "smtp" else "http"
+        factory = limit_connections(factory, self.config.limits, kind=kind, name=name)
+        self.limiters[name] = factory
         svc = strports.service(description, factory)
         svc.setName(name)
         svc.setServiceParent(self)

@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 import logging
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.mail import smtp
 from zope.interface import implementer
+
+from gateway.config import Limits
+
+from .limits import COMMAND, IDLE, MESSAGE, Budget, abort_later
+from .mime import MimeLimitError, check_structure
+from .spool import Spool
 
 log = logging.getLogger("gateway.smtp")
 
@@ -38,8 +45,8 @@ def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
     """
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
-    except Exception as exc:  # noqa: BLE001 - the email package raises many kinds
-        raise IntakeRejected(554, f"5.6.0 message cannot be parsed as MIME: {exc}") from None
+    except Exception:  # noqa: BLE001 - the email package raises many kinds: say it our way
+        raise IntakeRejected(554, "5.6.0 message cannot be parsed as MIME") from None
     if message.get("MIME-Version") is None and not message.is_multipart():
         body = _nlets_body(message)
         if body is not None:
@@ -72,6 +79,52 @@ def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
     return out
 
 
+# MIME trees are parsed one at a time, in a thread: the reactor never parses one, and the
+# memory of parsing does not multiply with the number of messages that end together.
+_PARSERS = defer.DeferredSemaphore(1)
+# RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code and CRLF.
+MAX_REPLY_TEXT = 512 - len("250 ") - len("\r\n")
+
+
+def read_message(source, limits: Limits) -> list[tuple[str | None, bytes]]:
+    """The attachments of a message (a :class:`Spool` or bytes), within ``limits``.
+
+    Runs in a thread.  The structure is checked by a streaming scan first (depth and number of
+    parts), then the ``email`` package reads it; more than ``limits.max_attachments``
+    attachments refuse the whole message.  Raises :class:`IntakeRejected` with our words.
+    """
+    stream = source if isinstance(source, Spool) else io.BytesIO(source)
+    stream.seek(0)
+    try:
+        check_structure(stream, max_depth=limits.mime_max_depth, max_parts=limits.mime_max_parts)
+    except MimeLimitError as exc:
+        raise IntakeRejected(554, f"5.6.0 {exc.text}; nothing was stored") from None
+    raw = source.getvalue() if isinstance(source, Spool) else source
+    try:
+        attachments = extract_attachments(raw)
+    except RecursionError:  # the scan should have refused it; never Python's own words
+        raise IntakeRejected(554, "5.6.0 MIME parts nested too deeply; nothing stored") from None
+    if len(attachments) > limits.max_attachments:
+        raise IntakeRejected(
+            554,
+            f"5.3.4 {len(attachments)} attachments: at most {limits.max_attachments} "
+            "per message (max_attachments); nothing was stored",
+        )
+    return attachments
+
+
+def stored_reply(ids: list[str]) -> bytes:
+    """The 250 text for stored transactions: the count and as many ids as one line holds."""
+    text = f"2.0.0 stored {len(ids)} transaction(s):"
+    for n, msg_id in enumerate(ids):
+        more = f" and {len(ids) - n} more"
+        if len(text) + 1 + len(msg_id) + (len(more) if n < len(ids) - 1 else 0) > MAX_REPLY_TEXT:
+            text += more
+            break
+        text += f" {msg_id}"
+    return text.encode("ascii", "replace")
+
+
 def _nlets_body(message) -> bytes | None:
     """The text body of an Nlets message (an IAR from the LESC), which has no attachment."""
     try:
@@ -95,33 +148,42 @@ class _Collector:
         self.delivery = delivery
         self.sender = sender
         self.peer = peer
-        self.lines: list[bytes] = []
+        # past a small threshold the DATA goes to a 0600 file in the data directory
+        self.spool: Spool | None = delivery.new_spool()
         self.size = 0
         self.too_big = False
 
     def lineReceived(self, line: bytes) -> None:  # noqa: N802 - Twisted API
-        if self.too_big:
+        if self.too_big or self.spool is None:
             return
         self.size += len(line) + 2
         if self.size > self.delivery.max_size:
             self.too_big = True
-            self.lines = []
+            self.spool.close()
             return
-        self.lines.append(line)
+        self.spool.write(line)
+        self.spool.write(b"\r\n")
 
     def eomReceived(self) -> defer.Deferred:  # noqa: N802 - Twisted API
-        if self.too_big:
+        if self.too_big or self.spool is None:
             return defer.fail(
                 smtp.SMTPServerError(
                     552, f"5.3.4 message exceeds the size limit of {self.delivery.max_size} bytes"
                 )
             )
-        raw = b"\r\n".join(self.lines) + b"\r\n"
-        self.lines = []
-        return self.delivery.store(raw, self.sender, self.peer)
+        spool, self.spool = self.spool, None
+        d = self.delivery.store(spool, self.sender, self.peer)
+
+        def removed(result):
+            spool.close()  # after the commit, or the refusal
+            return result
+
+        return d.addBoth(removed)
 
     def connectionLost(self) -> None:  # noqa: N802 - Twisted API
-        self.lines = []
+        if self.spool is not None:  # DATA abandoned: the spool file goes
+            self.spool.close()
+            self.spool = None
 
 
 @implementer(smtp.IMessage)
@@ -140,10 +202,15 @@ class _Ignore:
 
 @implementer(smtp.IMessageDelivery)
 class IntakeDelivery:
-    def __init__(self, intake, max_size: int, peer: str | None):
+    def __init__(
+        self, intake, max_size: int, peer: str | None, limits: Limits | None = None,
+        spool_directory=None,
+    ):  # fmt: skip
         self.intake = intake
         self.max_size = max_size
         self.peer = peer
+        self.limits = limits or Limits()
+        self.spool_directory = spool_directory
         self._sender = ""
         self._collector: _Collector | None = None
 
@@ -164,12 +231,26 @@ class IntakeDelivery:
 
         return factory
 
-    def store(self, raw: bytes, sender: str, peer: str | None) -> defer.Deferred:
-        try:
-            attachments = extract_attachments(raw)
-        except IntakeRejected as exc:
+    def new_spool(self) -> Spool:
+        import tempfile
+
+        directory = self.spool_directory or tempfile.gettempdir()
+        return Spool(directory, self.limits.spool_threshold)
+
+    def store(self, raw, sender: str, peer: str | None) -> defer.Deferred:
+        """Read the message (a :class:`Spool` or bytes) in a thread, then commit it here."""
+        d = _PARSERS.run(threads.deferToThread, read_message, raw, self.limits)
+
+        def refused(failure):
+            failure.trap(IntakeRejected)
+            exc = failure.value
             log.info("rejected a message from %s: %s", peer, exc.text)
-            return defer.fail(smtp.SMTPServerError(exc.code, exc.text))
+            raise smtp.SMTPServerError(exc.code, exc.text)
+
+        d.addCallbacks(lambda attachments: self._accept(attachments, sender, peer), refused)
+        return d
+
+    def _accept(self, attachments, sender: str, peer: str | None) -> defer.Deferred:
         try:
             ids = self.intake.accept(
                 [data for _, data in attachments],
@@ -201,6 +282,46 @@ class IntakeESMTP(smtp.ESMTP):
                 return
         return super().do_MAIL(rest)
 
+    limits: Limits = Limits()
+    budget: Budget | None = None
+
+    def connectionMade(self):  # noqa: N802 - Twisted API
+        self.budget = Budget(self.limits, self._budget_exceeded)
+        super().connectionMade()
+
+    def dataReceived(self, data):  # noqa: N802 - Twisted API
+        budget = self.budget
+        if budget is None:
+            return super().dataReceived(data)
+        if budget.spent:
+            return None  # closing: nothing more is read
+        budget.feed(len(data))
+        super().dataReceived(data)
+        if self.mode == smtp.DATA:
+            budget.enter(MESSAGE)
+        elif self._buffer:
+            budget.enter(COMMAND)  # a command line has begun and must end in time
+        else:
+            budget.enter(IDLE)
+
+    def _budget_exceeded(self, reason: str) -> None:
+        text = f"4.4.2 {self.host.decode('ascii', 'replace')} {self.budget.describe(reason)}"
+        log.info("closing an SMTP session from %s: %s", self._helo and self._helo[1], text)
+        self.sendCode(421, text.encode("ascii", "replace"))
+        self.transport.loseConnection()
+        abort_later(self.transport)
+
+    def connectionLost(self, reason):  # noqa: N802 - Twisted API
+        if self.budget is not None:
+            self.budget.spent = True
+            self.budget.cancel()
+        super().connectionLost(reason)
+
+    def sendCode(self, code, message=b""):  # noqa: N802 - Twisted API
+        # RFC 5321 4.5.3.1.5: no reply line longer than 512 octets, whatever its text.
+        lines = [line[:MAX_REPLY_TEXT] for line in message.splitlines()] or [b""]
+        super().sendCode(code, b"\n".join(lines))
+
     def _messageHandled(self, resultList):  # noqa: N802 - Twisted internal, answers DATA
         # Twisted answers every failure with "550 Could not send e-mail"; say why instead.
         for success, result in resultList:
@@ -213,7 +334,7 @@ class IntakeESMTP(smtp.ESMTP):
                     self.sendCode(451, b"4.3.0 internal error, try again later")
                 return
         ids = [i for ok, r in resultList if ok and r for i in r]
-        self.sendCode(250, f"2.0.0 stored {len(ids)} transaction(s): {' '.join(ids)}".encode())
+        self.sendCode(250, stored_reply(ids))
 
 
 class IntakeFactory(smtp.SMTPFactory):
@@ -221,20 +342,32 @@ class IntakeFactory(smtp.SMTPFactory):
 
     protocol = IntakeESMTP
 
-    def __init__(self, intake, *, domain: str, max_size: int, tls_context=None):
+    def __init__(
+        self, intake, *, domain: str, max_size: int, tls_context=None, limits=None,
+        spool_directory=None,
+    ):  # fmt: skip
         super().__init__()
         self.intake = intake
         self.domain = domain
         self.max_size = max_size
         self.tls_context = tls_context
+        self.limits = limits or Limits()
+        self.spool_directory = spool_directory
 
     def buildProtocol(self, addr):  # noqa: N802 - Twisted API
         proto = IntakeESMTP(contextFactory=self.tls_context)
         proto.factory = self
         proto.host = self.domain.encode()
         proto.max_size = self.max_size
-        proto.delivery = IntakeDelivery(self.intake, self.max_size, getattr(addr, "host", None))
-        proto.timeout = 300
+        proto.delivery = IntakeDelivery(
+            self.intake,
+            self.max_size,
+            getattr(addr, "host", None),
+            self.limits,
+            self.spool_directory,
+        )
+        proto.limits = self.limits
+        proto.timeout = self.limits.idle_timeout
         return proto
 
 

@@ -1,0 +1,96 @@
+"""A cheap streaming check of a MIME message's structure before the ``email`` package sees it.
+
+The ``email`` parser recurses once per level of nesting and keeps every part in memory; a
+message nested 5,000 deep ends in Python's own "maximum recursion depth exceeded".  This scan
+reads the raw message line by line (from a file, without holding it), follows the multipart
+boundaries and enclosed messages (``message/rfc822``) with an explicit stack, and refuses more
+than ``max_depth`` levels or ``max_parts`` parts with :class:`MimeLimitError`, whose text names
+the limit in our words (RFC 2046 5.1.1 boundaries; 5.2.1 enclosed messages).
+"""
+
+from __future__ import annotations
+
+import re
+
+_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.I)
+_MAX_HEADER = 64 * 1024  # bytes of one header field kept while scanning
+
+
+class MimeLimitError(ValueError):
+    """The message's structure is beyond a limit: ``what`` is ``depth`` or ``parts``."""
+
+    def __init__(self, what: str, text: str):
+        super().__init__(text)
+        self.what = what
+        self.text = text
+
+
+def check_structure(stream, *, max_depth: int, max_parts: int) -> dict:
+    """Scan ``stream`` (binary, readable by lines); return ``{"depth": d, "parts": n}``.
+
+    Raises :class:`MimeLimitError` at the first level past ``max_depth`` or part past
+    ``max_parts``.
+    """
+    stack: list[bytes | None] = []  # boundaries of open multiparts; None for an enclosed message
+    in_headers = True
+    content_type = b""
+    current = b""  # the header field being read (folded lines joined)
+    parts = 0
+    deepest = 0
+
+    def header_done() -> None:
+        nonlocal content_type, current
+        if current[:13].lower() == b"content-type:":
+            content_type = current[13:].strip()
+        current = b""
+
+    for raw in iter(stream.readline, b""):
+        line = raw.rstrip(b"\r\n")
+        if in_headers:
+            if line[:1] in (b" ", b"\t") and current:
+                if len(current) < _MAX_HEADER:
+                    current += b" " + line.strip()
+                continue
+            header_done()
+            if line:
+                current = line[:_MAX_HEADER]
+                continue
+            # end of a header block: what does it open?
+            value, content_type = content_type, b""
+            kind = value.split(b";", 1)[0].strip().lower()
+            in_headers = False
+            if kind.startswith(b"multipart/"):
+                found = _BOUNDARY.search(value)
+                if found is None:
+                    continue  # no boundary: the email package reads it as one part
+                stack.append(found.group(1) or found.group(2))
+            elif kind.startswith(b"message/"):
+                stack.append(None)  # the email package parses the body as a message
+                in_headers = True  # whose own headers follow
+            else:
+                continue
+            if len(stack) > deepest:
+                deepest = len(stack)
+                if deepest > max_depth:
+                    raise MimeLimitError(
+                        "depth", f"MIME parts nested deeper than {max_depth} levels"
+                    )
+            continue
+        if not line.startswith(b"--") or not stack:
+            continue
+        text = line.rstrip(b" \t")
+        for level in range(len(stack) - 1, -1, -1):
+            boundary = stack[level]
+            if boundary is None:
+                continue
+            if text == b"--" + boundary:
+                del stack[level + 1 :]
+                parts += 1
+                if parts > max_parts:
+                    raise MimeLimitError("parts", f"more than {max_parts} MIME parts")
+                in_headers = True
+                break
+            if text == b"--" + boundary + b"--":
+                del stack[level:]
+                break
+    return {"depth": deepest, "parts": parts}
