@@ -47,8 +47,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from lxml import etree
-from twisted.internet import defer, protocol, reactor
-from twisted.web import resource
+from twisted.internet import defer, protocol, reactor, threads
+from twisted.web import resource, server
 from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -454,6 +454,11 @@ def _check_headers(header: etree._Element | None, version: str) -> None:
             )
 
 
+# Envelopes are parsed two at a time at most: memory does not multiply with the number of
+# large requests that end together.
+_PARSERS = defer.DeferredSemaphore(2)
+
+
 class ServiceResource(resource.Resource):
     """One intake service: GET ?wsdl / ?xsd=PATH, POST submitRequest."""
 
@@ -490,22 +495,37 @@ class ServiceResource(resource.Resource):
         ).encode()
 
     def render_POST(self, request):  # noqa: N802 - Twisted API
+        # The envelope is parsed and validated in a thread (the reactor never parses a large
+        # XML body); only the commit and the answer happen here.
         version = _request_version(request)
-        try:
-            status, content_type, body = self._submit(request)
-        except Fault as fault:
-            status, content_type, body = fault_envelope(fault, fault.version or version)
-        except Exception:  # noqa: BLE001 - never a traceback to the client
-            log.exception("%s: unexpected error", self.spec.name)
-            status, content_type, body = fault_envelope(
+        d = _PARSERS.run(threads.deferToThread, self._read, request)
+        d.addCallback(lambda parsed: self._submit(request, *parsed))
+
+        def failed(failure):
+            if failure.check(Fault):
+                fault = failure.value
+                return fault_envelope(fault, fault.version or version)
+            log.error("%s: unexpected error: %s", self.spec.name, failure.getTraceback())
+            return fault_envelope(  # never a traceback to the client
                 Fault(INTERNAL_PROCESSING_ERROR, "internal error; the request was not accepted"),
                 version,
             )
+
+        d.addErrback(failed)
+        d.addCallback(self._answer, request)
+        return server.NOT_DONE_YET
+
+    def _answer(self, answer: tuple[int, str, bytes], request) -> None:
+        if getattr(request, "_disconnected", False) or request.finished:
+            return
+        status, content_type, body = answer
         request.setResponseCode(status)
         request.setHeader(b"content-type", content_type.encode())
-        return body
+        request.write(body)
+        request.finish()
 
-    def _submit(self, request) -> tuple[int, str, bytes]:
+    def _read(self, request) -> tuple[str, etree._Element | None, bytes]:
+        """(SOAP version, header, payload) of a request; runs in a thread, raises Fault."""
         if request.postpath not in ([], [b""]):
             raise Fault(INVALID_REQUEST, f"no service at {request.path.decode('ascii', 'replace')}")
         content = request.content
@@ -523,12 +543,13 @@ class ServiceResource(resource.Resource):
         except SoapError as exc:
             raise Fault(INVALID_REQUEST, f"malformed SOAP envelope: {exc}") from None
         try:
-            return self._operation(request, version, header, body)
+            return version, header, self._operation(version, header, body)
         except Fault as fault:
             fault.version = version
             raise
 
-    def _operation(self, request, version, header, body) -> tuple[int, str, bytes]:
+    def _operation(self, version, header, body) -> bytes:
+        """The payload of a parsed request, checked against the WSDL schema (in a thread)."""
         _check_headers(header, version)
         children = body_children(body)
         if len(children) != 1 or etree.QName(children[0]) != self.spec.request:
@@ -544,9 +565,16 @@ class ServiceResource(resource.Resource):
                 INVALID_REQUEST,
                 "request is not valid against the WSDL schema: " + "; ".join(errors),
             )
-        payload = self._payload(element)
-        peer = request.getClientAddress()
-        control_number = self._store(payload, getattr(peer, "host", None), _reply_to(header))
+        return self._payload(element)
+
+    def _submit(self, request, version, header, payload: bytes) -> tuple[int, str, bytes]:
+        """Commit a checked request (in the reactor) and build the answer."""
+        try:
+            peer = request.getClientAddress()
+            control_number = self._store(payload, getattr(peer, "host", None), _reply_to(header))
+        except Fault as fault:
+            fault.version = version
+            raise
         answer = etree.Element(self.spec.response, nsmap={"ngi-core": NGI_CORE})
         answer.text = control_number
         return answer_envelope(answer, version)
