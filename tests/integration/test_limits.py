@@ -15,6 +15,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
+from gateway.ansinist import read
+from gateway.store.journal import Journal
+from tests.integration.cars import make_car
 from tests.integration.helpers import gateway_config, send_smtp, started
 
 WAIT = 10.0  # seconds a blocking read waits at most (a hang fails the test; nothing is timed)
@@ -403,5 +406,66 @@ async def test_mime_part_count_is_bounded(tmp_path, sink):
         assert info.value.smtp_code == 554
         assert b"more than 5 MIME parts" in info.value.smtp_error
         _nothing_stored(gateway, tmp_path)
+    finally:
+        await gateway.stopService()
+
+
+# -- work --------------------------------------------------------------------------------------
+def _errt_messages(sink, index: int = 0) -> str:
+    errt = read(sink.messages[index]["attachments"][0])
+    assert errt.tot == "ERRT"
+    return str(errt.records[1].value("2.060"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_pixel_budget_answers_an_errt_naming_the_record(tmp_path, sink):
+    gateway = await _start(tmp_path, sink, max_pixels_per_transaction=1_000_000)
+    try:
+        await send_smtp(gateway.port("smtp"), [make_car("NY-LIMITS-000001")])
+        await sink.wait_for(1)
+        assert "RECORD 4 (TYPE-14): IMAGES EXCEED THE LIMIT OF 1000000 PIXELS" in _errt_messages(
+            sink
+        )
+        (msg,) = gateway.journal.messages()
+        outcomes = [t["outcome"] for t in gateway.journal.transitions(msg.id)]
+        assert "PIXEL_LIMIT" in outcomes and "SEARCHED" not in outcomes
+    finally:
+        await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_worker_time_cap_answers_an_errt_once_and_replaces_the_worker(tmp_path, sink):
+    gateway = await _start(tmp_path, sink, max_work_seconds=0.2)
+    try:
+        await send_smtp(gateway.port("smtp"), [make_car("NY-LIMITS-000002")])
+        await sink.wait_for(1)
+        assert "EXCEEDS THE PROCESSING TIME ALLOWED" in _errt_messages(sink)
+        (msg,) = gateway.journal.messages()
+        outcomes = [t["outcome"] for t in gateway.journal.transitions(msg.id)]
+        assert outcomes.count("worker attempt 1") == 1 and "worker attempt 2" not in outcomes
+        assert "WORK_LIMIT" in outcomes
+        assert gateway.pool.timeouts == 1
+    finally:
+        await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transaction_run_twice_before_restarts_is_not_run_again(tmp_path, sink):
+    # Twice the daemon died while a worker ran this message (e.g. the OOM killer took both):
+    # the journal holds the two attempts, and the restart answers an ERRT without a third run.
+    config = gateway_config(tmp_path, sink.port.getHost().port)
+    config.data_dir.mkdir(parents=True)
+    journal = Journal(config.data_dir / "journal.sqlite3")
+    msg_id = journal.accept(make_car("NY-LIMITS-000003"), transport="smtp")
+    journal.note(msg_id, outcome="worker attempt 1")
+    journal.note(msg_id, outcome="worker attempt 2")
+    journal.close()
+    gateway = await started(config)
+    try:
+        await sink.wait_for(1)
+        assert "COULD NOT BE PROCESSED" in _errt_messages(sink)
+        outcomes = [t["outcome"] for t in gateway.journal.transitions(msg_id)]
+        assert "worker attempt 3" not in outcomes
+        assert all(slot.executor is None for slot in gateway.pool._slots)  # never started
     finally:
         await gateway.stopService()

@@ -1,0 +1,124 @@
+"""Work budgets without sockets: the pixel budget, decode depth, the fair share of the workers
+and the worker time cap (issue 14)."""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from gateway.ansinist import read
+from gateway.imaging import declared_pixels, decode
+from gateway.imaging.image import _to_uint8
+from gateway.matcher.pool import WorkerPool, WorkTimeout
+from gateway.routing.pipeline import FairShare
+from gateway.routing.processing import Job, process
+from tests.integration.cars import make_car
+
+
+def _job(payload: bytes, **extra) -> Job:
+    return Job(
+        message_id="M-1",
+        payload=payload,
+        response_tcn="GWTCN1",
+        gateway_ori="WVIAFIS0Z",
+        today="2026-11-25",
+        **extra,
+    )
+
+
+def test_declared_pixels_come_from_the_stream_headers():
+    card = read(make_car("NY-PIXELS-000001"))
+    pixels = [declared_pixels(r) for r in card.records]
+    assert pixels[:2] == [0, 0]  # Type-1 and Type-2 carry no image
+    assert all(500_000 < p < 700_000 for p in pixels[2:])
+
+
+def test_pixel_budget_gives_an_errt_naming_the_record_before_any_decoding():
+    payload = make_car("NY-PIXELS-000002")
+    card = read(payload)
+    first_two = sum(declared_pixels(r) for r in card.records[:4])
+    result = process(_job(payload, max_pixels=first_two - 1))
+    assert result.response_tot == "ERRT"
+    assert [s[:2] for s in result.steps] == [("DECODED", "12 records"), ("REJECTED", "PIXEL_LIMIT")]
+    msg = read(result.response).records[1].value("2.060")
+    assert f"RECORD 4 (TYPE-14): IMAGES EXCEED THE LIMIT OF {first_two - 1} PIXELS" in str(msg)
+
+
+def test_pixel_budget_lets_a_card_within_it_through():
+    payload = make_car("NY-PIXELS-000003")
+    total = sum(declared_pixels(r) for r in read(payload).records)
+    result = process(_job(payload, max_pixels=total))
+    assert "PIXEL_LIMIT" not in [s[1] for s in result.steps]
+    assert result.response_tot == "SRE"
+
+
+def _png_16bit_rgba(width: int, height: int) -> bytes:
+    rows = zlib.compress((b"\x00" + b"\x12\x34" * 4 * width) * height, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def test_16_bit_rgba_png_decodes_to_gray_without_widening():
+    image = decode(_png_16bit_rgba(64, 32), "PNG", gray=True)
+    assert image.pixels.shape == (32, 64) and image.pixels.dtype == np.uint8
+    assert int(image.pixels[0, 0]) == 0x12
+
+
+def test_deep_samples_shift_in_their_own_width():
+    deep = np.array([[0, 65535, 4095, 256]], np.uint16)
+    assert _to_uint8(deep, 16).tolist() == [[0, 255, 15, 1]]
+    assert _to_uint8(deep, 12).tolist() == [[0, 255, 255, 16]]  # clipped to 12 bits first
+    assert _to_uint8(np.array([[-5, 70000]], np.int32), 16).tolist() == [[0, 255]]
+
+
+def _granted(share: FairShare, key: str, log: list) -> defer.Deferred:
+    return share.acquire(key).addCallback(lambda _: log.append(key))
+
+
+def test_fair_share_gives_a_waiting_agency_the_next_slot():
+    share = FairShare(2, 0.5)
+    log: list[str] = []
+    for _ in range(5):
+        _granted(share, "FLOOD", log)
+    assert log == ["FLOOD", "FLOOD"]  # nobody else waits: the flood may use both workers
+    _granted(share, "HONEST", log)
+    share.release("FLOOD")
+    assert log[-1] == "HONEST"  # not the flood's third job
+    share.release("FLOOD")
+    share.release("HONEST")
+    assert log == ["FLOOD", "FLOOD", "HONEST", "FLOOD", "FLOOD"]
+    assert share.waiting == 1
+
+
+def test_fair_share_rotates_between_agencies():
+    share = FairShare(1, 1.0)
+    log: list[str] = []
+    for key in ("A", "A", "A", "B", "B", "C"):
+        _granted(share, key, log)
+    for _ in range(5):
+        share.release(log[-1])
+    assert log == ["A", "A", "B", "C", "A", "B"]
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_a_job_past_its_time_is_killed_and_its_worker_replaced():
+    pool = WorkerPool(1)
+    try:
+        with pytest.raises(WorkTimeout):
+            await pool.run(time.sleep, 60, timeout=1.0)
+        assert pool.timeouts == 1 and pool.crashes == 0
+        assert await pool.run(abs, -3) == 3  # a fresh worker takes the next job
+    finally:
+        pool.stop()
