@@ -161,8 +161,7 @@ class _Collector:
             self.too_big = True
             self.spool.close()
             return
-        self.spool.write(line)
-        self.spool.write(b"\r\n")
+        self.spool.write(line + b"\r\n")
 
     def eomReceived(self) -> defer.Deferred:  # noqa: N802 - Twisted API
         if self.too_big or self.spool is None:

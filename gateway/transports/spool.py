@@ -59,11 +59,13 @@ class Spool(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        if self.path is None and self.size + len(data) > self.threshold:
+        """Append ``data`` (a spool is written from start to end, then read)."""
+        count = len(data)
+        if self.path is None and self.size + count > self.threshold:
             self._to_disk()
-        written = self._file.write(data)
-        self.size = max(self.size, self._file.tell())
-        return written
+        self._file.write(data)
+        self.size += count
+        return count
 
     def _to_disk(self) -> None:
         fd, name = tempfile.mkstemp(suffix=".spool", dir=self.directory)  # mode 0600
