@@ -25,23 +25,30 @@ class MimeLimitError(ValueError):
         self.text = text
 
 
-def check_structure(stream, *, max_depth: int, max_parts: int) -> dict:
-    """Scan ``stream`` (binary, readable by lines); return ``{"depth": d, "parts": n}``.
+def check_structure(
+    stream, *, max_depth: int, max_parts: int, max_attachments: int | None = None
+) -> dict:
+    """Scan ``stream`` (binary, readable by lines); return depth, parts and attachments.
 
-    Raises :class:`MimeLimitError` at the first level past ``max_depth`` or part past
-    ``max_parts``.
+    Raises :class:`MimeLimitError` at the first level past ``max_depth``, part past
+    ``max_parts`` or attachment past ``max_attachments`` (a leaf part that is an attachment by
+    disposition or an ``application/*`` part, as the intake counts them).
     """
     stack: list[bytes | None] = []  # boundaries of open multiparts; None for an enclosed message
     in_headers = True
     content_type = b""
+    disposition = b""
     current = b""  # the header field being read (folded lines joined)
-    parts = 0
+    parts = attachments = 0
     deepest = 0
 
     def header_done() -> None:
-        nonlocal content_type, current
-        if current[:13].lower() == b"content-type:":
+        nonlocal content_type, disposition, current
+        name = current[:20].lower()
+        if name.startswith(b"content-type:"):
             content_type = current[13:].strip()
+        elif name.startswith(b"content-disposition:"):
+            disposition = current[20:].strip().lower()
         current = b""
 
     for raw in iter(stream.readline, b""):
@@ -58,6 +65,7 @@ def check_structure(stream, *, max_depth: int, max_parts: int) -> dict:
             # end of a header block: what does it open?
             value, content_type = content_type, b""
             kind = value.split(b";", 1)[0].strip().lower()
+            attached, disposition = disposition.startswith(b"attachment"), b""
             in_headers = False
             if kind.startswith(b"multipart/"):
                 found = _BOUNDARY.search(value)
@@ -68,12 +76,21 @@ def check_structure(stream, *, max_depth: int, max_parts: int) -> dict:
                 stack.append(None)  # the email package parses the body as a message
                 in_headers = True  # whose own headers follow
             else:
+                if max_attachments is not None and (attached or kind.startswith(b"application/")):
+                    attachments += 1
+                    if attachments > max_attachments:
+                        raise MimeLimitError(
+                            "attachments",
+                            f"more than {max_attachments} attachments: at most "
+                            f"{max_attachments} per message (max_attachments)",
+                        )
                 continue
             if len(stack) > deepest:
                 deepest = len(stack)
                 if deepest > max_depth:
                     raise MimeLimitError(
-                        "depth", f"MIME parts nested deeper than {max_depth} levels"
+                        "depth",
+                        f"MIME parts nested deeper than {max_depth} levels (mime_max_depth)",
                     )
             continue
         if not line.startswith(b"--") or not stack:
@@ -87,10 +104,12 @@ def check_structure(stream, *, max_depth: int, max_parts: int) -> dict:
                 del stack[level + 1 :]
                 parts += 1
                 if parts > max_parts:
-                    raise MimeLimitError("parts", f"more than {max_parts} MIME parts")
+                    raise MimeLimitError(
+                        "parts", f"more than {max_parts} MIME parts (mime_max_parts)"
+                    )
                 in_headers = True
                 break
             if text == b"--" + boundary + b"--":
                 del stack[level:]
                 break
-    return {"depth": deepest, "parts": parts}
+    return {"depth": deepest, "parts": parts, "attachments": attachments}

@@ -96,7 +96,12 @@ def read_message(source, limits: Limits) -> list[tuple[str | None, bytes]]:
     stream = source if isinstance(source, Spool) else io.BytesIO(source)
     stream.seek(0)
     try:
-        check_structure(stream, max_depth=limits.mime_max_depth, max_parts=limits.mime_max_parts)
+        check_structure(
+            stream,
+            max_depth=limits.mime_max_depth,
+            max_parts=limits.mime_max_parts,
+            max_attachments=limits.max_attachments,
+        )
     except MimeLimitError as exc:
         raise IntakeRejected(554, f"5.6.0 {exc.text}; nothing was stored") from None
     raw = source.getvalue() if isinstance(source, Spool) else source

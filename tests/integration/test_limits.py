@@ -341,7 +341,8 @@ async def test_too_many_attachments_get_one_554_and_nothing_is_stored(tmp_path, 
     try:
         code, text = await threads.deferToThread(run)
         assert code == 554
-        assert b"4 attachments: at most 3 per message (max_attachments)" in text
+        assert text.startswith(b"5.")  # one line, naming the limit
+        assert b"more than 3 attachments: at most 3 per message (max_attachments)" in text
         _nothing_stored(gateway, tmp_path)
     finally:
         await gateway.stopService()
