@@ -3,6 +3,7 @@ and the worker time cap (issue 14)."""
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 import zlib
@@ -13,11 +14,14 @@ import pytest_twisted
 from twisted.internet import defer
 
 from gateway.ansinist import read
+from gateway.config import ConfigError, Limits, parse_config
 from gateway.imaging import declared_pixels, decode
 from gateway.imaging.image import _to_uint8
 from gateway.matcher.pool import WorkerPool, WorkTimeout
 from gateway.routing.pipeline import FairShare
 from gateway.routing.processing import Job, process
+from gateway.transports.mime import MimeLimitError, check_structure
+from gateway.transports.smtp import stored_reply
 from tests.integration.cars import make_car
 
 
@@ -122,3 +126,49 @@ async def test_a_job_past_its_time_is_killed_and_its_worker_replaced():
         assert await pool.run(abs, -3) == 3  # a fresh worker takes the next job
     finally:
         pool.stop()
+
+
+@pytest.mark.parametrize(
+    ("limits", "key"),
+    [
+        ({"max_connections": 0}, "limits.max_connections"),
+        ({"max_attachments": 2.5}, "limits.max_attachments"),
+        ({"min_data_rate": -1}, "limits.min_data_rate"),
+        ({"idle_timeout": "soon"}, "limits.idle_timeout"),
+        ({"agency_share": 1.5}, "limits.agency_share"),
+        ({"max_pixels": 10}, "limits.max_pixels"),
+    ],
+)
+def test_limits_keys_are_checked(limits, key):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"limits": limits})
+    assert info.value.key == key
+
+
+def test_limits_defaults_and_values():
+    assert parse_config({}).limits == Limits()
+    limits = parse_config({"limits": {"max_work_seconds": 5, "max_attachments": 3}}).limits
+    assert limits.max_work_seconds == 5.0 and isinstance(limits.max_work_seconds, float)
+    assert limits.max_attachments == 3
+
+
+def _nested_messages(depth: int) -> bytes:
+    """``depth`` e-mails each enclosing the next (message/rfc822), no multipart at all."""
+    head = b"Subject: wrapper\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n"
+    return head * depth + b"Subject: inner\r\n\r\nhello\r\n"
+
+
+def test_enclosed_messages_count_as_depth():
+    assert check_structure(io.BytesIO(_nested_messages(3)), max_depth=8, max_parts=10)["depth"] == 3
+    with pytest.raises(MimeLimitError) as info:
+        check_structure(io.BytesIO(_nested_messages(50)), max_depth=8, max_parts=10)
+    assert info.value.what == "depth" and "(mime_max_depth)" in info.value.text
+
+
+def test_stored_reply_stays_within_one_line_of_512_octets():
+    ids = [f"M2026120600000{i:05d}" for i in range(1000)]
+    text = stored_reply(ids)
+    assert len(b"250 " + text + b"\r\n") <= 512
+    assert text.startswith(b"2.0.0 stored 1000 transaction(s): M202612060000000000 ")
+    assert text.endswith(b" more")
+    assert stored_reply(ids[:2]) == f"2.0.0 stored 2 transaction(s): {ids[0]} {ids[1]}".encode()

@@ -36,6 +36,7 @@ import email.policy
 import io
 import os
 import selectors
+import shutil
 import signal
 import smtplib
 import socket
@@ -64,6 +65,7 @@ HONEST_ORI = "PA0000000"
 PROBE = """
 import http.client, sys, time
 port, source = int(sys.argv[1]), sys.argv[2]
+sys.stdout = open(sys.argv[3], "w")
 while True:
     t0 = time.perf_counter()
     try:
@@ -130,8 +132,9 @@ def summary(replies) -> str:
 
 # -- the gateway under test -------------------------------------------------------------------
 class Daemon:
-    def __init__(self, work: Path, workers: int):
+    def __init__(self, work: Path, workers: int, galleries: Path | None = None):
         self.work = work
+        self.galleries = galleries
         self.ports = {name: free_port() for name in ("smtp", "soap", "admin", "relay")}
         self.receiver = Receiver("127.0.0.1", self.ports["relay"])
         self.workers = workers
@@ -152,6 +155,12 @@ class Daemon:
             f'[[agency]]\nori = "{HONEST_ORI}"\nresponse_email = "bureau@pa.example"\n'
             f'[[jurisdiction]]\nori_prefix = "NY"\ndhs_activated = 2009-10-27\n'
         )
+        if self.galleries is not None:  # the demo galleries of an earlier run (--galleries)
+            from gateway.demo import POSITIONS
+
+            g = self.galleries
+            text += f'[gallery]\nfbi = "{g / "fbi-demo"}"\ndhs = "{g / "dhs-demo"}"\n'
+            text += f"[matcher]\nsearch_positions = {list(POSITIONS)}\n"
         if "tls" in getattr(config, "_TOP", ()):  # TLS on by default: plain loopback here
             text += '[tls]\nmode = "off"\n'
         return text
@@ -390,8 +399,9 @@ class Attack:
                 while sent < size and time.time() < self.deadline:
                     sock.sendall(block)
                     sent += len(block)
-                sock.settimeout(self.left())
-                replies.append(read_reply(sock))  # no dot: what does the server do?
+                # no dot: what does the server do?  (a rate window and some, past the case)
+                sock.settimeout(max(self.left(), 20.0))
+                replies.append(read_reply(sock))
                 sock.close()
             except OSError as exc:
                 replies.append(f"error {type(exc).__name__}".encode())
@@ -609,6 +619,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case-seconds", type=float, default=45.0, help="bound of each case")
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="bound of the run")
     parser.add_argument("--honest-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--galleries",
+        type=Path,
+        help="reuse the demo galleries of a kept run (its data/galleries folder)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args(argv)
     cases = CASES if args.cases == "all" else tuple(c.strip() for c in args.cases.split(","))
     unknown = [c for c in cases if c not in CASES]
@@ -620,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     honest = write(synth.car_transaction(7, impression=2, ori=HONEST_ORI))
     attack_base = write(synth.car_transaction(900, ori=ATTACK_ORI))
     work = Path(tempfile.mkdtemp(prefix="ebts-attack-"))
-    daemon = Daemon(work, args.workers)
+    daemon = Daemon(work, args.workers, args.galleries)
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("--max-seconds")))
     signal.alarm(int(args.max_seconds))
     prober = None
@@ -629,13 +645,12 @@ def main(argv: list[str] | None = None) -> int:
         mailbox = Mailbox(daemon.receiver)
         # warm-up: the workers start and load the galleries (not counted)
         latency, tot = honest_car(daemon.ports["smtp"], mailbox, honest, "HONEST-WARMUP-1", 300)
-        print(f"gateway up (pid {daemon.proc.pid}, data in {work}); warm-up CAR: {tot}")
+        print(f"gateway up (pid {daemon.proc.pid}); warm-up CAR: {tot}", flush=True)
+        probe_log = work / "health.txt"  # a file: a pipe left unread would stop the prober
         monitor = Monitor(daemon.proc.pid)
         monitor.start()
         prober = subprocess.Popen(
-            [sys.executable, "-c", PROBE, str(daemon.ports["admin"]), PROBER],
-            stdout=subprocess.PIPE,
-            text=True,
+            [sys.executable, "-c", PROBE, str(daemon.ports["admin"]), PROBER, str(probe_log)]
         )
         attack = Attack(args, daemon, mailbox, attack_base)
         rows = []
@@ -668,8 +683,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {case}: {rows[-1]['out']}", flush=True)
         monitor.running = False
         prober.terminate()
-        probes = [tuple(map(float, line.split())) for line in prober.communicate()[0].split("\n")
-                  if line.strip()]  # fmt: skip
+        prober.wait()
+        probes = [
+            tuple(map(float, line.split()))
+            for line in probe_log.read_text().splitlines()
+            if len(line.split()) == 2
+        ]
         print()
         print(
             f"{'case':<16} {'RSS MB':>7} {'wkr RSS':>7} {'wkr CPU s':>9} {'/health p99 ms':>15} "
@@ -691,6 +710,10 @@ def main(argv: list[str] | None = None) -> int:
         if prober is not None and prober.poll() is None:
             prober.terminate()
         daemon.stop()
+        if args.keep:
+            print(f"data kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
