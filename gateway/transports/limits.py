@@ -288,8 +288,14 @@ class LimitedChannel(http.HTTPChannel):
 
     def _exceeded(self, reason: str) -> None:
         if self._handlingRequest:
-            return  # our answer is under way; the idle timeout covers the rest
+            self.budget.spent = False  # our answer is under way: the next request has a clock
+            return
+
         self.refuse(408, "Request Timeout", self.budget.describe(reason))
+
+    def _send100Continue(self):  # noqa: N802 - Twisted API
+        if not self.refused:  # after a 413, no "100 Continue" invites the body
+            super()._send100Continue()
 
     def refuse(self, code: int, reason: str, text: str) -> None:
         """Answer ``code`` at once, read nothing more, close (abort if the peer does not read)."""

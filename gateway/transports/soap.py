@@ -454,9 +454,9 @@ def _check_headers(header: etree._Element | None, version: str) -> None:
             )
 
 
-# Envelopes are parsed two at a time at most: memory does not multiply with the number of
-# large requests that end together.
-_PARSERS = defer.DeferredSemaphore(2)
+# Envelopes are parsed one at a time: memory does not multiply with the number of large
+# requests that end together (a small envelope takes milliseconds).
+_PARSERS = defer.DeferredSemaphore(1)
 
 
 class ServiceResource(resource.Resource):

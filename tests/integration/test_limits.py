@@ -470,3 +470,23 @@ async def test_a_transaction_run_twice_before_restarts_is_not_run_again(tmp_path
         assert all(slot.executor is None for slot in gateway.pool._slots)  # never started
     finally:
         await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_expect_continue_over_the_limit_gets_413_and_no_continue(tmp_path, sink):
+    gateway = await _start(tmp_path, sink, max_body_size=4096)
+    port = gateway.port("soap")
+
+    def run():
+        sock = _connect(port)
+        sock.sendall(
+            b"POST /ngi/NativeEBTSService HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 209715200\r\n\r\n"
+        )
+        return _read_until_closed(sock)
+
+    try:
+        answer = await threads.deferToThread(run)
+        assert answer.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer
+    finally:
+        await gateway.stopService()
