@@ -56,7 +56,7 @@ class Limits:
     mime_max_parts: int = 100  # MIME parts of one message
     max_pixels_per_transaction: int = 120_000_000  # all images, from their headers
     max_work_seconds: float = 60.0  # worker time of one transaction
-    agency_share: float = 0.5  # of the workers one agency may hold while another waits
+    agency_share: float = 0.5  # of the workers one agency may hold (with 2+ agencies configured)
 
 
 @dataclass(frozen=True)

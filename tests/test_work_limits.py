@@ -90,15 +90,29 @@ def _granted(share: FairShare, key: str, log: list) -> defer.Deferred:
     return share.acquire(key).addCallback(lambda _: log.append(key))
 
 
-def test_fair_share_gives_a_waiting_agency_the_next_slot():
+def test_fair_share_keeps_a_worker_for_another_agency():
     share = FairShare(2, 0.5)
     log: list[str] = []
     for _ in range(5):
         _granted(share, "FLOOD", log)
-    assert log == ["FLOOD", "FLOOD"]  # nobody else waits: the flood may use both workers
+    assert log == ["FLOOD"]  # the flood holds its share, one of two workers
+    _granted(share, "HONEST", log)
+    assert log == ["FLOOD", "HONEST"]  # at once: the other worker was kept free
+    share.release("HONEST")
+    assert log == ["FLOOD", "HONEST"] and share.free == 1
+    share.release("FLOOD")
+    assert log == ["FLOOD", "HONEST", "FLOOD"] and share.waiting == 3
+
+
+def test_fair_share_without_reserve_uses_every_worker_and_takes_turns():
+    share = FairShare(2, 0.5, reserve=False)
+    log: list[str] = []
+    for _ in range(5):
+        _granted(share, "FLOOD", log)
+    assert log == ["FLOOD", "FLOOD"]  # one agency configured: both workers
     _granted(share, "HONEST", log)
     share.release("FLOOD")
-    assert log[-1] == "HONEST"  # not the flood's third job
+    assert log[-1] == "HONEST"  # the next free worker goes to the other agency first
     share.release("FLOOD")
     share.release("HONEST")
     assert log == ["FLOOD", "FLOOD", "HONEST", "FLOOD", "FLOOD"]

@@ -488,10 +488,37 @@ class Attack:
             key.fileobj.close()
         return summary(replies) + (f"; {still} still open at the case's end" if still else "")
 
-    def image_cars(self, stream: bytes, code: str, bits: str, count: int, tag: str) -> str:
-        tcns = [f"ATTACK-{tag}-{int(time.time())}-{i:03d}" for i in range(count)]
-        cars = [image_car(self.base_car, stream, self.args.side, code, bits, tcn) for tcn in tcns]
-        replies = [smtp_send(self.daemon.ports["smtp"], mime([car])) for car in cars]
+    def prepare(self, case: str) -> None:
+        """Build the case's payloads before its clock starts (the attacker's CPU is not the
+        gateway's: this machine runs both)."""
+        self.payloads = {}
+        side = self.args.side
+        if case in ("j2k-car", "png-car"):
+            if case == "j2k-car":
+                stream, code, count, tag = j2k_stream(side), "JP2", self.args.j2k_cars, "J2K"
+            else:
+                stream, code, count, tag = png_16bit_rgba(side), "PNG", 1, "PNG"
+            tcns = [f"ATTACK-{tag}-{int(time.time())}-{i:03d}" for i in range(count)]
+            cars = [image_car(self.base_car, stream, side, code, "8", tcn) for tcn in tcns]
+            self.payloads = {"tcns": tcns, "mails": [mime([car]) for car in cars]}
+            self.payloads["size"] = len(cars[0])
+        elif case == "attachments":
+            files = [b"not an EBTS file %d" % i for i in range(self.args.attachments)]
+            self.payloads = {"mail": mime(files)}
+        elif case == "mime-nested":
+            depth = self.args.mime_depth
+            parts = [b"MIME-Version: 1.0\r\nSubject: deep\r\n"]
+            for i in range(depth):
+                parts.append(
+                    b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+                )
+            parts.append(b"Content-Type: application/octet-stream\r\n\r\nxx\r\n")
+            parts.extend(b"--b%d--\r\n" % i for i in reversed(range(depth)))
+            self.payloads = {"mail": b"".join(parts)}
+
+    def image_cars(self) -> str:
+        tcns, mails = self.payloads["tcns"], self.payloads["mails"]
+        replies = [smtp_send(self.daemon.ports["smtp"], mail) for mail in mails]
         answers = [self.mailbox.wait(tcn, self.left()) for tcn in tcns]
         texts = []
         for answer in answers:
@@ -505,17 +532,11 @@ class Attack:
                 value = t2.value("2.060")
                 msg = " " + (value if isinstance(value, str) else str(value))[:60]
             texts.append(f"{tot}{msg}".encode())
-        return f"{len(cars)} x {len(cars[0])} B; " + summary(texts) + f" (SMTP {replies[0][:3]})"
-
-    def j2k_car(self) -> str:
-        return self.image_cars(j2k_stream(self.args.side), "JP2", "8", self.args.j2k_cars, "J2K")
-
-    def png_car(self) -> str:
-        return self.image_cars(png_16bit_rgba(self.args.side), "PNG", "8", 1, "PNG")
+        size = self.payloads["size"]
+        return f"{len(mails)} x {size} B; " + summary(texts) + f" (SMTP {replies[0][:3]})"
 
     def attachments(self) -> str:
-        files = [b"not an EBTS file %d" % i for i in range(self.args.attachments)]
-        reply = smtp_send(self.daemon.ports["smtp"], mime(files), timeout=self.left())
+        reply = smtp_send(self.daemon.ports["smtp"], self.payloads["mail"], timeout=self.left())
         return f"{len(reply)} octets: {reply[:90]}"
 
     def soap_200mb(self) -> str:
@@ -553,13 +574,8 @@ class Attack:
         return f"{status} after {sent / 1e6:.1f} MB of the body"
 
     def mime_nested(self) -> str:
-        depth = self.args.mime_depth
-        parts = [b"MIME-Version: 1.0\r\nSubject: deep\r\n"]
-        for i in range(depth):
-            parts.append(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i))
-        parts.append(b"Content-Type: application/octet-stream\r\n\r\nxx\r\n")
-        parts.extend(b"--b%d--\r\n" % i for i in reversed(range(depth)))
-        return smtp_send(self.daemon.ports["smtp"], b"".join(parts), timeout=self.left())[:90]
+        mail = self.payloads["mail"]
+        return smtp_send(self.daemon.ports["smtp"], mail, timeout=self.left())[:90]
 
     def run(self, case: str) -> str:
         self.deadline = time.time() + self.args.case_seconds
@@ -570,8 +586,8 @@ class Attack:
             "slow-data": self.slow_data,
             "slowloris-soap": lambda: self.slowloris(ports["soap"]),
             "slowloris-admin": lambda: self.slowloris(ports["admin"]),
-            "j2k-car": self.j2k_car,
-            "png-car": self.png_car,
+            "j2k-car": self.image_cars,
+            "png-car": self.image_cars,
             "attachments": self.attachments,
             "soap-200mb": self.soap_200mb,
             "mime-nested": self.mime_nested,
@@ -656,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for n, case in enumerate(cases, start=1):
             time.sleep(1.0)  # the previous case's connections close
+            attack.prepare(case)
             monitor.reset()
             started = time.time()
             result: dict = {}

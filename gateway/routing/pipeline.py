@@ -35,14 +35,16 @@ class FairShare:
     """The order in which transactions go to the workers: fair between agencies.
 
     ``slots`` jobs run at once.  A free slot goes to the agencies in turn (round robin over
-    those waiting); while another agency waits, one agency holds at most ``share`` of the
-    slots (at least one), so a flood from one agency delays another's transaction by at most
-    the time of the jobs already running.  With nobody else waiting, one agency may use all.
+    those waiting), and one agency holds at most ``share`` of the slots (at least one): the
+    others stay free for the next agency's transaction, so a flood from one agency does not
+    delay another's CAR by more than its share.  With ``reserve`` False (one agency
+    configured, or ``share`` 1) an agency may use every free slot.
     """
 
-    def __init__(self, slots: int, share: float = 0.5):
+    def __init__(self, slots: int, share: float = 0.5, *, reserve: bool = True):
         self.slots = max(1, slots)
         self.cap = max(1, math.floor(self.slots * share))
+        self.reserve = reserve
         self.free = self.slots
         self.queues: dict[str, deque] = {}
         self.order: deque[str] = deque()  # agencies with waiting jobs, next first
@@ -71,7 +73,11 @@ class FairShare:
 
     def _grant(self) -> None:
         while self.free > 0 and self.order:
-            key = next((k for k in self.order if self.running[k] < self.cap), self.order[0])
+            key = next((k for k in self.order if self.running[k] < self.cap), None)
+            if key is None:
+                if self.reserve:
+                    return  # every waiting agency holds its share: the rest stays free
+                key = self.order[0]
             queue = self.queues[key]
             d = queue.popleft()
             self.order.remove(key)
@@ -93,7 +99,9 @@ class Pipeline:
         self.galleries = galleries or {}
         self.limits = getattr(config, "limits", None)
         share = self.limits.agency_share if self.limits is not None else 1.0
-        self.fair = FairShare(getattr(pool, "processes", 1), share)
+        # with one agency configured there is nobody to keep a share for
+        reserve = len(getattr(config, "agencies", ())) > 1
+        self.fair = FairShare(getattr(pool, "processes", 1), share, reserve=reserve)
         self._inflight: dict[str, defer.Deferred] = {}
         self._by_key: dict[tuple, defer.Deferred] = {}
         self._retries: dict[str, int] = {}
