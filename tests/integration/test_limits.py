@@ -121,7 +121,8 @@ async def test_http_connections_over_the_limit_get_503(tmp_path, sink, listener)
 
     def run():
         holder = _connect(port)
-        holder.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        path = b"/health" if listener == "admin" else b"/ngi/NativeEBTSService"
+        holder.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert holder.recv(65536).startswith(b"HTTP/1.1 ")
         refused = _read_until_closed(_connect(port))
         holder.close()
