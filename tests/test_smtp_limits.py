@@ -102,3 +102,36 @@ def test_budget_deadline_holds_whatever_the_rate():
     assert fired == []
     clock.advance(1.5)
     assert fired == ["deadline"]
+
+
+def _mail(*files: bytes) -> bytes:
+    import email.policy
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"], message["Subject"] = "station@ny.example", "EBTS"
+    message.set_content("EBTS files attached")
+    for data in files:
+        message.add_attachment(data, maintype="application", subtype="octet-stream")
+    return message.as_bytes(policy=email.policy.SMTP)
+
+
+def test_a_large_message_is_read_from_its_spool_like_the_email_package_reads_it(
+    tmp_path, monkeypatch
+):
+    import os
+
+    from gateway.transports import smtp
+    from gateway.transports.spool import Spool
+
+    raw = _mail(os.urandom(300_000), b"", os.urandom(70_001))
+    expected = [data for _, data in smtp.extract_attachments(raw)]
+    spool = Spool(tmp_path, 1024)
+    spool.write(raw)
+    monkeypatch.setattr(smtp, "LARGE_MESSAGE", 100_000)  # this one counts as large
+    monkeypatch.setattr(
+        smtp, "extract_attachments", lambda raw: pytest.fail("the email package was used")
+    )
+    got = [data for _, data in smtp.read_message(spool, Limits())]
+    spool.close()
+    assert got == expected and len(got) == 2

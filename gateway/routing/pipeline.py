@@ -141,6 +141,7 @@ class Pipeline:
             return
         payload = self.journal.payload(msg.payload)
         key = _identity(payload)
+        payload = None  # read again when a worker is free: a queue of large messages holds no bytes
         if key is not None:
             # Idempotent per (ORI, TCN): wait for an earlier twin, then reuse its answer.
             while key in self._by_key:
@@ -180,7 +181,7 @@ class Pipeline:
         self.dispatcher.kick()
         return True
 
-    def _job(self, msg_id: str, payload: bytes) -> Job:
+    def _job(self, msg_id: str, payload: bytes | None) -> Job:
         cfg = self.config
         day = dt.date.today()
         with self.journal.transaction():
@@ -206,10 +207,10 @@ class Pipeline:
             max_pixels=self.limits.max_pixels_per_transaction if self.limits else None,
         )
 
-    async def _process(self, msg_id: str, msg, payload: bytes) -> None:
+    async def _process(self, msg_id: str, msg, payload: bytes | None) -> None:
         started = time.perf_counter()
         job = self._job(msg_id, payload)
-        result = await self._run(msg_id, job)
+        result = await self._run(msg_id, job, msg.payload)
         ident = result.identity
         # One commit (one fsync) for every state of the result, the answer and its deliveries.
         with self.journal.transaction():
@@ -257,11 +258,12 @@ class Pipeline:
         )
         self.dispatcher.kick()
 
-    async def _run(self, msg_id: str, job: Job) -> Result:
+    async def _run(self, msg_id: str, job: Job, digest: str) -> Result:
         """The worker's result: in the agency's fair turn, time-capped, at most
         :data:`WORKER_ATTEMPTS` runs ever (each recorded in the journal before it starts, so a
-        transaction that brings the daemon down is not run again forever after restarts)."""
-        key = _identity_from_peek_ori(job.payload)
+        transaction that brings the daemon down is not run again forever after restarts).
+        The payload (``digest`` in the journal) is read when the job gets its worker."""
+        key = _identity_from_peek_ori(job.payload or self.journal.payload(digest))
         timeout = self.limits.max_work_seconds if self.limits is not None else None
         done = sum(
             1
@@ -272,6 +274,8 @@ class Pipeline:
             done += 1
             await self.fair.acquire(key)
             try:
+                if job.payload is None:
+                    job.payload = self.journal.payload(digest)
                 self.journal.note(msg_id, outcome=f"{_ATTEMPT}{done}")
                 return await self.pool.run(process, job, timeout=timeout)
             except WorkTimeout:
@@ -281,6 +285,8 @@ class Pipeline:
                 log.warning("worker crashed on %s (attempt %d): %s", msg_id, done, exc)
             finally:
                 self.fair.release(key)
+        if job.payload is None:
+            job.payload = self.journal.payload(digest)
         return _crash_result(job)
 
     def _lesc_deliveries(self, msg_id: str, notice: dict) -> list[tuple]:

@@ -16,10 +16,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.protocols import policies
+from twisted.python.threadpool import ThreadPool
 from twisted.web import http, server
 
 from .spool import Spool
@@ -29,6 +32,50 @@ log = logging.getLogger("gateway.limits")
 ABORT_AFTER = 5.0  # seconds a refused peer gets to read our answer before the socket is cut
 
 IDLE, COMMAND, MESSAGE, BUSY = "idle", "command", "message", "busy"
+
+
+# -- parsing off the reactor ------------------------------------------------------------------
+_parser_pool: ThreadPool | None = None
+_libc = None
+
+
+def _trim() -> None:
+    """Give freed heap memory back to the system (glibc keeps a large message's pages)."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name) if name else False
+    if _libc and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
+
+
+def _trimmed(function, *args):
+    try:
+        return function(*args)
+    finally:
+        _trim()
+
+
+def in_parser_thread(function, *args):
+    """Run ``function(*args)`` in the one parser thread (a Deferred).
+
+    MIME messages and SOAP envelopes are parsed there, one at a time: never in the reactor
+    thread, and the memory of parsing does not multiply with the number of large messages that
+    end together (one thread: one malloc arena, trimmed after each parse).
+    """
+    global _parser_pool
+    if _parser_pool is None:
+        _parser_pool = ThreadPool(minthreads=0, maxthreads=1, name="gateway-parser")
+        _parser_pool.start()
+        reactor.addSystemEventTrigger("during", "shutdown", _stop_parser_pool)
+    return threads.deferToThreadPool(reactor, _parser_pool, _trimmed, function, *args)
+
+
+def _stop_parser_pool() -> None:
+    global _parser_pool
+    pool, _parser_pool = _parser_pool, None
+    if pool is not None:
+        pool.stop()
 
 
 # -- connections ------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ import logging
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.mail import smtp
 from zope.interface import implementer
 
 from gateway.config import Limits
 
-from .limits import COMMAND, IDLE, MESSAGE, Budget, abort_later
+from .limits import COMMAND, IDLE, MESSAGE, Budget, abort_later, in_parser_thread
 from .mime import MimeLimitError, check_structure
 from .spool import Spool
 
@@ -79,9 +79,8 @@ def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
     return out
 
 
-# MIME trees are parsed one at a time, in a thread: the reactor never parses one, and the
-# memory of parsing does not multiply with the number of messages that end together.
-_PARSERS = defer.DeferredSemaphore(1)
+# Messages larger than this are read by the streaming scan (when they are one multipart).
+LARGE_MESSAGE = 4 * 1024 * 1024
 # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code and CRLF.
 MAX_REPLY_TEXT = 512 - len("250 ") - len("\r\n")
 
@@ -95,15 +94,22 @@ def read_message(source, limits: Limits) -> list[tuple[str | None, bytes]]:
     """
     stream = source if isinstance(source, Spool) else io.BytesIO(source)
     stream.seek(0)
+    large = isinstance(source, Spool) and source.size > LARGE_MESSAGE
     try:
-        check_structure(
+        found = check_structure(
             stream,
             max_depth=limits.mime_max_depth,
             max_parts=limits.mime_max_parts,
             max_attachments=limits.max_attachments,
+            collect=large,
         )
     except MimeLimitError as exc:
         raise IntakeRejected(554, f"5.6.0 {exc.text}; nothing was stored") from None
+    if large and found["depth"] == 1 and found["files"]:
+        # A large multipart message (the usual e-mail: a text part and the EBTS files) is read
+        # from its spool by the scan itself, each file decoded once: the email package would
+        # hold the message several times over.
+        return [(None, data) for data in found["files"]]
     raw = source.getvalue() if isinstance(source, Spool) else source
     try:
         attachments = extract_attachments(raw)
@@ -247,7 +253,7 @@ class IntakeDelivery:
 
     def store(self, raw, sender: str, peer: str | None) -> defer.Deferred:
         """Read the message (a :class:`Spool` or bytes) in a thread, then commit it here."""
-        d = _PARSERS.run(threads.deferToThread, read_message, raw, self.limits)
+        d = in_parser_thread(read_message, raw, self.limits)  # never in the reactor thread
 
         def refused(failure):
             failure.trap(IntakeRejected)
@@ -362,7 +368,13 @@ class IntakeESMTP(smtp.ESMTP):
         lines = [line[:MAX_REPLY_TEXT] for line in message.splitlines()] or [b""]
         super().sendCode(code, b"\n".join(lines))
 
+    def state_DATA(self, line):  # noqa: N802 - Twisted API
+        if line == b"." and not self.datafailed:  # the client now waits for our answer
+            self.setTimeout(None)
+        return super().state_DATA(line)
+
     def _messageHandled(self, resultList):  # noqa: N802 - Twisted internal, answers DATA
+        self.setTimeout(self.timeout)  # the idle clock again, once the answer is given
         # Twisted answers every failure with "550 Could not send e-mail"; say why instead.
         for success, result in resultList:
             if not success:

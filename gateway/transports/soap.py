@@ -47,7 +47,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from lxml import etree
-from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet import defer, protocol, reactor
 from twisted.web import resource, server
 from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -55,6 +55,7 @@ from twisted.web.http_headers import Headers
 
 from gateway.validation.schema import schema_path
 
+from .limits import in_parser_thread
 from .soap_client import (
     CONTENT_TYPE_11,
     CONTENT_TYPE_12,
@@ -454,11 +455,6 @@ def _check_headers(header: etree._Element | None, version: str) -> None:
             )
 
 
-# Envelopes are parsed one at a time: memory does not multiply with the number of large
-# requests that end together (a small envelope takes milliseconds).
-_PARSERS = defer.DeferredSemaphore(1)
-
-
 class ServiceResource(resource.Resource):
     """One intake service: GET ?wsdl / ?xsd=PATH, POST submitRequest."""
 
@@ -498,7 +494,7 @@ class ServiceResource(resource.Resource):
         # The envelope is parsed and validated in a thread (the reactor never parses a large
         # XML body); only the commit and the answer happen here.
         version = _request_version(request)
-        d = _PARSERS.run(threads.deferToThread, self._read, request)
+        d = in_parser_thread(self._read, request)
         d.addCallback(lambda parsed: self._submit(request, *parsed))
 
         def failed(failure):
