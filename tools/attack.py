@@ -21,7 +21,9 @@ Cases (defaults as in the issue; every count and size can be scaled down with fl
 - ``png-car``: a CAR of ten 3999 x 3999 16-bit RGBA PNG fingers;
 - ``attachments``: one e-mail with 1,000 attachments;
 - ``soap-200mb``: a SOAP request announcing and sending a 200 MB body;
-- ``mime-nested``: MIME nested 5,000 deep.
+- ``mime-nested``: MIME nested 5,000 deep;
+- ``data-finish`` (only when named): the 8 sessions of ``data-no-dot`` end their DATA, each a
+  complete e-mail with one 45 MB attachment (the issue's "when they finish").
 
 Every socket is on 127.0.0.0/8; every case stops by itself (``--case-seconds``), the whole run
 too (``--max-seconds``); the daemon is stopped at the end.  Targets of the issue on 2 cores:
@@ -79,6 +81,7 @@ while True:
     time.sleep(0.05)
 """
 
+EXTRA_CASES = ("data-finish",)
 CASES = (
     "data-no-dot",
     "idle-sessions",
@@ -413,6 +416,22 @@ class Attack:
             t.join()
         return summary(replies)
 
+    def data_finish(self) -> str:
+        payload = bytes(range(256)) * int(self.args.data_mb * 1024 * 1024 * 3 / 4 / 256)
+        mail = mime([payload])
+        replies: list[str] = []
+        port = self.daemon.ports["smtp"]
+
+        def session():
+            replies.append(smtp_send(port, mail, timeout=max(self.left(), 120.0))[:40])
+
+        threads = [threading.Thread(target=session) for _ in range(self.args.sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return summary(r.encode() for r in replies)
+
     def idle_sessions(self) -> str:
         socks, replies = [], []
         for _ in range(self.args.idle):
@@ -582,6 +601,7 @@ class Attack:
         ports = self.daemon.ports
         return {
             "data-no-dot": self.data_no_dot,
+            "data-finish": self.data_finish,
             "idle-sessions": self.idle_sessions,
             "slow-data": self.slow_data,
             "slowloris-soap": lambda: self.slowloris(ports["soap"]),
@@ -620,7 +640,9 @@ def p99(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="all", help=f"all, or some of: {', '.join(CASES)}")
+    parser.add_argument(
+        "--cases", default="all", help=f"all, or some of: {', '.join(CASES + EXTRA_CASES)}"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sessions", type=int, default=8, help="data-no-dot sessions")
     parser.add_argument("--data-mb", type=float, default=60.0, help="MB per data-no-dot session")
@@ -643,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args(argv)
     cases = CASES if args.cases == "all" else tuple(c.strip() for c in args.cases.split(","))
-    unknown = [c for c in cases if c not in CASES]
+    unknown = [c for c in cases if c not in CASES + EXTRA_CASES]
     if unknown:
         parser.error(f"unknown case(s): {', '.join(unknown)}")
 

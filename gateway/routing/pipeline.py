@@ -102,6 +102,7 @@ class Pipeline:
         # with one agency configured there is nobody to keep a share for
         reserve = len(getattr(config, "agencies", ())) > 1
         self.fair = FairShare(getattr(pool, "processes", 1), share, reserve=reserve)
+        self._agency: dict[str, str] = {}  # message id -> ORI, from the peek of _handle
         self._inflight: dict[str, defer.Deferred] = {}
         self._by_key: dict[tuple, defer.Deferred] = {}
         self._retries: dict[str, int] = {}
@@ -141,6 +142,7 @@ class Pipeline:
             return
         payload = self.journal.payload(msg.payload)
         key = _identity(payload)
+        self._agency[msg_id] = _identity_from_peek_ori(payload)  # its queue for the fair share
         payload = None  # read again when a worker is free: a queue of large messages holds no bytes
         if key is not None:
             # Idempotent per (ORI, TCN): wait for an earlier twin, then reuse its answer.
@@ -263,7 +265,9 @@ class Pipeline:
         :data:`WORKER_ATTEMPTS` runs ever (each recorded in the journal before it starts, so a
         transaction that brings the daemon down is not run again forever after restarts).
         The payload (``digest`` in the journal) is read when the job gets its worker."""
-        key = _identity_from_peek_ori(job.payload or self.journal.payload(digest))
+        key = self._agency.pop(msg_id, None)
+        if key is None:
+            key = _identity_from_peek_ori(job.payload or self.journal.payload(digest))
         timeout = self.limits.max_work_seconds if self.limits is not None else None
         done = sum(
             1
