@@ -86,6 +86,27 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """``[limits]``: the budget of every resource a peer can make the gateway spend."""
+
+    max_connections: int = 100  # per listener (SMTP, SOAP, admin); beyond: 421 / 503
+    max_connections_per_peer: int = 20  # per listener and peer IP address
+    idle_timeout: float = 60.0  # seconds without a byte either way
+    command_timeout: float = 30.0  # seconds for one SMTP command line / one HTTP request head
+    min_data_rate: int = 1024  # bytes/s during SMTP DATA and HTTP bodies ...
+    data_rate_window: float = 10.0  # ... averaged over this many seconds
+    max_message_seconds: float = 600.0  # hard deadline of one DATA / one HTTP body
+    max_body_size: int = 64 * 1024 * 1024  # HTTP request bodies (413 beyond)
+    spool_threshold: int = 256 * 1024  # bytes kept in memory before spooling to the data dir
+    max_attachments: int = 10  # per SMTP message
+    mime_max_depth: int = 8  # nesting of multiparts / enclosed messages
+    mime_max_parts: int = 100  # MIME parts of one message
+    max_pixels_per_transaction: int = 120_000_000  # all images, from their headers
+    max_work_seconds: float = 60.0  # worker time of one transaction
+    agency_share: float = 0.5  # of the workers one agency may hold (with 2+ agencies configured)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     listen_smtp: str = "tcp:2525:interface=127.0.0.1"
@@ -124,6 +145,7 @@ class Config:
     admin: Admin = field(default_factory=Admin)
     retention: Retention = field(default_factory=Retention)
     raw: dict = field(default_factory=dict, repr=False)
+    limits: Limits = field(default_factory=Limits)
 
     def agency(self, ori: str | None) -> Agency | None:
         for agency in self.agencies:
@@ -151,6 +173,7 @@ _TOP = {
     "store",
     "admin",
     "retention",
+    "limits",
 }
 
 
@@ -389,6 +412,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         admin=_parse_admin(raw),
         retention=_parse_retention(raw),
         raw=raw,
+        limits=_parse_limits(raw),
     )
 
 
@@ -520,6 +544,40 @@ def _parse_retention(raw: dict) -> Retention:
         audit_days=audit_days,
         check_hours=float(_num(retention, "check_hours", "retention.", 24.0, 0.0001)),
     )
+
+
+_LIMIT_MINIMA = {
+    "max_connections": 1,
+    "max_connections_per_peer": 1,
+    "idle_timeout": 0.1,
+    "command_timeout": 0.1,
+    "min_data_rate": 0,
+    "data_rate_window": 0.1,
+    "max_message_seconds": 0.1,
+    "max_body_size": 1024,
+    "spool_threshold": 0,
+    "max_attachments": 1,
+    "mime_max_depth": 1,
+    "mime_max_parts": 1,
+    "max_pixels_per_transaction": 1,
+    "max_work_seconds": 0.1,
+    "agency_share": 0.01,
+}
+
+
+def _parse_limits(raw: dict) -> Limits:
+    """``[limits]``: each key a number at or above its minimum (counts are integers)."""
+    table = _table(raw, "limits")
+    _unknown(table, set(_LIMIT_MINIMA), "limits.")
+    values = {}
+    for key, minimum in _LIMIT_MINIMA.items():
+        default = getattr(Limits, key)
+        kind = int if isinstance(default, int) else (int, float)
+        value = _num(table, key, "limits.", default, minimum, kind)
+        values[key] = type(default)(value)
+    if values["agency_share"] > 1:
+        raise ConfigError("limits.agency_share", "must be a fraction of the workers, at most 1")
+    return Limits(**values)
 
 
 def default_raw() -> dict:

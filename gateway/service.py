@@ -14,7 +14,6 @@ from pathlib import Path
 
 from twisted.application import service, strports
 from twisted.internet import defer, reactor, task
-from twisted.web import server
 
 from gateway import pki
 from gateway.admin.auth import Guard
@@ -30,8 +29,10 @@ from gateway.store.journal import Journal
 from gateway.store.users import Users
 from gateway.transports import tls
 from gateway.transports.http import http_sender
+from gateway.transports.limits import LimitedSite, limit_connections
 from gateway.transports.smtp import IntakeFactory, smtp_sender
 from gateway.transports.soap import soap_root, soap_sender
+from gateway.transports.spool import clear_spool, spool_dir
 
 log = logging.getLogger("gateway")
 
@@ -249,27 +250,39 @@ class Gateway(service.MultiService):
         self.ports = {}
         self.retention = RetentionJob(self)
         self.retention.setServiceParent(self)
+        self.limiters = {}  # listener name -> ConnectionLimiter (open connections, refusals)
 
+        limits = config.limits
+        clear_spool(data_dir)  # what a crash left there
+        spool = spool_dir(data_dir)
         smtp_factory = IntakeFactory(
             self.intake,
             domain=config.smtp_domain,
             max_size=config.smtp_max_size,
             tls_context=self.tls_options,
             require_tls=config.tls.enabled,
+            limits=limits,
+            spool_directory=spool,
         )
         self._listen("smtp", config.listen_smtp, smtp_factory)
-        self._listen("soap", config.listen_soap, self._https(server.Site(soap_root(self))))
+        soap = LimitedSite(soap_root(self), limits, spool)
+        self._listen("soap", config.listen_soap, self._https(soap))
         self.admin = Guard(self, admin_root(self))
         admin = self.admin
         if self.tls_options is not None:
             admin = tls.ClientCertificateRequired(admin)
-        self._listen("admin", config.listen_admin, self._https(server.Site(admin)))
+        self._listen("admin", config.listen_admin, self._https(LimitedSite(admin, limits, spool)))
 
     def _https(self, site):
-        """HTTP listeners speak TLS from the first byte when TLS is on."""
+        """HTTP listeners speak TLS from the first byte when TLS is on (inside the connection
+        limits, which refuse before any handshake work)."""
         return site if self.tls_options is None else tls.wrap(site, self.tls_options)
 
     def _listen(self, name: str, description: str, factory) -> None:
+        # every listener: connection limits before any work (SMTP 421, HTTP 503)
+        kind = "smtp" if name == "smtp" else "http"
+        factory = limit_connections(factory, self.config.limits, kind=kind, name=name)
+        self.limiters[name] = factory
         svc = strports.service(description, factory)
         svc.setName(name)
         svc.setServiceParent(self)

@@ -39,7 +39,15 @@ from .errors import ImagingError
 from .files import load_image_file
 from .headers import StreamHeader, read_header, sniff
 from .image import DEFAULT_MAX_SIDE, Image, decode
-from .records import IMAGE_TYPES, check_record, declared, decode_record, ntr_of, record_ppi
+from .records import (
+    IMAGE_TYPES,
+    check_record,
+    declared,
+    declared_pixels,
+    decode_record,
+    ntr_of,
+    record_ppi,
+)
 from .resample import TARGET_PPI, to_500ppi
 
 __all__ = [
@@ -56,6 +64,7 @@ __all__ = [
     "canonical_compression",
     "check_record",
     "declared",
+    "declared_pixels",
     "decode",
     "decode_record",
     "decoders_for",

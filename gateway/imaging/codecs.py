@@ -167,7 +167,9 @@ def pil_to_array(image) -> np.ndarray:
         mode = image.mode
     if mode == "LA":
         return np.asarray(image)[..., 0]
-    if mode in ("RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+    if mode in ("RGBA", "RGBX"):
+        return np.asarray(image)[..., :3]  # alpha dropped without a converted copy
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         return np.asarray(image.convert("RGB"))
     if mode.startswith("I;16"):
         return np.asarray(image).astype(np.uint16)

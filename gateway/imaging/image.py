@@ -78,12 +78,19 @@ class Image:
         )
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_GRAY_ROWS = 256  # rows converted at a time: the float copy stays small whatever the image
+
+
 def to_gray(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 2:
         return pixels
-    rgb = pixels[..., :3].astype(np.float32)
-    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    height = pixels.shape[0]
+    out = np.empty(pixels.shape[:2], np.uint8)
+    for top in range(0, height, _GRAY_ROWS):
+        rgb = pixels[top : top + _GRAY_ROWS, :, :3].astype(np.float32)
+        out[top : top + _GRAY_ROWS] = np.clip(np.rint(rgb @ _LUMA), 0, 255)
+    return out
 
 
 def _to_uint8(pixels: np.ndarray, precision: int) -> np.ndarray:
@@ -94,9 +101,13 @@ def _to_uint8(pixels: np.ndarray, precision: int) -> np.ndarray:
         return np.where(pixels, 255, 0).astype(np.uint8)
     if pixels.dtype.kind not in "ui":
         raise ImagingError(DECODE_FAILED, f"decoder returned {pixels.dtype} pixels")
+    # Shifted in the decoder's own width (issue 14: no needless widening of deep images).
     top = precision if 8 < precision <= 16 else 16
-    wide = np.clip(pixels.astype(np.int64), 0, (1 << top) - 1)
-    return (wide >> (top - 8)).astype(np.uint8)
+    if pixels.dtype.kind == "i" or pixels.dtype.itemsize > 2:
+        pixels = np.clip(pixels, 0, (1 << top) - 1).astype(np.uint16)
+    elif top < 16:
+        pixels = np.minimum(pixels, (1 << top) - 1)
+    return (pixels >> (top - 8)).astype(np.uint8)
 
 
 def _check_side(width, height, max_side: int, what: str) -> None:

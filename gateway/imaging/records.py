@@ -135,6 +135,30 @@ def declared(record, *, recno: int | None = None) -> dict:
     return info
 
 
+def declared_pixels(record) -> int:
+    """Pixels the record's image will cost, from its fields and its stream header, cheaply.
+
+    The larger of HLL x VLL and the size the stream's own header claims (nothing is
+    decompressed): what a decoder would allocate.  0 for a record with no image or whose
+    geometry cannot be read (validation reports those).
+    """
+    if record.type not in IMAGE_TYPES:
+        return 0
+    try:
+        info = declared(record)
+    except ImagingError:
+        info = {"width": None, "height": None}
+    count = (info.get("width") or 0) * (info.get("height") or 0)
+    data, _skipped = _data(record)
+    if data is not None and len(data) and sniff(data) is not None:
+        try:
+            header = read_header(data)
+        except ImagingError:
+            return count
+        count = max(count, header.width * header.height)
+    return count
+
+
 def record_ppi(record, *, ntr=None, recno: int | None = None) -> tuple[float | None, float | None]:
     """(horizontal, vertical) pixels per inch of a record's image, ``None`` when unknown.
 

@@ -1,15 +1,18 @@
 """Worker processes for CPU work, as Twisted Deferreds (the matcher's one Twisted boundary).
 
-Decoding, extraction and search run in a :class:`concurrent.futures.ProcessPoolExecutor`
-(``spawn`` start method: the children share nothing with the reactor).  A worker that dies
-(a native decoder crashing on hostile input, the OOM killer) breaks the executor: the pool
-replaces it and fails only the jobs that were running, with :class:`WorkerCrashed`.
+Decoding, extraction and search run in worker processes, each its own single-process
+:class:`concurrent.futures.ProcessPoolExecutor` (``spawn`` start method: the children share
+nothing with the reactor).  A worker that dies (a native decoder crashing on hostile input, the
+OOM killer) is replaced and only its job fails, with :class:`WorkerCrashed`; a job past its
+time (``timeout``, ``[limits] max_work_seconds``) has its worker killed and replaced and fails
+with :class:`WorkTimeout`.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -34,64 +37,126 @@ class WorkerCrashed(RuntimeError):
     """The worker process running a job died."""
 
 
-class WorkerPool:
-    def __init__(self, processes: int = 2, *, clock=None):
-        self.processes = max(1, int(processes))
-        self._reactor = clock or reactor
-        self._executor: ProcessPoolExecutor | None = None
-        self.crashes = 0
-        self.running = 0
+class WorkTimeout(RuntimeError):
+    """The job ran past its time; its worker process was killed and is replaced."""
 
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            # one BLAS thread per worker: the workers already fill the cores, and OpenBLAS
-            # threads spinning beside another worker cost more than they give (read by the
-            # spawned children at start; this process's BLAS is already initialised)
-            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ.setdefault(var, "1")
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.processes,
+
+class _Slot:
+    """One worker process (a single-process executor): killing it touches no other job."""
+
+    def __init__(self):
+        self.executor: ProcessPoolExecutor | None = None
+        self.busy = False
+        self.timed_out = False
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self.executor is None:
+            self.executor = ProcessPoolExecutor(
+                max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
             )
-        return self._executor
+        return self.executor
 
-    def run(self, fn, *args) -> defer.Deferred:
-        """Run ``fn(*args)`` in a worker; the Deferred fires in the reactor thread."""
-        d = defer.Deferred()
-        try:
-            future = self._pool().submit(fn, *args)
-        except (BrokenProcessPool, RuntimeError):
-            self._replace()
-            future = self._pool().submit(fn, *args)
-        self.running += 1
+    def kill(self) -> None:
+        """Kill the process (the running future then fails with BrokenProcessPool)."""
+        executor = self.executor
+        # concurrent.futures keeps its processes in _processes (pid -> Process); there is
+        # no public way to stop the one process that runs a job.
+        for process in list(getattr(executor, "_processes", {}).values()):
+            process.kill()
 
-        def done(f):
-            self._reactor.callFromThread(self._finish, d, f)
-
-        future.add_done_callback(done)
-        return d
-
-    def _finish(self, d: defer.Deferred, future) -> None:
-        self.running -= 1
-        try:
-            result = future.result()
-        except BrokenProcessPool as exc:
-            self.crashes += 1
-            self._replace()
-            d.errback(WorkerCrashed(str(exc) or "a worker process died"))
-            return
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            d.errback(exc)
-            return
-        d.callback(result)
-
-    def _replace(self) -> None:
-        old, self._executor = self._executor, None
+    def replace(self) -> None:
+        old, self.executor = self.executor, None
         if old is not None:
             old.shutdown(wait=False, cancel_futures=True)
 
+
+class WorkerPool:
+    """``processes`` worker processes; jobs beyond them wait in order of :meth:`run` calls.
+
+    ``run(fn, *args, timeout=s)`` caps a job's time: past it the job's process is killed and
+    replaced, and its Deferred fails with :class:`WorkTimeout`.
+    """
+
+    def __init__(self, processes: int = 2, *, clock=None):
+        self.processes = max(1, int(processes))
+        self._reactor = clock or reactor
+        self._slots = [_Slot() for _ in range(self.processes)]
+        self._waiting: deque = deque()
+        self.crashes = 0
+        self.timeouts = 0
+        self.running = 0
+
+    def run(self, fn, *args, timeout: float | None = None) -> defer.Deferred:
+        """Run ``fn(*args)`` in a worker; the Deferred fires in the reactor thread."""
+        d = defer.Deferred()
+        self._waiting.append((d, fn, args, timeout))
+        self._dispatch()
+        return d
+
+    def _dispatch(self) -> None:
+        for slot in self._slots:
+            if not self._waiting:
+                return
+            if not slot.busy:
+                self._start(slot, *self._waiting.popleft())
+
+    def _start(self, slot: _Slot, d, fn, args, timeout) -> None:
+        # one BLAS thread per worker: the workers already fill the cores, and OpenBLAS
+        # threads spinning beside another worker cost more than they give (read by the
+        # spawned children at start; this process's BLAS is already initialised)
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
+        try:
+            future = slot.pool().submit(fn, *args)
+        except (BrokenProcessPool, RuntimeError):
+            slot.replace()
+            future = slot.pool().submit(fn, *args)
+        slot.busy = True
+        self.running += 1
+        timer = None
+        if timeout is not None:
+            timer = self._reactor.callLater(timeout, self._expire, slot, future)
+
+        def done(f):
+            self._reactor.callFromThread(self._finish, slot, d, f, timer)
+
+        future.add_done_callback(done)
+
+    def _expire(self, slot: _Slot, future) -> None:
+        if not future.done():
+            slot.timed_out = True
+            slot.kill()
+
+    def _finish(self, slot: _Slot, d: defer.Deferred, future, timer) -> None:
+        if timer is not None and timer.active():
+            timer.cancel()
+        self.running -= 1
+        slot.busy = False
+        timed_out, slot.timed_out = slot.timed_out, False
+        try:
+            result = future.result()
+        except BrokenProcessPool as exc:
+            slot.replace()
+            self._dispatch()
+            if timed_out:
+                self.timeouts += 1
+                d.errback(WorkTimeout("the job ran past its time; its worker was replaced"))
+            else:
+                self.crashes += 1
+                d.errback(WorkerCrashed(str(exc) or "a worker process died"))
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._dispatch()
+            d.errback(exc)
+            return
+        self._dispatch()
+        d.callback(result)
+
     def stop(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        for slot in self._slots:
+            if slot.executor is not None:
+                slot.executor.shutdown(wait=False, cancel_futures=True)
+                slot.executor = None
+        self._waiting.clear()  # the process is stopping: jobs not started are resumed later

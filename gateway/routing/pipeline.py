@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
+from collections import Counter, deque
 
 from twisted.internet import defer
 
 from gateway.ansinist import peek
-from gateway.matcher.pool import WorkerCrashed
+from gateway.matcher.pool import WorkerCrashed, WorkTimeout
 from gateway.store.journal import TERMINAL, Journal
 
 from .authz import destinations
@@ -24,6 +26,69 @@ from .iaq import iaq_control
 from .processing import Job, Result, process
 
 log = logging.getLogger("gateway.pipeline")
+
+
+WORKER_ATTEMPTS = 2  # runs of one transaction (a crash is retried once), across restarts too
+_ATTEMPT = "worker attempt "  # outcome of the journal note recorded before each run
+
+
+class FairShare:
+    """The order in which transactions go to the workers: fair between agencies.
+
+    ``slots`` jobs run at once.  A free slot goes to the agencies in turn (round robin over
+    those waiting), and one agency holds at most ``share`` of the slots (at least one): the
+    others stay free for the next agency's transaction, so a flood from one agency does not
+    delay another's CAR by more than its share.  With ``reserve`` False (one agency
+    configured, or ``share`` 1) an agency may use every free slot.
+    """
+
+    def __init__(self, slots: int, share: float = 0.5, *, reserve: bool = True):
+        self.slots = max(1, slots)
+        self.cap = max(1, math.floor(self.slots * share))
+        self.reserve = reserve
+        self.free = self.slots
+        self.queues: dict[str, deque] = {}
+        self.order: deque[str] = deque()  # agencies with waiting jobs, next first
+        self.running: Counter = Counter()
+
+    def acquire(self, key: str) -> defer.Deferred:
+        """Fires (with None) when a job of agency ``key`` may start; then :meth:`release`."""
+        d = defer.Deferred()
+        queue = self.queues.setdefault(key, deque())
+        if not queue:
+            self.order.append(key)
+        queue.append(d)
+        self._grant()
+        return d
+
+    def release(self, key: str) -> None:
+        self.running[key] -= 1
+        if self.running[key] <= 0:
+            del self.running[key]
+        self.free += 1
+        self._grant()
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def _grant(self) -> None:
+        while self.free > 0 and self.order:
+            key = next((k for k in self.order if self.running[k] < self.cap), None)
+            if key is None:
+                if self.reserve:
+                    return  # every waiting agency holds its share: the rest stays free
+                key = self.order[0]
+            queue = self.queues[key]
+            d = queue.popleft()
+            self.order.remove(key)
+            if queue:
+                self.order.append(key)  # its next job waits for the others' turn
+            else:
+                del self.queues[key]
+            self.running[key] += 1
+            self.free -= 1
+            d.callback(None)
 
 
 class Pipeline:
@@ -36,6 +101,12 @@ class Pipeline:
         self.pool = pool
         self.dispatcher = dispatcher
         self.galleries = galleries or {}
+        self.limits = getattr(config, "limits", None)
+        share = self.limits.agency_share if self.limits is not None else 1.0
+        # with one agency configured there is nobody to keep a share for
+        reserve = len(getattr(config, "agencies", ())) > 1
+        self.fair = FairShare(getattr(pool, "processes", 1), share, reserve=reserve)
+        self._agency: dict[str, str] = {}  # message id -> ORI, from the peek of _handle
         self._inflight: dict[str, defer.Deferred] = {}
         self._by_key: dict[tuple, defer.Deferred] = {}
         self._retries: dict[str, int] = {}
@@ -75,6 +146,8 @@ class Pipeline:
             return
         payload = self.journal.payload(msg.payload)
         key = _identity(payload)
+        self._agency[msg_id] = _identity_from_peek_ori(payload)  # its queue for the fair share
+        payload = None  # read again when a worker is free: a queue of large messages holds no bytes
         if key is not None:
             # Idempotent per (ORI, TCN): wait for an earlier twin, then reuse its answer.
             while key in self._by_key:
@@ -123,7 +196,7 @@ class Pipeline:
         self.dispatcher.kick()
         return True
 
-    def _job(self, msg_id: str, payload: bytes) -> Job:
+    def _job(self, msg_id: str, payload: bytes | None) -> Job:
         cfg = self.config
         reject = None
         key = _identity(payload)
@@ -161,20 +234,13 @@ class Pipeline:
             reject=reject,
             min_quality=cfg.min_quality,
             min_fingers=cfg.min_fingers,
+            max_pixels=self.limits.max_pixels_per_transaction if self.limits else None,
         )
 
-    async def _process(self, msg_id: str, msg, payload: bytes) -> None:
+    async def _process(self, msg_id: str, msg, payload: bytes | None) -> None:
         started = time.perf_counter()
         job = self._job(msg_id, payload)
-        result: Result | None = None
-        for attempt in (1, 2):
-            try:
-                result = await self.pool.run(process, job)
-                break
-            except WorkerCrashed as exc:
-                log.warning("worker crashed on %s (attempt %d): %s", msg_id, attempt, exc)
-        if result is None:
-            result = _crash_result(job)
+        result = await self._run(msg_id, job, msg.payload)
         ident = result.identity
         # One commit (one fsync) for every state of the result, the answer and its deliveries.
         with self.journal.transaction():
@@ -221,6 +287,39 @@ class Pipeline:
             result.response_tot or "no answer",
         )
         self.dispatcher.kick()
+
+    async def _run(self, msg_id: str, job: Job, digest: str) -> Result:
+        """The worker's result: in the agency's fair turn, time-capped, at most
+        :data:`WORKER_ATTEMPTS` runs ever (each recorded in the journal before it starts, so a
+        transaction that brings the daemon down is not run again forever after restarts).
+        The payload (``digest`` in the journal) is read when the job gets its worker."""
+        key = self._agency.pop(msg_id, None)
+        if key is None:
+            key = _identity_from_peek_ori(job.payload or self.journal.payload(digest))
+        timeout = self.limits.max_work_seconds if self.limits is not None else None
+        done = sum(
+            1
+            for row in self.journal.transitions(msg_id)
+            if (row.get("outcome") or "").startswith(_ATTEMPT)
+        )
+        while done < WORKER_ATTEMPTS:
+            done += 1
+            await self.fair.acquire(key)
+            try:
+                if job.payload is None:
+                    job.payload = self.journal.payload(digest)
+                self.journal.note(msg_id, outcome=f"{_ATTEMPT}{done}")
+                return await self.pool.run(process, job, timeout=timeout)
+            except WorkTimeout:
+                log.warning("%s: worker time over %s s; answered with an ERRT", msg_id, timeout)
+                return _limit_result(job, timeout)
+            except WorkerCrashed as exc:
+                log.warning("worker crashed on %s (attempt %d): %s", msg_id, done, exc)
+            finally:
+                self.fair.release(key)
+        if job.payload is None:
+            job.payload = self.journal.payload(digest)
+        return _crash_result(job)
 
     def _lesc_deliveries(self, msg_id: str, notice: dict) -> list[tuple]:
         meta = {
@@ -316,8 +415,35 @@ def _identity(payload: bytes) -> tuple[str, str] | None:
     return (ori, tcn) if ori and tcn else None
 
 
+def _identity_from_peek_ori(payload: bytes) -> str:
+    """The agency a payload comes from (1.008 ORI), for the fair share; "" when unknown."""
+    try:
+        return peek(payload).get("1.008") or ""
+    except Exception:  # noqa: BLE001 - an unreadable file shares the "unknown" queue
+        return ""
+
+
+def _limit_result(job: Job, seconds: float | None) -> Result:
+    """The worker ran past ``max_work_seconds``: an ERRT built here, never a retry."""
+    return _errt_result(
+        job,
+        "WORK_LIMIT",
+        f"processing took longer than the {seconds:g} s allowed per transaction",
+        "TRANSACTION EXCEEDS THE PROCESSING TIME ALLOWED; CHECK IMAGE SIZES AND RESUBMIT",
+    )
+
+
 def _crash_result(job: Job) -> Result:
     """A worker died twice on this input: answer with an ERRT built here."""
+    return _errt_result(
+        job,
+        "WORKER_CRASH",
+        "the worker processing it died twice",
+        "TRANSACTION COULD NOT BE PROCESSED (IMAGE DATA); CHECK AND RESUBMIT",
+    )
+
+
+def _errt_result(job: Job, code: str, message: str, hint: str) -> Result:
     from gateway.ansinist import write
     from gateway.ansinist.errors import Location
     from gateway.validation import ERROR, Finding
@@ -327,17 +453,11 @@ def _crash_result(job: Job) -> Result:
 
     result = Result()
     result.identity = _identity_from_peek(job.payload)
-    finding = Finding(
-        ERROR,
-        "WORKER_CRASH",
-        Location(),
-        "the worker processing it died twice",
-        hint="TRANSACTION COULD NOT BE PROCESSED (IMAGE DATA); CHECK AND RESUBMIT",
-    )
+    finding = Finding(ERROR, code, Location(), message, hint=hint)
     errt = build_errt(
         _placeholder_submission(job.payload), [finding], tcn=job.response_tcn, ori=job.gateway_ori
     )
     result.response = write(errt)
     result.response_tot = "ERRT"
-    result.steps.append(("REJECTED", "WORKER_CRASH", 0.0, None))
+    result.steps.append(("REJECTED", code, 0.0, None))
     return result

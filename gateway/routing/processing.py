@@ -50,6 +50,7 @@ class Job:
         1  # [matcher] min_quality: fingers below it are neither searched nor enrolled
     )
     min_fingers: int = 6  # [matcher] min_fingers: usable fingers a full tenprint needs (of 10)
+    max_pixels: int | None = None  # [limits] max_pixels_per_transaction, from image headers
 
 
 @dataclass
@@ -159,6 +160,8 @@ def _process(job: Job, result: Result, t: float) -> None:
         code, tag, message, hint = job.reject
         _reject(job, txn, result, t, code, Location(1, 1, tag), message, hint)
         return
+    if job.max_pixels and _over_pixel_budget(job, txn, result, t):
+        return
 
     source = job.payload if txn.encoding == "xml" else None
     report = validate(txn, profile=job.profile, source=source, today=_today(job))
@@ -266,6 +269,33 @@ def _process(job: Job, result: Result, t: float) -> None:
         result.response = write(sre)
         result.response_tot = "SRE"
     result.step("ROUTED", result.response_tot or "no answer required", t)
+
+
+def _over_pixel_budget(job: Job, txn: Transaction, result: Result, t: float) -> bool:
+    """Refuse a transaction whose images claim more pixels than the budget, before any
+    decoding (validation decodes every image): an ERRT names the record that passes it."""
+    from gateway.imaging import declared_pixels
+
+    total = 0
+    for recno, record in enumerate(txn.records, start=1):
+        pixels = declared_pixels(record)
+        total += pixels
+        if total > job.max_pixels:
+            result.summary["pixels"] = total
+            _reject(
+                job,
+                txn,
+                result,
+                t,
+                "PIXEL_LIMIT",
+                Location(recno, record.type),
+                f"the images up to record {recno} (Type-{record.type}, {pixels} pixels) claim "
+                f"{total} pixels, more than the {job.max_pixels} allowed per transaction",
+                f"RECORD {recno} (TYPE-{record.type}): IMAGES EXCEED THE LIMIT OF "
+                f"{job.max_pixels} PIXELS PER TRANSACTION",
+            )
+            return True
+    return False
 
 
 def _reject(job, txn, result, t, code, location, message, hint) -> None:

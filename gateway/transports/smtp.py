@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 import logging
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -21,8 +22,13 @@ from twisted.internet import defer
 from twisted.mail import smtp
 from zope.interface import implementer
 
+from gateway.config import Limits
 from gateway.routing.authz import Refused
 from gateway.transports.tls import peer_fingerprint
+
+from .limits import COMMAND, IDLE, MESSAGE, Budget, abort_later, in_parser_thread
+from .mime import MimeLimitError, check_structure
+from .spool import Spool
 
 log = logging.getLogger("gateway.smtp")
 
@@ -41,8 +47,8 @@ def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
     """
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
-    except Exception as exc:  # noqa: BLE001 - the email package raises many kinds
-        raise IntakeRejected(554, f"5.6.0 message cannot be parsed as MIME: {exc}") from None
+    except Exception:  # noqa: BLE001 - the email package raises many kinds: say it our way
+        raise IntakeRejected(554, "5.6.0 message cannot be parsed as MIME") from None
     if message.get("MIME-Version") is None and not message.is_multipart():
         body = _nlets_body(message)
         if body is not None:
@@ -75,6 +81,63 @@ def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
     return out
 
 
+# Messages larger than this are read by the streaming scan (when they are one multipart).
+LARGE_MESSAGE = 4 * 1024 * 1024
+# RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code and CRLF.
+MAX_REPLY_TEXT = 512 - len("250 ") - len("\r\n")
+
+
+def read_message(source, limits: Limits) -> list[tuple[str | None, bytes]]:
+    """The attachments of a message (a :class:`Spool` or bytes), within ``limits``.
+
+    Runs in a thread.  The structure is checked by a streaming scan first (depth and number of
+    parts), then the ``email`` package reads it; more than ``limits.max_attachments``
+    attachments refuse the whole message.  Raises :class:`IntakeRejected` with our words.
+    """
+    stream = source if isinstance(source, Spool) else io.BytesIO(source)
+    stream.seek(0)
+    large = isinstance(source, Spool) and source.size > LARGE_MESSAGE
+    try:
+        found = check_structure(
+            stream,
+            max_depth=limits.mime_max_depth,
+            max_parts=limits.mime_max_parts,
+            max_attachments=limits.max_attachments,
+            collect=large,
+        )
+    except MimeLimitError as exc:
+        raise IntakeRejected(554, f"5.6.0 {exc.text}; nothing was stored") from None
+    if large and found["depth"] == 1 and found["files"]:
+        # A large multipart message (the usual e-mail: a text part and the EBTS files) is read
+        # from its spool by the scan itself, each file decoded once: the email package would
+        # hold the message several times over.
+        return [(None, data) for data in found["files"]]
+    raw = source.getvalue() if isinstance(source, Spool) else source
+    try:
+        attachments = extract_attachments(raw)
+    except RecursionError:  # the scan should have refused it; never Python's own words
+        raise IntakeRejected(554, "5.6.0 MIME parts nested too deeply; nothing stored") from None
+    if len(attachments) > limits.max_attachments:
+        raise IntakeRejected(
+            554,
+            f"5.3.4 {len(attachments)} attachments: at most {limits.max_attachments} "
+            "per message (max_attachments); nothing was stored",
+        )
+    return attachments
+
+
+def stored_reply(ids: list[str]) -> bytes:
+    """The 250 text for stored transactions: the count and as many ids as one line holds."""
+    text = f"2.0.0 stored {len(ids)} transaction(s):"
+    for n, msg_id in enumerate(ids):
+        more = f" and {len(ids) - n} more"
+        if len(text) + 1 + len(msg_id) + (len(more) if n < len(ids) - 1 else 0) > MAX_REPLY_TEXT:
+            text += more
+            break
+        text += f" {msg_id}"
+    return text.encode("ascii", "replace")
+
+
 def _nlets_body(message) -> bytes | None:
     """The text body of an Nlets message (an IAR from the LESC), which has no attachment."""
     try:
@@ -98,33 +161,45 @@ class _Collector:
         self.delivery = delivery
         self.sender = sender
         self.peer = peer
-        self.lines: list[bytes] = []
+        # past a small threshold the DATA goes to a 0600 file in the data directory
+        self.spool: Spool | None = delivery.new_spool()
         self.size = 0
         self.too_big = False
 
     def lineReceived(self, line: bytes) -> None:  # noqa: N802 - Twisted API
-        if self.too_big:
+        self.write(line + b"\r\n")
+
+    def write(self, lines: bytes) -> None:
+        """Whole lines of DATA (CRLF-terminated, dot-stuffing already removed)."""
+        if self.too_big or self.spool is None:
             return
-        self.size += len(line) + 2
+        self.size += len(lines)
         if self.size > self.delivery.max_size:
             self.too_big = True
-            self.lines = []
+            self.spool.close()
             return
-        self.lines.append(line)
+        self.spool.write(lines)
 
     def eomReceived(self) -> defer.Deferred:  # noqa: N802 - Twisted API
-        if self.too_big:
+        if self.too_big or self.spool is None:
             return defer.fail(
                 smtp.SMTPServerError(
                     552, f"5.3.4 message exceeds the size limit of {self.delivery.max_size} bytes"
                 )
             )
-        raw = b"\r\n".join(self.lines) + b"\r\n"
-        self.lines = []
-        return self.delivery.store(raw, self.sender, self.peer)
+        spool, self.spool = self.spool, None
+        d = self.delivery.store(spool, self.sender, self.peer)
+
+        def removed(result):
+            spool.close()  # after the commit, or the refusal
+            return result
+
+        return d.addBoth(removed)
 
     def connectionLost(self) -> None:  # noqa: N802 - Twisted API
-        self.lines = []
+        if self.spool is not None:  # DATA abandoned: the spool file goes
+            self.spool.close()
+            self.spool = None
 
 
 @implementer(smtp.IMessage)
@@ -143,11 +218,16 @@ class _Ignore:
 
 @implementer(smtp.IMessageDelivery)
 class IntakeDelivery:
-    def __init__(self, intake, max_size: int, peer: str | None):
+    def __init__(
+        self, intake, max_size: int, peer: str | None, limits: Limits | None = None,
+        spool_directory=None,
+    ):  # fmt: skip
         self.intake = intake
         self.max_size = max_size
         self.peer = peer
         self.identity = None  # set by IntakeESMTP.do_MAIL from the client certificate
+        self.limits = limits or Limits()
+        self.spool_directory = spool_directory
         self._sender = ""
         self._collector: _Collector | None = None
 
@@ -168,12 +248,26 @@ class IntakeDelivery:
 
         return factory
 
-    def store(self, raw: bytes, sender: str, peer: str | None) -> defer.Deferred:
-        try:
-            attachments = extract_attachments(raw)
-        except IntakeRejected as exc:
+    def new_spool(self) -> Spool:
+        import tempfile
+
+        directory = self.spool_directory or tempfile.gettempdir()
+        return Spool(directory, self.limits.spool_threshold)
+
+    def store(self, raw, sender: str, peer: str | None) -> defer.Deferred:
+        """Read the message (a :class:`Spool` or bytes) in a thread, then commit it here."""
+        d = in_parser_thread(read_message, raw, self.limits)  # never in the reactor thread
+
+        def refused(failure):
+            failure.trap(IntakeRejected)
+            exc = failure.value
             log.info("rejected a message from %s: %s", peer, exc.text)
-            return defer.fail(smtp.SMTPServerError(exc.code, exc.text))
+            raise smtp.SMTPServerError(exc.code, exc.text)
+
+        d.addCallbacks(lambda attachments: self._accept(attachments, sender, peer), refused)
+        return d
+
+    def _accept(self, attachments, sender: str, peer: str | None) -> defer.Deferred:
         try:
             ids = self.intake.accept(
                 [data for _, data in attachments],
@@ -223,7 +317,85 @@ class IntakeESMTP(smtp.ESMTP):
             return
         return super().do_MAIL(rest)
 
+    limits: Limits = Limits()
+    budget: Budget | None = None
+
+    def connectionMade(self):  # noqa: N802 - Twisted API
+        self.budget = Budget(self.limits, self._budget_exceeded)
+        super().connectionMade()
+
+    def dataReceived(self, data):  # noqa: N802 - Twisted API
+        budget = self.budget
+        if budget is None:
+            return super().dataReceived(data)
+        if budget.spent:
+            return None  # closing: nothing more is read
+        budget.feed(len(data))
+        collector = getattr(self.delivery, "_collector", None)
+        if self.mode == smtp.DATA and isinstance(collector, _Collector):
+            self._data_block(data, collector)
+        else:
+            super().dataReceived(data)
+        if self.mode == smtp.DATA:
+            budget.enter(MESSAGE)
+        elif self._buffer:
+            budget.enter(COMMAND)  # a command line has begun and must end in time
+        else:
+            budget.enter(IDLE)
+
+    def _data_block(self, data: bytes, collector: _Collector) -> None:
+        """DATA handled a block at a time, not a line at a time: the reactor's cost per byte
+        of a large message is a search and a copy, so a flood of DATA leaves it free for other
+        connections and /health.  The complete lines are un-stuffed (RFC 5321 4.5.2: a leading
+        period is removed) and spooled at once; the end-of-data line, and whatever follows
+        it, go through Twisted's own line handling, which answers the message."""
+        block = self._buffer + data
+        self._buffer = b""
+        if block.startswith(b".\r\n"):
+            end = 0
+        else:
+            found = block.find(b"\r\n.\r\n")
+            end = found + 2 if found >= 0 else -1
+        if end >= 0:
+            lines, rest = block[:end], block[end:]
+        else:
+            cut = block.rfind(b"\r\n") + 2  # 0 when there is no complete line yet
+            lines, rest = block[:cut], block[cut:]
+        if lines:
+            if lines.startswith(b"."):
+                lines = lines[1:]
+            collector.write(lines.replace(b"\r\n.", b"\r\n"))
+            self.resetTimeout()
+        if end >= 0 or len(rest) > self.MAX_LENGTH:
+            super().dataReceived(rest)  # the final dot (or an overlong line): Twisted's way
+        else:
+            self._buffer = rest
+
+    def _budget_exceeded(self, reason: str) -> None:
+        text = f"4.4.2 {self.host.decode('ascii', 'replace')} {self.budget.describe(reason)}"
+        log.info("closing an SMTP session from %s: %s", self._helo and self._helo[1], text)
+        self.sendCode(421, text.encode("ascii", "replace"))
+        self.transport.loseConnection()
+        abort_later(self.transport)
+
+    def connectionLost(self, reason):  # noqa: N802 - Twisted API
+        if self.budget is not None:
+            self.budget.spent = True
+            self.budget.cancel()
+        super().connectionLost(reason)
+
+    def sendCode(self, code, message=b""):  # noqa: N802 - Twisted API
+        # RFC 5321 4.5.3.1.5: no reply line longer than 512 octets, whatever its text.
+        lines = [line[:MAX_REPLY_TEXT] for line in message.splitlines()] or [b""]
+        super().sendCode(code, b"\n".join(lines))
+
+    def state_DATA(self, line):  # noqa: N802 - Twisted API
+        if line == b"." and not self.datafailed:  # the client now waits for our answer
+            self.setTimeout(None)
+        return super().state_DATA(line)
+
     def _messageHandled(self, resultList):  # noqa: N802 - Twisted internal, answers DATA
+        self.setTimeout(self.timeout)  # the idle clock again, once the answer is given
         # Twisted answers every failure with "550 Could not send e-mail"; say why instead.
         for success, result in resultList:
             if not success:
@@ -235,7 +407,7 @@ class IntakeESMTP(smtp.ESMTP):
                     self.sendCode(451, b"4.3.0 internal error, try again later")
                 return
         ids = [i for ok, r in resultList if ok and r for i in r]
-        self.sendCode(250, f"2.0.0 stored {len(ids)} transaction(s): {' '.join(ids)}".encode())
+        self.sendCode(250, stored_reply(ids))
 
 
 class IntakeFactory(smtp.SMTPFactory):
@@ -243,13 +415,25 @@ class IntakeFactory(smtp.SMTPFactory):
 
     protocol = IntakeESMTP
 
-    def __init__(self, intake, *, domain: str, max_size: int, tls_context=None, require_tls=False):
+    def __init__(
+        self,
+        intake,
+        *,
+        domain: str,
+        max_size: int,
+        tls_context=None,
+        require_tls=False,
+        limits=None,
+        spool_directory=None,
+    ):
         super().__init__()
         self.intake = intake
         self.domain = domain
         self.max_size = max_size
         self.tls_context = tls_context
         self.require_tls = require_tls and tls_context is not None
+        self.limits = limits or Limits()
+        self.spool_directory = spool_directory
 
     def buildProtocol(self, addr):  # noqa: N802 - Twisted API
         proto = IntakeESMTP(contextFactory=self.tls_context)
@@ -257,8 +441,15 @@ class IntakeFactory(smtp.SMTPFactory):
         proto.host = self.domain.encode()
         proto.max_size = self.max_size
         proto.require_tls = self.require_tls
-        proto.delivery = IntakeDelivery(self.intake, self.max_size, getattr(addr, "host", None))
-        proto.timeout = 300
+        proto.delivery = IntakeDelivery(
+            self.intake,
+            self.max_size,
+            getattr(addr, "host", None),
+            self.limits,
+            self.spool_directory,
+        )
+        proto.limits = self.limits
+        proto.timeout = self.limits.idle_timeout
         return proto
 
 

@@ -53,7 +53,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from lxml import etree
 from twisted.internet import defer, protocol, reactor
-from twisted.web import resource
+from twisted.web import resource, server
 from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -62,6 +62,7 @@ from gateway.routing.authz import Refused, is_ansinist
 from gateway.transports.tls import OutboundPolicy, peer_fingerprint
 from gateway.validation.schema import schema_path
 
+from .limits import in_parser_thread
 from .soap_client import (
     CONTENT_TYPE_11,
     CONTENT_TYPE_12,
@@ -483,32 +484,42 @@ class ServiceResource(resource.Resource):
         ).encode()
 
     def render_POST(self, request):  # noqa: N802 - Twisted API
+        # The envelope is parsed and validated in a thread (the reactor never parses a large
+        # XML body); only the commit and the answer happen here.
         version = _request_version(request)
         try:
-            status, content_type, body = self._submit(request)
+            request.identity = self._identify(request)
         except Fault as fault:
-            status, content_type, body = fault_envelope(fault, fault.version or version)
-        except Exception:  # noqa: BLE001 - never a traceback to the client
-            log.exception("%s: unexpected error", self.spec.name)
-            status, content_type, body = fault_envelope(
+            d = defer.fail(fault)
+        else:
+            d = in_parser_thread(self._read, request)
+        d.addCallback(lambda parsed: self._submit(request, *parsed))
+
+        def failed(failure):
+            if failure.check(Fault):
+                fault = failure.value
+                return fault_envelope(fault, fault.version or version)
+            log.error("%s: unexpected error: %s", self.spec.name, failure.getTraceback())
+            return fault_envelope(  # never a traceback to the client
                 Fault(INTERNAL_PROCESSING_ERROR, "internal error; the request was not accepted"),
                 version,
             )
+
+        d.addErrback(failed)
+        d.addCallback(self._answer, request)
+        return server.NOT_DONE_YET
+
+    def _answer(self, answer: tuple[int, str, bytes], request) -> None:
+        if getattr(request, "_disconnected", False) or request.finished:
+            return
+        status, content_type, body = answer
         request.setResponseCode(status)
         request.setHeader(b"content-type", content_type.encode())
-        return body
+        request.write(body)
+        request.finish()
 
-    def _submit(self, request) -> tuple[int, str, bytes]:
-        peer = getattr(request.getClientAddress(), "host", None)
-        try:
-            identity = self.gateway.intake.identify(
-                peer_fingerprint(request.channel.transport) if request.isSecure() else None,
-                transport="soap",
-                peer=peer,
-            )
-        except Refused as exc:
-            raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
-        request.identity = identity
+    def _read(self, request) -> tuple[str, etree._Element | None, bytes]:
+        """(SOAP version, header, payload) of a request; runs in a thread, raises Fault."""
         if request.postpath not in ([], [b""]):
             raise Fault(INVALID_REQUEST, f"no service at {request.path.decode('ascii', 'replace')}")
         content = request.content
@@ -526,12 +537,13 @@ class ServiceResource(resource.Resource):
         except SoapError as exc:
             raise Fault(INVALID_REQUEST, f"malformed SOAP envelope: {exc}") from None
         try:
-            return self._operation(request, version, header, body)
+            return version, header, self._operation(version, header, body)
         except Fault as fault:
             fault.version = version
             raise
 
-    def _operation(self, request, version, header, body) -> tuple[int, str, bytes]:
+    def _operation(self, version, header, body) -> bytes:
+        """The payload of a parsed request, checked against the WSDL schema (in a thread)."""
         _check_headers(header, version)
         children = body_children(body)
         if len(children) != 1 or etree.QName(children[0]) != self.spec.request:
@@ -547,18 +559,40 @@ class ServiceResource(resource.Resource):
                 INVALID_REQUEST,
                 "request is not valid against the WSDL schema: " + "; ".join(errors),
             )
-        payload = self._payload(element)
-        if not is_ansinist(payload):
-            raise Fault(
-                INVALID_REQUEST, "the payload is not an ANSI/NIST-ITL transaction (1.001: or XML)"
-            )
+        return self._payload(element)
+
+    def _identify(self, request):
+        """The identity of the client certificate (before any body work), or a Fault."""
         peer = getattr(request.getClientAddress(), "host", None)
-        try:  # before a control number is spent (the intake checks again when it stores)
-            self.gateway.intake.authorize([payload], request.identity, transport="soap", peer=peer)
+        try:
+            return self.gateway.intake.identify(
+                peer_fingerprint(request.channel.transport) if request.isSecure() else None,
+                transport="soap",
+                peer=peer,
+            )
         except Refused as exc:
             raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
-        # A ReplyTo is never used: answers go to the agency's registered destinations.
-        control_number = self._store(payload, peer, request.identity)
+
+    def _submit(self, request, version, header, payload: bytes) -> tuple[int, str, bytes]:
+        """Commit a checked request (in the reactor) and build the answer."""
+        try:
+            if not is_ansinist(payload):
+                raise Fault(
+                    INVALID_REQUEST,
+                    "the payload is not an ANSI/NIST-ITL transaction (1.001: or XML)",
+                )
+            peer = getattr(request.getClientAddress(), "host", None)
+            try:  # before a control number is spent (the intake checks again when it stores)
+                self.gateway.intake.authorize(
+                    [payload], request.identity, transport="soap", peer=peer
+                )
+            except Refused as exc:
+                raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
+            # A ReplyTo is never used: answers go to the agency's registered destinations.
+            control_number = self._store(payload, peer, request.identity)
+        except Fault as fault:
+            fault.version = version
+            raise
         answer = etree.Element(self.spec.response, nsmap={"ngi-core": NGI_CORE})
         answer.text = control_number
         return answer_envelope(answer, version)
