@@ -146,7 +146,8 @@ class Pipeline:
             return
         payload = self.journal.payload(msg.payload)
         key = _identity(payload)
-        self._agency[msg_id] = _identity_from_peek_ori(payload)  # its queue for the fair share
+        # its queue for the fair share: the authenticated agency, else the ORI it names
+        self._agency[msg_id] = msg.agency or _identity_from_peek_ori(payload)
         payload = None  # read again when a worker is free: a queue of large messages holds no bytes
         if key is not None:
             # Idempotent per (ORI, TCN): wait for an earlier twin, then reuse its answer.
@@ -157,7 +158,7 @@ class Pipeline:
             try:
                 if await self._answer_duplicate(msg_id, key):
                     return
-                await self._process(msg_id, msg, payload)
+                await self._process(msg_id, msg, payload, key)
             finally:
                 if self._by_key.get(key) is mine:
                     del self._by_key[key]
@@ -196,10 +197,9 @@ class Pipeline:
         self.dispatcher.kick()
         return True
 
-    def _job(self, msg_id: str, payload: bytes | None) -> Job:
+    def _job(self, msg_id: str, payload: bytes | None, key: tuple | None = None) -> Job:
         cfg = self.config
         reject = None
-        key = _identity(payload)
         if key is not None and self.journal.previous_response(*key, exclude=msg_id) is not None:
             # 1.009 TCN must be unique per ORI (ANSI/NIST-ITL 1-2011 8.1.9): an earlier
             # submission under this (ORI, TCN) had other bytes or came from another agency.
@@ -237,9 +237,11 @@ class Pipeline:
             max_pixels=self.limits.max_pixels_per_transaction if self.limits else None,
         )
 
-    async def _process(self, msg_id: str, msg, payload: bytes | None) -> None:
+    async def _process(
+        self, msg_id: str, msg, payload: bytes | None, key: tuple | None = None
+    ) -> None:
         started = time.perf_counter()
-        job = self._job(msg_id, payload)
+        job = self._job(msg_id, payload, key)
         result = await self._run(msg_id, job, msg.payload)
         ident = result.identity
         # One commit (one fsync) for every state of the result, the answer and its deliveries.
@@ -343,7 +345,7 @@ class Pipeline:
             return [], f"IAR control {iar.get('control')} matches no IAQ sent; kept, not forwarded"
         original = self.journal.message(original_id)
         # Only the registered address of the booking's agency (Nlets text travels by e-mail).
-        agency = self._agency(original)
+        agency = self._owner(original)
         address = agency.response_email if agency else None
         self.journal.note(original_id, outcome=f"IAR received as {msg_id}", destination="LESC")
         meta = {
@@ -358,7 +360,7 @@ class Pipeline:
             return [], f"IAR linked to {original_id} (TCN {original.tcn}); no address to forward"
         return [("smtp", address, meta, text)], f"IAR linked to {original_id}, forwarded"
 
-    def _agency(self, msg):
+    def _owner(self, msg):
         """The [[agency]] a message belongs to (decided at intake from the authenticated peer)."""
         if msg.agency is not None:
             return self.config.agency(msg.agency)
@@ -374,7 +376,7 @@ class Pipeline:
         """
         if not response_tot:
             return []
-        agency = self._agency(msg)
+        agency = self._owner(msg)
         ext = "xml" if encoding == "xml" else "eft"
         meta = {"tot": response_tot, "filename": f"{response_tot.lower()}.{ext}", "tcn": msg.tcn}
         return [(kind, where, meta) for kind, where in destinations(agency, msg.transport)]
