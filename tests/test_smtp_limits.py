@@ -15,6 +15,11 @@ class _Intake:
     def __init__(self):
         self.stored: list[bytes] = []
 
+    def identify(self, fingerprint, **kwargs):
+        from gateway.routing.authz import LOCAL
+
+        return LOCAL  # TLS off: tests/integration/test_tls_gateway.py covers identities
+
     def accept(self, items, **kwargs):
         self.stored.extend(items)
         return [f"M{i}" for i in range(len(items))]
