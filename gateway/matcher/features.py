@@ -56,6 +56,9 @@ SEG_DROP = 3.0
 # is above this (natural logarithm; a ridge amplitude of a few grey levels is about 15) and
 # all background below it (a flat image: about -14)
 SEG_FLOOR = 10.0
+# resolutions (ppi) extracted as they are, the features then scaled to 500 ppi (outside: the
+# image is rescaled first, since the period band and the windows are in pixels)
+FEATURE_SCALING = (450.0, 650.0)
 # spurious minutiae (lengths in ridge periods)
 BORDER_MARGIN = 0.8  # closer than this to the print's border
 LOOK_AHEAD = 2.0  # an ending whose ridge would run out of the print within this is a cut ridge
@@ -680,7 +683,11 @@ def _angle_diff(a, b):
 def _rescale(pixels: np.ndarray, ppi: float) -> np.ndarray:
     img = np.asarray(pixels, dtype=np.float32)
     if ppi and abs(ppi - TARGET_PPI) > 0.01 * TARGET_PPI:
-        img = ndimage.zoom(img, TARGET_PPI / ppi, order=1, mode="nearest")
+        scale = TARGET_PPI / ppi
+        if scale < 1:  # shrinking: a Gaussian low-pass first, so no ridge aliases
+            sigma = 0.5 * math.sqrt(1 / scale**2 - 1)
+            img = ndimage.gaussian_filter(img, sigma, mode="nearest")
+        img = ndimage.zoom(img, scale, order=1, mode="nearest")
     return img
 
 
@@ -691,10 +698,42 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         raise ValueError(f"need a grey-scale image of at least {2 * WIN} pixels a side")
     if not (ppi > 0 and np.isfinite(ppi)):
         raise ValueError(f"bad resolution: {ppi!r}")
-    img = _rescale(pixels, float(ppi))
-    h, w = img.shape
+    ppi = float(ppi)
+    scale = TARGET_PPI / ppi
+    h, w = (max(1, int(round(n * scale))) for n in pixels.shape)  # the size at 500 ppi
     if max(h, w) > MAX_SIDE:
         raise ValueError(f"image of {w} x {h} pixels at 500 ppi: larger than {MAX_SIDE}")
+    if (
+        abs(ppi - TARGET_PPI) > 0.01 * TARGET_PPI
+        and FEATURE_SCALING[0] <= ppi <= FEATURE_SCALING[1]
+    ):
+        # extracted at the image's own resolution, the features scaled to 500 ppi
+        return _scaled(_extract(np.asarray(pixels, np.float32), scale * scale), scale, (h, w))
+    return _extract(_rescale(pixels, ppi))
+
+
+def _scaled(f: Features, scale: float, shape: tuple[int, int]) -> Features:
+    """Features extracted at another resolution brought to 500 ppi: coordinates and period
+    times ``scale``, the block mask resampled on the 500 ppi block grid (each block takes the
+    native pixel mask at its centre), the quality's area term measured at 500 ppi."""
+    h, w = shape
+    m = f.minutiae.copy()
+    m[:, 0] = np.clip(m[:, 0] * scale, 0, w - 1)
+    m[:, 1] = np.clip(m[:, 1] * scale, 0, h - 1)
+    native = pixel_mask(f.block_mask, (f.height, f.width))
+    rows, cols = -(-h // HOP) + 1, -(-w // HOP) + 1
+    ys = np.minimum(np.rint(np.minimum(np.arange(rows) * HOP, h - 1) / scale), f.height - 1)
+    xs = np.minimum(np.rint(np.minimum(np.arange(cols) * HOP, w - 1) / scale), f.width - 1)
+    bmask = native[ys.astype(int)[:, None], xs.astype(int)[None, :]]
+    cores = (f.cores * scale).astype(np.float32)
+    return Features(w, h, m, bmask, f.period * scale, cores, f.quality)
+
+
+def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
+    """:func:`extract_features` of a float32 image at the resolution it is (all lengths in
+    ridge periods, so 450-650 ppi work as well as 500); ``area_scale`` converts its pixel
+    areas to 500 ppi (for the quality)."""
+    h, w = img.shape
     # minus the local mean: ridges (dark) positive
     mean = ndimage.uniform_filter(img, 15, mode="reflect")
     img = np.subtract(mean, img, out=mean)  # (the caller's array is never written)
@@ -867,20 +906,24 @@ def extract_features(pixels: np.ndarray, ppi: float = TARGET_PPI) -> Features:
         sel = np.nonzero(quality >= MIN_QUALITY)[0]
         xs, ys, theta, kinds, quality = (a[sel] for a in (xs, ys, theta, kinds, quality))
     minutiae = np.stack([xs, ys, theta, kinds, quality], axis=1).astype(np.float32)
-    return Features(w, h, minutiae, bmask, period, cores, finger_quality(bmask, coh, xs.size))
+    quality = finger_quality(bmask, coh, xs.size, area_scale)
+    return Features(w, h, minutiae, bmask, period, cores, quality)
 
 
-def finger_quality(bmask: np.ndarray, coh: np.ndarray, minutiae: int) -> int:
+def finger_quality(
+    bmask: np.ndarray, coh: np.ndarray, minutiae: int, area_scale: float = 1.0
+) -> int:
     """The quality of one finger impression, 0 (no usable print) to 100, from what the
     extraction measured: how clear the ridge flow is (the mean block coherence inside the
     print), how much print there is (its area in pixels at 500 ppi) and how many minutiae
     survived.  On the six FVC sets B, dropping the comparisons of the 10 % lowest-quality
-    images cuts FNMR at FMR 1 % by 21-73 % (``benchmarks/accuracy.py``; docs/matcher.md)."""
+    images cuts FNMR at FMR 1 % by 13-73 % (``benchmarks/accuracy.py``; docs/matcher.md).
+    ``area_scale`` converts the block areas to pixels at 500 ppi."""
     blocks = int(np.count_nonzero(bmask))
     if blocks == 0 or minutiae == 0:
         return 0
     clarity = float(np.mean(coh[bmask]))
     clarity = min(max((clarity - QUALITY_COH_LO) / (QUALITY_COH_HI - QUALITY_COH_LO), 0.0), 1.0)
-    area = min(1.0, math.sqrt(blocks * HOP * HOP / QUALITY_AREA))
+    area = min(1.0, math.sqrt(blocks * HOP * HOP * area_scale / QUALITY_AREA))
     count = min(1.0, minutiae / QUALITY_MINUTIAE)
     return int(round(100 * clarity * area * count))

@@ -57,9 +57,9 @@ def impression_params(m: Master, impression: int, rng: np.random.Generator) -> I
         contact_axes = (ax * rng.uniform(1.0, 1.1), ay * rng.uniform(0.95, 1.05))
     else:
         contact_centre = (float(rng.normal(0, 0.16 * ax)), float(rng.normal(0, 0.14 * ay)))
-        contact_axes = (ax * rng.uniform(0.72, 1.0), ay * rng.uniform(0.75, 1.0))
+        contact_axes = (ax * rng.uniform(0.68, 0.98), ay * rng.uniform(0.7, 0.98))
     # The rolled impression is taken with care; the others vary like plain live-scan captures.
-    hard = 0.5 if rolled else 1.0
+    hard = 0.5 if rolled else 1.35
     drag = (
         float(rng.normal(0.0, np.radians(4.0)) * hard),
         float(rng.normal(0.0, 7.0) * hard),
