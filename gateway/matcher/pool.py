@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -21,6 +22,9 @@ WORKER_NICE = 5  # CPU work yields to the reactor: intake and /health stay respo
 def _worker_init() -> None:
     from gateway.imaging.codecs import prefer_in_process
 
+    # Ctrl-C reaches every process of the terminal's group: only the daemon handles it (it
+    # stops the pool), a worker printing its own KeyboardInterrupt would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(WORKER_NICE)
     except (AttributeError, OSError):  # not on this platform / not permitted: run as is

@@ -1,0 +1,164 @@
+"""``ebts-gateway run`` as a subprocess: first start, stopping by Ctrl-C, a port already in use.
+
+The daemon is started the way a user starts it (the command line, a TOML file), in its own
+process group so that a SIGINT reaches every process of it as a terminal's Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.cars import make_car
+from tests.integration.helpers import gateway_config
+
+LISTENING = re.compile(r"listening: (\w+) on ([\d.]+):(\d+), (.+)$")
+GIVE_UP = 120  # seconds: only so that a broken start fails instead of hanging the suite
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string for these values
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(type(value))
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    """The integration tests' configuration as a TOML file (top-level keys, inline tables)."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in raw.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """``python -m gateway run --config FILE`` with its log read line by line."""
+
+    def __init__(self, config: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a job in a terminal
+        )
+        self.lines: list[str] = []
+        self._partial = b""
+
+    def wait_for(self, pattern: re.Pattern) -> re.Match:
+        """Read the log until a line matches (or the daemon ends: then fail with its log)."""
+        deadline = time.monotonic() + GIVE_UP
+        for line in self.lines:
+            if found := pattern.search(line):
+                return found
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=1):
+                    continue
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                *complete, self._partial = (self._partial + chunk).split(b"\n")
+                for raw in complete:
+                    line = raw.decode("utf-8", "replace")
+                    self.lines.append(line)
+                    if found := pattern.search(line):
+                        return found
+        pytest.fail(f"no log line matching {pattern.pattern!r}; log:\n" + "\n".join(self.lines))
+
+    def finish(self, signum: int | None = None) -> tuple[int, str]:
+        """Send ``signum`` to the daemon's process group, then its exit status and whole log."""
+        if signum is not None:
+            os.killpg(self.proc.pid, signum)
+        try:
+            rest, _ = self.proc.communicate(timeout=GIVE_UP)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            rest, _ = self.proc.communicate()
+        text = "\n".join(self.lines) + "\n" + (self._partial + rest).decode("utf-8", "replace")
+        return self.proc.returncode, text
+
+
+@pytest.mark.slow
+def test_first_start_listens_before_the_demo_galleries_exist(tmp_path):
+    raw = gateway_config(tmp_path, _free_port()).raw
+    raw["gallery"] = {"demo": True}  # the embedded default: demo galleries on first start
+    daemon = Daemon(write_config(tmp_path / "gateway.toml", raw))
+    try:
+        daemon.wait_for(re.compile("gateway started"))
+        listening = [m.groups() for m in map(LISTENING.search, daemon.lines) if m]
+        addresses = {name: (host, int(port)) for name, host, port, _ in listening}
+        assert sorted(addresses) == ["admin", "smtp", "soap"]
+        assert all(tls.startswith("TLS") for *_, tls in listening)
+        daemon.wait_for(re.compile("building the demo galleries in the background"))
+        galleries = tmp_path / "data" / "galleries"
+
+        # SMTP answers and accepts a CAR while the galleries are being built...
+        with smtplib.SMTP(*addresses["smtp"], timeout=30) as client:
+            assert client.ehlo()[0] == 250
+            message = EmailMessage()
+            message["From"] = "livescan@ny.example"
+            message["To"] = "ident@gateway.example"
+            message["Subject"] = "EBTS submission"
+            message.set_content("EBTS file attached")
+            message.add_attachment(
+                make_car("NY-FIRST-000001"),
+                maintype="application",
+                subtype="octet-stream",
+                filename="car.eft",
+            )
+            assert client.send_message(message) == {}
+        # ... the admin API too: the CAR is stored and waits for the galleries.
+        host, port = addresses["admin"]
+        with urllib.request.urlopen(f"http://{host}:{port}/api/messages", timeout=30) as r:
+            rows = json.loads(r.read())["messages"]
+        assert [row["state"] for row in rows] == ["STORED"]
+        assert not any(galleries.glob("*/demo.json")), "the galleries were built already"
+    finally:
+        code, log = daemon.finish(signal.SIGINT)  # Ctrl-C: the whole process group
+    assert code == 0, log
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert re.search(r"INFO gateway: stopping$", log, re.M), log
+    assert re.search(r"INFO gateway: stopped$", log, re.M), log
+    assert not any(galleries.glob("*/demo.json"))  # the builder was stopped, nothing half-built
+
+
+def test_port_in_use_is_one_line_and_exit_1(tmp_path):
+    raw = gateway_config(tmp_path, _free_port()).raw
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        raw["listen"] = dict(raw["listen"], soap=f"tcp:{port}:interface=127.0.0.1")
+        code, log = Daemon(write_config(tmp_path / "gateway.toml", raw)).finish()
+    assert code == 1, log
+    assert f"ebts-gateway: cannot listen: soap on 127.0.0.1:{port}: address already in use" in log
+    assert "Traceback" not in log and "Unhandled" not in log, log
+    assert "INFO gateway: stopped" in log
