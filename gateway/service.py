@@ -108,6 +108,7 @@ class Gateway(service.MultiService):
         self.held = 0  # messages accepted while the galleries were being built
         self.exit_code = 0
         self._builder: _DemoBuilder | None = None
+        self.builder_factory = _DemoBuilder  # (subjects, {kind: folder}) -> builder
 
         smtp_factory = IntakeFactory(
             self.intake,
@@ -148,7 +149,7 @@ class Gateway(service.MultiService):
             log.info("listening: %s on %s, %s", name, self.addresses[name], _tls_state(self, name))
         self.dispatcher.start()
         if self.pending_galleries is not None:
-            self._builder = _DemoBuilder(self.config.demo_subjects, self.pending_galleries)
+            self._builder = self.builder_factory(self.config.demo_subjects, self.pending_galleries)
             self._builder.done.addCallbacks(self._galleries_built, self._galleries_failed)
             log.info(
                 "building the demo galleries in the background (process %d); submissions are "

@@ -21,10 +21,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer
 
+from gateway.ansinist import read
+from gateway.service import Gateway
 from tests.conftest import REPO
 from tests.integration.cars import make_car
-from tests.integration.helpers import gateway_config
+from tests.integration.helpers import gateway_config, send_smtp
 
 LISTENING = re.compile(r"listening: (\w+) on ([\d.]+):(\d+), (.+)$")
 GIVE_UP = 120  # seconds: only so that a broken start fails instead of hanging the suite
@@ -162,3 +166,38 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path):
     assert f"ebts-gateway: cannot listen: soap on 127.0.0.1:{port}: address already in use" in log
     assert "Traceback" not in log and "Unhandled" not in log, log
     assert "INFO gateway: stopped" in log
+
+
+class _HeldBuilder:
+    """Stands in for the demo gallery builder process: done when the test says so."""
+
+    pid = 0
+
+    def __init__(self, subjects, paths):
+        self.done = defer.Deferred()
+
+    def stop(self):
+        self.done.errback(defer.CancelledError())
+        return defer.succeed(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_submissions_wait_for_the_galleries_then_are_answered(tmp_path, sink):
+    config = gateway_config(tmp_path, sink.port.getHost().port)
+    builders = []
+    gateway = Gateway(config, demo_galleries={"fbi": tmp_path / "no-fbi", "dhs": tmp_path / "x"})
+    gateway.builder_factory = lambda *a: builders.append(_HeldBuilder(*a)) or builders[-1]
+    gateway.startService()
+    try:
+        for svc in gateway.ports.values():
+            await svc._waitingForPort
+        await send_smtp(gateway.port("smtp"), [make_car("NY-HELD-000001")])
+        (row,) = gateway.journal.messages(limit=10)
+        assert row.state == "STORED" and gateway.held == 1 and not sink.messages
+        # The galleries are "built" (empty folders here: nothing to search, an SRE no hit).
+        gateway.pending_galleries = {}
+        builders[0].done.callback(None)
+        await sink.wait_for(1)
+        assert read(sink.messages[0]["attachments"][0]).tcr == "NY-HELD-000001"
+    finally:
+        await gateway.stopService()
