@@ -90,17 +90,35 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION")
-    b = sub.add_parser("build", help="build a gallery of template-level synthetic subjects")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", title="actions")
+    b = sub.add_parser(
+        "build",
+        help="build a gallery of template-level synthetic subjects",
+        description="Build a gallery of N template-level synthetic subjects (ten fingers each, "
+        "no images rendered), with a progress bar on stderr. Exit 0 built, 2 bad arguments or "
+        "DIR exists (without --force).",
+    )
     b.add_argument("--synthetic", type=_positive, required=True, metavar="N", help="subjects")
     b.add_argument("--seed", type=int, default=0, help="seed of the synthetic subjects")
     b.add_argument("--force", action="store_true", help="replace DIR if it exists")
     b.add_argument("dir", metavar="DIR", help="gallery directory to write")
-    i = sub.add_parser("info", help="describe a gallery")
-    i.add_argument("dir", metavar="DIR")
+    i = sub.add_parser(
+        "info",
+        help="describe a gallery",
+        description="Subjects, fingers, bytes per finger and threshold of a gallery folder. "
+        "It reads the gallery files only: subjects the daemon enrolled live in its journal "
+        "(data_dir/journal.sqlite3), not in the folder. Exit 0, or 2 missing or damaged.",
+    )
+    i.add_argument("dir", metavar="DIR", help="gallery directory")
     i.add_argument("--json", action="store_true", help="machine-readable output")
-    c = sub.add_parser("calibrate", help="set the decision threshold from non-mated searches")
-    c.add_argument("dir", metavar="DIR")
+    c = sub.add_parser(
+        "calibrate",
+        help="set the decision threshold from non-mated searches",
+        description="Run N non-mated synthetic tenprint searches against the gallery and store "
+        "the threshold that meets the target false-positive identification rate. Exit 0, or 2 "
+        "missing or damaged gallery.",
+    )
+    c.add_argument("dir", metavar="DIR", help="gallery directory (its threshold is rewritten)")
     c.add_argument("--searches", type=_positive, default=200, help="non-mated searches")
     c.add_argument("--fpir", type=float, default=0.001, help="target false-positive rate")
     c.add_argument(
