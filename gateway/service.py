@@ -59,9 +59,21 @@ class Intake:
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
 
-    def accept(self, items: list[bytes], *, transport: str, peer=None, reply_to=None) -> list[str]:
+    def accept(
+        self,
+        items: list[bytes],
+        *,
+        transport: str,
+        peer=None,
+        reply_to=None,
+        mail_message_id: str | None = None,
+    ) -> list[str]:
         ids = self.gateway.journal.accept_many(
-            items, transport=transport, peer=peer, reply_to=reply_to
+            items,
+            transport=transport,
+            peer=peer,
+            reply_to=reply_to,
+            mail_message_id=mail_message_id,
         )
         for msg_id in ids:
             self.gateway.submit(msg_id)
@@ -85,7 +97,11 @@ class Gateway(service.MultiService):
         self.dispatcher = Dispatcher(
             self.journal,
             config,
-            {"smtp": smtp_sender(config), "soap": soap_sender(config), "http": http_sender(config)},
+            {
+                "smtp": smtp_sender(config, journal=self.journal),
+                "soap": soap_sender(config),
+                "http": http_sender(config),
+            },
         )
         self.galleries = dict(galleries or {})
         self.pipeline = Pipeline(

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS messages (
     response TEXT REFERENCES payloads(sha256),
     response_tcn TEXT,
     duplicate_of TEXT,
-    summary TEXT
+    summary TEXT,
+    mail_message_id TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
 CREATE INDEX IF NOT EXISTS messages_ori_tcn ON messages(ori, tcn);
@@ -114,6 +115,7 @@ class Message:
     response_tcn: str | None
     duplicate_of: str | None
     summary: str | None
+    mail_message_id: str | None = None  # the submission e-mail's Message-ID (answers refer to it)
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -182,6 +184,9 @@ class Journal:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self.db.executescript(ENROLMENT_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(messages)")}
+        if "mail_message_id" not in columns:  # a journal from 0.1: the column comes last
+            self.db.execute("ALTER TABLE messages ADD COLUMN mail_message_id TEXT")
         self.log = RoutingLog(Path(routing_log) if routing_log else None)
         self._log_pending: list[dict] = []
 
@@ -257,10 +262,22 @@ class Journal:
 
     # -- intake ----------------------------------------------------------------------
     def accept(
-        self, data: bytes, *, transport: str, peer: str | None = None, reply_to: str | None = None
+        self,
+        data: bytes,
+        *,
+        transport: str,
+        peer: str | None = None,
+        reply_to: str | None = None,
+        mail_message_id: str | None = None,
     ) -> str:
         """Store the raw bytes durably (RECEIVED -> STORED); returns the message id."""
-        return self.accept_many([data], transport=transport, peer=peer, reply_to=reply_to)[0]
+        return self.accept_many(
+            [data],
+            transport=transport,
+            peer=peer,
+            reply_to=reply_to,
+            mail_message_id=mail_message_id,
+        )[0]
 
     def accept_many(
         self,
@@ -269,8 +286,12 @@ class Journal:
         transport: str,
         peer: str | None = None,
         reply_to: str | None = None,
+        mail_message_id: str | None = None,
     ) -> list[str]:
-        """Store several transactions in one commit: all are accepted, or none."""
+        """Store several transactions in one commit: all are accepted, or none.
+
+        ``mail_message_id``: the Message-ID of the e-mail that carried them (SMTP), which the
+        answer mails name in In-Reply-To and References."""
         now = time.time()
         ids = []
         with self._tx():
@@ -280,8 +301,8 @@ class Journal:
                 digest = self._put_payload(data)
                 self.db.execute(
                     "INSERT INTO messages (id, received_at, transport, peer, reply_to, payload, "
-                    "state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (msg_id, now, transport, peer, reply_to, digest, STORED, now),
+                    "state, updated_at, mail_message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (msg_id, now, transport, peer, reply_to, digest, STORED, now, mail_message_id),
                 )
                 self._transition(
                     msg, RECEIVED, outcome=f"{len(data)} bytes via {transport}", at=now
