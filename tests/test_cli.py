@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import subprocess
 import sys
 
@@ -97,3 +98,38 @@ def test_python_dash_m_gateway_is_the_same_command():
         [sys.executable, "-m", "gateway", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == f"ebts-gateway {__version__}"
+
+
+def test_offline_gallery_tools_see_the_daemons_enrolments_with_journal(tmp_path, capsys):
+    from gateway.matcher import synthetic
+    from gateway.store.enrolments import add_enrolment
+    from gateway.store.journal import Journal
+
+    gallery = tmp_path / "fbi"
+    assert main(["gallery", "build", "--synthetic", "3", str(gallery)]) == 0
+    journal = Journal(tmp_path / "journal.sqlite3")
+    probe = synthetic.tenprint(synthetic.identity(5, 1), impression=0)
+    with journal.transaction():
+        templates = {p: t.to_bytes() for p, t in probe.items()}
+        add_enrolment(journal.db, "M1", "fbi", "0000001GW", templates)
+    journal.close()
+    capsys.readouterr()
+
+    assert main(["gallery", "info", str(gallery), "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["subjects"] == 3 and alone["enrolled_by_daemon"] is None
+    assert alone["read"].startswith("gallery files only")
+    journal_arg = ["--journal", str(tmp_path / "journal.sqlite3")]
+    assert main(["gallery", "info", str(gallery), "--json", *journal_arg]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["subjects"] == 4 and both["enrolled_by_daemon"] == 1
+    assert main(["gallery", "info", str(gallery), "--kind", "dhs", "--json", *journal_arg]) == 0
+    assert json.loads(capsys.readouterr().out)["subjects"] == 3  # nothing enrolled into DHS
+    assert main(["gallery", "info", str(gallery), "--journal", "/no/such/journal"]) == 2
+    assert "/no/such/journal" in _one_line(capsys)
+
+    assert main(["search", str(gallery), str(SAMPLE), "--json", *journal_arg]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert "1 subjects the daemon enrolled" in found["read"]
+    assert main(["search", str(gallery), str(SAMPLE)]) == 0
+    assert "searched: gallery files only" in capsys.readouterr().out

@@ -6,7 +6,11 @@ candidates best first with their fused score, decision and per-finger scores; ``
 ``{"file", "gallery", "threshold", "fingers", "candidates": [{"subject_id", "score",
 "decision", "finger_scores"}]}``.
 
-Exit status: 0 searched (whatever the result), 2 unreadable input or gallery.
+The gallery folder holds the subjects it was built or enrolled with offline; the subjects the
+daemon enrolled from submissions are in its journal: ``--journal DATA_DIR/journal.sqlite3``
+searches those too (the output says which it read).
+
+Exit status: 0 searched (whatever the result), 2 unreadable input, gallery or journal.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ import json
 
 from ._io import load
 from .enroll import fingers
-from .gallery import _positive, error, open_gallery
+from .gallery import (
+    _positive,
+    add_enrolments,
+    add_journal_arguments,
+    error,
+    open_gallery,
+    source_note,
+)
 
 NAME = "search"
 HELP = "search the fingerprints of a transaction against a gallery (1:N)"
@@ -27,11 +38,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top", type=_positive, default=10, help="candidates to list")
     parser.add_argument("--shortlist", type=_positive, default=50, help="first-stage list")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_journal_arguments(parser)
 
 
 def run(args) -> int:
     g = open_gallery(args.gallery)
     if g is None:
+        return 2
+    enrolled = add_enrolments(g, args.journal, args.kind)
+    if enrolled is None:
         return 2
     txn = load(args.file)
     if txn is None:
@@ -45,6 +60,7 @@ def run(args) -> int:
             "file": args.file,
             "gallery": args.gallery,
             "threshold": g.threshold,
+            "read": source_note(args.journal, enrolled),
             "fingers": sorted(probe),
             "candidates": [c.to_dict() for c in cands],
         }
@@ -52,6 +68,7 @@ def run(args) -> int:
         return 0
     thr = "not calibrated" if g.threshold is None else f"{g.threshold:.4f}"
     print(f"{args.file}: {len(probe)} fingers {sorted(probe)}; threshold {thr}")
+    print(f"searched: {source_note(args.journal, enrolled)}")
     for rank, c in enumerate(cands, start=1):
         mark = "HIT " if c.decision else "    "
         fs = " ".join(f"{p}:{s:.2f}" for p, s in sorted(c.finger_scores.items()))
