@@ -68,11 +68,11 @@ def run(args) -> int:
         return 0
     thr = "not calibrated" if g.threshold is None else f"{g.threshold:.4f}"
     print(f"{args.file}: {len(probe)} fingers {sorted(probe)}; threshold {thr}")
-    print(f"searched: {source_note(args.journal, enrolled)}")
     for rank, c in enumerate(cands, start=1):
         mark = "HIT " if c.decision else "    "
         fs = " ".join(f"{p}:{s:.2f}" for p, s in sorted(c.finger_scores.items()))
         print(f"{rank:3d} {mark}{c.subject_id:<24} {c.score:8.4f}  {fs}")
     if not cands:
         print("no candidates (empty gallery)")
+    print(f"searched: {source_note(args.journal, enrolled)}")
     return 0
