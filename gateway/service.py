@@ -16,10 +16,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import defer, endpoints, error, protocol, reactor
+from twisted.internet import defer, endpoints, error, protocol
+from twisted.internet import reactor as _reactor
 from twisted.web import server
 
 from gateway.admin.web import admin_root
@@ -31,6 +33,8 @@ from gateway.transports.http import http_sender
 from gateway.transports.smtp import IntakeFactory, smtp_sender
 from gateway.transports.soap import soap_root, soap_sender
 
+# The global reactor provides its interfaces through zope.interface, which mypy does not follow.
+reactor: Any = _reactor
 log = logging.getLogger("gateway")
 demo_log = logging.getLogger("gateway.demo")
 
@@ -160,7 +164,9 @@ class Gateway(service.MultiService):
                 reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
                 raise ListenError(svc.name, address, reason.lower()) from None
         for name, svc in self.ports.items():
-            host = svc._waitingForPort.result.getHost()
+            waiting = svc._waitingForPort
+            assert waiting is not None and waiting.called  # startService listened, or raised
+            host = waiting.result.getHost()
             self.addresses[name] = f"{host.host}:{host.port}"
             log.info("listening: %s on %s, %s", name, self.addresses[name], _tls_state(self, name))
         self.dispatcher.start()
@@ -257,10 +263,11 @@ class _DemoBuilder(protocol.ProcessProtocol):
     def stop(self) -> defer.Deferred:
         """Terminate the builder (SIGTERM; the folder being written is a NAME.tmp)."""
         self._stopping = True
-        ended = defer.Deferred()
+        ended: defer.Deferred[None] = defer.Deferred()
         self.done.addBoth(lambda _: ended.callback(None))
+        transport: Any = self.transport
         try:
-            self.transport.signalProcess("TERM")
+            transport.signalProcess("TERM")
         except error.ProcessExitedAlready:
             pass
         return ended

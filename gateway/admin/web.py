@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from typing import Any
 
 from twisted.web import resource
 
@@ -273,10 +274,11 @@ class Dashboard(resource.Resource):
 
 
 def admin_root(app) -> resource.Resource:
-    root = resource.Resource()
+    # Any: putChild wants an IResource, a zope interface mypy does not follow
+    root: Any = resource.Resource()
     root.putChild(b"", Dashboard())
     root.putChild(b"health", Health(app))
-    api = resource.Resource()
+    api: Any = resource.Resource()
     api.putChild(b"stats", Stats(app))
     api.putChild(b"messages", Messages(app))
     root.putChild(b"api", api)

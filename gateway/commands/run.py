@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import Any
 
 NAME = "run"
 HELP = "run the gateway daemon (SMTP intake, pipeline, delivery, admin dashboard)"
@@ -49,9 +50,11 @@ def run(args) -> int:
         stream=sys.stderr,
     )
     _bridge_twisted_log(verbose=args.verbose)
-    from twisted.internet import reactor
-
-    from gateway.service import ListenError, build_gateway
+    from gateway.service import (
+        ListenError,
+        build_gateway,
+        reactor,  # typed Any: the reactor's interfaces are zope ones
+    )
 
     try:
         gateway = build_gateway(config)
@@ -91,6 +94,5 @@ def _bridge_twisted_log(*, verbose: bool) -> None:
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
     logging.getLogger("twisted").setLevel(logging.DEBUG if verbose else logging.WARNING)
-    globalLogBeginner.beginLoggingTo(
-        [STDLibLogObserver(name="twisted")], discardBuffer=True, redirectStandardIO=False
-    )
+    observer: Any = STDLibLogObserver(name="twisted")  # an ILogObserver (zope interface)
+    globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)

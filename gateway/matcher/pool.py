@@ -62,7 +62,7 @@ class WorkerPool:
 
     def run(self, fn, *args) -> defer.Deferred:
         """Run ``fn(*args)`` in a worker; the Deferred fires in the reactor thread."""
-        d = defer.Deferred()
+        d: defer.Deferred[object] = defer.Deferred()
         try:
             future = self._pool().submit(fn, *args)
         except (BrokenProcessPool, RuntimeError):

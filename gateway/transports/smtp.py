@@ -246,14 +246,14 @@ class IntakeFactory(smtp.SMTPFactory):
     def __init__(self, intake, *, domain: str, max_size: int, tls_context=None):
         super().__init__()
         self.intake = intake
-        self.domain = domain
+        self.domain = domain  # type: ignore[assignment]  # a str here; SMTPFactory types bytes
         self.max_size = max_size
         self.tls_context = tls_context
 
     def buildProtocol(self, addr):  # noqa: N802 - Twisted API
         proto = IntakeESMTP(contextFactory=self.tls_context)
         proto.factory = self
-        proto.host = self.domain.encode()
+        proto.host = self.domain.encode()  # type: ignore[attr-defined]  # the str above
         proto.max_size = self.max_size
         proto.delivery = IntakeDelivery(self.intake, self.max_size, getattr(addr, "host", None))
         proto.timeout = 300
