@@ -15,6 +15,7 @@ import smtplib
 import socketserver
 import threading
 from email.message import EmailMessage
+from typing import Any
 
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -55,7 +56,7 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
                     size += len(data)
                     if size <= MAX_MESSAGE:
                         lines.append(data)
-                self.server.receiver.collect(b"".join(lines))
+                self.server.receiver.collect(b"".join(lines))  # type: ignore[attr-defined]
                 self.reply("250 ok")
             elif verb == b"QUIT":
                 self.reply("221 bye")
@@ -65,6 +66,7 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
 
 
 class _Server(socketserver.ThreadingTCPServer):
+    receiver: Receiver
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
@@ -86,6 +88,7 @@ class Receiver:
 
     @property
     def port(self) -> int:
+        assert self._server is not None, "start() first"
         return self._server.server_address[1]
 
     def stop(self) -> None:
@@ -104,7 +107,7 @@ class Receiver:
             parts = []
         for part in parts:
             payload = part.get_payload(decode=True) or b""
-            item = self.collect_payload(payload)
+            item = self.collect_payload(payload)  # type: ignore[arg-type]
             with self._lock:
                 self.deliveries.append((item[0], message.get("Message-ID")))
 
@@ -153,7 +156,7 @@ class SoapReceiver:
     def __init__(self, host: str = "127.0.0.1", port: int = 2527, sink: Receiver | None = None):
         self.address = (host, port)
         self.sink = sink or Receiver(host, 0)
-        self._server = None
+        self._server: Any = None  # a ThreadingHTTPServer once started
 
     @property
     def url(self) -> str:
