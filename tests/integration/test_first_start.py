@@ -201,3 +201,20 @@ async def test_submissions_wait_for_the_galleries_then_are_answered(tmp_path, si
         assert read(sink.messages[0]["attachments"][0]).tcr == "NY-HELD-000001"
     finally:
         await gateway.stopService()
+
+
+def test_twisted_log_events_reach_python_logging():
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr,"
+        " format='%(levelname)s %(name)s: %(message)s')\n"
+        "from gateway.commands.run import _bridge_twisted_log\n"
+        "_bridge_twisted_log(verbose=False)\n"
+        "from twisted.logger import Logger\n"
+        "log = Logger(namespace='twisted.test')\n"
+        "log.info('routine {n}', n=1)\n"
+        "log.warn('listener trouble {n}', n=2)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "WARNING twisted: listener trouble 2" in out.stderr
+    assert "routine" not in out.stderr  # below WARNING without --verbose
