@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import signal
 import sys
@@ -57,6 +58,21 @@ def is_built(path: Path) -> bool:
 def _ignore_sigint() -> None:
     # Ctrl-C reaches every process of the terminal's group: only the daemon handles it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_POOL = None  # the worker pool while identities are being rendered (for _terminated)
+
+
+def _terminated(signum, _frame) -> None:
+    """SIGTERM in the builder: stop the worker pool, if one is running, and end quietly.
+
+    Inside the pool's loop the pool is terminated and SystemExit unwinds (its semaphores are
+    released, nothing printed); anywhere else, possibly inside an import where an exception
+    would surface as an ImportError traceback, the process simply ends."""
+    if _POOL is not None:
+        _POOL.terminate()
+        raise SystemExit(128 + signum)
+    os._exit(128 + signum)
 
 
 def _templates(identity: int) -> tuple[int, dict[int, bytes]]:
@@ -95,17 +111,22 @@ def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path
     log.info("%s demo gallery: %d distractors enrolled", kind, DISTRACTORS)
     enrolled = {}
     step = max(1, len(identities) // 4)
+    global _POOL
     with multiprocessing.get_context("spawn").Pool(2, initializer=_ignore_sigint) as pool:
-        for identity, templates in pool.imap_unordered(_templates, identities):
-            sid = demo_ucn(identity) if kind == "fbi" else demo_dhs_id(identity)
-            enrolled[sid] = {p: Template.from_bytes(d) for p, d in templates.items()}
-            if len(enrolled) % step == 0 or len(enrolled) == len(identities):
-                log.info(
-                    "%s demo gallery: %d/%d identities rendered and extracted",
-                    kind,
-                    len(enrolled),
-                    len(identities),
-                )
+        _POOL = pool
+        try:
+            for identity, templates in pool.imap_unordered(_templates, identities):
+                sid = demo_ucn(identity) if kind == "fbi" else demo_dhs_id(identity)
+                enrolled[sid] = {p: Template.from_bytes(d) for p, d in templates.items()}
+                if len(enrolled) % step == 0 or len(enrolled) == len(identities):
+                    log.info(
+                        "%s demo gallery: %d/%d identities rendered and extracted",
+                        kind,
+                        len(enrolled),
+                        len(identities),
+                    )
+        finally:
+            _POOL = None
     log.info("%s demo gallery: calibrating (%d searches)", kind, CALIBRATION_SEARCHES)
     gallery.add_many((sid, p, t) for sid, probe in enrolled.items() for p, t in probe.items())
     scores = []
@@ -169,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dhs", type=Path, help="folder of the DHS demo gallery")
     args = parser.parse_args(argv)
     _ignore_sigint()
-    # SIGTERM (the daemon stopping) unwinds: the worker pool is terminated, no half gallery is
-    # left (a gallery is written to NAME.tmp and renamed when complete).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM (the daemon stopping): see _terminated. No half gallery is left: a gallery is
+    # written to NAME.tmp and renamed when complete.
+    signal.signal(signal.SIGTERM, _terminated)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     ensure_demo_gallery(args.fbi, args.subjects, kind="fbi")
     ensure_demo_gallery(args.dhs, args.subjects, kind="dhs")
