@@ -250,6 +250,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         return p if p.is_absolute() else (base / p)
 
     data_dir = path(_str(raw, "data_dir", "", DEFAULT_DATA_DIR), "data_dir")
+    assert data_dir is not None  # it has a default
     listen = _table(raw, "listen")
     _unknown(listen, {"smtp", "soap", "admin"}, "listen.")
     smtp = _table(raw, "smtp")

@@ -11,14 +11,23 @@ On first start without configured galleries, ``ebts-gateway run`` builds:
 A CAR from :func:`demo_car` for identity ``i`` (impression 1: another capture of the same
 fingers) is then identified (UCN ``demo_ucn(i)``), and for ``i % 3 == 0`` also matched by DHS,
 which makes the gateway queue an IAQ to the LESC address.  Built once; later starts reuse it.
+
+``ebts-gateway run`` builds them in the background: :func:`main` (``python -m gateway.demo``) is
+the builder process the daemon starts, so that its listeners open at once; it ignores SIGINT
+(the daemon stops it with SIGTERM) and writes its progress as lines on stderr, which the daemon
+logs.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import multiprocessing
+import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 log = logging.getLogger("gateway.demo")
@@ -41,6 +50,31 @@ def in_dhs(identity: int) -> bool:
     return identity % 3 == 0
 
 
+def is_built(path: Path) -> bool:
+    """Whether the demo gallery at ``path`` is complete (written last, by a rename)."""
+    return (Path(path) / "demo.json").exists()
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches every process of the terminal's group: only the daemon handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_POOL = None  # the worker pool while identities are being rendered (for _terminated)
+
+
+def _terminated(signum, _frame) -> None:
+    """SIGTERM in the builder: stop the worker pool, if one is running, and end quietly.
+
+    Inside the pool's loop the pool is terminated and SystemExit unwinds (its semaphores are
+    released, nothing printed); anywhere else, possibly inside an import where an exception
+    would surface as an ImportError traceback, the process simply ends."""
+    if _POOL is not None:
+        _POOL.terminate()
+        raise SystemExit(128 + signum)
+    os._exit(128 + signum)
+
+
 def _templates(identity: int) -> tuple[int, dict[int, bytes]]:
     from gateway import synth
     from gateway.matcher import extract
@@ -51,7 +85,7 @@ def _templates(identity: int) -> tuple[int, dict[int, bytes]]:
 def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path:
     """Build the demo gallery ``kind`` ("fbi" or "dhs") at ``path`` unless it is there."""
     path = Path(path)
-    if (path / "demo.json").exists():
+    if is_built(path):
         return path
     from gateway.matcher import Template
     from gateway.matcher import synthetic as distractors
@@ -74,11 +108,26 @@ def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path
     )
     gallery = Gallery()
     distractors.populate(gallery, DISTRACTORS, seed=11 if kind == "fbi" else 13)
+    log.info("%s demo gallery: %d distractors enrolled", kind, DISTRACTORS)
     enrolled = {}
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        for identity, templates in pool.imap_unordered(_templates, identities):
-            sid = demo_ucn(identity) if kind == "fbi" else demo_dhs_id(identity)
-            enrolled[sid] = {p: Template.from_bytes(d) for p, d in templates.items()}
+    step = max(1, len(identities) // 4)
+    global _POOL
+    with multiprocessing.get_context("spawn").Pool(2, initializer=_ignore_sigint) as pool:
+        _POOL = pool
+        try:
+            for identity, templates in pool.imap_unordered(_templates, identities):
+                sid = demo_ucn(identity) if kind == "fbi" else demo_dhs_id(identity)
+                enrolled[sid] = {p: Template.from_bytes(d) for p, d in templates.items()}
+                if len(enrolled) % step == 0 or len(enrolled) == len(identities):
+                    log.info(
+                        "%s demo gallery: %d/%d identities rendered and extracted",
+                        kind,
+                        len(enrolled),
+                        len(identities),
+                    )
+        finally:
+            _POOL = None
+    log.info("%s demo gallery: calibrating (%d searches)", kind, CALIBRATION_SEARCHES)
     gallery.add_many((sid, p, t) for sid, probe in enrolled.items() for p, t in probe.items())
     scores = []
     for i in range(CALIBRATION_SEARCHES):
@@ -127,3 +176,31 @@ def demo_car(identity: int, *, tcn: str | None = None, ori: str = DEMO_ORI, dat:
     from gateway import synth
 
     return synth.car_transaction(identity, impression=1, ori=ori, tcn=tcn, dat=dat)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The background builder: ``python -m gateway.demo --subjects N FBI_PATH DHS_PATH``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.demo",
+        description="Build the FBI and DHS demo galleries (synthetic subjects) unless present; "
+        "progress lines on stderr. Started by 'ebts-gateway run' on a fresh data directory.",
+    )
+    parser.add_argument("--subjects", type=int, required=True, help="synthetic identities")
+    parser.add_argument("fbi", type=Path, help="folder of the FBI demo gallery")
+    parser.add_argument("dhs", type=Path, help="folder of the DHS demo gallery")
+    args = parser.parse_args(argv)
+    _ignore_sigint()
+    # SIGTERM (the daemon stopping): see _terminated. No half gallery is left: a gallery is
+    # written to NAME.tmp and renamed when complete.
+    signal.signal(signal.SIGTERM, _terminated)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    ensure_demo_gallery(args.fbi, args.subjects, kind="fbi")
+    ensure_demo_gallery(args.dhs, args.subjects, kind="dhs")
+    return 0
+
+
+if __name__ == "__main__":
+    # run the imported module's main: the worker pool pickles gateway.demo._templates by name
+    from gateway.demo import main as _main
+
+    sys.exit(_main())

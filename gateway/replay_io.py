@@ -16,6 +16,7 @@ import socketserver
 import threading
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -56,7 +57,7 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
                     size += len(data)
                     if size <= MAX_MESSAGE:
                         lines.append(data)
-                self.server.receiver.collect(b"".join(lines))
+                self.server.receiver.collect(b"".join(lines))  # type: ignore[attr-defined]
                 self.reply("250 ok")
             elif verb == b"QUIT":
                 self.reply("221 bye")
@@ -66,6 +67,7 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
 
 
 class _Server(socketserver.ThreadingTCPServer):
+    receiver: Receiver
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
@@ -87,6 +89,7 @@ class Receiver:
 
     @property
     def port(self) -> int:
+        assert self._server is not None, "start() first"
         return self._server.server_address[1]
 
     def stop(self) -> None:
@@ -105,7 +108,7 @@ class Receiver:
             parts = []
         for part in parts:
             payload = part.get_payload(decode=True) or b""
-            item = self.collect_payload(payload)
+            item = self.collect_payload(payload)  # type: ignore[arg-type]
             with self._lock:
                 self.deliveries.append((item[0], message.get("Message-ID")))
 
@@ -187,7 +190,7 @@ class SoapReceiver:
     def __init__(self, host: str = "127.0.0.1", port: int = 2527, sink: Receiver | None = None):
         self.address = (host, port)
         self.sink = sink or Receiver(host, 0)
-        self._server = None
+        self._server: Any = None  # a ThreadingHTTPServer once started
 
     @property
     def url(self) -> str:

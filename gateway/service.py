@@ -3,17 +3,26 @@
 One :class:`Gateway` holds the shared parts (journal, worker pool, pipeline, dispatcher); the
 listeners (SMTP, SOAP/HTTP, admin) are endpoint services around it, in the spirit of Twisted's
 ``mail/tap.py``.
+
+Start-up order: the listeners open first (a port in use is a :class:`ListenError` naming the
+listener and its address), then the dispatcher; demo galleries missing on a fresh data directory
+are built by a background process (:func:`gateway.demo.main`) whose progress lines are logged,
+while submissions are accepted, stored and held until the galleries are ready.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from twisted.application import service, strports
-from twisted.internet import defer, reactor, task
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer, endpoints, error, protocol, task
+from twisted.internet import reactor as _reactor
 
 from gateway import pki
 from gateway.admin.auth import Guard
@@ -34,7 +43,29 @@ from gateway.transports.smtp import IntakeFactory, smtp_sender
 from gateway.transports.soap import soap_root, soap_sender
 from gateway.transports.spool import clear_spool, spool_dir
 
+# The global reactor provides its interfaces through zope.interface, which mypy does not follow.
+reactor: Any = _reactor
 log = logging.getLogger("gateway")
+demo_log = logging.getLogger("gateway.demo")
+
+
+class ListenError(Exception):
+    """A listener could not open its port: one line naming the listener, address and reason."""
+
+    def __init__(self, name: str, address: str, reason: str):
+        super().__init__(f"cannot listen: {name} on {address}: {reason}")
+        self.name, self.address, self.reason = name, address, reason
+
+
+class _Listener(StreamServerEndpointService):
+    """An endpoint service whose failure to listen raises from ``startService``.
+
+    ``_raiseSynchronously`` is the class's documented switch for this: without it the failure
+    is only logged as an unhandled error and the daemon runs on with nothing listening.
+    """
+
+    _raiseSynchronously = True
+
 
 # Encryption at rest is always on; a benchmark turns it off here to measure its cost
 # (benchmarks/gateway.py). Deliberately not a configuration setting.
@@ -95,6 +126,7 @@ class Intake:
         reply_to=None,
         fingerprint: str | None = None,
         identity: Identity | None = None,
+        mail_message_id: str | None = None,
     ) -> list[str]:
         """Authorize ``items`` for the peer, store them in one commit, queue them; ids back.
 
@@ -112,6 +144,7 @@ class Intake:
                 reply_to=reply_to,
                 agencies=owners,
                 identity=str(identity),
+                mail_message_id=mail_message_id,
             )
             for msg_id, data in zip(ids, items, strict=True):
                 t1 = peek(data)
@@ -124,7 +157,7 @@ class Intake:
                     message_id=msg_id,
                 )
         for msg_id in ids:
-            reactor.callLater(0, self.gateway.pipeline.submit, msg_id)
+            self.gateway.submit(msg_id)
         return ids
 
     def _refused(self, exc: Refused, transport: str, peer, identity, data=None) -> None:
@@ -210,9 +243,13 @@ class RetentionJob(service.Service):
 
 
 class Gateway(service.MultiService):
-    """The running gateway: journal, pool, pipeline, dispatcher and the listeners."""
+    """The running gateway: journal, pool, pipeline, dispatcher and the listeners.
 
-    def __init__(self, config, *, galleries: dict | None = None):
+    ``demo_galleries`` (kind -> folder) are built in the background by :meth:`startService`
+    when they are not there yet; until they are, accepted messages wait in the journal.
+    """
+
+    def __init__(self, config, *, galleries: dict | None = None, demo_galleries=None):
         super().__init__()
         # Every file and directory the gateway (and its worker processes) creates is private,
         # whatever the umask it was started with (journal, WAL, routing log, galleries, keys).
@@ -235,7 +272,11 @@ class Gateway(service.MultiService):
         self.dispatcher = Dispatcher(
             self.journal,
             config,
-            {"smtp": smtp_sender(config), "soap": soap_sender(config), "http": http_sender(config)},
+            {
+                "smtp": smtp_sender(config, journal=self.journal),
+                "soap": soap_sender(config),
+                "http": http_sender(config),
+            },
         )
         self.galleries = dict(galleries or {})
         self.pipeline = Pipeline(
@@ -246,11 +287,27 @@ class Gateway(service.MultiService):
             galleries=self.galleries,
             control_key=pki.secret(data_dir / "iaq-control.key"),
         )
+        # one dict, filled in when the demo galleries are built
+        self.pipeline.galleries = self.galleries
         self.intake = Intake(self)
-        self.ports = {}
         self.retention = RetentionJob(self)
         self.retention.setServiceParent(self)
         self.limiters = {}  # listener name -> ConnectionLimiter (open connections, refusals)
+        self.ports: dict[str, StreamServerEndpointService] = {}
+        self.addresses: dict[str, str] = {}
+        # Galleries still to build (kind -> folder); while not None, processing is held.
+        self.pending_galleries: dict[str, Path] | None = None
+        if demo_galleries:
+            from gateway import demo
+
+            if all(demo.is_built(path) for path in demo_galleries.values()):
+                self.galleries.update({kind: str(p) for kind, p in demo_galleries.items()})
+            else:
+                self.pending_galleries = dict(demo_galleries)
+        self.held = 0  # messages accepted while the galleries were being built
+        self.exit_code = 0
+        self._builder: _DemoBuilder | None = None
+        self.builder_factory = _DemoBuilder  # (subjects, {kind: folder}) -> builder
 
         limits = config.limits
         clear_spool(data_dir)  # what a crash left there
@@ -283,15 +340,45 @@ class Gateway(service.MultiService):
         kind = "smtp" if name == "smtp" else "http"
         factory = limit_connections(factory, self.config.limits, kind=kind, name=name)
         self.limiters[name] = factory
-        svc = strports.service(description, factory)
+        svc = _Listener(endpoints.serverFromString(reactor, description), factory)
         svc.setName(name)
         svc.setServiceParent(self)
         self.ports[name] = svc
 
+    def submit(self, msg_id: str) -> None:
+        """Hand a stored message to the pipeline, or hold it until the galleries are built."""
+        if self.pending_galleries is not None:
+            self.held += 1  # in the journal: taken up by resume() when the galleries are ready
+            return
+        reactor.callLater(0, self.pipeline.submit, msg_id)
+
     def startService(self):  # noqa: N802 - Twisted API
-        super().startService()
+        """Open the listeners (ListenError names the one that failed), then start the work."""
+        service.Service.startService(self)
+        for svc in self:
+            try:
+                svc.startService()
+            except error.CannotListenError as exc:
+                address = f"{exc.interface or '0.0.0.0'}:{exc.port}"
+                reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+                raise ListenError(svc.name, address, reason.lower()) from None
+        for name, svc in self.ports.items():
+            waiting = svc._waitingForPort
+            assert waiting is not None and waiting.called  # startService listened, or raised
+            host = waiting.result.getHost()
+            self.addresses[name] = f"{host.host}:{host.port}"
+            log.info("listening: %s on %s, %s", name, self.addresses[name], _tls_state(self, name))
         self.dispatcher.start()
-        reactor.callLater(0, self.pipeline.resume)
+        if self.pending_galleries is not None:
+            self._builder = self.builder_factory(self.config.demo_subjects, self.pending_galleries)
+            self._builder.done.addCallbacks(self._galleries_built, self._galleries_failed)
+            log.info(
+                "building the demo galleries in the background (process %d); submissions are "
+                "accepted meanwhile and processed when they are ready",
+                self._builder.pid,
+            )
+        else:
+            reactor.callLater(0, self.pipeline.resume)
         self.audit.record(
             "gateway.start",
             channel="cli",
@@ -306,22 +393,44 @@ class Gateway(service.MultiService):
                 "every listener is on loopback, use this for tests only"
             )
 
+    def _galleries_built(self, _):
+        self._builder = None
+        pending, self.pending_galleries = self.pending_galleries or {}, None
+        self.galleries.update({kind: str(path) for kind, path in pending.items()})
+        log.info("demo galleries ready; processing %d waiting submissions", self.held)
+        self.pipeline.resume()
+
+    def _galleries_failed(self, failure):
+        self._builder = None
+        if failure.check(defer.CancelledError):
+            return None
+        log.error("the demo galleries could not be built (%s); stopping", failure.getErrorMessage())
+        self.exit_code = 1
+        if reactor.running:
+            reactor.stop()
+        return None
+
     def stopService(self):  # noqa: N802
+        log.info("stopping")
         self.audit.record("gateway.stop", channel="cli")
+        service.Service.stopService(self)
+        stops = []
+        if self._builder is not None:
+            stops.append(self._builder.stop())
         self.dispatcher.stop()
-        d = super().stopService()
+        # Only what was started: a port conflict stops the start half-way.
+        for svc in reversed(list(self)):
+            if svc.running:
+                stops.append(defer.maybeDeferred(svc.stopService))
         self.pool.stop()
 
         def close(result):
             self.journal.close()
             os.umask(self._umask)
-            return result
+            log.info("stopped")
+            return None
 
-        if d is not None:
-            d.addBoth(close)
-        else:
-            close(None)
-        return d
+        return defer.DeferredList(stops, consumeErrors=True).addBoth(close)
 
     def port(self, name: str) -> int | None:
         """The bound TCP port of a listener (useful with 'tcp:0')."""
@@ -331,6 +440,59 @@ class Gateway(service.MultiService):
             return None
         listening = waiting.result
         return listening.getHost().port
+
+
+class _DemoBuilder(protocol.ProcessProtocol):
+    """The background process building the demo galleries; its progress lines are logged."""
+
+    def __init__(self, subjects: int, paths: dict[str, Path]):
+        self.done: defer.Deferred = defer.Deferred()
+        self._partial = b""
+        self._stopping = False
+        args = [sys.executable, "-m", "gateway.demo", "--subjects", str(subjects)]
+        args += [str(paths["fbi"]), str(paths["dhs"])]
+        transport = reactor.spawnProcess(self, sys.executable, args, env=dict(os.environ))
+        self.pid = transport.pid
+
+    def childDataReceived(self, fd, data):  # noqa: N802 - Twisted API
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                demo_log.info("%s", text[:500])
+
+    def processEnded(self, reason):  # noqa: N802
+        self.childDataReceived(2, b"\n")
+        if self._stopping:
+            self.done.errback(defer.CancelledError())
+        elif reason.check(error.ProcessDone):
+            self.done.callback(None)
+        else:
+            code = reason.value.exitCode
+            what = f"exit status {code}" if code is not None else f"signal {reason.value.signal}"
+            self.done.errback(RuntimeError(f"the builder process ended with {what}"))
+
+    def stop(self) -> defer.Deferred:
+        """Terminate the builder (SIGTERM; the folder being written is a NAME.tmp)."""
+        self._stopping = True
+        ended: defer.Deferred[None] = defer.Deferred()
+        self.done.addBoth(lambda _: ended.callback(None))
+        transport: Any = self.transport
+        try:
+            transport.signalProcess("TERM")
+        except error.ProcessExitedAlready:
+            pass
+        return ended
+
+
+def _tls_state(gateway: Gateway, name: str) -> str:
+    """How a listener is secured, from the configuration (as the log and /health say it)."""
+    if not gateway.config.tls.enabled:
+        return "TLS off"
+    if name == "smtp":
+        return f"STARTTLS required, client certificate, TLS {gateway.config.tls.min_version}+"
+    return f"HTTPS, client certificate, TLS {gateway.config.tls.min_version}+"
 
 
 def _version() -> str:
@@ -343,7 +505,10 @@ def _version() -> str:
 
 
 def build_gateway(config) -> Gateway:
-    """The gateway with its galleries: configured paths, else demo galleries when enabled."""
+    """The gateway with its galleries: configured paths, else demo galleries when enabled.
+
+    Demo galleries that are not built yet are built in the background once the gateway starts.
+    """
     import dataclasses
 
     os.umask(0o077)  # the demo galleries below are private too
@@ -352,14 +517,13 @@ def build_gateway(config) -> Gateway:
         galleries["fbi"] = str(config.gallery_fbi)
     if config.gallery_dhs is not None:
         galleries["dhs"] = str(config.gallery_dhs)
+    demo_galleries = None
     if config.demo_gallery and not galleries:
         from gateway import demo
 
         root = Path(config.data_dir) / "galleries"
-        for kind in ("fbi", "dhs"):
-            path = demo.ensure_demo_gallery(root / f"{kind}-demo", config.demo_subjects, kind=kind)
-            galleries[kind] = str(path)
+        demo_galleries = {kind: root / f"{kind}-demo" for kind in ("fbi", "dhs")}
         if "search_positions" not in config.raw.get("matcher", {}):
             # The demo subjects are enrolled with four fingers: search with those.
             config = dataclasses.replace(config, search_positions=demo.POSITIONS)
-    return Gateway(config, galleries=galleries)
+    return Gateway(config, galleries=galleries, demo_galleries=demo_galleries)

@@ -13,10 +13,23 @@ NAME = "convert"
 HELP = "re-encode a transaction in the traditional or the XML encoding"
 
 
+DESCRIPTION = """\
+Re-encode a transaction (traditional or XML in) in the traditional or the XML encoding. Every
+field is kept: XML -> traditional -> XML gives the same element content.
+
+exit status: 0 written; 2 the input cannot be read or decoded, or cannot be encoded as asked, or
+the output cannot be written (one line naming the file)."""
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("input")
-    parser.add_argument("output")
-    parser.add_argument("--to", choices=["traditional", "xml", "xml-2008"], required=True)
+    parser.add_argument("input", metavar="IN", help="transaction file (traditional or XML)")
+    parser.add_argument("output", metavar="OUT", help="file to write (replaced if it exists)")
+    parser.add_argument(
+        "--to",
+        choices=["traditional", "xml", "xml-2008"],
+        required=True,
+        help="the encoding of OUT (xml: EBTS 10 / ANSI/NIST-ITL 1-2011; xml-2008: ITL 2-2008)",
+    )
     parser.add_argument(
         "--canonical",
         action="store_true",
@@ -34,5 +47,9 @@ def run(args) -> int:
     except (FormatError, ValueError) as exc:
         print(f"{args.input}: cannot encode as {args.to}: {exc}", file=sys.stderr)
         return 2
-    Path(args.output).write_bytes(data)
+    try:
+        Path(args.output).write_bytes(data)
+    except OSError as exc:
+        print(f"{args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0

@@ -25,7 +25,7 @@ def to_dict(txn: Transaction) -> dict:
     """A JSON-able description: records, fields (subfields of items), image digests, warnings."""
     records = []
     for number, record in enumerate(txn.records, start=1):
-        fields = {}
+        fields: dict[str, object] = {}
         for tag, field in record.fields.items():
             if field.binary:
                 data = bytes(field.raw)

@@ -77,6 +77,45 @@ def open_gallery(path: str):
         return None
 
 
+JOURNAL_HELP = (
+    "also the subjects the daemon enrolled into this gallery: they are kept in its journal "
+    "(DATA_DIR/journal.sqlite3, read-only here), not in the gallery folder"
+)
+KIND_HELP = "which of the daemon's galleries DIR is, for --journal (default: fbi)"
+
+
+def add_journal_arguments(parser) -> None:
+    """``--journal FILE`` and ``--kind fbi|dhs``: read the daemon's enrolments too."""
+    parser.add_argument("--journal", metavar="FILE", help=JOURNAL_HELP)
+    parser.add_argument("--kind", choices=["fbi", "dhs"], default="fbi", help=KIND_HELP)
+
+
+def add_enrolments(g, journal: str | None, kind: str) -> int | None:
+    """Add the daemon's enrolments of gallery ``kind`` from ``journal`` to ``g`` (in memory).
+
+    Returns how many subjects were added, or None (after a message) when the journal cannot be
+    read. The pipeline's workers apply the same rows the same way.
+    """
+    from gateway.matcher import Template
+    from gateway.store.enrolments import read_enrolments
+
+    if journal is None:
+        return 0
+    if not Path(journal).is_file():
+        error(f"{journal}: no such journal file")
+        return None
+    rows = read_enrolments(journal, kind)
+    g.add_many((sid, pos, Template.from_bytes(data)) for _, sid, pos, data in rows)
+    return len({sid for _, sid, _, _ in rows})
+
+
+def source_note(journal: str | None, enrolled: int) -> str:
+    """What an offline command read, said plainly."""
+    if journal is None:
+        return "gallery files only (the daemon's enrolments are in its journal: see --journal)"
+    return f"gallery files and {enrolled} subjects the daemon enrolled (journal {journal})"
+
+
 def _positive(text: str) -> int:
     import argparse
 
@@ -90,17 +129,36 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION")
-    b = sub.add_parser("build", help="build a gallery of template-level synthetic subjects")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", title="actions")
+    b = sub.add_parser(
+        "build",
+        help="build a gallery of template-level synthetic subjects",
+        description="Build a gallery of N template-level synthetic subjects (ten fingers each, "
+        "no images rendered), with a progress bar on stderr. Exit 0 built, 2 bad arguments or "
+        "DIR exists (without --force).",
+    )
     b.add_argument("--synthetic", type=_positive, required=True, metavar="N", help="subjects")
     b.add_argument("--seed", type=int, default=0, help="seed of the synthetic subjects")
     b.add_argument("--force", action="store_true", help="replace DIR if it exists")
     b.add_argument("dir", metavar="DIR", help="gallery directory to write")
-    i = sub.add_parser("info", help="describe a gallery")
-    i.add_argument("dir", metavar="DIR")
+    i = sub.add_parser(
+        "info",
+        help="describe a gallery",
+        description="Subjects, fingers, bytes per finger and threshold of a gallery folder. "
+        "Subjects the daemon enrolled live in its journal (DATA_DIR/journal.sqlite3), not in "
+        "the folder: without --journal they are not counted. Exit 0, or 2 missing or damaged.",
+    )
+    i.add_argument("dir", metavar="DIR", help="gallery directory")
     i.add_argument("--json", action="store_true", help="machine-readable output")
-    c = sub.add_parser("calibrate", help="set the decision threshold from non-mated searches")
-    c.add_argument("dir", metavar="DIR")
+    add_journal_arguments(i)
+    c = sub.add_parser(
+        "calibrate",
+        help="set the decision threshold from non-mated searches",
+        description="Run N non-mated synthetic tenprint searches against the gallery and store "
+        "the threshold that meets the target false-positive identification rate. Exit 0, or 2 "
+        "missing or damaged gallery.",
+    )
+    c.add_argument("dir", metavar="DIR", help="gallery directory (its threshold is rewritten)")
     c.add_argument("--searches", type=_positive, default=200, help="non-mated searches")
     c.add_argument("--fpir", type=float, default=0.001, help="target false-positive rate")
     c.add_argument(
@@ -166,11 +224,17 @@ def _info(args) -> int:
     g = open_gallery(args.dir)
     if g is None:
         return 2
+    enrolled = add_enrolments(g, args.journal, args.kind)
+    if enrolled is None:
+        return 2
     info = describe(g)
+    info["enrolled_by_daemon"] = enrolled if args.journal else None
+    info["read"] = source_note(args.journal, enrolled)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
     print(f"gallery {info['path']}")
+    print(f"  read              {info['read']}")
     print(f"  subjects          {info['subjects']}")
     print(f"  fingers           {info['fingers']}")
     print(f"  bytes per finger  {info['bytes_per_finger']}")

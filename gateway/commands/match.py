@@ -102,7 +102,7 @@ def _decode_record(path: str, txn, record, recno: int):
     try:
         import gateway.imaging as imaging
     except ImportError:  # the imaging package is not there: Pillow on the image field
-        imaging = None
+        imaging = None  # type: ignore[assignment]
     if imaging is not None:
         try:
             image = imaging.decode_record(record, ntr=imaging.ntr_of(txn), recno=recno)
@@ -149,7 +149,7 @@ def _from_image(path: str, data: bytes):
     try:
         import gateway.imaging as imaging
     except ImportError:
-        imaging = None
+        imaging = None  # type: ignore[assignment]
     if imaging is not None:
         try:
             image = imaging.load_image_file(path, gray=True)

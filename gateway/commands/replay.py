@@ -232,7 +232,7 @@ def run(args) -> int:
                 file=sys.stderr,
             )
             return 2
-        receiver = SoapReceiver(soap_host, int(soap_port))
+        receiver: Receiver | SoapReceiver = SoapReceiver(soap_host, int(soap_port))
         where = args.listen_soap
     else:
         receiver = Receiver(host, int(port))
@@ -243,7 +243,7 @@ def run(args) -> int:
         print(f"replay: cannot listen on {where}: {exc}", file=sys.stderr)
         return 2
     try:
-        by_tcn: dict[str, list[Case]] = {}
+        by_tcn: dict[str | None, list[Case]] = {}
         started = {}
         for case in cases:
             data = case.path.read_bytes()

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from typing import Any
 
 NAME = "run"
 HELP = "run the gateway daemon (SMTP intake, pipeline, delivery, admin dashboard)"
+DESCRIPTION = """\
+Run the gateway daemon: SMTP intake (default 127.0.0.1:2525), SOAP/HTTP (127.0.0.1:8080), the
+admin dashboard and JSON API (127.0.0.1:8081), the processing pipeline and outbound delivery
+(relay 127.0.0.1:2526). Addresses, TLS and everything else come from --config (TOML, every key
+in examples/gateway.toml); without it, the embedded defaults, data in ./ebts-data. The log names
+each listener with its address. On a fresh data directory the demo galleries are built in the
+background; submissions are accepted meanwhile and answered when they are ready.
+
+SIGINT (Ctrl-C) and SIGTERM stop it cleanly: listeners close, accepted messages not yet
+answered are taken up at the next start.
+
+exit status: 0 stopped by a signal; 1 a listener could not open its port (the message names the
+listener and address) or the demo galleries could not be built; 2 configuration error (the
+message names the key) or the data directory cannot be used."""
 
 
 def add_arguments(parser) -> None:
@@ -33,27 +49,50 @@ def run(args) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from twisted.internet import reactor
-
-    from gateway.service import build_gateway
+    _bridge_twisted_log(verbose=args.verbose)
+    from gateway.service import (
+        ListenError,
+        build_gateway,
+        reactor,  # typed Any: the reactor's interfaces are zope ones
+    )
 
     try:
         gateway = build_gateway(config)
     except (OSError, ValueError) as exc:
         print(f"ebts-gateway: cannot start: {exc}", file=sys.stderr)
         return 2
-    failures = []
+    failures: list[str] = []
 
     def started():
-        gateway.startService()
-        for name, svc in gateway.ports.items():
-            waiting = getattr(svc, "_waitingForPort", None)
-            if waiting is not None:
-                waiting.addErrback(lambda f, n=name: (failures.append((n, f)), reactor.stop()))
+        try:
+            gateway.startService()
+        except ListenError as exc:
+            failures.append(str(exc))
+            reactor.stop()
+
+    def stopping():
+        # A second Ctrl-C while stopping: the stop is under way (Twisted's handler would log
+        # ReactorNotRunning with a traceback).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: logging.getLogger("gateway").info("still stopping"))
 
     reactor.callWhenRunning(started)
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
-    reactor.run()  # SIGINT / SIGTERM stop the reactor cleanly
-    for name, failure in failures:
-        print(f"ebts-gateway: cannot listen ({name}): {failure.getErrorMessage()}", file=sys.stderr)
-    return 1 if failures else 0
+    reactor.run()  # SIGINT / SIGTERM stop the reactor; stopService runs before it ends
+    for failure in failures:
+        print(f"ebts-gateway: {failure}", file=sys.stderr)
+    return 1 if failures else gateway.exit_code
+
+
+def _bridge_twisted_log(*, verbose: bool) -> None:
+    """Twisted's own log events go to Python logging (logger ``twisted``).
+
+    Its routine chatter ("Starting factory", "Site starting on") is below WARNING: shown with
+    ``--verbose``; the gateway logs its own listener lines.
+    """
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    logging.getLogger("twisted").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    observer: Any = STDLibLogObserver(name="twisted")  # an ILogObserver (zope interface)
+    globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)

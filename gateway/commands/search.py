@@ -6,7 +6,11 @@ candidates best first with their fused score, decision and per-finger scores; ``
 ``{"file", "gallery", "threshold", "fingers", "candidates": [{"subject_id", "score",
 "decision", "finger_scores"}]}``.
 
-Exit status: 0 searched (whatever the result), 2 unreadable input or gallery.
+The gallery folder holds the subjects it was built or enrolled with offline; the subjects the
+daemon enrolled from submissions are in its journal: ``--journal DATA_DIR/journal.sqlite3``
+searches those too (the output says which it read).
+
+Exit status: 0 searched (whatever the result), 2 unreadable input, gallery or journal.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ import json
 
 from ._io import load
 from .enroll import fingers
-from .gallery import _positive, error, open_gallery
+from .gallery import (
+    _positive,
+    add_enrolments,
+    add_journal_arguments,
+    error,
+    open_gallery,
+    source_note,
+)
 
 NAME = "search"
 HELP = "search the fingerprints of a transaction against a gallery (1:N)"
@@ -27,11 +38,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top", type=_positive, default=10, help="candidates to list")
     parser.add_argument("--shortlist", type=_positive, default=50, help="first-stage list")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_journal_arguments(parser)
 
 
 def run(args) -> int:
     g = open_gallery(args.gallery)
     if g is None:
+        return 2
+    enrolled = add_enrolments(g, args.journal, args.kind)
+    if enrolled is None:
         return 2
     txn = load(args.file)
     if txn is None:
@@ -45,6 +60,7 @@ def run(args) -> int:
             "file": args.file,
             "gallery": args.gallery,
             "threshold": g.threshold,
+            "read": source_note(args.journal, enrolled),
             "fingers": sorted(probe),
             "candidates": [c.to_dict() for c in cands],
         }
@@ -58,4 +74,5 @@ def run(args) -> int:
         print(f"{rank:3d} {mark}{c.subject_id:<24} {c.score:8.4f}  {fs}")
     if not cands:
         print("no candidates (empty gallery)")
+    print(f"searched: {source_note(args.journal, enrolled)}")
     return 0

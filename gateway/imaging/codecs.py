@@ -304,15 +304,15 @@ def isolated(function: Callable[[bytes, StreamHeader], np.ndarray]):
             raise ValueError(out[1:].decode("utf-8", "replace"))  # becomes DECODE_FAILED
         if out[:1] != b"A" or len(out) < 1 + _ARRAY_HEADER.size:
             raise ImagingError(DECODE_FAILED, "the decoder ended without an answer")
-        dtype, ndim, *shape = _ARRAY_HEADER.unpack_from(out, 1)
-        dtype = np.dtype(dtype.strip().decode())
-        shape = tuple(shape[:ndim])
+        code, ndim, *dims = _ARRAY_HEADER.unpack_from(out, 1)
+        dtype = np.dtype(code.strip().decode())
+        shape = tuple(dims[:ndim])
         if len(out) != 1 + _ARRAY_HEADER.size + dtype.itemsize * int(np.prod(shape)):
             raise ImagingError(DECODE_FAILED, "the decoder returned a damaged image")
         return np.frombuffer(out, dtype, offset=1 + _ARRAY_HEADER.size).reshape(shape)
 
     run.__name__ = f"isolated_{function.__name__}"
-    run.isolated = True
+    run.isolated = True  # type: ignore[attr-defined]  # a mark the decoder table reads
     return run
 
 

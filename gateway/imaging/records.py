@@ -9,6 +9,7 @@ THPS/TVPS (x.008-x.010), CGA (x.011) and BPX (x.012; Type-10 has its colour spac
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from gateway.ansinist.errors import Location
 from gateway.validation.findings import ERROR, WARNING, Finding
@@ -101,7 +102,11 @@ def declared(record, *, recno: int | None = None) -> dict:
         raise ImagingError(
             NOT_AN_IMAGE, f"Type-{rtype} records carry no image", _location(record, None, recno)
         )
-    info = {"width": _int(record, 6, recno), "height": _int(record, 7, recno), "bits": None}
+    info: dict[str, Any] = {
+        "width": _int(record, 6, recno),
+        "height": _int(record, 7, recno),
+        "bits": None,
+    }
     if record.is_binary:
         info["gca"] = None if rtype == 8 else _int(record, 8, recno)
         info["isr"] = _int(record, 5, recno)

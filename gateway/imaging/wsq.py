@@ -473,7 +473,7 @@ def _geometry(width: int, height: int):
 def _merge(rects, axis: int):
     """Splits of one stage as (x, y, w, h, inv) regions for the vertical (axis 0) or the
     horizontal (axis 1) pass, neighbours with the same extent and inversion merged."""
-    out = []
+    out: list = []
     if axis == 0:  # same y, h and inv_cols, adjacent in x
         for x, y, w, h, _ir, ic in sorted(rects, key=lambda r: (r[1], r[3], r[5], r[0])):
             last = out[-1] if out else None
@@ -560,7 +560,7 @@ def _chain(nxt: np.ndarray, nbits: int, start: int = 0) -> np.ndarray:
     for _ in range(_JUMPS):
         last = levels[-1]
         levels.append(last[last])
-    top = memoryview(levels[-1])
+    top = memoryview(levels[-1])  # type: ignore[arg-type]
     starts = []
     p = start
     while p < nbits:  # positions strictly increase: at most nbits turns (far fewer in fact)
@@ -654,7 +654,7 @@ def _decode_span(block: np.ndarray, b0: int, b1: int, start: int, table: _Huffma
     starts = _chain(nxt, nbits, start)
     count = int(np.searchsorted(starts, nbits))
     if count < starts.size and starts[count] == bad:
-        p = int(starts[count - 1]) if count else 0
+        p = int(starts[count - 1]) if count else 0  # type: ignore[assignment]
         raise _corrupt(f"escape bits cut off at bit {p % 8} of block byte {b0 + p // 8}",
                        where, SOB)  # fmt: skip
     if count and int(starts[count - 1]) in padding:
@@ -663,7 +663,7 @@ def _decode_span(block: np.ndarray, b0: int, b1: int, start: int, table: _Huffma
     w = win[starts]
     lengths = table.length[w]
     if not lengths.all():  # a position where no code starts (NBIS: undefined behaviour)
-        p = int(starts[np.argmin(lengths)])
+        p = int(starts[np.argmin(lengths)])  # type: ignore[assignment]
         raise _corrupt(f"invalid Huffman code at bit {p % 8} of block byte {b0 + p // 8}",
                        where, SOB)  # fmt: skip
     syms = table.symbol[w]
@@ -803,7 +803,7 @@ def _line_plan(n: int, lsz: int, hsz: int) -> _Plan | None:
         (hlen, hoc, high_rep, hsz, hotap, htail),
     )
     counts = ((n + 1) // 2, n // 2)
-    terms = ([], [])
+    terms: tuple[list, list] = ([], [])
     exts = []
     if min(llen, hlen) < max(lsz, hsz) + 2:
         # short bands: the reference walk (reflections may repeat); the extension array is
@@ -841,7 +841,7 @@ def _line_plan(n: int, lsz: int, hsz: int) -> _Plan | None:
     # tap k equals its product with tap L-1-k bit for bit: one product array serves both.
     sizes = (lsz, hsz)
     products = []
-    refs = ([], [])
+    refs: tuple[list, list] = ([], [])
     for p in (0, 1):
         for band, tap, off in terms[p]:
             key = (band, min(tap, sizes[band] - 1 - tap))
@@ -915,7 +915,7 @@ def _synth_columns(regions, filters, plan: _Plan, arena: _Arena, zero_high=False
         for k, band in enumerate(_bands(src, 0, inv, plan)):
             if ext[k] is None:
                 continue
-            e = ext[k][:, c0:c1]
+            e = ext[k][:, c0:c1]  # type: ignore[index]
             if len(plan.runs[k]) > 8:
                 e[...] = np.take(band, plan.ext[k], axis=0)
             else:
@@ -1155,12 +1155,12 @@ def _reconstruct(image, work_buffer, arena_buffer, stages, tables: _Tables, pos:
     work array at the same coordinates), then all horizontal ones.  Regions of one stage with
     the same height (vertical) or width (horizontal) are filtered together."""
     filters = (tables.lofilt, tables.hifilt)
-    lsz, hsz = filters[0].size, filters[1].size
+    lsz, hsz = filters[0].size, filters[1].size  # type: ignore[union-attr]
     work = work_buffer.reshape(image.shape)
     arena = _Arena(arena_buffer)
     for columns, rows in stages:
         for axis, group, src, dst in ((0, columns, image, work), (1, rows, work, image)):
-            by_length = {}
+            by_length: dict = {}
             for x, y, w, h, inv, *zero_high in group:
                 region = (src[y : y + h, x : x + w], dst[y : y + h, x : x + w], inv)
                 by_length.setdefault((w if axis else h, bool(zero_high)), []).append(region)

@@ -189,7 +189,7 @@ def _thin(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for _ in range(60):
         changed = False
         for lut, row_lut in ((_ZS1, _ZS1_ROW), (_ZS2, _ZS2_ROW)):
-            if history[0] is None or (history[0].size + history[1].size) * _SPARSE > ridge.size:
+            if history[0] is None or (history[0].size + history[1].size) * _SPARSE > ridge.size:  # type: ignore[union-attr]
                 if stale:
                     ridge = ridge[on[ridge]]
                     stale = False
@@ -205,15 +205,15 @@ def _thin(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                     if removed.size:
                         ridge = ridge[~kill]
             else:
-                n_near = (history[0].size + history[1].size) * ring.size
+                n_near = (history[0].size + history[1].size) * ring.size  # type: ignore[union-attr]
                 if n_near * _SORT < on.size:  # few: sort the neighbours
-                    near = np.concatenate(history)[:, None] + ring
+                    near = np.concatenate(history)[:, None] + ring  # type: ignore[arg-type]
                     near = np.unique(near)
                     near = near[on[near]]
                 else:
                     near = np.zeros(on.size, bool)
                     for r in history:
-                        near[(r[:, None] + ring).ravel()] = True
+                        near[(r[:, None] + ring).ravel()] = True  # type: ignore[index]
                     near &= on
                     near = np.flatnonzero(near)
                 removed = near[np.take(lut, _codes_at(flat, near, wp))]
@@ -507,7 +507,7 @@ def enhance(img: np.ndarray, everywhere: bool = True):
             out = sfft.irfft2(spec, s=(WIN, WIN))
             out *= _WIN2
         else:  # only the blocks needed (the others add zeros)
-            sel = np.nonzero(sel)
+            sel = np.nonzero(sel)  # type: ignore[assignment]
             part = spec[sel]
             part *= _filters(freq[sl][sel], normal[sl][sel], coh[sl][sel])
             part = sfft.irfft2(part, s=(WIN, WIN))
@@ -544,7 +544,7 @@ def _walk_tables(w: int):
         first = []
         for i in range(8):
             if on[i] and not on[i - 1]:
-                run = []
+                run: list[int] = []
                 j = i
                 while on[j % 8] and len(run) < 8:
                     run.append(j % 8)
@@ -848,7 +848,7 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
         j = near_index(p, kind)
         if j is not None:
             keep[j] = False
-    keep = np.array(keep, bool)
+    keep = np.array(keep, bool)  # type: ignore[assignment]
     theta = np.array(theta_l)
 
     # refine the direction with the smoothed orientation field (mod pi), keep the traced sense
@@ -864,7 +864,7 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     theta = np.where(close, refined, theta)
     theta = theta % (2 * np.pi)
 
-    sel = np.nonzero(keep)[0]
+    sel = np.nonzero(keep)[0]  # type: ignore[arg-type]
     xs, ys, theta, kinds, dist = xs[sel], ys[sel], theta[sel], kinds[sel], dist[sel]
     bi, bj = bi[sel], bj[sel]
 

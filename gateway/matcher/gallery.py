@@ -204,7 +204,7 @@ class Gallery:
     @property
     def subjects(self) -> list[str]:
         """Subject ids, in storage order."""
-        out = []
+        out: list[str] = []
         for seg in self._segments():
             out.extend(sid for sid, ok in zip(seg.ids, seg.alive[: seg.rows], strict=True) if ok)
         return out
@@ -476,6 +476,7 @@ class Gallery:
         ):
             raise ValueError(f"{path}: damaged gallery: array shapes disagree with the index")
         g = cls()
+        assert isinstance(ids, list)  # n == len(ids) above
         g._base = _Segment(codes, minu, counts, offsets, blobs, list(ids))
         g._where = {sid: (g._base, i) for i, sid in enumerate(ids)}
         if len(g._where) != n:

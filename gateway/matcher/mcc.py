@@ -166,8 +166,21 @@ class Prepared:
     ``log_period`` the natural logarithm of the median ridge period (0 when unknown).
     """
 
-    __slots__ = ("n", "values", "values_m2", "values_t", "left", "right", "dirs", "dirs_t")
-    __slots__ += ("geometry", "log_period", "index", "xy", "theta")
+    __slots__ = (
+        "n",
+        "values",
+        "values_m2",
+        "values_t",
+        "left",
+        "right",
+        "dirs",
+        "dirs_t",
+        "geometry",
+        "log_period",
+        "index",
+        "xy",
+        "theta",
+    )
 
     def __init__(self, x, y, theta, mask, quality=None, period=0.0):
         self.log_period = math.log(period) if period and period > 0 else 0.0
@@ -399,9 +412,24 @@ class Batch:
     :func:`_ratio_all`.
     """
 
-    __slots__ = ("k", "n", "chunks", "geometry", "offsets", "columns", "cand", "cand_start")
-    __slots__ += ("cand_width", "cand_off", "col_start", "col_width", "col_local", "col_cand")
-    __slots__ += ("col_slot", "log_period")
+    __slots__ = (
+        "k",
+        "n",
+        "chunks",
+        "geometry",
+        "offsets",
+        "columns",
+        "cand",
+        "cand_start",
+        "cand_width",
+        "cand_off",
+        "col_start",
+        "col_width",
+        "col_local",
+        "col_cand",
+        "col_slot",
+        "log_period",
+    )
 
     def __init__(self, prepared):
         prepared = list(prepared)
@@ -477,6 +505,7 @@ _CHUNK_COST = 24
 
 class _Chunk:
     __slots__ = ("idx", "nmax", "cells_t", "sq_t", "values_t", "dirs_t", "dirs", "start")
+    start: int  # first column of the chunk, set by Batch
 
     def __init__(self, prepared, idx, nmax):
         c = len(prepared)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +25,9 @@ WORKER_NICE = 5  # CPU work yields to the reactor: intake and /health stay respo
 def _worker_init() -> None:
     from gateway.imaging.codecs import prefer_in_process
 
+    # Ctrl-C reaches every process of the terminal's group: only the daemon handles it (it
+    # stops the pool), a worker printing its own KeyboardInterrupt would only add noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(WORKER_NICE)
     except (AttributeError, OSError):  # not on this platform / not permitted: run as is
@@ -153,6 +157,17 @@ class WorkerPool:
             return
         self._dispatch()
         d.callback(result)
+
+    @property
+    def alive(self) -> int:
+        """Worker processes alive now (0 before the first job: processes start on demand).
+
+        Read from each executor's process table (concurrent.futures has no public count)."""
+        count = 0
+        for slot in self._slots:
+            processes = getattr(slot.executor, "_processes", None) or {}
+            count += sum(1 for p in list(processes.values()) if p.is_alive())
+        return count
 
     def stop(self) -> None:
         for slot in self._slots:

@@ -39,7 +39,7 @@ ENDING_FRACTION = 0.5
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-def _mix(z: np.ndarray) -> np.ndarray:
+def _mix(z) -> np.ndarray:
     """splitmix64 finaliser (vectorised, uint64 wrap-around)."""
     z = np.asarray(z, np.uint64)
     with np.errstate(over="ignore"):

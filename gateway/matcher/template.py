@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -90,8 +91,8 @@ class Template:
         p = float(period) if period and np.isfinite(period) else 0.0
         self.period = min(max(round(p * _PERIOD_UNIT), 0), 255) / _PERIOD_UNIT
         self.quality = None if quality is None else min(max(int(quality), 0), 100)
-        self._prep = None
-        self._key = None
+        self._prep: mcc.Prepared | None = None
+        self._key: bytes | None = None
 
     def __len__(self) -> int:
         return self.minutiae.shape[0]
@@ -104,7 +105,7 @@ class Template:
             return NotImplemented
         return self.to_bytes() == other.to_bytes()
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # equal by value, mutable: not hashable
 
     # -- comparison support ------------------------------------------------------------------
     @property
@@ -240,7 +241,7 @@ class Template:
             xyt = f"{self._xy(x, y)}{deg:03d}"
             quality = 2 + int(round(q * 61))  # 0 and 1 are reserved (manual / no method)
             rows.append((str(index), xyt, str(quality), _TYPE9_KIND.get(int(k), "D")))
-        fields = {
+        fields: dict[str, Any] = {
             "9.003": [(str(impression),)],
             "9.004": [("S",)],
             "9.005": [("EBTS-GATEWAY", "A")],

@@ -123,7 +123,9 @@ class OffenseRule:
         return self.low <= code <= self.high
 
     def as_row(self) -> dict:
-        row = {"code": self.low} if self.low == self.high else {"codes": f"{self.low}-{self.high}"}
+        row: dict[str, object] = (
+            {"code": self.low} if self.low == self.high else {"codes": f"{self.low}-{self.high}"}
+        )
         row["level"] = self.level
         if self.note:
             row["note"] = self.note
@@ -233,11 +235,12 @@ class OffenseTable:
 
     def most_serious(self, codes: Iterable) -> str | None:
         """The valid code of the most severe level among ``codes`` (the first on a tie), or None."""
-        best = None
+        best, best_level = None, FALLBACK_LEVEL
         for code in codes:
             code = normalize_code(code)
-            if code is not None and (best is None or self.level(code) < self.level(best)):
-                best = code
+            level = self.level(code) if code is not None else None
+            if level is not None and (best is None or level < best_level):
+                best, best_level = code, level
         return best
 
     def priority(self, history) -> PriorityResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from typing import Any
 
 from twisted.internet import defer, reactor
 
@@ -25,10 +26,10 @@ class Dispatcher:
         self.journal = journal
         self.config = config
         self.senders = senders  # kind -> callable(item, payload) -> Deferred
-        self.clock = clock or reactor
+        self.clock: Any = clock or reactor  # IReactorTime (a zope interface mypy cannot see)
         self.rng = rng or random.Random()
         self._inflight: set[int] = set()
-        self._timer = None
+        self._timer: Any = None  # IDelayedCall
         self._running = False
         self.sent = 0
         self.failures = 0

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
+from typing import Any
 
 from twisted.internet import defer
 
@@ -153,7 +154,7 @@ class Pipeline:
             # Idempotent per (ORI, TCN): wait for an earlier twin, then reuse its answer.
             while key in self._by_key:
                 await _chain(self._by_key[key])
-            mine = defer.Deferred()
+            mine: defer.Deferred[None] = defer.Deferred()
             self._by_key[key] = mine
             try:
                 if await self._answer_duplicate(msg_id, key):
@@ -249,11 +250,11 @@ class Pipeline:
             self.journal.identify(
                 msg_id, **{k: ident.get(k) for k in ("ori", "tcn", "tot", "dai", "encoding")}
             )
-            for n, (state, outcome, ms, destination) in enumerate(result.steps, start=1):
+            for n, (state, step_outcome, ms, destination) in enumerate(result.steps, start=1):
                 self.journal.advance(
                     msg_id,
                     state,
-                    outcome=outcome,
+                    outcome=step_outcome,
                     duration_ms=ms,
                     destination=destination,
                     summary=result.summary if n == len(result.steps) else None,
@@ -393,13 +394,14 @@ class Pipeline:
         if count <= self.max_retries:
             from twisted.internet import reactor
 
-            reactor.callLater(self.retry_delay * count, self.submit, msg_id)
+            clock: Any = reactor  # IReactorTime through zope.interface, which mypy does not follow
+            clock.callLater(self.retry_delay * count, self.submit, msg_id)
         return None
 
 
 def _chain(d: defer.Deferred) -> defer.Deferred:
     """A Deferred that fires when ``d`` does, without taking its result."""
-    out = defer.Deferred()
+    out: defer.Deferred[None] = defer.Deferred()
 
     def fire(value):
         if not out.called:

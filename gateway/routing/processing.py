@@ -13,6 +13,7 @@ import datetime as dt
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.ansinist import FormatError, Transaction, read, write
 from gateway.ansinist.errors import Location
@@ -55,7 +56,8 @@ class Job:
 
 @dataclass
 class Result:
-    steps: list[tuple[str, str, float]] = field(default_factory=list)  # state, outcome, ms
+    # state, outcome, ms, destination
+    steps: list[tuple[str, str, float, str | None]] = field(default_factory=list)
     identity: dict = field(default_factory=dict)
     response: bytes | None = None
     response_tot: str | None = None
@@ -396,7 +398,7 @@ def _dhs_match(job: Job, txn: Transaction, dhs_id: str, ucn: str | None, result:
     return dhs_subject.dhs_id, dhs_messages(dhs_subject, level)
 
 
-_STORES: dict[str, tuple[float, object]] = {}  # path -> (mtime, SubjectStore)
+_STORES: dict[str, tuple[float, Any]] = {}  # path -> (mtime, SubjectStore)
 
 
 def _subject(gallery_path: str | None, subject_id: str | None):

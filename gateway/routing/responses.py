@@ -79,7 +79,11 @@ def response_header(
     if encoding == "xml":
         # The EBTS 10 XML schema requires 1.013 DOM (NGI Inc4 templates: NORAM / EBTS 10.0).
         items = submission.records[0].get("1.013") if submission.records else None
-        dom = tuple(items.items[:2]) if items is not None and len(items.items) >= 2 else None
+        dom = (
+            (items.items[0], items.items[1])
+            if items is not None and len(items.items) >= 2
+            else None
+        )
         dom = dom or ("NORAM", "EBTS 10.0")
     return Transaction.new(
         tot=tot,
@@ -127,6 +131,7 @@ def _echo_fields(submission: Transaction, t2) -> None:
     if source is None:
         return
     profile = get_profile("ebts-10")
+    assert profile is not None  # a built-in profile
     for tag in ECHOED_FIELDS:
         field = source.fields.get(tag)
         hit = profile.rule_for(tag, "ERRT")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 # Criminal tenprint submissions ("booking" TOTs): searched against FBI and, where the
 # jurisdiction is activated, against DHS, for every arrestee.
@@ -84,7 +85,7 @@ def parse_dat(value: str | None) -> dt.date | None:
         return None
 
 
-def jurisdiction_for(ori: str | None, jurisdictions: Iterable) -> object | None:
+def jurisdiction_for(ori: str | None, jurisdictions: Iterable) -> Any:
     """The jurisdiction with the longest ``ori_prefix`` matching the ORI."""
     best = None
     for item in jurisdictions:

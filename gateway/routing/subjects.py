@@ -208,7 +208,7 @@ class DhsSubject:
 
     dhs_id: str  # IDENT FIN / encounter id: the 2.2037 ESI of the SRE
     immigration_status: str | None
-    name: str
+    name: str | None
     dob: str | None = None
     sex: str | None = None
     pob: str | None = None  # NCIC place-of-birth code
@@ -252,7 +252,7 @@ class DhsSubject:
 
 
 Subject = FbiSubject | DhsSubject
-_KINDS = {"fbi": FbiSubject, "dhs": DhsSubject}
+_KINDS: dict[str, type[FbiSubject] | type[DhsSubject]] = {"fbi": FbiSubject, "dhs": DhsSubject}
 
 
 def subject_from_dict(data, where: str = "subject") -> Subject:

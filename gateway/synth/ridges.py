@@ -94,7 +94,7 @@ def grow_ridges(
             filtered = sfft.irfft2(spec * transfer, s=(h, w)).ravel()
             out[where] += weight * filtered[where]
         rms = float(np.sqrt(np.mean(out * out))) or 1.0
-        img = np.clip(out * (GAIN / rms), -1.0, 1.0).reshape(h, w)
+        img = np.clip(out * (GAIN / rms), -1.0, 1.0).reshape(h, w)  # type: ignore[assignment]
     return img
 
 

@@ -186,7 +186,7 @@ def car_transaction(
     t2["2.024"] = str(subject["SEX"])
     t2["2.025"] = str(subject["RAC"])
     if subject["SMT"]:
-        t2["2.026"] = list(subject["SMT"])  # type: ignore[arg-type]
+        t2["2.026"] = list(subject["SMT"])  # type: ignore[call-overload]
     t2["2.027"] = str(subject["HGT"])
     t2["2.029"] = str(subject["WGT"])
     t2["2.031"] = str(subject["EYE"])
@@ -194,7 +194,7 @@ def car_transaction(
     t2["2.045"] = str(subject["DOA"])
     t2["2.047"] = [
         (when, f"{literal} - NCIC {code}")
-        for when, code, literal in subject["OFFENSES"]  # type: ignore[union-attr]
+        for when, code, literal in subject["OFFENSES"]  # type: ignore[attr-defined]
     ]
     t2["2.056"] = "SYNTHETIC TEST SUBJECT - NOT A REAL PERSON"
     t2["2.073"] = ori

@@ -6,6 +6,8 @@ posted as ``text/plain``; the dispatcher retries anything but a 2xx answer.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from twisted.internet import defer, reactor
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
@@ -47,7 +49,7 @@ def http_sender(config, *, clock=None):
                     b"x-ebts-gateway-message": [item.message_id.encode()],
                 }
             ),
-            _Bytes(payload),
+            cast(Any, _Bytes(payload)),  # an IBodyProducer (zope interface)
         )
         await readBody(response)
         if not 200 <= response.code < 300:

@@ -15,7 +15,9 @@ import email
 import email.policy
 import io
 import logging
+import re
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import formatdate, make_msgid
 
 from twisted.internet import defer
@@ -85,6 +87,17 @@ def extract_attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
 LARGE_MESSAGE = 4 * 1024 * 1024
 # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code and CRLF.
 MAX_REPLY_TEXT = 512 - len("250 ") - len("\r\n")
+
+
+def _read_with_id(source, limits: Limits) -> tuple[list[tuple[str | None, bytes]], str | None]:
+    """(attachments, the submission's Message-ID) of a message; runs in a thread."""
+    attachments = read_message(source, limits)
+    if isinstance(source, Spool):
+        source.seek(0)
+        head = source.read(65536)
+    else:
+        head = bytes(source[:65536])
+    return attachments, submission_message_id(head)
 
 
 def read_message(source, limits: Limits) -> list[tuple[str | None, bytes]]:
@@ -256,7 +269,7 @@ class IntakeDelivery:
 
     def store(self, raw, sender: str, peer: str | None) -> defer.Deferred:
         """Read the message (a :class:`Spool` or bytes) in a thread, then commit it here."""
-        d = in_parser_thread(read_message, raw, self.limits)  # never in the reactor thread
+        d = in_parser_thread(_read_with_id, raw, self.limits)  # never in the reactor thread
 
         def refused(failure):
             failure.trap(IntakeRejected)
@@ -264,10 +277,10 @@ class IntakeDelivery:
             log.info("rejected a message from %s: %s", peer, exc.text)
             raise smtp.SMTPServerError(exc.code, exc.text)
 
-        d.addCallbacks(lambda attachments: self._accept(attachments, sender, peer), refused)
+        d.addCallbacks(lambda read: self._accept(*read, sender, peer), refused)
         return d
 
-    def _accept(self, attachments, sender: str, peer: str | None) -> defer.Deferred:
+    def _accept(self, attachments, message_id, sender: str, peer: str | None) -> defer.Deferred:
         try:
             ids = self.intake.accept(
                 [data for _, data in attachments],
@@ -275,6 +288,7 @@ class IntakeDelivery:
                 peer=peer,
                 reply_to=sender or None,
                 identity=self.identity,
+                mail_message_id=message_id,
             )
         except Refused as exc:  # logged by the intake; nothing was stored
             return defer.fail(smtp.SMTPServerError(550, f"5.7.1 {exc.reason}"))
@@ -394,6 +408,25 @@ class IntakeESMTP(smtp.ESMTP):
             self.setTimeout(None)
         return super().state_DATA(line)
 
+    # RFC 5321 4.5.1: NOOP and VRFY are part of the minimum implementation; HELP is listed too.
+    def do_NOOP(self, rest):  # noqa: N802 - Twisted API
+        self.sendCode(250, b"2.0.0 OK")
+
+    def do_VRFY(self, rest):  # noqa: N802
+        if not rest.strip():
+            self.sendCode(501, b"5.5.4 syntax: VRFY <address>")
+            return
+        # RFC 5321 3.5.3: 252 when the server will not verify but accepts mail for the address.
+        self.sendCode(252, b"2.5.0 cannot VRFY user, but will accept the message")
+
+    def do_HELP(self, rest):  # noqa: N802
+        self.sendCode(
+            214,
+            b"2.0.0 EBTS gateway: send each EBTS file (traditional or XML) as a MIME attachment\n"
+            b"commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT\n"
+            b"250 after DATA means every attachment is stored; the answer comes by e-mail",
+        )
+
     def _messageHandled(self, resultList):  # noqa: N802 - Twisted internal, answers DATA
         self.setTimeout(self.timeout)  # the idle clock again, once the answer is given
         # Twisted answers every failure with "550 Could not send e-mail"; say why instead.
@@ -428,7 +461,7 @@ class IntakeFactory(smtp.SMTPFactory):
     ):
         super().__init__()
         self.intake = intake
-        self.domain = domain
+        self.domain = domain  # type: ignore[assignment]  # a str here; SMTPFactory types bytes
         self.max_size = max_size
         self.tls_context = tls_context
         self.require_tls = require_tls and tls_context is not None
@@ -438,7 +471,7 @@ class IntakeFactory(smtp.SMTPFactory):
     def buildProtocol(self, addr):  # noqa: N802 - Twisted API
         proto = IntakeESMTP(contextFactory=self.tls_context)
         proto.factory = self
-        proto.host = self.domain.encode()
+        proto.host = self.domain.encode()  # type: ignore[attr-defined]  # the str above
         proto.max_size = self.max_size
         proto.require_tls = self.require_tls
         proto.delivery = IntakeDelivery(
@@ -453,6 +486,45 @@ class IntakeFactory(smtp.SMTPFactory):
         return proto
 
 
+_MSGID = re.compile(r"<[!-;=?-~]{1,250}>")  # RFC 5322 msg-id: printable, no space, no < >
+
+
+def submission_message_id(raw: bytes) -> str | None:
+    """The Message-ID of a submission e-mail when it is a well-formed one (else None).
+
+    Kept to be named in the answer's In-Reply-To and References; anything else (missing, too
+    long, folded, with spaces or line breaks) is dropped rather than repeated in a header.
+    """
+    try:
+        headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:65536])
+        value = str(headers.get("Message-ID", "")).strip()
+    except Exception:  # noqa: BLE001 - the email package raises many kinds
+        return None
+    return value if _MSGID.fullmatch(value) else None
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def answer_names(payload: bytes, *, tcn: str | None = None, fallback: str) -> tuple[str, str]:
+    """(subject, attachment file name) of an EBTS answer.
+
+    The answer's TCR (1.010) is the submission's TCN: "EBTS SRE for TCN NY-0000123" and
+    ``NY-0000123.sre.eft`` (``.xml`` for an XML answer). Without a TCR (an ERRT for a TCN that
+    broke a rule) ``tcn``, the submission's TCN as the journal has it, is used; without either
+    (a file whose TCN could not be read) ``fallback``, the gateway's message id.
+    """
+    from gateway.ansinist import detect_encoding, peek
+
+    values = peek(payload)
+    tot = (values.get("1.004") or "response").strip()[:8] or "response"
+    tcn = (values.get("1.010") or tcn or "").strip()[:40]
+    ext = "xml" if detect_encoding(payload) == "xml" else "eft"
+    stem = _UNSAFE_NAME.sub("_", tcn or fallback)
+    subject = f"EBTS {tot} for TCN {tcn}" if tcn else f"EBTS {tot} for submission {fallback}"
+    return subject, f"{stem}.{_UNSAFE_NAME.sub('_', tot).lower()}.{ext}"
+
+
 def build_response_email(
     *,
     sender: str,
@@ -462,8 +534,12 @@ def build_response_email(
     subject: str,
     message_id: str | None = None,
     text: bool = False,
+    in_reply_to: str | None = None,
 ) -> bytes:
-    """The e-mail carrying a response: EBTS files as an attachment, Nlets text as the body."""
+    """The e-mail carrying a response: EBTS files as an attachment, Nlets text as the body.
+
+    ``in_reply_to``: the submission's Message-ID, named in In-Reply-To and References (RFC 5322
+    3.6.4) so that the answer threads with the submission in the agency's mailbox."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -471,6 +547,9 @@ def build_response_email(
     message["Date"] = formatdate(localtime=False, usegmt=True)
     # A stable Message-ID per delivery lets receivers drop a redelivery after a crash.
     message["Message-ID"] = message_id or make_msgid(domain="ebts-gateway")
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        message["References"] = in_reply_to
     if text:  # IAQ / IAR: Nlets 7-bit text travels as the message body
         message.set_content(payload.decode("ascii", "replace"))
         return message.as_bytes(policy=email.policy.default)
@@ -509,23 +588,39 @@ def _send_tls(config, host: str, port: int, to: str, data: bytes) -> defer.Defer
     return d
 
 
-def smtp_sender(config):
-    """The outbound sender of ``smtp`` deliveries, through the configured relay."""
+def smtp_sender(config, journal=None):
+    """The outbound sender of ``smtp`` deliveries, through the configured relay.
+
+    With the ``journal``, an answer refers to the submission e-mail (In-Reply-To/References).
+    """
     host, port = config.outbound_relay
 
     def send(item, payload: bytes) -> defer.Deferred:
         import json
 
         meta = json.loads(item.meta or "{}")
+        text = bool(meta.get("text"))
+        submission = None
+        if journal is not None and not text:
+            try:
+                submission = journal.message(item.message_id)
+            except KeyError:
+                submission = None
+        if text:  # IAQ / IAR: the pipeline names them
+            subject, filename = meta.get("subject") or "Nlets", meta.get("filename", "nlets.txt")
+        else:
+            tcn = submission.tcn if submission is not None else meta.get("tcn")
+            subject, filename = answer_names(payload, tcn=tcn, fallback=item.message_id)
+        in_reply_to = submission.mail_message_id if submission is not None else None
         data = build_response_email(
             sender=config.outbound_from,
             to=item.destination,
             payload=payload,
-            filename=meta.get("filename", "response.eft"),
-            subject=meta.get("subject")
-            or f"EBTS {meta.get('tot', 'response')} for TCN {meta.get('tcn') or '-'}",
+            filename=filename,
+            subject=subject,
             message_id=f"<{item.message_id}.{item.id}@{config.smtp_domain}>",
-            text=bool(meta.get("text")),
+            text=text,
+            in_reply_to=in_reply_to,
         )
         if not config.outbound_tls:
             return smtp.sendmail(

@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from lxml import etree
@@ -637,8 +638,9 @@ class ServiceResource(resource.Resource):
 def soap_root(gateway) -> resource.Resource:
     """The resource tree of the ``soap`` listener: ``/ngi/<service>`` per intake service."""
     control_numbers = ControlNumbers(gateway.journal)
-    root = resource.Resource()
-    ngi = resource.Resource()
+    # Any: putChild wants an IResource, a zope interface mypy does not follow
+    root: Any = resource.Resource()
+    ngi: Any = resource.Resource()
     root.putChild(b"ngi", ngi)
     for name in INTAKE_SERVICES:
         ngi.putChild(name.encode(), ServiceResource(gateway, SERVICES[name], control_numbers))
@@ -663,11 +665,12 @@ class _Collect(protocol.Protocol):
         if self.size > self.limit:
             if not self.finished.called:
                 self.finished.errback(SoapError(f"reply larger than {self.limit} bytes"))
-            self.transport.stopProducing()
+            transport: Any = self.transport  # set: data came through it
+            transport.stopProducing()
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason):  # noqa: N802 - Twisted API
+    def connectionLost(self, reason):  # type: ignore[override]  # noqa: N802 - Twisted API
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -719,7 +722,7 @@ def soap_sender(config, *, agent=None, clock=None):
         d = agent.request(b"POST", url.encode("ascii"), headers, FileBodyProducer(BytesIO(data)))
 
         def got(response):
-            finished = defer.Deferred()
+            finished: defer.Deferred[bytes] = defer.Deferred()
             response.deliverBody(_Collect(finished, MAX_REPLY_BYTES))
             finished.addCallback(lambda body: _check_reply(response.code, body))
             return finished
