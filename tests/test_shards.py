@@ -231,3 +231,85 @@ def test_dask_search_past_its_deadline_is_unavailable(source):
         sharded = ShardedGallery(root, scheduler=client, deadline=0.5)
         with pytest.raises(SearchUnavailable):
             sharded.search(_probe(0))
+
+
+# -- configuration and the gateway's worker ------------------------------------------------------
+def test_scheduler_key_is_checked():
+    from gateway.config import ConfigError, parse_config
+
+    assert parse_config({}).scheduler is None
+    cfg = parse_config({"matcher": {"scheduler": "tcp://10.1.2.3:8786"}})
+    assert cfg.scheduler == "tcp://10.1.2.3:8786"
+    for bad in ("10.1.2.3:8786", "tcp://h:0", "tcp://h:70000", "tls://h:1", "tcp://:1", 8786, ""):
+        with pytest.raises(ConfigError) as info:
+            parse_config({"matcher": {"scheduler": bad}})
+        assert info.value.key == "matcher.scheduler"
+
+
+def _car_job(root, journal, identity, impression, ucn, scheduler):
+    from gateway import synth
+    from gateway.ansinist import write
+    from gateway.routing.processing import Job
+
+    return Job(
+        message_id=f"M-{ucn}",
+        payload=write(synth.car_transaction(identity, impression=impression)),
+        response_tcn=f"GWTCN{ucn}",
+        gateway_ori="WVIAFIS0Z",
+        today="2026-11-25",
+        fbi_gallery=str(root),
+        journal_path=str(journal),
+        new_subject_id=ucn,
+        search_positions=(1, 2, 6, 7),
+        match_threshold=1.0,  # four-finger fused scores: mates about 2, non-mates under 0.6
+        scheduler=scheduler,
+    )
+
+
+@pytest.mark.slow  # two CARs rendered and extracted
+def test_gateway_worker_searches_and_enrols_on_dask(source, cluster, tmp_path, monkeypatch):
+    import sqlite3
+
+    from gateway.routing import processing
+    from gateway.store.enrolments import SCHEMA, add_enrolment
+
+    _, root = source
+    monkeypatch.setattr(processing, "_GALLERIES", {})
+    journal = tmp_path / "journal.sqlite3"
+    db = sqlite3.connect(journal)
+    db.executescript(SCHEMA)
+    db.commit()
+    address = cluster[0].scheduler_address
+    first = processing.process(_car_job(root, journal, 31, 1, "0000031GW", address))
+    assert first.response_tot == "SRE" and not first.summary["fbi"]["hit"]
+    add_enrolment(db, "M-0000031GW", "fbi", "0000031GW", first.enroll["templates"])
+    db.commit()
+    second = processing.process(_car_job(root, journal, 31, 2, "0000032GW", address))
+    assert second.summary["fbi"]["hit"] and second.summary["fbi"]["candidate"] == "0000031GW"
+    # the enrolment went to the shard owning the UCN, on its worker only
+    owner = shard_of("0000031GW", 3)
+    holders = [
+        (w.address, i)
+        for w in cluster[0].workers.values()
+        for (_, i), e in w.plugins[shards.PLUGIN].engines.items()
+        if "0000031GW" in e.gallery
+    ]
+    assert [i for _, i in holders] == [owner]
+    processing._GALLERIES[str(root)][0].close()
+
+
+@pytest.mark.slow  # a CAR rendered and extracted
+def test_gateway_worker_gives_back_a_search_past_its_deadline(source, tmp_path, monkeypatch):
+    """No worker to search on: process() raises SearchUnavailable (the pipeline keeps the
+    message unanswered and takes it up again) instead of answering "no hit" or an ERRT."""
+    from gateway.routing import processing
+
+    _, root = source
+    monkeypatch.setattr(processing, "_GALLERIES", {})
+    monkeypatch.setattr(shards, "DEFAULT_DEADLINE", 0.5)
+    with _local_cluster(0) as c:
+        job = _car_job(root, tmp_path / "none.sqlite3", 31, 1, "0000040GW", c.scheduler_address)
+        with pytest.raises(SearchUnavailable):
+            processing.process(job)
+        for gallery, _ in processing._GALLERIES.values():
+            gallery.close()

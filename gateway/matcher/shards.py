@@ -450,12 +450,12 @@ class ShardedGallery:
     """The search of a shard set, in process (``scheduler=None``) or on Dask (an address
     ``"tcp://HOST:PORT"`` or a ``distributed.Client``); see the module docstring."""
 
-    def __init__(self, path, scheduler=None, deadline: float = DEFAULT_DEADLINE):
+    def __init__(self, path, scheduler=None, deadline: float | None = None):
         path = Path(path)
         manifest = read_manifest(path)
         self.path = path
         self.count = manifest["shards"]
-        self.deadline = float(deadline)
+        self.deadline = float(DEFAULT_DEADLINE if deadline is None else deadline)
         self.threshold = manifest.get("threshold")
         self.thresholds = {int(k): float(v) for k, v in (manifest.get("thresholds") or {}).items()}
         self.subjects_at_split = sum(manifest.get("subjects") or [])
@@ -511,6 +511,12 @@ class ShardedGallery:
         codes = dict(
             zip(order, vector.code_batch([probe[p] for p in order], self.background), strict=True)
         )
+        try:
+            return self._search(probe, codes, top, shortlist, refine, second_stage, end)
+        except OSError as exc:  # the scheduler or a worker unreachable (comm errors, timeouts)
+            raise SearchUnavailable(f"Dask cluster unreachable: {type(exc).__name__}") from None
+
+    def _search(self, probe, codes, top, shortlist, refine, second_stage, end):
         keep = max(refine, shortlist)
         while True:
             parts = self.backend.first(codes, keep, end)

@@ -161,6 +161,7 @@ class Pipeline:
             reject=reject,
             min_quality=cfg.min_quality,
             min_fingers=cfg.min_fingers,
+            scheduler=cfg.scheduler,
         )
 
     async def _process(self, msg_id: str, msg, payload: bytes) -> None:
