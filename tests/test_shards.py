@@ -313,3 +313,34 @@ def test_gateway_worker_gives_back_a_search_past_its_deadline(source, tmp_path, 
             processing.process(job)
         for gallery, _ in processing._GALLERIES.values():
             gallery.close()
+
+
+@pytest.mark.slow  # two worker processes start and one is restarted
+def test_dask_worker_process_killed(source):
+    """kill -9 of the worker process holding a shard, between two searches: the shard is
+    loaded again on a live worker and the answer is the same."""
+    import os
+    import signal
+
+    path, root = source
+    plain = Gallery.load(path)
+    probe = _probe(33, 2)
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            protocol="tcp://",
+            host="127.0.0.1",
+            scheduler_port=0,
+            dashboard_address="127.0.0.1:0",
+        ) as c,
+        distributed.Client(c, set_as_default=False) as client,
+    ):
+        sharded = ShardedGallery(root, scheduler=client)
+        first = _same(sharded, plain, probe)
+        victim = sharded.backend.placement[0]
+        pids = client.run(os.getpid)
+        os.kill(pids[victim], signal.SIGKILL)
+        assert _same(sharded, plain, probe) == first
+        assert sharded.backend.moved >= 1 and sharded.backend.placement[0] != victim

@@ -333,6 +333,8 @@ class DaskShards:
         return sorted(self.client.scheduler_info()["workers"])
 
     def _place(self) -> None:
+        if len(self.placement) == self.count:
+            return  # a lost worker is noticed by _round, which clears its shards' placement
         alive = self._alive()
         if not alive:
             raise SearchUnavailable("no Dask worker alive")
@@ -374,7 +376,7 @@ class DaskShards:
                 f.add_done_callback(lambda _f, e=event: e.set())
             lost: set[str] = set()
             while futures and not lost and time.monotonic() < deadline:
-                event.wait(min(self.POLL, max(0.0, deadline - time.monotonic())))
+                woken = event.wait(min(self.POLL, max(0.0, deadline - time.monotonic())))
                 event.clear()
                 for i, f in list(futures.items()):
                     if f.status == "finished":
@@ -383,7 +385,7 @@ class DaskShards:
                         del futures[i]
                     elif f.status in ("error", "cancelled", "lost"):
                         lost.add(self.placement[i])
-                if futures and not lost:
+                if futures and not lost and not woken:  # nothing for a while: workers alive?
                     alive = set(self._alive())
                     lost.update(
                         self.placement[i] for i in futures if self.placement[i] not in alive
