@@ -378,12 +378,15 @@ class DaskShards:
             while futures and not lost and time.monotonic() < deadline:
                 woken = event.wait(min(self.POLL, max(0.0, deadline - time.monotonic())))
                 event.clear()
-                for i, f in list(futures.items()):
-                    if f.status == "finished":
-                        results[i] = f.result()
+                finished = [i for i, f in futures.items() if f.status == "finished"]
+                if finished:  # one gather for all: each result() alone is a round trip
+                    got = self.client.gather([futures[i] for i in finished])
+                    for i, value in zip(finished, got, strict=True):
+                        results[i] = value
                         todo.discard(i)
                         del futures[i]
-                    elif f.status in ("error", "cancelled", "lost"):
+                for i, f in futures.items():
+                    if f.status in ("error", "cancelled", "lost"):
                         lost.add(self.placement[i])
                 if futures and not lost and not woken:  # nothing for a while: workers alive?
                     alive = set(self._alive())
