@@ -231,7 +231,16 @@ def main(argv=None) -> int:
         rank1 = sum(a == b for a, b in zip(ref["ids"], expected, strict=True))
         fingers = ref["fingers"]
         rows.append(
-            (size, "in-process (peer)", "-", ref["times"], rank1, ref["per_finger"], len(jobs))
+            (
+                size,
+                "in-process (peer)",
+                "-",
+                ref["times"],
+                rank1,
+                ref["per_finger"],
+                len(jobs),
+                os.getloadavg()[0],
+            )
         )
         log(f"  peer done: p50 {pct(ref['times'], 50) * 1000:.0f} ms")
         for w in (int(x) for x in args.workers.split(",")):
@@ -246,19 +255,20 @@ def main(argv=None) -> int:
                     r["same"],
                     r["added"] / fingers,
                     len(jobs),
+                    os.getloadavg()[0],
                 )
             )
     log("")
-    log(f"load average {os.getloadavg()[0]:.1f} (2 cores shared); mated searches, top 10")
+    log("mated searches one after the other, top 10; 2 cores shared with other work")
     log(
-        "| subjects | search | first search (load) | p50 | p99 | rank-1 / same as peer "
-        "| resident bytes/finger |"
+        "| subjects | search | first search (load) | p50 | p99 | rank-1 (peer) / same as peer "
+        "| resident bytes/finger | load avg |"
     )
-    log("|---|---|---|---|---|---|---|")
-    for size, what, first, times, ok, per_finger, n in rows:
+    log("|---|---|---|---|---|---|---|---|")
+    for size, what, first, times, ok, per_finger, n, load in rows:
         log(
             f"| {size:,} | {what} | {first} | {pct(times, 50) * 1000:.0f} ms "
-            f"| {pct(times, 99) * 1000:.0f} ms | {ok}/{n} | {per_finger:.0f} |"
+            f"| {pct(times, 99) * 1000:.0f} ms | {ok}/{n} | {per_finger:.0f} | {load:.1f} |"
         )
     log(f"(stored bytes per finger: {gallery_mod.BYTES_PER_FINGER} + the serialised template)")
     return 0
