@@ -152,9 +152,9 @@ def read_manifest(path) -> dict:
         raise ValueError(f"{path}: not a shard set (no {MANIFEST})") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: unreadable {MANIFEST}: {exc}") from None
-    n = manifest.get("shards") if isinstance(manifest, dict) else None
-    if manifest.get("format") != FORMAT if isinstance(manifest, dict) else True:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: unsupported shard set format")
+    n = manifest.get("shards")
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SHARDS:
         raise ValueError(f"{path}: bad shard count in {MANIFEST}")
     return manifest
