@@ -9,6 +9,7 @@ See ``examples/gateway.toml`` for every key with comments.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,7 @@ class Config:
     outbound_ca: Path | None = None  # trust for the relay and SOAP pushes (default: our CA)
     min_quality: int = 1  # fingers of lower quality (0-100) are neither searched nor enrolled
     min_fingers: int = 6  # usable fingers of 10 a tenprint needs (in proportion for fewer)
+    scheduler: str | None = None  # Dask scheduler "tcp://HOST:PORT" of the gallery shards
     store: Store = field(default_factory=Store)
     admin: Admin = field(default_factory=Admin)
     retention: Retention = field(default_factory=Retention)
@@ -273,7 +275,11 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     gallery = _table(raw, "gallery")
     _unknown(gallery, {"fbi", "dhs", "demo", "demo_subjects"}, "gallery.")
     matcher = _table(raw, "matcher")
-    _unknown(matcher, {"threshold", "search_positions", "min_quality", "min_fingers"}, "matcher.")
+    _unknown(
+        matcher,
+        {"threshold", "search_positions", "min_quality", "min_fingers", "scheduler"},
+        "matcher.",
+    )
     positions = matcher.get("search_positions", list(range(1, 11)))
     if (
         not isinstance(positions, list)
@@ -409,6 +415,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         outbound_ca=outbound_ca,
         min_quality=_bounded_int(matcher, "min_quality", "matcher.", 1, 0, 100),
         min_fingers=_bounded_int(matcher, "min_fingers", "matcher.", 6, 1, 10),
+        scheduler=_parse_scheduler(matcher),
         store=_parse_store(raw, path),
         admin=_parse_admin(raw),
         retention=_parse_retention(raw),
@@ -579,6 +586,27 @@ def _parse_limits(raw: dict) -> Limits:
     if values["agency_share"] > 1:
         raise ConfigError("limits.agency_share", "must be a fraction of the workers, at most 1")
     return Limits(**values)
+
+
+_SCHEDULER = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})):(\d{1,5})")
+
+
+def _parse_scheduler(matcher: dict) -> str | None:
+    """``[matcher] scheduler``: the Dask scheduler the gallery shards live behind
+    (docs/scaling.md); needs the optional ``scale`` extra (dask[distributed])."""
+    value = _str(matcher, "scheduler", "matcher.")
+    if value is None:
+        return None
+    m = _SCHEDULER.fullmatch(value)
+    if m is None or not 1 <= int(m.group(2)) <= 65535:
+        raise ConfigError("matcher.scheduler", f"must be 'tcp://HOST:PORT', not {value!r}")
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise ConfigError(
+            "matcher.scheduler", "needs Dask: pip install 'ebts-gateway[scale]' (dask[distributed])"
+        )
+    return value
 
 
 def default_raw() -> dict:

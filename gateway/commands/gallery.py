@@ -168,6 +168,10 @@ def add_arguments(parser) -> None:
         metavar="K",
         help="also K rendered synthetic identities, each searched against the others",
     )
+    sh = sub.add_parser("shard", help="split a gallery into shards by subject (Dask search)")
+    sh.add_argument("dir", metavar="PATH", help="gallery to split (left untouched)")
+    sh.add_argument("--shards", type=_positive, required=True, metavar="N", help="shard count")
+    sh.add_argument("--out", metavar="DIR", help="shard set to write (default: PATH.shards)")
     parser.set_defaults(_parser=parser)
 
 
@@ -179,6 +183,8 @@ def run(args) -> int:
         return _info(args)
     if action == "calibrate":
         return _calibrate(args)
+    if action == "shard":
+        return _shard(args)
     args._parser.print_help(sys.stderr)
     return 2
 
@@ -202,6 +208,20 @@ def _build(args) -> int:
         shutil.rmtree(path)
     g.save(path)
     print(f"{path}: {len(g)} subjects, {g.nbytes_per_finger():.0f} bytes per finger")
+    return 0
+
+
+def _shard(args) -> int:
+    """``gallery shard PATH --shards N [--out DIR]`` (:mod:`gateway.matcher.shards`)."""
+    from gateway.matcher import shards
+
+    out = Path(args.out) if args.out else Path(str(Path(args.dir)) + ".shards")
+    try:
+        manifest = shards.split(args.dir, out, args.shards, progress=Progress("shard"))
+    except ValueError as exc:
+        return error(str(exc))
+    counts = manifest["subjects"]
+    print(f"{out}: {sum(counts)} subjects in {len(counts)} shards ({min(counts)}-{max(counts)})")
     return 0
 
 

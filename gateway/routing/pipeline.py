@@ -236,6 +236,7 @@ class Pipeline:
             min_quality=cfg.min_quality,
             min_fingers=cfg.min_fingers,
             max_pixels=self.limits.max_pixels_per_transaction if self.limits else None,
+            scheduler=cfg.scheduler,
         )
 
     async def _process(

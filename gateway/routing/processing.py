@@ -18,6 +18,7 @@ from typing import Any
 from gateway.ansinist import FormatError, Transaction, read, write
 from gateway.ansinist.errors import Location
 from gateway.ansinist.traditional import peek_type1
+from gateway.matcher.shards import SearchUnavailable
 
 from . import rules
 from .sre import build_sre
@@ -52,6 +53,7 @@ class Job:
     )
     min_fingers: int = 6  # [matcher] min_fingers: usable fingers a full tenprint needs (of 10)
     max_pixels: int | None = None  # [limits] max_pixels_per_transaction, from image headers
+    scheduler: str | None = None  # [matcher] scheduler: Dask scheduler of sharded galleries
 
 
 @dataclass
@@ -115,6 +117,8 @@ def process(job: Job) -> Result:
     started = time.perf_counter()
     try:
         _process(job, result, started)
+    except SearchUnavailable:
+        raise  # not an answer: the transaction goes back to the queue (gateway.matcher.shards)
     except Exception as exc:  # noqa: BLE001 - the daemon must answer whatever happens
         from gateway.validation import ERROR, Finding
 
@@ -488,25 +492,34 @@ _GALLERIES: dict[str, list] = {}  # path -> [Gallery, last enrolment row applied
 
 
 def _search(path: str, name: str, job: Job, probe: dict):
-    gallery = load_gallery(path, job.journal_path, name)
+    # a shard set searched on Dask raises SearchUnavailable past its deadline: never "no hit"
+    gallery = load_gallery(path, job.journal_path, name, job.scheduler)
     candidates = gallery.search(probe, top=1)
     return candidates[0] if candidates else None
 
 
-def load_gallery(path: str, journal_path: str | None, name: str):
-    """The worker's cached gallery, with the enrolments the journal holds applied."""
-    from gateway.matcher import Template
+def load_gallery(path: str, journal_path: str | None, name: str, scheduler: str | None = None):
+    """The worker's cached gallery, with the enrolments the journal holds applied (a shard
+    set made by ``gallery shard``: each enrolment to the shard owning its subject)."""
+    from gateway.matcher import Template, shards
     from gateway.matcher.gallery import Gallery
 
     entry = _GALLERIES.get(path)
     if entry is None:
-        entry = _GALLERIES[path] = [Gallery.load(path), 0]
+        if shards.is_shard_set(path):
+            gallery = shards.ShardedGallery(path, scheduler)
+        else:
+            gallery = Gallery.load(path)
+        entry = _GALLERIES[path] = [gallery, 0]
     gallery = entry[0]
     if journal_path:
         from gateway.store.enrolments import read_enrolments
 
         rows = list(read_enrolments(journal_path, name, entry[1]))
-        if rows:
+        if rows and isinstance(gallery, shards.ShardedGallery):
+            gallery.enrol(rows)
+            entry[1] = rows[-1][0]
+        elif rows:
             gallery.add_many((sid, pos, Template.from_bytes(data)) for _, sid, pos, data in rows)
             entry[1] = rows[-1][0]
     return gallery
