@@ -38,6 +38,7 @@ from twisted.web import resource, server
 
 from gateway.store.users import MAX_PASSWORD, check_password
 
+from .console import Console
 from .redact import redact
 
 COOKIE = b"ebts_session"
@@ -194,6 +195,7 @@ class Guard(resource.Resource):
         self.hashing = defer.DeferredSemaphore(2)
         self.chain: dict = {"verified": None}
         self._verifying = False
+        self.console = Console(app)  # the console's pages and /api/console (issue 19)
 
     # Twisted calls this with the first path segment; request.postpath holds the rest.
     def getChildWithDefault(self, path, request):  # noqa: N802 - Twisted API
@@ -219,6 +221,9 @@ class Guard(resource.Resource):
             return AuditPage() if session.role == "auditor" else _forbidden()
         if path == b"api":
             return self._api(request, session)
+        page = self.console.page(path, request, session)
+        if page is not None:
+            return page
         if path == b"":
             return _WithBar(self.inner.getChildWithDefault(path, request), session)
         return _Fixed(404, "no such page")
@@ -276,6 +281,8 @@ class Guard(resource.Resource):
             return _Info(session, self.settings.session_idle_minutes)
         if head == "stats":
             return _Delegate(self.inner.children[b"api"].children[b"stats"])
+        if head == "console":
+            return self.console.api(parts[1:], session) or _Fixed(404, "no such resource")
         if head == "audit":
             if session.role != "auditor":
                 return _forbidden()
