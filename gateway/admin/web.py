@@ -3,19 +3,29 @@
 - ``GET /health``: liveness and queue figures (answers from the reactor thread, no I/O beyond
   two indexed SQLite counts).
 - ``GET /api/stats``: counts per state, per outbound state, per response TOT.
-- ``GET /api/messages?state=&tcn=&ori=&limit=&offset=``: the message browser.
+- ``GET /api/messages?tcn=&ori=&tot=&state=&outcome=&since=&until=&limit=&offset=``: the message
+  browser, newest first, with the ``total`` the filters select. ``tcn`` and ``ori`` are
+  case-insensitive prefixes, ``tot`` and ``state`` any case (``state=REJECTED`` finds the
+  messages that failed validation, although their final state is RESPONDED), ``outcome`` one of
+  sre_hit, sre_no_hit, errt, duplicate, refused, undeliverable, ``since``/``until`` ISO 8601
+  (UTC unless an offset is given; ``since`` inclusive, ``until`` exclusive). An unknown or bad
+  parameter is a 400 that names it.
 - ``GET /api/messages/<id>``: one message with its transitions and deliveries.
 - ``GET /``: the dashboard (HTML + a little JavaScript polling the API).
 
+Every time is ISO 8601 UTC (``2026-12-06T09:57:20.123Z``), as in the routing log.
 Payload bytes and personal fields are never served here.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
 from twisted.web import resource
+
+from gateway.store.journal import OUTCOMES, STATES, MessageQuery, iso_utc
 
 DASHBOARD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>EBTS gateway</title>
@@ -46,7 +56,7 @@ async function refresh(){
     `<span class="k ${esc(k)}">outbound ${esc(k)}: ${v}</span>`).join('');
   const m = await (await fetch('/api/messages?limit=50&' + q())).json();
   document.querySelector('#msgs tbody').innerHTML = m.messages.map(x =>
-    `<tr><td>${new Date(x.received_at*1000).toISOString()}</td>
+    `<tr><td>${esc(x.received_at)}</td>
      <td><a href="#" onclick="show('${esc(x.id)}');return false">
      <code>${esc(x.id)}</code></a></td>
      <td>${esc(x.tot)}</td><td>${esc(x.ori)}</td><td>${esc(x.tcn)}</td>
@@ -80,6 +90,91 @@ def _int_arg(request, name: str, default: int, maximum: int) -> int:
     if value is None or not value.isdigit():
         return default
     return min(int(value), maximum)
+
+
+class BadParameter(ValueError):
+    """A query parameter the API does not know or cannot use: a 400 naming it."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+MESSAGE_FILTERS = ("tcn", "ori", "tot", "state", "outcome", "since", "until")
+MESSAGE_PARAMETERS = (*MESSAGE_FILTERS, "limit", "offset")
+MAX_LIMIT = 1000
+MAX_TEXT = 40  # TCN is at most 40 characters (EBTS 1.009); ORI 9, TOT 4
+
+
+def _single(request, allowed) -> dict[str, str]:
+    """The query parameters, each at most once and each known (BadParameter otherwise)."""
+    out = {}
+    for raw_name, values in request.args.items():
+        name = raw_name.decode("utf-8", "replace")[:40]
+        if name not in allowed:
+            raise BadParameter(name, f"unknown parameter (known: {', '.join(allowed)})")
+        if len(values) != 1:
+            raise BadParameter(name, "given more than once")
+        out[name] = values[0].decode("utf-8", "replace")
+    return out
+
+
+def _time_param(name: str, value: str) -> float:
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(
+            name, "not an ISO 8601 date or time, e.g. 2026-12-06T09:00:00Z"
+        ) from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return at.timestamp()
+
+
+def _count_param(name: str, value: str, maximum: int) -> int:
+    if not value.isdigit() or len(value) > 10 or int(value) > maximum:
+        raise BadParameter(name, f"must be a whole number from 0 to {maximum}")
+    return int(value)
+
+
+def message_query(request) -> tuple[MessageQuery, int, int]:
+    """The message browser's filters and page from a request (BadParameter on a bad one)."""
+    params = _single(request, MESSAGE_PARAMETERS)
+    for name in ("tcn", "ori", "tot"):
+        value = params.get(name)
+        if value is not None and (len(value) > MAX_TEXT or not value.isprintable()):
+            raise BadParameter(name, f"at most {MAX_TEXT} printable characters")
+    state = params.get("state")
+    if state is not None and state.upper() not in STATES:
+        raise BadParameter("state", f"unknown state (known: {', '.join(STATES)})")
+    outcome = params.get("outcome")
+    if outcome is not None and outcome.lower() not in OUTCOMES:
+        raise BadParameter("outcome", f"unknown outcome (known: {', '.join(OUTCOMES)})")
+    since = _time_param("since", params["since"]) if "since" in params else None
+    until = _time_param("until", params["until"]) if "until" in params else None
+    limit = _count_param("limit", params["limit"], MAX_LIMIT) if "limit" in params else 100
+    if limit == 0:
+        raise BadParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    offset = _count_param("offset", params["offset"], 10**9) if "offset" in params else 0
+    query = MessageQuery(
+        state=state or None,
+        tcn=params.get("tcn") or None,
+        ori=params.get("ori") or None,
+        tot=params.get("tot") or None,
+        since=since,
+        until=until,
+        outcome=outcome or None,
+    )
+    return query, limit, offset
+
+
+def message_body(msg) -> dict:
+    """A message row as the API serves it: ISO times, no payload reference."""
+    body = msg.to_dict()
+    body.pop("payload", None)
+    body["received_at"] = iso_utc(msg.received_at)
+    body["updated_at"] = iso_utc(msg.updated_at)
+    return body
 
 
 class Health(resource.Resource):
@@ -130,9 +225,10 @@ class Messages(resource.Resource):
                 msg = journal.message(msg_id)
             except KeyError:
                 return _json(request, {"error": f"no message {msg_id}"}, 404)
-            body = msg.to_dict()
-            body.pop("payload", None)
-            body["transitions"] = journal.transitions(msg_id)
+            body = message_body(msg)
+            body["transitions"] = [
+                dict(t, at=iso_utc(t["at"])) for t in journal.transitions(msg_id)
+            ]
             body["deliveries"] = [
                 {
                     "kind": o.kind,
@@ -140,25 +236,22 @@ class Messages(resource.Resource):
                     "state": o.state,
                     "attempts": o.attempts,
                     "last_error": o.last_error,
-                    "sent_at": o.sent_at,
+                    "sent_at": iso_utc(o.sent_at),
                 }
                 for o in journal.outbound_for(msg_id)
             ]
             return _json(request, body)
-        rows = journal.messages(
-            limit=_int_arg(request, "limit", 100, 1000),
-            offset=_int_arg(request, "offset", 0, 10**9),
-            state=_arg(request, "state") or None,
-            tcn=_arg(request, "tcn") or None,
-            ori=_arg(request, "ori") or None,
-        )
+        try:
+            query, limit, offset = message_query(request)
+        except BadParameter as exc:
+            return _json(request, {"error": str(exc), "parameter": exc.name}, 400)
+        rows, total = journal.find_messages(query, limit=limit, offset=offset)
         out = []
         for m in rows:
-            item = m.to_dict()
-            item.pop("payload", None)
+            item = message_body(m)
             item.pop("summary", None)
             out.append(item)
-        return _json(request, {"messages": out})
+        return _json(request, {"total": total, "limit": limit, "offset": offset, "messages": out})
 
 
 class Dashboard(resource.Resource):

@@ -86,6 +86,14 @@ class WorkerPool:
             return
         d.callback(result)
 
+    @property
+    def alive(self) -> int:
+        """Worker processes alive now (0 before the first job: the pool starts them on demand).
+
+        Read from the executor's process table (concurrent.futures has no public count)."""
+        processes = getattr(self._executor, "_processes", None) or {}
+        return sum(1 for p in list(processes.values()) if p.is_alive())
+
     def _replace(self) -> None:
         old, self._executor = self._executor, None
         if old is not None:

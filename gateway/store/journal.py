@@ -682,6 +682,26 @@ class Journal:
         sql += " ORDER BY received_at DESC LIMIT ? OFFSET ?"
         return [self._message(r) for r in self.db.execute(sql, (*args, limit, offset))]
 
+    def find_messages(
+        self, query: MessageQuery, *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[Message], int]:
+        """The messages ``query`` selects, newest first, one page of them and the total."""
+        where, args = _message_filter(query)
+        sql = "SELECT * FROM messages" + (" WHERE " + " AND ".join(where) if where else "")
+        (total,) = self.db.execute(f"SELECT COUNT(*) FROM ({sql})", args).fetchone()
+        rows = self.db.execute(
+            sql + " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+        )
+        return [self._message(r) for r in rows], total
+
+    def queue(self) -> tuple[int, float | None]:
+        """(messages accepted and not answered yet, received_at of the oldest of them)."""
+        count, oldest = self.db.execute(
+            "SELECT COUNT(*), MIN(received_at) FROM messages WHERE state NOT IN (?, ?)",
+            tuple(TERMINAL),
+        ).fetchone()
+        return count, oldest
+
     def unfinished(self) -> list[Message]:
         """Accepted messages not yet answered: resumed after a restart."""
         rows = self.db.execute(
@@ -825,6 +845,106 @@ def _lock(path: Path, mode: str) -> int | None:
             ) from None
         raise JournalLocked(f"{path} is being re-keyed (ebts-gateway keys rotate)") from None
     return fd
+
+
+# -- the message browser's query (admin API) --------------------------------------------------
+STATES = (
+    RECEIVED,
+    STORED,
+    DECODED,
+    VALIDATED,
+    REJECTED,
+    SEARCHED,
+    ROUTED,
+    RESPONDED,
+    DUPLICATE,
+    UNREADABLE,
+)
+# The validation verdict is never a final state: a message "is" VALIDATED or REJECTED when it
+# passed through that state (the transitions), whatever state it is in now.
+VERDICTS = frozenset({VALIDATED, REJECTED})
+OUTCOMES = ("sre_hit", "sre_no_hit", "errt", "duplicate", "refused", "undeliverable")
+_PASSED = "id IN (SELECT message_id FROM transitions WHERE to_state = ?)"
+# The search summary is sealed (encryption at rest): the FBI verdict is read from the SEARCHED
+# transition to FBI, whose outcome is "hit" or "no hit" (routing.processing).
+_FBI_HIT = (
+    "id IN (SELECT message_id FROM transitions WHERE to_state = 'SEARCHED' "
+    "AND destination = 'FBI' AND outcome LIKE 'hit%')"
+)
+_OUTCOME_SQL = {
+    "sre_hit": f"response_tot = 'SRE' AND duplicate_of IS NULL AND {_FBI_HIT}",
+    "sre_no_hit": f"response_tot = 'SRE' AND duplicate_of IS NULL AND NOT ({_FBI_HIT})",
+    "errt": "response_tot LIKE 'ERR%' AND duplicate_of IS NULL",
+    "duplicate": "duplicate_of IS NOT NULL",
+    # rejected and not answered: nothing went back (e.g. an IAR that does not parse)
+    "refused": f"{_PASSED.replace('?', repr(REJECTED))} AND response IS NULL",
+    # an answer that could not be delivered: a destination FAILED, or none was registered
+    "undeliverable": "response IS NOT NULL AND (id IN (SELECT message_id FROM outbound "
+    "WHERE state = 'FAILED') OR id NOT IN (SELECT message_id FROM outbound))",
+}
+
+
+@dataclass(frozen=True)
+class MessageQuery:
+    """Filters of the message browser; every one optional, all of them combined (AND).
+
+    ``tcn``, ``ori``: case-insensitive prefixes; ``tot``: the submission's TOT (any case);
+    ``state``: the current state, or for VALIDATED / REJECTED the validation verdict;
+    ``since`` (inclusive), ``until`` (exclusive): received_at bounds (epoch seconds);
+    ``outcome``: one of :data:`OUTCOMES`.
+    """
+
+    state: str | None = None
+    tcn: str | None = None
+    ori: str | None = None
+    tot: str | None = None
+    since: float | None = None
+    until: float | None = None
+    outcome: str | None = None
+
+
+def _like_prefix(value: str) -> str:
+    escaped = value.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _message_filter(query: MessageQuery) -> tuple[list[str], list]:
+    where: list[str] = []
+    args: list = []
+    if query.state:
+        state = query.state.upper()
+        if state not in STATES:
+            raise ValueError(f"unknown state {query.state!r}")
+        if state in VERDICTS:
+            where.append(_PASSED)
+        else:
+            where.append("state = ?")
+        args.append(state)
+    for column in ("tcn", "ori"):
+        value = getattr(query, column)
+        if value:
+            where.append(f"UPPER({column}) LIKE ? ESCAPE '\\'")
+            args.append(_like_prefix(value))
+    if query.tot:
+        where.append("UPPER(tot) = ?")
+        args.append(query.tot.upper())
+    if query.since is not None:
+        where.append("received_at >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("received_at < ?")
+        args.append(query.until)
+    if query.outcome:
+        outcome = query.outcome.lower()
+        if outcome not in _OUTCOME_SQL:
+            raise ValueError(f"unknown outcome {query.outcome!r}")
+        where.append(f"({_OUTCOME_SQL[outcome]})")
+    return where, args
+
+
+def iso_utc(at: float | None) -> str | None:
+    """An epoch time as ISO 8601 UTC with milliseconds (the routing log's form), or None."""
+    return None if at is None else _iso(at)
 
 
 def _iso(at: float) -> str:

@@ -92,6 +92,11 @@ async def test_console_pages_roles_and_message_view(tmp_path, sink):
         status, _h, _b = await operator.get("/api/console/outcomes?id=../etc")
         assert status == 400
 
+        # the browser's query: the admin API's filters and shape (branch newcomer's contract)
+        found = await operator.get_json("/api/messages?ori=wv&outcome=errt&limit=50")
+        assert found["total"] == 1 and [m["id"] for m in found["messages"]] == [errt]
+        found = await operator.get_json("/api/messages?ori=NY&outcome=sre_hit")
+        assert [m["id"] for m in found["messages"]] == [hit]
         status, _h, page = await operator.get("/messages", {"Accept": "text/html"})
         assert status == 200 and b'id="msgs"' in page and b"/api/messages?" in page
 
