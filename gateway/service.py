@@ -17,6 +17,7 @@ from twisted.internet import defer, reactor, task
 from twisted.web import server
 
 from gateway import pki
+from gateway.admin.alerts import AlertChecker
 from gateway.admin.auth import Guard
 from gateway.admin.web import admin_root
 from gateway.ansinist import peek
@@ -249,6 +250,9 @@ class Gateway(service.MultiService):
         self.ports = {}
         self.retention = RetentionJob(self)
         self.retention.setServiceParent(self)
+        self.alerts = AlertChecker(self)  # [alerts]: runs only with recipients
+        if config.alerts.email:
+            self.alerts.setServiceParent(self)
 
         smtp_factory = IntakeFactory(
             self.intake,
