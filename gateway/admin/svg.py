@@ -32,6 +32,8 @@ def _label(value: float, unit: str) -> str:
     if unit == "%":
         return f"{value:g}%"
     if unit == "s":
+        if value == 0:
+            return "0"
         return f"{value * 1000:.0f}ms" if value < 1 else f"{value:g}s"
     return f"{value:g}"
 
@@ -80,8 +82,9 @@ def line_chart(
     for k in range(0, n + 1, max(1, n // 4)):
         at = start + k * step
         xx = LEFT + plot_w * k / n
+        anchor = "start" if k == 0 else "end" if k >= n else "middle"
         parts.append(
-            f'<text x="{xx:.1f}" y="{HEIGHT - 8}" font-size="10" text-anchor="middle" '
+            f'<text x="{xx:.1f}" y="{HEIGHT - 8}" font-size="10" text-anchor="{anchor}" '
             f'fill="#667">{time.strftime("%H:%M", time.gmtime(at))}</text>'
         )
     parts.append(

@@ -63,6 +63,8 @@ async def test_console_pages_roles_and_message_view(tmp_path, sink):
         status, headers, page = await operator.get("/", {"Accept": "text/html"})
         assert status == 200 and headers["content-type"].startswith("text/html")
         assert "default-src 'self'" in headers["content-security-policy"]
+        # not no-referrer: browsers would send "Origin: null" with the login form (refused)
+        assert headers["referrer-policy"] == "same-origin"
         assert page.count(b"<svg") == 6 and b"Throughput" in page and b"p50" in page
         assert b"NY0303000" in page and b"WV0000000" in page
         assert not re.search(rb"""(src|href)=["']?(https?:)?//""", page)  # nothing from elsewhere
