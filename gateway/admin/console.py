@@ -42,6 +42,7 @@ from .svg import line_chart
 
 OPERATOR = "operator"
 MAX_IDS = 1000  # ids per outcomes request
+OVERVIEW_TTL = 2.0  # seconds an Overview is served again to every viewer (pages poll every 5)
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -306,7 +307,7 @@ class Overview(resource.Resource):
         self.console, self.s = console, session
 
     def render_GET(self, request):  # noqa: N802
-        main = overview_main(overview_data(self.console.app))
+        main = overview_main(self.console.overview())
         if request.args.get(b"part") == [b"main"]:
             return _send_html(request, main)
         return _send_html(request, layout(self.s, "Overview", "Overview", main, OVERVIEW_JS))
@@ -837,7 +838,16 @@ class Console:
 
     def __init__(self, app):
         self.app = app
+        self._overview: tuple[float, dict] | None = None
         metrics.ensure_indexes(app.journal.db)
+
+    def overview(self) -> dict:
+        """:func:`overview_data`, computed at most once per :data:`OVERVIEW_TTL` seconds for
+        everyone (it holds no personal field, so every role may share it)."""
+        now = time.time()
+        if self._overview is None or now - self._overview[0] >= OVERVIEW_TTL:
+            self._overview = (now, overview_data(self.app, now))
+        return self._overview[1]
 
     def audit_view(self, request, session, msg_id: str, what: str) -> None:
         self.app.audit.record(
@@ -872,7 +882,7 @@ class Console:
         """``/api/console/...`` (``parts`` after ``console``), or None."""
         head = parts[0] if parts else ""
         if head == "overview" and len(parts) == 1:
-            return _JsonLeaf(lambda request: (200, overview_data(self.app)))
+            return _JsonLeaf(lambda request: (200, self.overview()))
         if head == "outcomes" and len(parts) == 1:
 
             def answer(request):
