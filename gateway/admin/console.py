@@ -29,8 +29,10 @@ from __future__ import annotations
 import html
 import json
 import re
+import sqlite3
 import time
 
+from twisted.internet import defer, threads
 from twisted.web import resource, server
 
 from gateway.store import metrics
@@ -43,6 +45,8 @@ from .svg import line_chart
 OPERATOR = "operator"
 MAX_IDS = 1000  # ids per outcomes request
 OVERVIEW_TTL = 2.0  # seconds an Overview is served again to every viewer (pages poll every 5)
+COUNTS_TTL = 10.0  # seconds the last day's counts are kept (a scan of the day's messages)
+DAY_TTL = 60.0  # seconds the day's chart (15-minute buckets) is kept
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -127,10 +131,8 @@ function esc(s){{return String(s ?? '').replace(/[&<>"']/g, c => ({{'&':'&amp;',
 
 
 # -- Overview ---------------------------------------------------------------------------------
-def overview_data(app, now: float | None = None) -> dict:
-    """Everything the Overview shows (no personal field: metadata and counts only)."""
-    now = time.time() if now is None else now
-    db = app.journal.db
+def status(app) -> dict:
+    """Workers and listeners, read in the reactor thread (no I/O)."""
     pool = app.pool
     listeners = {}
     for name in app.ports:
@@ -141,9 +143,6 @@ def overview_data(app, now: float | None = None) -> dict:
             "tls": "on" if getattr(app, "tls_options", None) is not None else "off",
         }
     return {
-        "at": iso_utc(now),
-        "last_day": metrics.counts(db, since=now - 86400),
-        "queues": metrics.queues(db, now),
         "workers": {
             "processes": getattr(pool, "processes", None),
             "alive": getattr(pool, "alive", None),
@@ -152,7 +151,30 @@ def overview_data(app, now: float | None = None) -> dict:
             "in_flight": app.pipeline.busy,
         },
         "listeners": listeners,
-        "series": {name: metrics.series(db, w, now) for name, w in metrics.WINDOWS.items()},
+    }
+
+
+def figures(db, now: float, cache: dict) -> dict:
+    """The journal's part of the Overview (no personal field: metadata and counts only).
+
+    ``cache`` keeps the slower parts between calls: the counts of the last day for
+    :data:`COUNTS_TTL` seconds, the day's chart (15-minute buckets) for :data:`DAY_TTL`."""
+
+    def kept(name, ttl, compute):
+        at, value = cache.get(name, (None, None))
+        if at is None or now - at >= ttl:
+            value = compute()
+            cache[name] = (now, value)
+        return value
+
+    return {
+        "at": iso_utc(now),
+        "last_day": kept("counts", COUNTS_TTL, lambda: metrics.counts(db, since=now - 86400)),
+        "queues": metrics.queues(db, now),
+        "series": {
+            "hour": metrics.series(db, metrics.WINDOWS["hour"], now),
+            "day": kept("day", DAY_TTL, lambda: metrics.series(db, metrics.WINDOWS["day"], now)),
+        },
     }
 
 
@@ -307,10 +329,15 @@ class Overview(resource.Resource):
         self.console, self.s = console, session
 
     def render_GET(self, request):  # noqa: N802
-        main = overview_main(self.console.overview())
-        if request.args.get(b"part") == [b"main"]:
-            return _send_html(request, main)
-        return _send_html(request, layout(self.s, "Overview", "Overview", main, OVERVIEW_JS))
+        part = request.args.get(b"part") == [b"main"]
+
+        def page(data):
+            main = overview_main(data)
+            if part:
+                return _send_html(request, main)
+            return _send_html(request, layout(self.s, "Overview", "Overview", main, OVERVIEW_JS))
+
+        return _later(request, self.console.overview(), page)
 
 
 # -- Message browser --------------------------------------------------------------------------
@@ -449,11 +476,17 @@ def outcomes(db, ids: list[str]) -> dict:
         return {}
     marks = ", ".join("?" for _ in ids)
     rows = db.execute(
-        f"SELECT m.id, {metrics.OUTCOME_SQL}, EXISTS (SELECT 1 FROM outbound o WHERE "
-        f"o.message_id = m.id AND o.state = 'FAILED') FROM messages m WHERE m.id IN ({marks})",
-        ids,
-    )
-    return {i: {"outcome": o, "undeliverable": bool(u)} for i, o, u in rows}
+        f"SELECT m.id, {metrics.OUTCOME_SQL} FROM messages m WHERE m.id IN ({marks})", ids
+    ).fetchall()
+    # "+state": by message id (the unique index), not by walking every FAILED delivery
+    failed = {
+        r[0]
+        for r in db.execute(
+            f"SELECT message_id FROM outbound WHERE message_id IN ({marks}) AND +state = 'FAILED'",
+            ids,
+        )
+    }
+    return {i: {"outcome": o, "undeliverable": i in failed} for i, o in rows}
 
 
 # -- Message view -----------------------------------------------------------------------------
@@ -833,21 +866,82 @@ class _JsonLeaf(resource.Resource):
         return _send_json(request, body, code)
 
 
+def _later(request, d: defer.Deferred, render) -> int:
+    """Answer ``request`` with ``render(result)`` once ``d`` fires (500 if it fails)."""
+    finished: list = []
+    request.notifyFinish().addBoth(finished.append)
+
+    def answer(result):
+        if not finished:
+            request.write(render(result))
+            request.finish()
+
+    def broke(failure):
+        if not finished:
+            request.write(_send_json(request, {"error": "the figures could not be read"}, 500))
+            request.finish()
+
+    d.addCallbacks(answer, broke)
+    return server.NOT_DONE_YET
+
+
+class _DeferredJson(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def render_GET(self, request):  # noqa: N802
+        return _later(request, self.fn(), lambda body: _send_json(request, body))
+
+
 class Console:
     """Routes of the console, called by the Guard once a session is established."""
 
     def __init__(self, app):
         self.app = app
         self._overview: tuple[float, dict] | None = None
+        self._cache: dict = {}  # figures() keeps its slower parts here
+        self._computing: defer.Deferred | None = None
+        self._waiting: list[defer.Deferred] = []
         metrics.ensure_indexes(app.journal.db)
 
-    def overview(self) -> dict:
-        """:func:`overview_data`, computed at most once per :data:`OVERVIEW_TTL` seconds for
-        everyone (it holds no personal field, so every role may share it)."""
+    def overview(self) -> defer.Deferred:
+        """The Overview's data: the journal's figures computed in a thread on a read-only
+        connection of its own (the reactor serves on meanwhile), at most once per
+        :data:`OVERVIEW_TTL` seconds for everyone (no personal field: every role may share
+        it), with the workers' and listeners' status of the moment."""
         now = time.time()
-        if self._overview is None or now - self._overview[0] >= OVERVIEW_TTL:
-            self._overview = (now, overview_data(self.app, now))
-        return self._overview[1]
+        if self._overview is not None and now - self._overview[0] < OVERVIEW_TTL:
+            return defer.succeed(self._overview[1] | status(self.app))
+        if self._computing is None:
+            path = str(self.app.journal.path)
+
+            def work():
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    return figures(db, now, self._cache)
+                finally:
+                    db.close()
+
+            def done(data):
+                self._overview = (now, data)
+                self._computing = None
+                waiting, self._waiting = self._waiting, []
+                for d in waiting:
+                    d.callback(data)
+
+            def failed(failure):
+                self._computing = None
+                waiting, self._waiting = self._waiting, []
+                for d in waiting:
+                    d.errback(failure)
+
+            self._computing = threads.deferToThread(work).addCallbacks(done, failed)
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append(d)
+        return d.addCallback(lambda data: data | status(self.app))
 
     def audit_view(self, request, session, msg_id: str, what: str) -> None:
         self.app.audit.record(
@@ -882,7 +976,7 @@ class Console:
         """``/api/console/...`` (``parts`` after ``console``), or None."""
         head = parts[0] if parts else ""
         if head == "overview" and len(parts) == 1:
-            return _JsonLeaf(lambda request: (200, self.overview()))
+            return _DeferredJson(self.overview)
         if head == "outcomes" and len(parts) == 1:
 
             def answer(request):

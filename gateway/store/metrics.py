@@ -38,6 +38,9 @@ INDEXES = (
     # the FBI verdict of a message (hit / no hit) is found through this partial index
     "CREATE INDEX IF NOT EXISTS transitions_searched ON transitions(message_id, outcome) "
     "WHERE to_state = 'SEARCHED' AND destination = 'FBI'",
+    # and the (rare) worker crashes through this one
+    "CREATE INDEX IF NOT EXISTS transitions_crash ON transitions(message_id) "
+    "WHERE outcome = 'WORKER_CRASH'",
 )
 MAX_GROUPS = 200  # agencies or TOTs listed (the rest summed as "(others)")
 _TERMINAL = tuple(sorted(TERMINAL))
@@ -57,6 +60,17 @@ OUTCOME_SQL = f"""CASE
  WHEN m.response_tot LIKE 'ERR%' AND {_CRASH} THEN 'failed'
  WHEN m.response_tot LIKE 'ERR%' THEN 'errt'
  WHEN m.response_tot = 'SRE' AND {_HIT} THEN 'sre_hit'
+ WHEN m.response_tot = 'SRE' THEN 'sre_no_hit'
+ ELSE 'other' END"""
+
+
+_ANSWERED = f"m.state IN ('{_TERMINAL[0]}', '{_TERMINAL[1]}')"
+# The same outcomes without a subquery per row: hits and crashes are counted apart (one join
+# over their partial index each) and moved out of sre_no_hit and errt.
+_COARSE_SQL = f"""CASE
+ WHEN NOT {_ANSWERED} THEN 'pending'
+ WHEN m.duplicate_of IS NOT NULL THEN 'duplicate'
+ WHEN m.response_tot LIKE 'ERR%' THEN 'errt'
  WHEN m.response_tot = 'SRE' THEN 'sre_no_hit'
  ELSE 'other' END"""
 
@@ -95,11 +109,34 @@ def counts(db, *, since: float | None = None) -> dict:
     where, args = "", []
     if since is not None:
         where, args = " WHERE m.received_at >= ?", [since]
+    group = f"COALESCE(m.ori, m.agency, '-'), {_group_key('tot')}"
     rows = db.execute(
-        f"SELECT COALESCE(m.ori, m.agency, '-'), {_group_key('tot')}, {OUTCOME_SQL}, COUNT(*) "
-        f"FROM messages m{where} GROUP BY 1, 2, 3",
-        args,
+        f"SELECT {group}, {_COARSE_SQL}, COUNT(*) FROM messages m{where} GROUP BY 1, 2, 3", args
     ).fetchall()
+    also = " AND m.received_at >= ?" if since is not None else ""
+    moves = []  # (agency, TOT, from, to, count): hits out of sre_no_hit, crashes out of errt
+    for outcome, was, condition in (
+        (
+            "sre_hit",
+            "sre_no_hit",
+            "t.to_state = 'SEARCHED' AND t.destination = 'FBI' AND t.outcome LIKE 'hit%' "
+            "AND m.response_tot = 'SRE'",
+        ),
+        (
+            "failed",
+            "errt",
+            "t.outcome = 'WORKER_CRASH' AND t.to_state = 'REJECTED' AND m.response_tot LIKE 'ERR%'",
+        ),
+    ):
+        for agency, tot, n in db.execute(
+            f"SELECT {group}, COUNT(DISTINCT m.id) FROM transitions t "
+            f"JOIN messages m ON m.id = t.message_id WHERE {condition} "
+            # "+": driven by the partial index of transitions, not the state index
+            f"AND m.duplicate_of IS NULL AND +{_ANSWERED}{also.replace('m.', '+m.')} "
+            "GROUP BY 1, 2",
+            args,
+        ):
+            moves.append((agency, tot, was, outcome, n))
     by_agency: dict[str, dict[str, int]] = {}
     by_tot: dict[str, int] = {}
     by_outcome = dict.fromkeys(OUTCOMES, 0)
@@ -111,6 +148,12 @@ def counts(db, *, since: float | None = None) -> dict:
         by_tot[tot] = by_tot.get(tot, 0) + n
         by_outcome[outcome] += n
         total += n
+    for agency, _tot, was, outcome, n in moves:
+        row = by_agency[agency]
+        row[was] -= n
+        row[outcome] += n
+        by_outcome[was] -= n
+        by_outcome[outcome] += n
     failed_args = [FAILED, *args]
     for agency, n in db.execute(
         "SELECT COALESCE(m.ori, m.agency, '-'), COUNT(DISTINCT m.id) FROM outbound o "
@@ -213,7 +256,7 @@ def series(db, window: Window, now: float | None = None) -> dict:
     """Per bucket of ``window``: answers (throughput per minute), p50 and p99 latency (seconds
     from receipt to answer), and the error rate (ERRT, failures and undeliverable answers over
     answers).  Buckets are by the time of the answer; messages received before the window
-    are counted when they were answered in it."""
+    (up to one window length before it) are counted when they were answered in it."""
     now = time.time() if now is None else now
     start = now - window.seconds
     step = window.step
@@ -225,10 +268,13 @@ def series(db, window: Window, now: float | None = None) -> dict:
         r[0]
         for r in db.execute("SELECT DISTINCT message_id FROM outbound WHERE state = ?", (FAILED,))
     }
+    # through the received_at index ("+m.state" keeps the planner off the state index, which
+    # would walk every answered message); answers within the window of messages received up to
+    # one window before it
     rows = db.execute(
         "SELECT m.id, m.received_at, m.updated_at, m.response_tot LIKE 'ERR%' FROM messages m "
-        "WHERE m.received_at >= ? AND m.updated_at >= ? AND m.state IN (?, ?)",
-        (start - 86400, start, *_TERMINAL),
+        "WHERE m.received_at >= ? AND m.updated_at >= ? AND +m.state IN (?, ?)",
+        (start - window.seconds, start, *_TERMINAL),
     )
     for msg_id, received, answered, errt in rows:
         k = int((answered - start) // step)
