@@ -45,6 +45,7 @@ from .svg import line_chart
 OPERATOR = "operator"
 MAX_IDS = 1000  # ids per outcomes request
 OVERVIEW_TTL = 2.0  # seconds an Overview is served again to every viewer (pages poll every 5)
+OVERVIEW_STALE = 30.0  # an older one is still served at once while a fresh one is computed
 COUNTS_TTL = 10.0  # seconds the last day's counts are kept (a scan of the day's messages)
 DAY_TTL = 60.0  # seconds the day's chart (15-minute buckets) is kept
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -911,10 +912,22 @@ class Console:
         """The Overview's data: the journal's figures computed in a thread on a read-only
         connection of its own (the reactor serves on meanwhile), at most once per
         :data:`OVERVIEW_TTL` seconds for everyone (no personal field: every role may share
-        it), with the workers' and listeners' status of the moment."""
+        it), with the workers' and listeners' status of the moment.  Figures up to
+        :data:`OVERVIEW_STALE` seconds old are answered at once while fresh ones are computed
+        (the page polls every 5 s, so it shows the fresh ones at its next poll)."""
         now = time.time()
-        if self._overview is not None and now - self._overview[0] < OVERVIEW_TTL:
+        age = None if self._overview is None else now - self._overview[0]
+        if age is not None and age < OVERVIEW_STALE:
+            if age >= OVERVIEW_TTL:
+                self._refresh(now)  # in the background: this answer is at most STALE old
             return defer.succeed(self._overview[1] | status(self.app))
+        self._refresh(now)
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append(d)
+        return d.addCallback(lambda data: data | status(self.app))
+
+    def _refresh(self, now: float) -> None:
+        """Compute the figures in a thread unless that is already under way."""
         if self._computing is None:
             path = str(self.app.journal.path)
 
@@ -939,9 +952,6 @@ class Console:
                     d.errback(failure)
 
             self._computing = threads.deferToThread(work).addCallbacks(done, failed)
-        d: defer.Deferred = defer.Deferred()
-        self._waiting.append(d)
-        return d.addCallback(lambda data: data | status(self.app))
 
     def audit_view(self, request, session, msg_id: str, what: str) -> None:
         self.app.audit.record(
