@@ -38,7 +38,7 @@ from twisted.web import resource, server
 
 from gateway.store.users import MAX_PASSWORD, check_password
 
-from .console import Console
+from .console import AuditView, Console
 from .redact import redact
 
 COOKIE = b"ebts_session"
@@ -221,7 +221,7 @@ class Guard(resource.Resource):
         if path == b"logout":
             return Logout(self, session)
         if path == b"audit":
-            return AuditPage() if session.role == "auditor" else _forbidden()
+            return AuditView(session) if session.role == "auditor" else _forbidden()
         if path == b"api":
             return self._api(request, session)
         page = self.console.page(path, request, session)

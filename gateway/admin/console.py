@@ -31,6 +31,7 @@ import json
 import re
 import sqlite3
 import time
+import urllib.parse
 
 from twisted.internet import defer, threads
 from twisted.web import resource, server
@@ -44,6 +45,7 @@ from .svg import line_chart
 
 OPERATOR = "operator"
 MAX_IDS = 1000  # ids per outcomes request
+MAX_PICTURES = 16  # match pictures kept in memory (a few hundred KB each)
 OVERVIEW_TTL = 2.0  # seconds an Overview is served again to every viewer (pages poll every 5)
 OVERVIEW_STALE = 30.0  # an older one is still served at once while a fresh one is computed
 COUNTS_TTL = 10.0  # seconds the last day's counts are kept (a scan of the day's messages)
@@ -93,6 +95,11 @@ def _e(value) -> str:
     return html.escape("" if value is None else str(value))
 
 
+def _q(value) -> str:
+    """A value for a URL's query, then for an HTML attribute."""
+    return html.escape(urllib.parse.quote(str(value), safe=""))
+
+
 def _remote(request) -> str | None:
     return getattr(request.getClientAddress(), "host", None)
 
@@ -109,7 +116,8 @@ def _send_json(request, body, code: int = 200) -> bytes:
     return json.dumps(body, indent=1, default=str).encode()
 
 
-def layout(session, active: str, title: str, main: str, script: str = "") -> str:
+def header(session, active: str) -> str:
+    """The console's bar: its pages, the user and role, a logout button with the CSRF token."""
     links = [("/", "Overview"), ("/messages", "Messages")]
     if session.role == "auditor":
         links.append(("/audit", "Audit trail"))
@@ -117,14 +125,18 @@ def layout(session, active: str, title: str, main: str, script: str = "") -> str
         f'<a href="{href}"{" class=on" if name == active else ""}>{name}</a>'
         for href, name in links
     )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · EBTS gateway</title>
-<style>{CSS}</style></head><body>
-<header><strong>EBTS gateway</strong>{nav}
+    return f"""<header><strong>EBTS gateway</strong>{nav}
 <span class="me">{_e(session.user)} ({_e(session.role)})</span>
 <form method="post" action="/logout" style="display:inline">
 <input type="hidden" name="csrf_token" value="{_e(session.csrf)}"><button>log out</button></form>
-</header><main id="main">{main}</main>
+</header>"""
+
+
+def layout(session, active: str, title: str, main: str, script: str = "") -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · EBTS gateway</title>
+<style>{CSS}</style></head><body>
+{header(session, active)}<main id="main">{main}</main>
 <script>const CSRF = {json.dumps(session.csrf)};
 function esc(s){{return String(s ?? '').replace(/[&<>"']/g, c => ({{'&':'&amp;','<':'&lt;',
 '>':'&gt;','"':'&quot;',"'":'&#39;'}}[c]));}}
@@ -207,12 +219,12 @@ def overview_main(data: dict) -> str:
     heads = "".join(f"<th>{_e(OUTCOME_LABELS[k])}</th>" for k in metrics.OUTCOMES)
     agency_rows = (
         "".join(
-            f'<tr><td><a href="/messages?ori={_e(a)}">{_e(a)}</a></td>'
+            f'<tr><td><a href="/messages?ori={_q(a)}">{_e(a)}</a></td>'
             f'<td class="n">{r["total"]}</td>'
             + "".join(
                 f'<td class="n{" err" if k in BAD and r[k] else ""}">'
                 + (
-                    f'<a href="/messages?ori={_e(a)}&amp;outcome={k}">{r[k]}</a>'
+                    f'<a href="/messages?ori={_q(a)}&amp;outcome={k}">{r[k]}</a>'
                     if r[k] and k not in ("refused", "failed", "pending", "other")
                     else str(r[k])
                 )
@@ -225,7 +237,7 @@ def overview_main(data: dict) -> str:
         or f'<tr><td colspan="{len(metrics.OUTCOMES) + 2}" class="muted">nothing yet</td></tr>'
     )
     tot_rows = "".join(
-        f'<tr><td><a href="/messages?tot={_e(t)}">{_e(t)}</a></td><td class="n">{n}</td></tr>'
+        f'<tr><td><a href="/messages?tot={_q(t)}">{_e(t)}</a></td><td class="n">{n}</td></tr>'
         for t, n in day["by_tot"].items()
     )
     q = data["queues"]
@@ -822,16 +834,31 @@ class MatchPicture(resource.Resource):
         positions = tuple(summary.get("fingers") or ())
         threshold = _threshold(app, leg, len(positions))
         self.console.audit_view(request, self.s, self.msg_id, "match picture")
-        d = app.pool.run(
-            match_picture,
-            payload,
-            app.galleries[leg],
-            str(app.journal.path),
-            leg,
-            summary[leg]["candidate"],
-            positions,
-            threshold,
-        )
+        key = (self.msg_id, summary[leg]["candidate"], threshold)
+        pictures = self.console.pictures
+        if key in pictures:
+            d = defer.succeed(pictures[key])
+        else:
+            # one picture at a time in the workers: the pipeline keeps its share of them
+            d = self.console.drawing.run(
+                app.pool.run,
+                match_picture,
+                payload,
+                app.galleries[leg],
+                str(app.journal.path),
+                leg,
+                summary[leg]["candidate"],
+                positions,
+                threshold,
+            )
+
+            def keep(result):
+                pictures[key] = result
+                while len(pictures) > MAX_PICTURES:
+                    pictures.pop(next(iter(pictures)))
+                return result
+
+            d.addCallback(keep)
         finished: list = []
         request.notifyFinish().addBoth(finished.append)
 
@@ -903,6 +930,8 @@ class Console:
     def __init__(self, app):
         self.app = app
         self._overview: tuple[float, dict] | None = None
+        self.drawing = defer.DeferredSemaphore(1)  # match pictures drawn one at a time
+        self.pictures: dict = {}  # the last MAX_PICTURES drawn, oldest first
         self._cache: dict = {}  # figures() keeps its slower parts here
         self._computing: defer.Deferred | None = None
         self._waiting: list[defer.Deferred] = []
@@ -1010,6 +1039,25 @@ class Console:
 
             return _JsonLeaf(detail)
         return None
+
+
+class AuditView(resource.Resource):
+    """``/audit`` for auditors: the audit trail page of :mod:`gateway.admin.auth` (records,
+    event filter, the chain's verification state, "verify now") inside the console's bar."""
+
+    isLeaf = True
+
+    def __init__(self, session):
+        super().__init__()
+        self.s = session
+
+    def render_GET(self, request):  # noqa: N802
+        from .auth import AUDIT_PAGE
+
+        page = AUDIT_PAGE.replace("</head>", f"<style>{CSS} body{{margin:0}}</style></head>", 1)
+        page = page.replace("<body>", "<body>" + header(self.s, "Audit trail") + "<main>", 1)
+        page = page.replace("</body>", "</main></body>", 1)
+        return _send_html(request, page)
 
 
 class _Forbidden(resource.Resource):

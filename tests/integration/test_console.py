@@ -99,6 +99,8 @@ async def test_console_pages_roles_and_message_view(tmp_path, sink):
         assert found["total"] == 1 and [m["id"] for m in found["messages"]] == [errt]
         found = await operator.get_json("/api/messages?ori=NY&outcome=sre_hit")
         assert [m["id"] for m in found["messages"]] == [hit]
+        status, _h, page = await operator.get("/audit", {"Accept": "text/html"})
+        assert status == 403  # the trail is the auditors'
         status, _h, page = await operator.get("/messages", {"Accept": "text/html"})
         assert status == 200 and b'id="msgs"' in page and b"/api/messages?" in page
 
@@ -120,6 +122,9 @@ async def test_console_pages_roles_and_message_view(tmp_path, sink):
         (tmp_path / "match.png").write_bytes(png)
         last = list(gateway.audit.records(event="message.view"))[-1]
         assert last["what"] == "match picture"
+        status, _h, again = await operator.get(f"/match/{hit}.png")  # kept: not drawn again
+        assert (status, again) == (200, png) and len(gateway.admin.console.pictures) == 1
+        views += 1  # the second look is audited too
 
         detail = await operator.get_json(f"/api/console/messages/{errt}")
         assert detail["response_tot"] == "ERRT"
