@@ -945,11 +945,11 @@ class Console:
         :data:`OVERVIEW_STALE` seconds old are answered at once while fresh ones are computed
         (the page polls every 5 s, so it shows the fresh ones at its next poll)."""
         now = time.time()
-        age = None if self._overview is None else now - self._overview[0]
-        if age is not None and age < OVERVIEW_STALE:
-            if age >= OVERVIEW_TTL:
+        kept = self._overview
+        if kept is not None and now - kept[0] < OVERVIEW_STALE:
+            if now - kept[0] >= OVERVIEW_TTL:
                 self._refresh(now)  # in the background: this answer is at most STALE old
-            return defer.succeed(self._overview[1] | status(self.app))
+            return defer.succeed(kept[1] | status(self.app))
         self._refresh(now)
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)

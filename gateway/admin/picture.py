@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -95,7 +96,8 @@ def match_picture(
     height = int(min(MAX_SIDE, max(pixels.shape[0], extent[1] + 40)))
     blank = np.full((height, width), 255, np.uint8)
     out = io.BytesIO()
-    draw(out, ((pixels, 500), (blank, 500)), templates, detail)
+    # draw() hands its first argument to PIL's Image.save, which takes a file object too
+    draw(cast(Any, out), ((pixels, 500), (blank, 500)), templates, detail)
     if threshold is not None:
         _caption(out, f"FGP {fgp}; threshold {threshold:.4f}; candidate (right): gallery minutiae")
     return {

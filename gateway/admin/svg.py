@@ -100,22 +100,22 @@ def line_chart(
         )
         legend_x -= 8 + 7 * len(legend)
         path, pen = [], "M"
-        for i, v in enumerate(vs):
-            if v is None:
+        for i, point in enumerate(vs):
+            if point is None:
                 pen = "M"
                 continue
-            path.append(f"{pen}{x(i):.1f},{y(v):.1f}")
+            path.append(f"{pen}{x(i):.1f},{y(point):.1f}")
             pen = "L"
         if path:
             parts.append(
                 f'<path d="{" ".join(path)}" fill="none" stroke="{colour}" stroke-width="1.8"/>'
             )
-        for i, v in enumerate(vs):
-            if v is not None:
+        for i, point in enumerate(vs):
+            if point is not None:
                 at = time.strftime("%H:%M", time.gmtime(start + i * step))
                 parts.append(
-                    f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}">'
-                    f"<title>{at} {html.escape(legend)}: {_label(round(v, 3), unit)}</title>"
+                    f'<circle cx="{x(i):.1f}" cy="{y(point):.1f}" r="2" fill="{colour}">'
+                    f"<title>{at} {html.escape(legend)}: {_label(round(point, 3), unit)}</title>"
                     "</circle>"
                 )
     parts.append("</svg>")
