@@ -108,6 +108,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Alerts:
+    """``[alerts]``: e-mail to the operators when deliveries fail, a queue waits too long or an
+    agency's submissions are refused too often; each alert at most once per ``period``."""
+
+    email: tuple[str, ...] = ()  # recipients; none: no alerts
+    max_wait: float = 900.0  # seconds the oldest item of a queue may wait
+    refusal_rate: int = 10  # refusals of one agency (ORI) within one period that alert
+    period: float = 3600.0  # seconds: the refusal window and the least time between two alerts
+    check_seconds: float = 30.0  # how often the conditions are checked
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     listen_smtp: str = "tcp:2525:interface=127.0.0.1"
@@ -146,6 +158,7 @@ class Config:
     store: Store = field(default_factory=Store)
     admin: Admin = field(default_factory=Admin)
     retention: Retention = field(default_factory=Retention)
+    alerts: Alerts = field(default_factory=Alerts)
     raw: dict = field(default_factory=dict, repr=False)
     limits: Limits = field(default_factory=Limits)
 
@@ -176,6 +189,7 @@ _TOP = {
     "admin",
     "retention",
     "limits",
+    "alerts",
 }
 
 
@@ -419,6 +433,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         store=_parse_store(raw, path),
         admin=_parse_admin(raw),
         retention=_parse_retention(raw),
+        alerts=_parse_alerts(raw),
         raw=raw,
         limits=_parse_limits(raw),
     )
@@ -607,6 +622,37 @@ def _parse_scheduler(matcher: dict) -> str | None:
             "matcher.scheduler", "needs Dask: pip install 'ebts-gateway[scale]' (dask[distributed])"
         )
     return value
+
+
+def _parse_alerts(raw: dict) -> Alerts:
+    alerts = _table(raw, "alerts")
+    _unknown(alerts, {"email", "max_wait", "refusal_rate", "period", "check_seconds"}, "alerts.")
+    email = alerts.get("email", [])
+    if isinstance(email, str):
+        email = [email]
+    if (
+        not isinstance(email, list)
+        or len(email) > 50
+        or not all(
+            isinstance(a, str)
+            and 3 <= len(a) <= 254
+            and a.count("@") == 1
+            and a.isprintable()
+            and " " not in a
+            and "," not in a
+            and not a.startswith("@")
+            and not a.endswith("@")
+            for a in email
+        )
+    ):
+        raise ConfigError("alerts.email", f"must be a list of e-mail addresses, not {email!r}")
+    return Alerts(
+        email=tuple(email),
+        max_wait=float(_num(alerts, "max_wait", "alerts.", 900.0, 1)),
+        refusal_rate=int(_num(alerts, "refusal_rate", "alerts.", 10, 1, int)),
+        period=float(_num(alerts, "period", "alerts.", 3600.0, 1)),
+        check_seconds=float(_num(alerts, "check_seconds", "alerts.", 30.0, 0.1)),
+    )
 
 
 def default_raw() -> dict:

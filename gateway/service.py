@@ -25,6 +25,7 @@ from twisted.internet import defer, endpoints, error, protocol, task
 from twisted.internet import reactor as _reactor
 
 from gateway import pki
+from gateway.admin.alerts import AlertChecker
 from gateway.admin.auth import Guard
 from gateway.admin.web import admin_root
 from gateway.ansinist import peek
@@ -292,6 +293,9 @@ class Gateway(service.MultiService):
         self.intake = Intake(self)
         self.retention = RetentionJob(self)
         self.retention.setServiceParent(self)
+        self.alerts = AlertChecker(self)  # [alerts]: runs only with recipients
+        if config.alerts.email:
+            self.alerts.setServiceParent(self)
         self.limiters = {}  # listener name -> ConnectionLimiter (open connections, refusals)
         self.ports: dict[str, StreamServerEndpointService] = {}
         self.addresses: dict[str, str] = {}

@@ -39,6 +39,7 @@ from twisted.web import resource, server
 
 from gateway.store.users import MAX_PASSWORD, check_password
 
+from .console import AuditView, Console
 from .redact import redact
 
 COOKIE = b"ebts_session"
@@ -120,7 +121,10 @@ def _security_headers(request) -> None:
     request.setHeader(b"cache-control", b"no-store")
     request.setHeader(b"x-frame-options", b"DENY")
     request.setHeader(b"x-content-type-options", b"nosniff")
-    request.setHeader(b"referrer-policy", b"no-referrer")
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" with a
+    # form POST (Fetch standard, "serializing a request origin"), which the Origin check
+    # refuses, so nobody could sign in from a browser; other sites still get no referrer.
+    request.setHeader(b"referrer-policy", b"same-origin")
 
 
 def _json(request, body, code: int = 200) -> bytes:
@@ -210,6 +214,7 @@ class Guard(resource.Resource):
         self.hashing = defer.DeferredSemaphore(2)
         self.chain: dict = {"verified": None}
         self._verifying = False
+        self.console = Console(app)  # the console's pages and /api/console (issue 19)
 
     # Twisted calls this with the first path segment; request.postpath holds the rest.
     def getChildWithDefault(self, path, request):  # noqa: N802 - Twisted API
@@ -232,9 +237,12 @@ class Guard(resource.Resource):
         if path == b"logout":
             return Logout(self, session)
         if path == b"audit":
-            return AuditPage() if session.role == "auditor" else _forbidden()
+            return AuditView(session) if session.role == "auditor" else _forbidden()
         if path == b"api":
             return self._api(request, session)
+        page = self.console.page(path, request, session)
+        if page is not None:
+            return page
         if path == b"":
             return _WithBar(self.inner.getChildWithDefault(path, request), session)
         return _Fixed(404, "no such page")
@@ -294,6 +302,8 @@ class Guard(resource.Resource):
             return _Info(session, self.settings.session_idle_minutes)
         if head == "stats":
             return _Delegate(self.inner.children[b"api"].children[b"stats"])
+        if head == "console":
+            return self.console.api(parts[1:], session) or _Fixed(404, "no such resource")
         if head == "audit":
             if session.role != "auditor":
                 return _forbidden()
