@@ -16,9 +16,9 @@ import urllib.request
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task, threads
+from twisted.internet import reactor, task
 
-from tests.integration.helpers import gateway_config, started
+from tests.integration.helpers import admin_login, gateway_config, started
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 DELIVERY = [("smtp", "bureau@ny.example", {"tot": "SRE"})]
@@ -35,7 +35,12 @@ def _message(journal, *, tcn, ori="NY0303000", tot="CAR", day=1, steps=(), **res
     if tcn is not None:
         journal.identify(msg_id, ori=ori, tcn=tcn, tot=tot, dai="WVIAFIS0Z", encoding="traditional")
     for state, summary in steps:
-        journal.advance(msg_id, state, summary=summary)
+        fbi = (summary or {}).get("fbi") if state == "SEARCHED" else None
+        if fbi is not None:  # as the pipeline writes it (the summary itself is sealed at rest)
+            outcome = "hit" if fbi["hit"] else "no hit"
+            journal.advance(msg_id, state, summary=summary, destination="FBI", outcome=outcome)
+        else:
+            journal.advance(msg_id, state, summary=summary)
     if respond:
         respond.setdefault("response_tcn", "GW1")
         respond.setdefault("deliveries", DELIVERY if respond.get("response") else [])
@@ -111,17 +116,11 @@ async def api(tmp_path, sink):
     await task.deferLater(reactor, 0.05, lambda: None)  # start-up's resume() has run: the
     # messages below are written straight into the journal and never processed
     ids = _populate(gateway.journal)
-    base = f"http://127.0.0.1:{gateway.port('admin')}"
+    admin = await admin_login(gateway, "operator")  # the API needs a session (issue 13)
 
-    def get(path: str):
-        def blocking():
-            try:
-                with urllib.request.urlopen(base + path, timeout=30) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                return exc.code, json.loads(exc.read())
-
-        return threads.deferToThread(blocking)
+    async def get(path: str):
+        status, _headers, body = await admin.get(path)
+        return status, json.loads(body)
 
     yield gateway, ids, get
     await gateway.stopService()
