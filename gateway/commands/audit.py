@@ -19,9 +19,15 @@ HELP = "verify or export the audit trail"
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    verify = sub.add_parser("verify", help="check the hash chain (exit 1 naming a broken record)")
+    verify = sub.add_parser(
+        "verify",
+        help="check the hash chain (exit 1 naming a broken record)",
+        description="Check the hash chain (exit 1 naming a broken record).",
+    )
     add_config_arguments(verify)
-    export = sub.add_parser("export", help="the records as JSON lines")
+    export = sub.add_parser(
+        "export", help="the records as JSON lines", description="The records as JSON lines."
+    )
     add_config_arguments(export)
     export.add_argument(
         "--since", type=_date, help="first day (YYYY-MM-DD or an ISO time, UTC); default: all"

@@ -168,7 +168,12 @@ def add_arguments(parser) -> None:
         metavar="K",
         help="also K rendered synthetic identities, each searched against the others",
     )
-    sh = sub.add_parser("shard", help="split a gallery into shards by subject (Dask search)")
+    sh = sub.add_parser(
+        "shard",
+        help="split a gallery into shards by subject (Dask search)",
+        description="Split the gallery PATH into N shards by a stable hash of the subject id, "
+        "for searching on Dask workers ([matcher] scheduler; docs/scaling.md).",
+    )
     sh.add_argument("dir", metavar="PATH", help="gallery to split (left untouched)")
     sh.add_argument("--shards", type=_positive, required=True, metavar="N", help="shard count")
     sh.add_argument("--out", metavar="DIR", help="shard set to write (default: PATH.shards)")

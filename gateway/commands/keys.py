@@ -16,7 +16,11 @@ HELP = "manage the data key of encryption at rest (rotate)"
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    rotate = sub.add_parser("rotate", help="create a new key and re-encrypt everything under it")
+    rotate = sub.add_parser(
+        "rotate",
+        help="create a new key and re-encrypt everything under it",
+        description="Create a new key and re-encrypt everything under it.",
+    )
     add_config_arguments(rotate)
 
 

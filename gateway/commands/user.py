@@ -20,17 +20,38 @@ def add_arguments(parser) -> None:
     from gateway.store.users import ROLES
 
     sub = parser.add_subparsers(dest="user_command", metavar="ACTION", required=True)
-    add = sub.add_parser("add", help="a new user (password from stdin)")
-    add.add_argument("name")
-    add.add_argument("--role", required=True, choices=ROLES)
+    add = sub.add_parser(
+        "add",
+        help="a new user (password from stdin)",
+        description="A new user (password from stdin).",
+    )
+    add.add_argument("name", help="the user name (letters, digits, . _ -)")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="viewer, operator or auditor (docs/security.md)",
+    )
     add_config_arguments(add)
-    listing = sub.add_parser("list", help="users, roles and whether they are disabled or locked")
+    listing = sub.add_parser(
+        "list",
+        help="users, roles and whether they are disabled or locked",
+        description="Users, roles and whether they are disabled or locked.",
+    )
     add_config_arguments(listing)
-    disable = sub.add_parser("disable", help="refuse further logins of a user")
-    disable.add_argument("name")
+    disable = sub.add_parser(
+        "disable",
+        help="refuse further logins of a user",
+        description="Refuse further logins of a user.",
+    )
+    disable.add_argument("name", help="the user to disable")
     add_config_arguments(disable)
-    passwd = sub.add_parser("passwd", help="a new password (from stdin); lifts a lockout")
-    passwd.add_argument("name")
+    passwd = sub.add_parser(
+        "passwd",
+        help="a new password (from stdin); lifts a lockout",
+        description="A new password (from stdin); lifts a lockout.",
+    )
+    passwd.add_argument("name", help="the user whose password changes")
     add_config_arguments(passwd)
 
 
