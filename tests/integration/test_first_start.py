@@ -139,11 +139,12 @@ def test_first_start_listens_before_the_demo_galleries_exist(tmp_path):
                 filename="car.eft",
             )
             assert client.send_message(message) == {}
-        # ... the admin API too: the CAR is stored and waits for the galleries.
+        # ... the admin listener too (/health needs no session): the CAR is stored and waits
+        # for the galleries.
         host, port = addresses["admin"]
-        with urllib.request.urlopen(f"http://{host}:{port}/api/messages", timeout=30) as r:
-            rows = json.loads(r.read())["messages"]
-        assert [row["state"] for row in rows] == ["STORED"]
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=30) as r:
+            health = json.loads(r.read())
+        assert health["galleries"] == "building" and health["queue_depth"] == 1, health
         assert not any(galleries.glob("*/demo.json")), "the galleries were built already"
     finally:
         code, log = daemon.finish(signal.SIGINT)  # Ctrl-C: the whole process group
