@@ -39,7 +39,7 @@ from gateway.store.journal import Journal
 from gateway.store.users import Users
 from gateway.transports import tls
 from gateway.transports.http import http_sender
-from gateway.transports.limits import LimitedSite, limit_connections
+from gateway.transports.limits import ConnectionLimiter, LimitedSite, limit_connections
 from gateway.transports.smtp import IntakeFactory, smtp_sender
 from gateway.transports.soap import soap_root, soap_sender
 from gateway.transports.spool import clear_spool, spool_dir
@@ -296,7 +296,8 @@ class Gateway(service.MultiService):
         self.alerts = AlertChecker(self)  # [alerts]: runs only with recipients
         if config.alerts.email:
             self.alerts.setServiceParent(self)
-        self.limiters = {}  # listener name -> ConnectionLimiter (open connections, refusals)
+        # listener name -> ConnectionLimiter (open connections, refusals)
+        self.limiters: dict[str, ConnectionLimiter] = {}
         self.ports: dict[str, StreamServerEndpointService] = {}
         self.addresses: dict[str, str] = {}
         # Galleries still to build (kind -> folder); while not None, processing is held.
@@ -329,7 +330,7 @@ class Gateway(service.MultiService):
         soap = LimitedSite(soap_root(self), limits, spool)
         self._listen("soap", config.listen_soap, self._https(soap))
         self.admin = Guard(self, admin_root(self))
-        admin = self.admin
+        admin: Guard | tls.ClientCertificateRequired = self.admin
         if self.tls_options is not None:
             admin = tls.ClientCertificateRequired(admin)
         self._listen("admin", config.listen_admin, self._https(LimitedSite(admin, limits, spool)))

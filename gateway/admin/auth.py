@@ -449,7 +449,7 @@ class Login(resource.Resource):
         remote = _remote(request)
         stored = user.password if user and not user.disabled else None
         d = self.guard.hashing.run(threads.deferToThread, check_password, stored, password)
-        finished = []
+        finished: list[object] = []
         request.notifyFinish().addBoth(finished.append)
 
         def decided(ok: bool):
@@ -668,7 +668,7 @@ class AuditApi(resource.Resource):
     def render_GET(self, request):  # noqa: N802
         guard = self.guard
         if self.verify:
-            finished = []
+            finished: list[object] = []
             request.notifyFinish().addBoth(finished.append)
 
             def answer(chain):

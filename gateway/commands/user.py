@@ -93,6 +93,7 @@ def run(args) -> int:
         users = Users(journal)
         try:
             if args.user_command == "add":
+                assert password is not None  # read above for every command but list and disable
                 user = users.add(args.name, args.role, password)
                 audit.record("user.added", channel="cli", user=user.name, role=user.role)
                 print(f"user {user.name} added with role {user.role}")
@@ -106,6 +107,7 @@ def run(args) -> int:
                 audit.record("user.disabled", channel="cli", user=args.name)
                 print(f"user {args.name} disabled")
             else:
+                assert password is not None  # read above for every command but list and disable
                 users.set_password(args.name, password)
                 audit.record("user.password_changed", channel="cli", user=args.name)
                 print(f"password of {args.name} changed")

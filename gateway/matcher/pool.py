@@ -16,6 +16,7 @@ import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from twisted.internet import defer, reactor
 
@@ -94,7 +95,7 @@ class WorkerPool:
 
     def run(self, fn, *args, timeout: float | None = None) -> defer.Deferred:
         """Run ``fn(*args)`` in a worker; the Deferred fires in the reactor thread."""
-        d = defer.Deferred()
+        d: defer.Deferred[Any] = defer.Deferred()
         self._waiting.append((d, fn, args, timeout))
         self._dispatch()
         return d

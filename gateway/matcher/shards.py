@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +105,7 @@ def split(source, out, shards: int, progress=None) -> dict:
         raise ValueError(f"{out} exists")
     g = Gallery.load(source)  # ValueError when not a gallery
     base = g._base
+    assert base is not None  # Gallery.load maps the saved rows as its base segment
     ids = base.ids
     owner = np.fromiter((shard_of(sid, shards) for sid in ids), np.int64, len(ids))
     parent = out.resolve().parent
@@ -258,7 +260,8 @@ def _worker_engine(root: str, index: int) -> ShardEngine:
     """On a Dask worker: the shard held by this worker's plugin (loaded on first use)."""
     from distributed import get_worker
 
-    return get_worker().plugins[PLUGIN].engine(root, index)
+    plugin: Any = get_worker().plugins[PLUGIN]  # a ShardPlugin, a class made by _plugin()
+    return plugin.engine(root, index)
 
 
 def _task_first(root, index, rows, known, codes, keep):
@@ -473,7 +476,7 @@ class ShardedGallery:
             if not (shard_dir(path, i) / "index.json").is_file():
                 raise ValueError(f"{path}: damaged shard set: {shard_dir(path, i).name} missing")
         if scheduler is None:
-            self.backend = LocalShards(path, self.count)
+            self.backend: LocalShards | DaskShards = LocalShards(path, self.count)
             for e in self.backend.engines:
                 g = e.gallery
                 if g.threshold != self.threshold or g.thresholds != self.thresholds:

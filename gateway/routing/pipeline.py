@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 
@@ -54,7 +54,7 @@ class FairShare:
 
     def acquire(self, key: str) -> defer.Deferred:
         """Fires (with None) when a job of agency ``key`` may start; then :meth:`release`."""
-        d = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         queue = self.queues.setdefault(key, deque())
         if not queue:
             self.order.append(key)
@@ -145,6 +145,7 @@ class Pipeline:
         msg = self.journal.message(msg_id)
         if msg.state in TERMINAL:
             return
+        payload: bytes | None
         payload = self.journal.payload(msg.payload)
         key = _identity(payload)
         # its queue for the fair share: the authenticated agency, else the ORI it names
@@ -198,7 +199,7 @@ class Pipeline:
         self.dispatcher.kick()
         return True
 
-    def _job(self, msg_id: str, payload: bytes | None, key: tuple | None = None) -> Job:
+    def _job(self, msg_id: str, payload: bytes | None, key: tuple[str, str] | None = None) -> Job:
         cfg = self.config
         reject = None
         if key is not None and self.journal.previous_response(*key, exclude=msg_id) is not None:
@@ -216,7 +217,7 @@ class Pipeline:
             ucn = f"{self.journal.next_number('ucn'):07d}GW"
         return Job(
             message_id=msg_id,
-            payload=payload,
+            payload=cast(bytes, payload),  # None until the job gets its worker: _run reads it
             response_tcn=tcn,
             gateway_ori=cfg.gateway_ori,
             profile=cfg.profile,

@@ -282,6 +282,7 @@ def _over_pixel_budget(job: Job, txn: Transaction, result: Result, t: float) -> 
     decoding (validation decodes every image): an ERRT names the record that passes it."""
     from gateway.imaging import declared_pixels
 
+    assert job.max_pixels is not None  # the caller checks it first
     total = 0
     for recno, record in enumerate(txn.records, start=1):
         pixels = declared_pixels(record)
@@ -507,7 +508,7 @@ def load_gallery(path: str, journal_path: str | None, name: str, scheduler: str 
     entry = _GALLERIES.get(path)
     if entry is None:
         if shards.is_shard_set(path):
-            gallery = shards.ShardedGallery(path, scheduler)
+            gallery: shards.ShardedGallery | Gallery = shards.ShardedGallery(path, scheduler)
         else:
             gallery = Gallery.load(path)
         entry = _GALLERIES[path] = [gallery, 0]
@@ -520,6 +521,7 @@ def load_gallery(path: str, journal_path: str | None, name: str, scheduler: str 
             gallery.enrol(rows)
             entry[1] = rows[-1][0]
         elif rows:
+            assert isinstance(gallery, Gallery)  # a shard set is handled above
             gallery.add_many((sid, pos, Template.from_bytes(data)) for _, sid, pos, data in rows)
             entry[1] = rows[-1][0]
     return gallery

@@ -146,7 +146,7 @@ class Audit:
 
     def record(self, event: str, *, actor: str | None = None, **fields) -> int:
         """Append one record; returns its id.  ``fields`` only from :data:`FIELDS`."""
-        clean = {}
+        clean: dict[str, bool | int | float | str] = {}
         for name, value in sorted(fields.items()):
             if name not in FIELDS:
                 raise AuditError(f"audit field {name!r} is not allowed")

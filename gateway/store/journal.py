@@ -29,6 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from .crypto import (
     KeyFileError,
@@ -257,7 +258,8 @@ class Journal:
         self._subscribers: list = []
         self.key_file = Path(key_file) if key_file else self.path.parent / "data.key"
         self.keyring = self._open_keyring(self.key_file, create=encrypt)
-        self.cipher = self.keyring if encrypt else Plain(self.keyring)
+        # encrypt: _open_keyring(create=True) loads or creates a keyring, never None
+        self.cipher = cast(Keyring, self.keyring) if encrypt else Plain(self.keyring)
         self.log = RoutingLog(Path(routing_log) if routing_log else None)
 
     def _open_keyring(self, key_file: Path, *, create: bool) -> Keyring | None:

@@ -57,6 +57,7 @@ def _three(joined: str) -> tuple[str, str, int]:
 def rotate(journal: Journal, *, batch: int = 200, progress=None) -> Rotation:
     """Rotate the data key of ``journal`` (opened with ``lock="exclusive"``)."""
     ring = journal.keyring
+    assert ring is not None  # Journal(encrypt=True), the default, loads or creates the key file
     target = journal.meta("rotation_target")
     if target is not None and target == ring.current:
         result = Rotation(ring.current, resumed=True)

@@ -126,7 +126,7 @@ class Users:
 
     def list(self) -> list[User]:
         names = [r[0] for r in self.db.execute("SELECT name FROM users ORDER BY name")]
-        return [self.get(n) for n in names]
+        return [self._require(n) for n in names]  # each name was just read from the table
 
     def add(self, name: str, role: str, password: str) -> User:
         if not NAME_RE.match(name or ""):
@@ -143,7 +143,7 @@ class Users:
                 "VALUES (?, ?, ?, ?, ?)",
                 (name, role, hash_password(password), now, now),
             )
-        return self.get(name)
+        return self._require(name)  # inserted just above
 
     def _require(self, name: str) -> User:
         user = self.get(name)

@@ -19,15 +19,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from typing import Any, cast
 
-from twisted.internet import reactor, threads
+from twisted.internet import reactor as _reactor
+from twisted.internet import threads
+from twisted.internet.protocol import connectionDone
 from twisted.protocols import policies
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web import http, server
 
 from .spool import Spool
 
 log = logging.getLogger("gateway.limits")
+
+# The global reactor provides its interfaces through zope.interface, which mypy does not follow.
+reactor: Any = _reactor
 
 ABORT_AFTER = 5.0  # seconds a refused peer gets to read our answer before the socket is cut
 
@@ -45,7 +52,7 @@ def _trim() -> None:
     if _libc is None:
         name = ctypes.util.find_library("c")
         _libc = ctypes.CDLL(name) if name else False
-    if _libc and hasattr(_libc, "malloc_trim"):
+    if isinstance(_libc, ctypes.CDLL) and hasattr(_libc, "malloc_trim"):
         _libc.malloc_trim(0)
 
 
@@ -96,12 +103,12 @@ class _Refusal(policies.ProtocolWrapper):
     def dataReceived(self, data):  # noqa: N802
         pass
 
-    def connectionLost(self, reason):  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self.connected = 0
 
 
 class _Counted(policies.ProtocolWrapper):
-    def connectionLost(self, reason):  # noqa: N802 - Twisted API
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted API
         self.factory.released(self)
         super().connectionLost(reason)
 
@@ -131,7 +138,7 @@ class ConnectionLimiter(policies.WrappingFactory):
                 log.warning("%s: connection limit reached; refused %d so far", self.name,
                             self.refused)  # fmt: skip
             return _Refusal(self, None, self.refusal)
-        wrapper = super().buildProtocol(addr)
+        wrapper: Any = super().buildProtocol(addr)  # a _Counted, which carries peer_host
         if wrapper is None:
             return None
         wrapper.peer_host = peer
@@ -269,6 +276,8 @@ def _http_answer(code: int, reason: str, text: str) -> bytes:
 class LimitedRequest(server.Request):
     """A request whose body is refused past ``max_body_size`` and spooled past a threshold."""
 
+    channel: LimitedChannel  # LimitedSite builds LimitedChannels
+
     def gotLength(self, length):  # noqa: N802 - Twisted API
         limits = self.channel.limits
         self._body_size = 0
@@ -298,7 +307,7 @@ class LimitedRequest(server.Request):
 class LimitedChannel(http.HTTPChannel):
     """An HTTP/1.1 channel with a :class:`Budget` (request heads, body rate and deadline)."""
 
-    limits = None  # set by LimitedSite.buildProtocol
+    limits: Any = None  # the listener's limits, set by LimitedSite.buildProtocol
     spool_directory = None
     refused = False
 
@@ -351,12 +360,15 @@ class LimitedChannel(http.HTTPChannel):
         self.refused = True
         self.budget.spent = True
         self.budget.cancel()
-        log.info("HTTP %d to %s: %s", code, getattr(self.transport.getPeer(), "host", "?"), text)
-        self.transport.write(_http_answer(code, reason, text))
-        self.transport.loseConnection()
-        abort_later(self.transport, self)
+        # connected (the budget's timers are cancelled on connectionLost); mypy does not follow
+        # zope.interface methods seen through ITransport
+        transport = cast(Any, self.transport)
+        log.info("HTTP %d to %s: %s", code, getattr(transport.getPeer(), "host", "?"), text)
+        transport.write(_http_answer(code, reason, text))
+        transport.loseConnection()
+        abort_later(transport, self)
 
-    def connectionLost(self, reason):  # noqa: N802 - Twisted API
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted API
         self.budget.cancel()
         for request in self.requests:
             content = getattr(request, "content", None)
@@ -368,7 +380,7 @@ class LimitedChannel(http.HTTPChannel):
 class LimitedSite(server.Site):
     """A :class:`twisted.web.server.Site` with the budgets of ``limits`` on every channel."""
 
-    protocol = LimitedChannel
+    protocol = LimitedChannel  # type: ignore[assignment]  # Site takes any HTTPChannel class
     requestFactory = LimitedRequest
 
     def __init__(self, resource, limits, spool_directory, **kwargs):

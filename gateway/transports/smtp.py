@@ -19,9 +19,12 @@ import re
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, make_msgid
+from typing import Any, cast
 
 from twisted.internet import defer
+from twisted.internet.protocol import connectionDone
 from twisted.mail import smtp
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway.config import Limits
@@ -277,7 +280,7 @@ class IntakeDelivery:
             log.info("rejected a message from %s: %s", peer, exc.text)
             raise smtp.SMTPServerError(exc.code, exc.text)
 
-        d.addCallbacks(lambda read: self._accept(*read, sender, peer), refused)
+        d.addCallbacks(lambda read: self._accept(read[0], read[1], sender, peer), refused)
         return d
 
     def _accept(self, attachments, message_id, sender: str, peer: str | None) -> defer.Deferred:
@@ -304,6 +307,7 @@ class IntakeESMTP(smtp.ESMTP):
 
     max_size = 64 * 1024 * 1024
     require_tls = False
+    delivery: IntakeDelivery  # set by IntakeFactory.buildProtocol
 
     def extensions(self):
         ext = super().extensions()
@@ -386,13 +390,15 @@ class IntakeESMTP(smtp.ESMTP):
             self._buffer = rest
 
     def _budget_exceeded(self, reason: str) -> None:
+        assert self.budget is not None  # only the budget itself calls this
         text = f"4.4.2 {self.host.decode('ascii', 'replace')} {self.budget.describe(reason)}"
         log.info("closing an SMTP session from %s: %s", self._helo and self._helo[1], text)
         self.sendCode(421, text.encode("ascii", "replace"))
-        self.transport.loseConnection()
+        # mypy does not follow zope.interface methods seen through ITransport
+        cast(Any, self.transport).loseConnection()
         abort_later(self.transport)
 
-    def connectionLost(self, reason):  # noqa: N802 - Twisted API
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted API
         if self.budget is not None:
             self.budget.spent = True
             self.budget.cancel()
@@ -482,7 +488,8 @@ class IntakeFactory(smtp.SMTPFactory):
             self.spool_directory,
         )
         proto.limits = self.limits
-        proto.timeout = self.limits.idle_timeout
+        # SMTP.timeout is inferred int from its default (600); setTimeout takes seconds as a float
+        proto.timeout = self.limits.idle_timeout  # type: ignore[assignment]
         return proto
 
 
@@ -565,11 +572,13 @@ def _send_tls(config, host: str, port: int, to: str, data: bytes) -> defer.Defer
     """Send through the relay with STARTTLS required and its certificate checked."""
     from io import BytesIO
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
 
     from gateway.transports.tls import client_options
 
-    d = defer.Deferred()
+    # the global reactor provides its interfaces through zope.interface, which mypy does not follow
+    reactor: Any = _reactor
+    d: defer.Deferred[Any] = defer.Deferred()
     factory = smtp.ESMTPSenderFactory(
         None,
         None,

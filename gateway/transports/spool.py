@@ -14,6 +14,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
+from typing import cast
 
 SPOOL_DIR = "spool"  # under the data directory
 
@@ -70,7 +71,9 @@ class Spool(io.RawIOBase):
     def _to_disk(self) -> None:
         fd, name = tempfile.mkstemp(suffix=".spool", dir=self.directory)  # mode 0600
         self.path = Path(name)
-        disk = os.fdopen(fd, "w+b", buffering=64 * 1024)
+        # "w+b" with a buffer: a BufferedRandom (typeshed's overload says only BinaryIO)
+        disk = cast(io.BufferedRandom, os.fdopen(fd, "w+b", buffering=64 * 1024))
+        assert isinstance(self._file, io.BytesIO)  # path was None: still in memory
         disk.write(self._file.getbuffer())
         disk.seek(self._file.tell())
         self._file = disk
@@ -85,7 +88,7 @@ class Spool(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         return self._file.read(size)
 
-    def readline(self, size: int = -1) -> bytes:
+    def readline(self, size: int | None = -1) -> bytes:
         return self._file.readline(size)
 
     def readinto(self, buffer) -> int:
