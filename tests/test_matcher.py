@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from gateway.matcher import Template, compare, extract
-from tests.conftest import EVAL, shared
+from tests.conftest import EVAL, SHARED, SKIP_REASON
 
 FVC = EVAL / "fvc2000-db2-b"
 FINGERS = (101, 102, 103, 104)
@@ -320,7 +320,8 @@ def test_match_command_draws_the_pairs(tmp_path, capsys):
 
     a, b = FVC / "101_1.tif", FVC / "101_2.tif"
     if not a.exists():  # the FVC images are in ../shared (README, "Test data")
-        shared()  # skips with the one-line reason when ../shared is absent
+        if not SHARED.is_dir():
+            pytest.skip(SKIP_REASON.format(what="the FVC images"))
         raise FileNotFoundError(a)
     out = tmp_path / "pairs.png"
     assert main(["match", str(a), str(b), "--png", str(out)]) == 0
