@@ -95,8 +95,13 @@ class Intake:
 
         All items or none: one refused item refuses the whole message, before anything is stored.
         """
+        return self._authorize(items, identity, transport, peer)[0]
+
+    def _authorize(self, items, identity, transport, peer):
+        """(owners, Type-1 values of each item): each item is peeked once."""
         authz = self.gateway.authorizer
         owners: list[str | None] = []
+        heads: list[dict] = []
         data = None
         try:
             for data in items:
@@ -106,17 +111,19 @@ class Intake:
                             f"identity {identity} may not send Nlets text (IAR): only the LESC does"
                         )
                     owners.append(None)
+                    heads.append({})
                     continue
-                ori = peek(data).get("1.008") or None
-                agency = authz.agency_for(identity, ori)
+                t1 = peek(data)
+                agency = authz.agency_for(identity, t1.get("1.008") or None)
                 if agency is None or not destinations(agency, transport):
                     name = agency.ori if agency is not None else identity.name
                     raise Refused(f"agency {name} has no registered destination for answers")
                 owners.append(agency.ori)
+                heads.append(t1)
         except Refused as exc:
             self._refused(exc, transport, peer, identity, data)
             raise
-        return owners
+        return owners, heads
 
     def accept(
         self,
@@ -135,7 +142,7 @@ class Intake:
         """
         if identity is None:
             identity = self.identify(fingerprint, transport=transport, peer=peer)
-        owners = self.authorize(items, identity, transport=transport, peer=peer)
+        owners, heads = self._authorize(items, identity, transport, peer)
         journal, audit = self.gateway.journal, self.gateway.audit
         with journal.transaction():  # the messages and their audit records: one commit
             ids = journal.accept_many(
@@ -147,8 +154,7 @@ class Intake:
                 identity=str(identity),
                 mail_message_id=mail_message_id,
             )
-            for msg_id, data in zip(ids, items, strict=True):
-                t1 = peek(data)
+            for msg_id, t1 in zip(ids, heads, strict=True):
                 audit.submission_accepted(
                     channel=transport,
                     peer=peer,
