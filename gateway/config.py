@@ -62,9 +62,14 @@ class Jurisdiction:
 
 @dataclass(frozen=True)
 class Store:
-    """``[store]``: where the data key lives (default: ``data.key`` in the data directory)."""
+    """``[store]``: where the data key lives (default: ``data.key`` in the data directory), and
+    the database: the embedded SQLite journal, or ``url`` a PostgreSQL database shared by
+    several nodes, each with its own ``node`` name, holding its claims for ``lease_seconds``."""
 
     key_file: Path | None = None
+    url: str | None = None  # postgresql://USER@HOST:PORT/DB; None: DATA/journal.sqlite3
+    node: str | None = None  # None: the host name
+    lease_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -523,11 +528,24 @@ def _bounded_int(table: dict, key: str, prefix: str, default: int, lo: int, hi: 
 
 def _parse_store(raw: dict, path) -> Store:
     store = _table(raw, "store")
-    _unknown(store, {"key_file"}, "store.")
+    _unknown(store, {"key_file", "url", "node", "lease_seconds"}, "store.")
     key_file = path(_str(store, "key_file", "store."), "store.key_file")
     if key_file is not None and key_file.is_dir():
         raise ConfigError("store.key_file", f"is a directory: {key_file}")
-    return Store(key_file=key_file)
+    url = _str(store, "url", "store.")
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("store.url", "must be a postgresql:// URL (omit it for SQLite)")
+    node = _str(store, "node", "store.")
+    if node is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", node):
+        raise ConfigError("store.node", "must be 1-64 letters, digits, '.', '_' or '-'")
+    lease = float(_num(store, "lease_seconds", "store.", 30.0, 2))
+    if url is not None and key_file is None:
+        raise ConfigError(
+            "store.key_file",
+            "is required with store.url: every node of a shared database needs the same data "
+            "key file (its audit.key and iaq-control.key live beside it)",
+        )
+    return Store(key_file=key_file, url=url, node=node, lease_seconds=lease)
 
 
 def _parse_admin(raw: dict) -> Admin:

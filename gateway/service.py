@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
 from gateway.store.audit import Audit, config_hash
 from gateway.store.crypto import ensure_private_dir
+from gateway.store.db import database_errors
 from gateway.store.journal import Journal
 from gateway.store.users import Users
 from gateway.transports import tls
@@ -144,6 +146,8 @@ class Intake:
             identity = self.identify(fingerprint, transport=transport, peer=peer)
         owners, heads = self._authorize(items, identity, transport, peer)
         journal, audit = self.gateway.journal, self.gateway.audit
+        # a busy node leaves new work to any node of a shared database (claims, NOTIFY)
+        keep = self.gateway.keeps_work()
         with journal.transaction():  # the messages and their audit records: one commit
             ids = journal.accept_many(
                 items,
@@ -153,6 +157,7 @@ class Intake:
                 agencies=owners,
                 identity=str(identity),
                 mail_message_id=mail_message_id,
+                claim=keep,
             )
             for msg_id, t1 in zip(ids, heads, strict=True):
                 audit.submission_accepted(
@@ -163,8 +168,9 @@ class Intake:
                     tcn=t1.get("1.009"),
                     message_id=msg_id,
                 )
-        for msg_id in ids:
-            self.gateway.submit(msg_id)
+        if keep:
+            for msg_id in ids:
+                self.gateway.submit(msg_id)
         return ids
 
     def _refused(self, exc: Refused, transport: str, peer, identity, data=None) -> None:
@@ -272,7 +278,11 @@ class Gateway(service.MultiService):
             data_dir / "routing.log",
             key_file=config.store.key_file,
             encrypt=ENCRYPT_AT_REST,
+            url=config.store.url,
+            node=config.store.node,
+            lease=config.store.lease_seconds,
         )
+        self.claims = Claims(self)
         self.audit = Audit(self.journal)
         self.users = Users(self.journal)
         self.pool = WorkerPool(config.workers)
@@ -292,7 +302,10 @@ class Gateway(service.MultiService):
             self.pool,
             self.dispatcher,
             galleries=self.galleries,
-            control_key=pki.secret(data_dir / "iaq-control.key"),
+            # an IAR may reach any node of a shared database: its key lives with the data key
+            control_key=pki.secret(
+                (config.store.key_file.parent if config.store.url else data_dir) / "iaq-control.key"
+            ),
         )
         # one dict, filled in when the demo galleries are built
         self.pipeline.galleries = self.galleries
@@ -356,6 +369,13 @@ class Gateway(service.MultiService):
         svc.setServiceParent(self)
         self.ports[name] = svc
 
+    def keeps_work(self) -> bool:
+        """Whether a new submission is claimed by this node (else any node may take it):
+        always on SQLite; on a shared database while this node has room."""
+        return self.journal.url is None or (
+            self.pending_galleries is None and self.pipeline.has_room
+        )
+
     def submit(self, msg_id: str) -> None:
         """Hand a stored message to the pipeline, or hold it until the galleries are built."""
         if self.pending_galleries is not None:
@@ -380,6 +400,7 @@ class Gateway(service.MultiService):
             self.addresses[name] = f"{host.host}:{host.port}"
             log.info("listening: %s on %s, %s", name, self.addresses[name], _tls_state(self, name))
         self.dispatcher.start()
+        self.claims.start()
         if self.pending_galleries is not None:
             self._builder = self.builder_factory(self.config.demo_subjects, self.pending_galleries)
             self._builder.done.addCallbacks(self._galleries_built, self._galleries_failed)
@@ -429,6 +450,7 @@ class Gateway(service.MultiService):
         if self._builder is not None:
             stops.append(self._builder.stop())
         self.dispatcher.stop()
+        self.claims.stop()
         # Only what was started: a port conflict stops the start half-way.
         for svc in reversed(list(self)):
             if svc.running:
@@ -451,6 +473,78 @@ class Gateway(service.MultiService):
             return None
         listening = waiting.result
         return listening.getHost().port
+
+
+class Claims:
+    """This node's share of a shared journal: renew its claims and claim waiting work every
+    ``lease/3`` seconds, and at once when another node announces work (PostgreSQL LISTEN on
+    its own connection, in a thread; on SQLite the journal's ``work`` event).  A node that
+    dies stops renewing: its claims expire and the others take its messages and deliveries."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.loop: task.LoopingCall | None = None
+        self._listener: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._pending = False
+        gateway.journal.subscribe(self._on_event)
+
+    def _on_event(self, event: str, fields: dict) -> None:
+        if event == "work":
+            self.wake()
+
+    def start(self) -> None:
+        period = max(0.5, self.gateway.journal.lease / 3)
+        self.loop = task.LoopingCall(self.tick)
+        self.loop.start(period, now=False).addErrback(self._failed)
+        url = self.gateway.journal.url
+        if url:
+            self._listener = threading.Thread(
+                target=self._listen, args=(url,), name="store-listen", daemon=True
+            )
+            self._listener.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+
+    def wake(self) -> None:
+        """Poll soon (once, however many announcements arrive meanwhile)."""
+        if not self._pending:
+            self._pending = True
+            reactor.callLater(0.05, self.tick)
+
+    def tick(self) -> None:
+        self._pending = False
+        gateway = self.gateway
+        if gateway.pending_galleries is not None or not gateway.running:
+            return
+        try:
+            gateway.pipeline.poll()
+            gateway.dispatcher.kick()
+        except database_errors() as exc:  # the database is away: the next tick tries again
+            log.warning("store: claims not renewed (%s)", str(exc).strip()[:200])
+
+    def _failed(self, failure):
+        log.error("store: claim loop stopped: %s", failure.getErrorMessage())
+
+    def _listen(self, url: str) -> None:
+        """LISTEN on the gateway's channel; each notification wakes the reactor's poll."""
+        from gateway.store.db import CHANNEL
+
+        while not self._stopping.is_set():
+            try:
+                import psycopg
+
+                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            reactor.callFromThread(self.wake)
+            except Exception as exc:  # noqa: BLE001 - reconnect; the timer still polls
+                log.warning("store: LISTEN lost (%s); retrying", type(exc).__name__)
+                self._stopping.wait(2.0)
 
 
 class _DemoBuilder(protocol.ProcessProtocol):

@@ -18,6 +18,7 @@ a failure as before.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import date
 from pathlib import Path
@@ -140,3 +141,30 @@ def pytest_runtest_call(item):
     except BaseException as exc:
         _skip_for_missing_data(exc)
         raise
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster (tests/pg.py) for the session; a test that needs it and
+    cannot start it fails with the reason (install the Debian package 'postgresql')."""
+    from tests.pg import Cluster, PostgresUnavailable
+
+    try:
+        cluster = Cluster().start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL is needed by this test: {exc}", pytrace=False)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster, request):
+    """A new, empty database on the session's cluster."""
+    import re as _re
+
+    name = "t_" + _re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    name += f"_{os.getpid()}_{next(_PG_COUNTER)}"
+    return pg_cluster.create_database(name)
+
+
+_PG_COUNTER = __import__("itertools").count()

@@ -39,11 +39,17 @@ def open_journal(args, *, lock: str = "shared", create: bool = False):
     if config is None:
         return None
     path = Path(config.data_dir) / "journal.sqlite3"
-    if not path.exists() and not create:
+    if not path.exists() and not create and not config.store.url:
         print(f"ebts-gateway: no journal at {path}", file=sys.stderr)
         return None
     try:
-        journal = Journal(path, key_file=config.store.key_file, lock=lock)
+        journal = Journal(
+            path,
+            key_file=config.store.key_file,
+            lock=lock,
+            url=config.store.url,
+            node=config.store.node,
+        )
     except (KeyFileError, JournalLocked, OSError) as exc:
         print(f"ebts-gateway: {exc}", file=sys.stderr)
         return None

@@ -29,6 +29,7 @@ from .processing import Job, Result, process
 log = logging.getLogger("gateway.pipeline")
 
 
+RESUME_LIMIT = 100_000  # messages taken up at a start
 WORKER_ATTEMPTS = 2  # runs of one transaction (a crash is retried once), across restarts too
 _ATTEMPT = "worker attempt "  # outcome of the journal note recorded before each run
 
@@ -130,11 +131,29 @@ class Pipeline:
         return _chain(d)
 
     def resume(self) -> list[defer.Deferred]:
-        """Take up every accepted message that was not answered before a stop or crash."""
-        pending = self.journal.unfinished()
+        """Take up every accepted message that was not answered before a stop or crash: this
+        node's own claims and those nobody holds (on a shared database, also those of a
+        node whose lease expired)."""
+        pending = self.journal.claim(RESUME_LIMIT, restart=True)
         if pending:
             log.info("resuming %d unanswered messages", len(pending))
         return [self.submit(m.id) for m in pending]
+
+    def poll(self) -> list[defer.Deferred]:
+        """Renew this node's claims, then claim what waits for a node (accepted elsewhere and
+        left to any node, or held by a node that stopped renewing: it died) while this node
+        has room for it.  Called by a timer and when another node announces work."""
+        self.journal.renew()
+        room = self.fair.slots * 2 - self.fair.waiting - self.busy
+        claimed = self.journal.claim(max(0, room))
+        if claimed:
+            log.info("claimed %d messages waiting for a node", len(claimed))
+        return [self.submit(m.id) for m in claimed]
+
+    @property
+    def has_room(self) -> bool:
+        """Whether this node should keep a new submission (else it is left to any node)."""
+        return self.busy < self.fair.slots * 2
 
     @property
     def busy(self) -> int:
@@ -224,7 +243,8 @@ class Pipeline:
             today=day.isoformat(),
             fbi_gallery=self.galleries.get("fbi"),
             dhs_gallery=self.galleries.get("dhs"),
-            journal_path=str(self.journal.path),
+            journal_path=self.journal.location,
+            journal_key=str(self.journal.key_file) if self.journal.url else None,
             new_subject_id=ucn,
             search_positions=tuple(cfg.search_positions),
             jurisdictions=tuple(cfg.jurisdictions),
@@ -249,6 +269,11 @@ class Pipeline:
         ident = result.identity
         # One commit (one fsync) for every state of the result, the answer and its deliveries.
         with self.journal.transaction():
+            if self.journal.message(msg_id).state in TERMINAL:
+                # another node took the message over (this node's lease had run out) and has
+                # answered it already: the answer is committed once, by whoever is first
+                log.warning("%s was answered by another node meanwhile", msg_id)
+                return
             self.journal.identify(
                 msg_id, **{k: ident.get(k) for k in ("ori", "tcn", "tot", "dai", "encoding")}
             )

@@ -38,6 +38,7 @@ class Job:
     today: str | None = None  # ISO date; default: the worker's local date
     fbi_gallery: str | None = None
     journal_path: str | None = None  # for enrolments made since the gallery was saved
+    journal_key: str | None = None  # the node's data key file (a PostgreSQL journal_path)
     search_positions: tuple[int, ...] = tuple(FINGER_POSITIONS)
     new_subject_id: str | None = None  # UCN given to an enrolled new subject
     dhs_gallery: str | None = None
@@ -494,12 +495,19 @@ _GALLERIES: dict[str, list] = {}  # path -> [Gallery, last enrolment row applied
 
 def _search(path: str, name: str, job: Job, probe: dict):
     # a shard set searched on Dask raises SearchUnavailable past its deadline: never "no hit"
-    gallery = load_gallery(path, job.journal_path, name, job.scheduler)
+    gallery = load_gallery(path, job.journal_path, name, job.scheduler, key_file=job.journal_key)
     candidates = gallery.search(probe, top=1)
     return candidates[0] if candidates else None
 
 
-def load_gallery(path: str, journal_path: str | None, name: str, scheduler: str | None = None):
+def load_gallery(
+    path: str,
+    journal_path: str | None,
+    name: str,
+    scheduler: str | None = None,
+    *,
+    key_file: str | None = None,
+):
     """The worker's cached gallery, with the enrolments the journal holds applied (a shard
     set made by ``gallery shard``: each enrolment to the shard owning its subject)."""
     from gateway.matcher import Template, shards
@@ -516,7 +524,7 @@ def load_gallery(path: str, journal_path: str | None, name: str, scheduler: str 
     if journal_path:
         from gateway.store.enrolments import read_enrolments
 
-        rows = list(read_enrolments(journal_path, name, entry[1]))
+        rows = list(read_enrolments(journal_path, name, entry[1], key_file=key_file))
         if rows and isinstance(gallery, shards.ShardedGallery):
             gallery.enrol(rows)
             entry[1] = rows[-1][0]

@@ -39,12 +39,29 @@ CREATE TABLE IF NOT EXISTS audit (
     mac TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+"""
+# The trail is append-only in the database itself: no UPDATE, and a DELETE only of records
+# older than what a purge announced (meta audit_purge_before), per dialect.
+TRIGGERS_SQLITE = """
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 WHEN OLD.at >= COALESCE((SELECT value FROM meta WHERE name = 'audit_purge_before'), 0)
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
+TRIGGERS_POSTGRES = (
+    """CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' OR OLD.at >= COALESCE((SELECT CAST(value AS DOUBLE PRECISION) FROM meta
+       WHERE name = 'audit_purge_before'), 0) THEN
+    RAISE EXCEPTION 'the audit trail is append-only';
+  END IF;
+  RETURN OLD;
+END $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS audit_append_only ON audit",
+    "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
+    "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+)
 
 GENESIS = "0" * 64
 MAX_VALUE = 300  # characters of one field value
@@ -127,8 +144,17 @@ class Audit:
         self.journal = journal
         self.db = journal.db
         self.clock = clock
-        self.key_file = Path(key_file) if key_file else journal.path.parent / "audit.key"
+        # beside the journal; on a database shared by several nodes beside the data key, which
+        # every node shares ([store] key_file)
+        home = journal.key_file.parent if journal.url else journal.path.parent
+        self.key_file = Path(key_file) if key_file else home / "audit.key"
         self.db.executescript(SCHEMA)
+        if getattr(self.db, "dialect", "sqlite") == "postgresql":
+            with journal.transaction():  # serialised: nodes starting together
+                for statement in TRIGGERS_POSTGRES:
+                    self.db.conn.execute(statement)
+        else:
+            self.db.executescript(TRIGGERS_SQLITE)
         has_records = self.db.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is not None
         check = journal.meta("audit_key_check")
         self.key = _load_key(self.key_file, create=not has_records and check is None)

@@ -31,7 +31,7 @@ def template_aad(message_id: str, gallery: str, position: int) -> bytes:
 
 
 def add_enrolment(
-    db: sqlite3.Connection,
+    db,
     message_id: str,
     gallery: str,
     subject_id: str,
@@ -46,8 +46,9 @@ def add_enrolment(
         if seal is not None:
             data = seal(data, template_aad(message_id, gallery, position))
         db.execute(
-            "INSERT OR IGNORE INTO enrolments (message_id, gallery, subject_id, position, "
-            "template) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO enrolments (message_id, gallery, subject_id, position, "
+            "template) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (message_id, gallery, position) DO NOTHING",
             (message_id, gallery, subject_id, int(position), data),
         )
 
@@ -73,8 +74,17 @@ def _keyring(db: sqlite3.Connection):
     return cached[1]
 
 
-def read_enrolments(journal_path: str | Path, gallery: str, after: int = 0):
-    """Rows (id, subject_id, position, template bytes) with id > ``after``, in order."""
+def read_enrolments(
+    journal_path: str | Path, gallery: str, after: int = 0, key_file: str | None = None
+):
+    """Rows (id, subject_id, position, template bytes) with id > ``after``, in order.
+
+    ``journal_path``: the SQLite file, or a ``postgresql://`` URL (then ``key_file`` names the
+    data key: each node's workers open templates with their own node's key file)."""
+    from . import db as database
+
+    if database.is_postgres(str(journal_path)):
+        return _read_postgres(str(journal_path), gallery, after, key_file)
     uri = f"file:{Path(journal_path)}?mode=ro"
     try:
         db = sqlite3.connect(uri, uri=True)
@@ -88,11 +98,45 @@ def read_enrolments(journal_path: str | Path, gallery: str, after: int = 0):
                 (gallery, after),
             )
         )
-        ring = _keyring(db) if rows else None
+        ring = (_ring(key_file) if key_file else _keyring(db)) if rows else None
     except sqlite3.OperationalError:  # table not created yet
         return []
     finally:
         db.close()
+    return _opened(rows, ring, gallery)
+
+
+_PG: dict[str, object] = {}  # URL -> this worker process's connection
+
+
+def _read_postgres(url: str, gallery: str, after: int, key_file: str | None):
+    from . import db as database
+
+    conn = _PG.get(url)
+    if conn is None:
+        conn = _PG[url] = database.connect_postgres(url)
+    rows = list(
+        conn.execute(  # type: ignore[attr-defined]
+            "SELECT id, message_id, subject_id, position, template FROM enrolments "
+            "WHERE gallery = ? AND id > ? ORDER BY id",
+            (gallery, after),
+        )
+    )
+    ring = _ring(key_file) if rows and key_file else None
+    return _opened(rows, ring, gallery)
+
+
+def _ring(path: str):
+    from .crypto import Keyring
+
+    mtime = Path(path).stat().st_mtime
+    cached = _RINGS.get(path)
+    if cached is None or cached[0] != mtime:
+        cached = _RINGS[path] = (mtime, Keyring.load(path))
+    return cached[1]
+
+
+def _opened(rows, ring, gallery: str):
     out = []
     for rowid, message_id, subject, position, data in rows:
         data = bytes(data)

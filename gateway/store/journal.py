@@ -21,16 +21,18 @@ thread (commits are small) and never from worker processes.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
-import sqlite3
+import socket
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+from . import db as database
 from .crypto import (
     KeyFileError,
     Keyring,
@@ -41,22 +43,35 @@ from .crypto import (
 )
 from .enrolments import SCHEMA as ENROLMENT_SCHEMA
 from .enrolments import add_enrolment
+from .states import TERMINAL, Delivery, IllegalTransition, State, check, check_delivery
+
+__all__ = ["IllegalTransition", "Journal", "State", "TERMINAL"]
 
 KEY_CHECK = b"ebts-gateway key check"
 
-# States (DESIGN.md section 1).
+# States (DESIGN.md section 1): the enum and its transition table are in gateway.store.states.
 RECEIVED, STORED, DECODED, VALIDATED, REJECTED = (
-    "RECEIVED",
-    "STORED",
-    "DECODED",
-    "VALIDATED",
-    "REJECTED",
+    State.RECEIVED,
+    State.STORED,
+    State.DECODED,
+    State.VALIDATED,
+    State.REJECTED,
 )
-SEARCHED, ROUTED, RESPONDED, DUPLICATE = "SEARCHED", "ROUTED", "RESPONDED", "DUPLICATE"
-UNREADABLE = "UNREADABLE"  # bytes that are no transaction at all: answered by ERRT when possible
-TERMINAL = frozenset({RESPONDED, DUPLICATE})
+SEARCHED, ROUTED, RESPONDED, DUPLICATE = (
+    State.SEARCHED,
+    State.ROUTED,
+    State.RESPONDED,
+    State.DUPLICATE,
+)
+UNREADABLE = State.UNREADABLE  # bytes that are no transaction at all: answered by ERRT
 # Outbound states, per destination.
-QUEUED, SENT, RETRYING, FAILED = "QUEUED", "SENT", "RETRYING", "FAILED"
+QUEUED, SENT, RETRYING, FAILED = (
+    Delivery.QUEUED,
+    Delivery.SENT,
+    Delivery.RETRYING,
+    Delivery.FAILED,
+)
+LEASE_SECONDS = 30.0  # a node's claim on a message or a delivery; renewed while it works
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -120,9 +135,24 @@ CREATE INDEX IF NOT EXISTS messages_payload ON messages(payload);
 CREATE INDEX IF NOT EXISTS messages_response ON messages(response);
 CREATE INDEX IF NOT EXISTS outbound_payload ON outbound(payload);
 """
-# Retention (added after the first schema): a purged payload keeps its row (messages and the
-# outbound queue refer to it) with empty data and the time it was purged.
-MIGRATIONS = ("ALTER TABLE payloads ADD COLUMN purged_at REAL",)
+# Ordered migrations after the first schema, for both databases: (version, statement).  The
+# version reached is kept in meta ``schema_version``; an ADD COLUMN whose column exists already
+# (a journal made before versions were kept) is skipped.  Columns are only ever appended: the
+# dataclasses above read rows by position.
+MIGRATIONS = (
+    # retention: a purged payload keeps its row (messages and the outbound queue refer to it)
+    # with empty data and the time it was purged
+    (1, "ALTER TABLE payloads ADD COLUMN purged_at REAL"),
+    (2, "ALTER TABLE messages ADD COLUMN agency TEXT"),
+    (3, "ALTER TABLE messages ADD COLUMN identity TEXT"),
+    (4, "ALTER TABLE messages ADD COLUMN mail_message_id TEXT"),
+    # several nodes on one database: claims with a lease (gateway.store.db)
+    (5, "ALTER TABLE messages ADD COLUMN node TEXT"),
+    (6, "ALTER TABLE messages ADD COLUMN lease_until REAL"),
+    (7, "ALTER TABLE outbound ADD COLUMN node TEXT"),
+    (8, "ALTER TABLE outbound ADD COLUMN lease_until REAL"),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 class JournalLocked(OSError):
@@ -153,6 +183,8 @@ class Message:
     agency: str | None = None  # the ORI of the [[agency]] the submission belongs to
     identity: str | None = None  # the authenticated peer that submitted it
     mail_message_id: str | None = None  # the submission e-mail's Message-ID (answers refer to it)
+    node: str | None = None  # the gateway node that holds the claim on it (while unanswered)
+    lease_until: float | None = None  # until when that claim holds unless renewed
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -174,6 +206,8 @@ class Outbound:
     last_error: str | None
     created_at: float
     sent_at: float | None
+    node: str | None = None  # the node sending it (claim), and until when
+    lease_until: float | None = None
 
 
 class RoutingLog:
@@ -224,6 +258,9 @@ class Journal:
         key_file: str | Path | None = None,
         encrypt: bool = True,
         lock: str = "shared",
+        url: str | None = None,
+        node: str | None = None,
+        lease: float = LEASE_SECONDS,
     ):
         """Open (or create) the journal.
 
@@ -231,41 +268,84 @@ class Journal:
         first use).  ``encrypt=False`` writes plaintext blobs (the benchmark's switch; not a
         configuration setting).  ``lock``: ``shared`` (the daemon, tools), ``exclusive`` (key
         rotation: no other process may have the journal open), or ``none`` (read-only tools).
+        ``url``: a ``postgresql://`` database shared by several nodes instead of the SQLite
+        file ``path`` (whose folder still holds the key file); ``node``: this node's name in
+        claims (unique per running node; default the host name); ``lease``: seconds a claim
+        holds unless renewed.
         """
         self.path = Path(path)
+        self.url = url
+        self.node = node or socket.gethostname()
+        self.lease = float(lease)
         ensure_private_dir(self.path.parent)
-        self._lock_fd = _lock(self.path, lock)
-        if not self.path.exists():
-            os.close(os.open(str(self.path), os.O_WRONLY | os.O_CREAT, 0o600))
-        # SQLite gives the -wal and -shm files the mode of the database file.
-        make_private(self.path, *_sidecars(self.path))
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA secure_delete=ON")  # purged payloads are overwritten, not freed
-        self.db.executescript(SCHEMA)
-        _add_columns(self.db, "messages", {"agency": "TEXT", "identity": "TEXT"})
-        self.db.executescript(ENROLMENT_SCHEMA)
-        columns = {r[1] for r in self.db.execute("PRAGMA table_info(payloads)")}
-        if "purged_at" not in columns:
-            self.db.execute(MIGRATIONS[0])
-        make_private(*_sidecars(self.path))
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(messages)")}
-        if "mail_message_id" not in columns:  # a journal from 0.1: the column comes last
-            self.db.execute("ALTER TABLE messages ADD COLUMN mail_message_id TEXT")
+        self._notify_after_commit = False
         self._log_pending: list[dict] = []
         self._subscribers: list = []
+        self.db: Any
+        if url:
+            self._lock_fd = None
+            self.db = database.connect_postgres(url)
+            self.db.executescript(SCHEMA)
+            self.db.executescript(ENROLMENT_SCHEMA)
+        else:
+            self._lock_fd = _lock(self.path, lock)
+            if not self.path.exists():
+                os.close(os.open(str(self.path), os.O_WRONLY | os.O_CREAT, 0o600))
+            # SQLite gives the -wal and -shm files the mode of the database file.
+            make_private(self.path, *_sidecars(self.path))
+            self.db = database.connect_sqlite(self.path)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA secure_delete=ON")  # purged payloads are overwritten
+            self.db.executescript(SCHEMA)
+            self.db.executescript(ENROLMENT_SCHEMA)
+            make_private(*_sidecars(self.path))
+        self._migrate()
         self.key_file = Path(key_file) if key_file else self.path.parent / "data.key"
         self.keyring = self._open_keyring(self.key_file, create=encrypt)
         # encrypt: _open_keyring(create=True) loads or creates a keyring, never None
         self.cipher = cast(Keyring, self.keyring) if encrypt else Plain(self.keyring)
         self.log = RoutingLog(Path(routing_log) if routing_log else None)
 
+    @property
+    def location(self) -> str:
+        """Where worker processes read the journal: the SQLite file or the PostgreSQL URL."""
+        return self.url or str(self.path)
+
+    @property
+    def dialect(self) -> str:
+        return database.dialect(self.db)
+
+    def _migrate(self) -> None:
+        """Apply the ordered migrations this database has not had yet (one commit)."""
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        version = int(_text(row[0])) if row else 0
+        if version > SCHEMA_VERSION:
+            raise KeyFileError(
+                self.path, f"the journal's schema is version {version}, newer than this gateway's"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._tx():
+            for number, statement in MIGRATIONS:
+                if number <= version:
+                    continue
+                words = statement.split()
+                adds = words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]
+                if adds and words[5] in database.columns(self.db, words[2]):
+                    continue
+                self.db.execute(statement)
+            self.db.execute(
+                "INSERT INTO meta (name, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+
     def _open_keyring(self, key_file: Path, *, create: bool) -> Keyring | None:
         """Load the key file and prove it opens this journal's check values."""
         checks = dict(
-            (name.removeprefix("key_check:"), value)
+            (name.removeprefix("key_check:"), _meta_out(value))
             for name, value in self.db.execute(
                 "SELECT name, value FROM meta WHERE name LIKE 'key_check:%'"
             )
@@ -293,15 +373,11 @@ class Journal:
                 ) from None
         with self._tx():
             if ring.current not in checks:
-                self.db.execute(
-                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
-                    (f"key_check:{ring.current}", ring.seal(KEY_CHECK, b"key-check")),
-                )
-            # where worker processes find the key to open enrolled templates
-            self.db.execute(
-                "INSERT OR REPLACE INTO meta (name, value) VALUES ('key_file', ?)",
-                (str(key_file.resolve()),),
-            )
+                self.set_meta(f"key_check:{ring.current}", ring.seal(KEY_CHECK, b"key-check"))
+            # where worker processes find the key to open enrolled templates (on a database
+            # shared by several nodes each node's workers are told their own key file)
+            if not self.url:
+                self.set_meta("key_file", str(key_file.resolve()))
         return ring
 
     def close(self) -> None:
@@ -312,7 +388,8 @@ class Journal:
             self._lock_fd = None
 
     def subscribe(self, fn) -> None:
-        """Call ``fn(event, fields)`` inside the transaction of each journal event."""
+        """Call ``fn(event, fields)`` inside the transaction of each journal event (``work``:
+        after the commit that left a message for any node to claim)."""
         self._subscribers.append(fn)
 
     def _emit(self, event: str, **fields) -> None:
@@ -321,7 +398,7 @@ class Journal:
 
     def meta(self, name: str):
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
+        return _meta_out(row[0]) if row else None
 
     def set_meta(self, name: str, value) -> None:
         with self._tx():
@@ -329,7 +406,9 @@ class Journal:
                 self.db.execute("DELETE FROM meta WHERE name = ?", (name,))
             else:
                 self.db.execute(
-                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value)
+                    "INSERT INTO meta (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, _meta_in(value, self.dialect)),
                 )
 
     # -- helpers ----------------------------------------------------------------------
@@ -342,9 +421,12 @@ class Journal:
 
     def _committed(self, ok: bool) -> None:
         pending, self._log_pending = self._log_pending, []
+        notify, self._notify_after_commit = self._notify_after_commit, False
         if ok:
             for entry in pending:
                 self.log.write(entry)
+            if notify:
+                self._emit("work", node=self.node)
 
     def _put_payload(self, data: bytes) -> str:
         digest = self.cipher.digest(data)
@@ -400,11 +482,11 @@ class Journal:
             ]
             for digest in digests:
                 self.db.execute(
-                    "UPDATE payloads SET data = X'', purged_at = ? WHERE sha256 = ?",
-                    (now, digest),
+                    "UPDATE payloads SET data = ?, purged_at = ? WHERE sha256 = ?",
+                    (b"", now, digest),
                 )
             cur = self.db.execute(
-                "UPDATE messages SET summary = NULL WHERE rowid IN (SELECT rowid FROM messages "
+                "UPDATE messages SET summary = NULL WHERE id IN (SELECT id FROM messages "
                 "WHERE summary IS NOT NULL AND state IN (?, ?) AND updated_at < ? LIMIT ?)",
                 (*terminal, before, limit),
             )
@@ -421,7 +503,7 @@ class Journal:
         with self._tx():
             self.db.execute(
                 "INSERT INTO counters (name, value) VALUES (?, 1) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                "ON CONFLICT(name) DO UPDATE SET value = counters.value + 1",
                 (name,),
             )
             (value,) = self.db.execute(
@@ -433,6 +515,7 @@ class Journal:
         self, msg: dict, to_state: str, *, destination=None, outcome=None, duration_ms=None, at=None
     ) -> None:
         at = at or time.time()
+        check(msg["id"], msg.get("state"), to_state)
         self.db.execute(
             "INSERT INTO transitions (message_id, at, from_state, to_state, destination, "
             "outcome, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -487,17 +570,21 @@ class Journal:
         agencies: list[str | None] | None = None,
         identity: str | None = None,
         mail_message_id: str | None = None,
+        claim: bool = True,
     ) -> list[str]:
         """Store several transactions in one commit: all are accepted, or none.
 
         ``agencies``: per item, the ORI of the agency it belongs to (whose registered
         destinations get its answer); ``identity``: the authenticated peer;
         ``mail_message_id``: the Message-ID of the e-mail that carried them (SMTP), which the
-        answer mails name in In-Reply-To and References.
+        answer mails name in In-Reply-To and References; ``claim``: this node takes them
+        (a lease), else any node's :meth:`claim` may (and they are announced, see
+        :meth:`subscribe`).
         """
         now = time.time()
         ids = []
         agencies = agencies or [None] * len(items)
+        lease = now + self.lease if claim else None
         with self._tx():
             for data, agency in zip(items, agencies, strict=True):
                 msg_id = f"M{int(now * 1000):013d}-{uuid.uuid4().hex[:10]}"
@@ -505,8 +592,8 @@ class Journal:
                 digest = self._put_payload(data)
                 self.db.execute(
                     "INSERT INTO messages (id, received_at, transport, peer, reply_to, payload, "
-                    "state, updated_at, agency, identity, mail_message_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "state, updated_at, agency, identity, mail_message_id, node, lease_until) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         msg_id,
                         now,
@@ -519,6 +606,8 @@ class Journal:
                         agency,
                         identity,
                         mail_message_id,
+                        self.node if claim else None,
+                        lease,
                     ),
                 )
                 self._transition(
@@ -526,7 +615,78 @@ class Journal:
                 )
                 self._transition(msg, STORED, outcome=digest[:16], at=now)
                 ids.append(msg_id)
+            if not claim:
+                self._announce()
         return ids
+
+    # -- claims (several nodes on one database) ---------------------------------------------
+    def _announce(self) -> None:
+        """Tell every node, after this transaction commits, that work waits to be claimed."""
+        self._notify_after_commit = True
+        if self.dialect == "postgresql":
+            self.db.notify("work")
+
+    def claim(self, limit: int, *, restart: bool = False) -> list[Message]:
+        """Claim up to ``limit`` unanswered messages nobody holds (no node, or a lease that
+        expired: a node that died), oldest first, for this node; ``restart``: also those this
+        node's name held before (its previous run).  ``FOR UPDATE SKIP LOCKED`` lets nodes
+        claim side by side without waiting on each other's rows."""
+        if limit <= 0:
+            return []
+        now = time.time()
+        skip = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        mine = " OR node = ?" if restart else ""
+        args: list = [*TERMINAL, now]
+        if restart:
+            args.append(self.node)
+        with self._tx():
+            ids = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM messages WHERE state NOT IN (?, ?) AND (node IS NULL "
+                    f"OR lease_until IS NULL OR lease_until < ?{mine}) ORDER BY received_at "
+                    f"LIMIT ?{skip}",
+                    (*args, limit),
+                )
+            ]
+            for msg_id in ids:
+                self.db.execute(
+                    "UPDATE messages SET node = ?, lease_until = ? WHERE id = ?",
+                    (self.node, now + self.lease, msg_id),
+                )
+        return [self.message(i) for i in ids]
+
+    def renew(self) -> int:
+        """Extend this node's claims on its unanswered messages and unsent deliveries; the
+        number of messages it still holds (a claim taken over by another node is not
+        renewed: that node answers it)."""
+        until = time.time() + self.lease
+        with self._tx():
+            cur = self.db.execute(
+                "UPDATE messages SET lease_until = ? WHERE node = ? AND state NOT IN (?, ?)",
+                (until, self.node, *TERMINAL),
+            )
+            self.db.execute(
+                "UPDATE outbound SET lease_until = ? WHERE node = ? AND state IN (?, ?)",
+                (until, self.node, QUEUED, RETRYING),
+            )
+        return cur.rowcount
+
+    def holds(self, msg_id: str) -> bool:
+        """Whether this node's claim on ``msg_id`` is still its own."""
+        row = self.db.execute("SELECT node FROM messages WHERE id = ?", (msg_id,)).fetchone()
+        return row is not None and row[0] == self.node
+
+    def release(self, msg_ids) -> None:
+        """Give claims back (a node stopping, a search that could not be done in time)."""
+        with self._tx():
+            for msg_id in msg_ids:
+                self.db.execute(
+                    "UPDATE messages SET node = NULL, lease_until = NULL "
+                    "WHERE id = ? AND node = ? AND state NOT IN (?, ?)",
+                    (msg_id, self.node, *TERMINAL),
+                )
+            self._announce()
 
     def identify(self, msg_id: str, *, ori, tcn, tot, dai, encoding) -> None:
         """Record the Type-1 identity of a decoded message (no state change)."""
@@ -603,8 +763,9 @@ class Journal:
                 if payload is None:
                     continue
                 self.db.execute(
-                    "INSERT OR IGNORE INTO outbound (message_id, kind, destination, payload, "
-                    "meta, state, next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outbound (message_id, kind, destination, payload, "
+                    "meta, state, next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (message_id, kind, destination) DO NOTHING",
                     (msg_id, kind, destination, payload, json.dumps(meta), QUEUED, now, now),
                 )
                 self._transition(
@@ -615,7 +776,8 @@ class Journal:
                 )
             for control in links or ():
                 self.db.execute(
-                    "INSERT OR REPLACE INTO links (control, message_id) VALUES (?, ?)",
+                    "INSERT INTO links (control, message_id) VALUES (?, ?) "
+                    "ON CONFLICT (control) DO UPDATE SET message_id = excluded.message_id",
                     (control, msg_id),
                 )
             final = DUPLICATE if duplicate_of else RESPONDED
@@ -713,7 +875,7 @@ class Journal:
         """The messages ``query`` selects, newest first, one page of them and the total."""
         where, args = _message_filter(query)
         sql = "SELECT * FROM messages" + (" WHERE " + " AND ".join(where) if where else "")
-        (total,) = self.db.execute(f"SELECT COUNT(*) FROM ({sql})", args).fetchone()
+        (total,) = self.db.execute(f"SELECT COUNT(*) FROM ({sql}) AS selected", args).fetchone()
         rows = self.db.execute(
             sql + " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?", (*args, limit, offset)
         )
@@ -756,17 +918,35 @@ class Journal:
 
     # -- outbound queue ----------------------------------------------------------------------
     def due(self, now: float | None = None, limit: int = 50) -> list[Outbound]:
+        """Claim up to ``limit`` deliveries due by ``now`` that no live node is sending."""
         now = time.time() if now is None else now
-        rows = self.db.execute(
-            "SELECT * FROM outbound WHERE state IN (?, ?) AND next_attempt <= ? "
-            "ORDER BY next_attempt LIMIT ?",
-            (QUEUED, RETRYING, now, limit),
-        )
-        return [Outbound(*r) for r in rows]
+        clock = time.time()
+        skip = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        with self._tx():
+            rows = [
+                Outbound(*r)
+                for r in self.db.execute(
+                    "SELECT * FROM outbound WHERE state IN (?, ?) AND next_attempt <= ? "
+                    "AND (node IS NULL OR node = ? OR lease_until IS NULL OR lease_until < ?) "
+                    f"ORDER BY next_attempt LIMIT ?{skip}",
+                    (QUEUED, RETRYING, now, self.node, clock, limit),
+                )
+            ]
+            for item in rows:
+                self.db.execute(
+                    "UPDATE outbound SET node = ?, lease_until = ? WHERE id = ?",
+                    (self.node, clock + self.lease, item.id),
+                )
+        return rows
 
     def next_due_time(self) -> float | None:
+        """When the next delivery this node may claim is due (a claim held by another live
+        node counts from the end of its lease)."""
         row = self.db.execute(
-            "SELECT MIN(next_attempt) FROM outbound WHERE state IN (?, ?)", (QUEUED, RETRYING)
+            "SELECT MIN(CASE WHEN node IS NULL OR node = ? OR lease_until IS NULL "
+            "OR lease_until < next_attempt THEN next_attempt ELSE lease_until END) "
+            "FROM outbound WHERE state IN (?, ?)",
+            (self.node, QUEUED, RETRYING),
         ).fetchone()
         return row[0]
 
@@ -777,9 +957,10 @@ class Journal:
     def delivered(self, item: Outbound, duration_ms: float | None = None) -> None:
         now = time.time()
         with self._tx():
+            self._delivery_state(item.id, SENT)
             self.db.execute(
                 "UPDATE outbound SET state = ?, attempts = attempts + 1, sent_at = ?, "
-                "last_error = NULL WHERE id = ?",
+                "last_error = NULL, lease_until = NULL WHERE id = ?",
                 (SENT, now, item.id),
             )
             msg = self._row(item.message_id)
@@ -795,9 +976,10 @@ class Journal:
     def delivery_failed(self, item: Outbound, error: str, *, retry_at: float | None) -> None:
         with self._tx():
             state = RETRYING if retry_at is not None else FAILED
+            self._delivery_state(item.id, state)
             self.db.execute(
                 "UPDATE outbound SET state = ?, attempts = attempts + 1, next_attempt = ?, "
-                "last_error = ? WHERE id = ?",
+                "last_error = ?, lease_until = NULL WHERE id = ?",
                 (state, retry_at or time.time(), error[:500], item.id),
             )
             msg = self._row(item.message_id)
@@ -813,9 +995,14 @@ class Journal:
                 tcn=msg.get("tcn"),
             )
 
+    def _delivery_state(self, item_id: int, to_state: str) -> None:
+        row = self.db.execute("SELECT state FROM outbound WHERE id = ?", (item_id,)).fetchone()
+        check_delivery(item_id, row[0] if row else None, to_state)
+
 
 class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT (the commit is the fsync point in WAL + synchronous=FULL).
+    """BEGIN IMMEDIATE ... COMMIT (the commit is the fsync point in WAL + synchronous=FULL);
+    on PostgreSQL BEGIN with the journal's write lock (:func:`gateway.store.db.begin`).
 
     Routing-log lines of the transaction are written only once it has committed.
     """
@@ -827,7 +1014,7 @@ class _Tx:
     def __enter__(self):
         db = self.journal.db
         if not db.in_transaction:
-            db.execute("BEGIN IMMEDIATE")
+            database.begin(db)
             self.outer = True
         return self
 
@@ -844,6 +1031,27 @@ def _payload_aad(digest: str) -> bytes:
 
 def _summary_aad(msg_id: str) -> bytes:
     return f"summary:{msg_id}".encode()
+
+
+def _meta_in(value, dialect: str):
+    """A meta value as stored: PostgreSQL keeps meta values as text (bytes in base64)."""
+    if dialect != "postgresql":
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "base64:" + base64.b64encode(bytes(value)).decode()
+    return str(value)
+
+
+def _meta_out(value):
+    if isinstance(value, str) and value.startswith("base64:"):
+        return base64.b64decode(value[7:])
+    return value
+
+
+def _text(value) -> str:
+    return (
+        bytes(value).decode() if isinstance(value, bytes | bytearray | memoryview) else str(value)
+    )
 
 
 def _blob(value) -> bytes:
@@ -902,7 +1110,7 @@ _OUTCOME_SQL = {
     "errt": "response_tot LIKE 'ERR%' AND duplicate_of IS NULL",
     "duplicate": "duplicate_of IS NOT NULL",
     # rejected and not answered: nothing went back (e.g. an IAR that does not parse)
-    "refused": f"{_PASSED.replace('?', repr(REJECTED))} AND response IS NULL",
+    "refused": _PASSED.replace("?", "'REJECTED'") + " AND response IS NULL",
     # an answer that could not be delivered: a destination FAILED, or none was registered
     "undeliverable": "response IS NOT NULL AND (id IN (SELECT message_id FROM outbound "
     "WHERE state = 'FAILED') OR id NOT IN (SELECT message_id FROM outbound))",
@@ -974,14 +1182,6 @@ def iso_utc(at: float | None) -> str | None:
 
 def _iso(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
-
-
-def _add_columns(db, table: str, columns: dict[str, str]) -> None:
-    """Add the columns a journal made by an older version lacks (kept in this order)."""
-    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-    for name, kind in columns.items():
-        if name not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 def fsync_dir(path: Path) -> None:

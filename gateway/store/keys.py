@@ -24,34 +24,33 @@ class Rotation:
     retired: list = field(default_factory=list)
 
 
-# (name, SELECT of rowid/aad parts/blob after a rowid, UPDATE, aad from the row)
+# (name, SELECT of key/aad parts/blob after a key, UPDATE by key, aad from the row, first key);
+# the keys are the tables' primary keys, so the same SQL runs on SQLite and PostgreSQL.
 _TABLES = (
     (
         "payloads",
-        "SELECT rowid, sha256, data FROM payloads WHERE rowid > ? ORDER BY rowid LIMIT ?",
-        "UPDATE payloads SET data = ? WHERE rowid = ?",
+        "SELECT sha256, sha256, data FROM payloads WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
+        "UPDATE payloads SET data = ? WHERE sha256 = ?",
         lambda row: _payload_aad(row[1]),
+        "",
     ),
     (
         "summaries",
-        "SELECT rowid, id, summary FROM messages WHERE rowid > ? AND summary IS NOT NULL "
-        "ORDER BY rowid LIMIT ?",
-        "UPDATE messages SET summary = ? WHERE rowid = ?",
+        "SELECT id, id, summary FROM messages WHERE id > ? AND summary IS NOT NULL "
+        "ORDER BY id LIMIT ?",
+        "UPDATE messages SET summary = ? WHERE id = ?",
         lambda row: _summary_aad(row[1]),
+        "",
     ),
     (
         "templates",
-        "SELECT id, message_id || char(0) || gallery || char(0) || position, template "
+        "SELECT id, message_id, template, gallery, position "
         "FROM enrolments WHERE id > ? ORDER BY id LIMIT ?",
         "UPDATE enrolments SET template = ? WHERE id = ?",
-        lambda row: template_aad(*_three(row[1])),
+        lambda row: template_aad(row[1], row[3], int(row[4])),
+        0,
     ),
 )
-
-
-def _three(joined: str) -> tuple[str, str, int]:
-    message_id, gallery, position = joined.split("\0")
-    return message_id, gallery, int(position)
 
 
 def rotate(journal: Journal, *, batch: int = 200, progress=None) -> Rotation:
@@ -64,16 +63,11 @@ def rotate(journal: Journal, *, batch: int = 200, progress=None) -> Rotation:
     else:
         kid = ring.add_key()  # the key file first: a blob is never sealed with an unsaved key
         with journal.transaction():
-            journal.db.execute(
-                "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
-                (f"key_check:{kid}", ring.seal(KEY_CHECK, b"key-check")),
-            )
-            journal.db.execute(
-                "INSERT OR REPLACE INTO meta (name, value) VALUES ('rotation_target', ?)", (kid,)
-            )
+            journal.set_meta(f"key_check:{kid}", ring.seal(KEY_CHECK, b"key-check"))
+            journal.set_meta("rotation_target", kid)
         result = Rotation(kid, resumed=False)
-    for name, select, update, aad_of in _TABLES:
-        after = 0
+    for name, select, update, aad_of, first in _TABLES:
+        after = first
         while True:
             rows = journal.db.execute(select, (after, batch)).fetchall()
             if not rows:

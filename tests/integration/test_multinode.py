@@ -1,0 +1,204 @@
+"""Two gateway nodes on one PostgreSQL database; one is killed (-9) in the middle of 200 CARs.
+
+Every accepted CAR must be answered exactly once: the survivor takes over the dead node's claims
+when their lease runs out (messages and deliveries), and no answer is committed twice.  A
+resent answer mail with the same Message-ID (a crash between the relay's 250 and the SENT
+mark) is a redelivery a receiver drops, not a second answer.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from gateway.ansinist import read, write
+from gateway.replay_io import Receiver
+from tests.integration.cars import make_car
+
+REPO = Path(__file__).resolve().parents[2]
+COUNT = 200
+LEASE = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, workdir: Path, name: str, url: str, key_file: Path, relay: int):
+        self.name = name
+        self.smtp_port = _free_port()
+        self.config = workdir / f"{name}.toml"
+        self.config.write_text(
+            f'data_dir = "{workdir / name}"\nworkers = 1\n'
+            f'[listen]\nsmtp = "tcp:{self.smtp_port}:interface=127.0.0.1"\n'
+            f'admin = "tcp:{_free_port()}:interface=127.0.0.1"\n'
+            f'soap = "tcp:{_free_port()}:interface=127.0.0.1"\n'
+            f'[store]\nurl = "{url}"\nnode = "{name}"\nkey_file = "{key_file}"\n'
+            f"lease_seconds = {LEASE}\n"
+            f'[outbound]\nsmtp_relay = "127.0.0.1:{relay}"\nretry_initial = 0.5\n'
+            'retry_max = 2.0\n[gallery]\ndemo = false\n[tls]\nmode = "off"\n'
+            '[[agency]]\nori = "NY0303000"\nresponse_email = "bureau@ny.example"\n'
+        )
+        self.log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+            stdout=self.log,
+            stderr=self.log,
+            cwd=str(REPO),
+            start_new_session=True,
+        )
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.name} exited {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"node {self.name} did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)  # the daemon and its worker processes
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_nodes_one_killed_every_car_answered_once(tmp_path, pg_url):
+    import psycopg
+
+    receiver = Receiver("127.0.0.1", 0)
+    receiver.start()
+    key_file = tmp_path / "keys" / "data.key"
+    key_file.parent.mkdir(mode=0o700)
+    nodes = [Node(tmp_path, name, pg_url, key_file, receiver.port) for name in ("n1", "n2")]
+    nodes[0].start()  # makes the data key the second node shares
+    nodes[1].start()
+    alive = [True, True]
+    template = read(make_car("MULTI-0000000000", fingers=1))
+    todo = collections.deque(f"MULTI-{i:010d}" for i in range(COUNT))
+    acks: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+    held_by_dead: list[int] = []
+
+    def payload(tcn: str) -> bytes:
+        txn = read(write(template))
+        txn.records[0]["1.009"] = tcn
+        return write(txn)
+
+    def client(n: int) -> None:
+        target = n % 2
+        while True:
+            with lock:
+                if not todo:
+                    return
+                tcn = todo.popleft()
+                if not alive[target]:
+                    target = 1 - target
+            message = EmailMessage()
+            message["From"], message["To"] = "livescan@ny.example", "ident@gateway.example"
+            message["Subject"] = "multi-node test"
+            message.set_content("EBTS attached")
+            message.add_attachment(
+                payload(tcn), maintype="application", subtype="octet-stream", filename="c.eft"
+            )
+            try:
+                with smtplib.SMTP("127.0.0.1", nodes[target].smtp_port, timeout=30) as smtp:
+                    smtp.send_message(message)
+                with lock:
+                    acks[tcn] += 1
+                    if sum(acks.values()) == COUNT // 2 and alive[0]:
+                        alive[0] = False
+                        nodes[0].kill()  # in the middle of the run, with work in hand
+                        with psycopg.connect(pg_url) as conn:
+                            (held,) = conn.execute(
+                                "SELECT COUNT(*) FROM messages WHERE node = 'n1' "
+                                "AND state NOT IN ('RESPONDED', 'DUPLICATE')"
+                            ).fetchone()
+                        held_by_dead.append(held)
+            except (OSError, smtplib.SMTPException):
+                with lock:
+                    todo.append(tcn)  # not acknowledged: send again (to the other node)
+                    target = 1 - target
+                time.sleep(0.1)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not alive[0], "node n1 was never killed"
+
+        with psycopg.connect(pg_url) as conn:
+            accepted = collections.Counter(
+                dict(conn.execute("SELECT tcn, COUNT(*) FROM messages GROUP BY tcn").fetchall())
+            )
+        deadline = time.time() + 240
+        answers: dict[str, set] = collections.defaultdict(set)
+        while time.time() < deadline:
+            answers.clear()
+            for tcr, message_id in list(receiver.deliveries):
+                answers[tcr].add(message_id)
+            with psycopg.connect(pg_url) as conn:
+                (open_,) = conn.execute(
+                    "SELECT COUNT(*) FROM messages WHERE state NOT IN ('RESPONDED', 'DUPLICATE') "
+                    "OR id IN (SELECT message_id FROM outbound WHERE state <> 'SENT')"
+                ).fetchone()
+            if open_ == 0 and all(len(answers[t]) >= n for t, n in acks.items()):
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # anything sent twice would have arrived by now
+        answers.clear()
+        for tcr, message_id in list(receiver.deliveries):
+            answers[tcr].add(message_id)
+        with psycopg.connect(pg_url) as conn:
+            accepted = collections.Counter(
+                dict(conn.execute("SELECT tcn, COUNT(*) FROM messages GROUP BY tcn").fetchall())
+            )
+            states = dict(
+                conn.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()
+            )
+    finally:
+        for node in nodes:
+            node.stop()
+        receiver.stop()
+
+    assert sum(acks.values()) >= COUNT
+    assert set(acks) <= set(accepted)  # every 250 was a commit
+    assert set(states) <= {"RESPONDED", "DUPLICATE"}, states
+    lost = [t for t in accepted if not answers.get(t)]
+    twice = {t: len(answers[t]) for t in accepted if len(answers.get(t, ())) > accepted[t]}
+    assert lost == [] and twice == {}
+    assert held_by_dead and held_by_dead[0] >= 0
+    log = (tmp_path / "n2.log").read_text(errors="replace")
+    if held_by_dead[0]:
+        assert "claimed" in log  # the survivor took the dead node's messages over
