@@ -265,3 +265,19 @@ def test_due_respects_queue_order(journal):
     (item,) = journal.outbound_for(msg_id)
     assert item.state == QUEUED
     assert journal.next_due_time() is not None
+
+
+def test_events_after_commit_only(journal):
+    seen: list[str] = []
+    journal.after_commit(lambda event, fields: seen.append(event))
+    msg_id = journal.accept(_car(), transport="smtp")
+    assert seen == ["state", "state"]  # RECEIVED, STORED
+    seen.clear()
+    with pytest.raises(RuntimeError), journal.transaction():
+        journal.advance(msg_id, "DECODED")
+        raise RuntimeError("rolled back")
+    assert seen == []  # nothing happened: nobody hears of it
+    journal.respond(
+        msg_id, response=b"x", response_tot="SRE", response_tcn="R", deliveries=[("smtp", "a", {})]
+    )
+    assert seen == ["state", "delivery_queued", "state", "responded"]

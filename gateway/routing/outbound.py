@@ -33,6 +33,14 @@ class Dispatcher:
         self._running = False
         self.sent = 0
         self.failures = 0
+        # the journal says when a committed answer has deliveries to make (events after commit)
+        subscribe = getattr(journal, "after_commit", None)
+        if subscribe is not None:
+            subscribe(self._on_event)
+
+    def _on_event(self, event: str, fields: dict) -> None:
+        if event == "delivery_queued":
+            self.kick()
 
     def start(self) -> None:
         self._running = True

@@ -215,7 +215,6 @@ class Pipeline:
             outcome=f"duplicate of {previous.id}: same {previous.response_tot or 'outcome'}",
             duplicate_of=previous.id,
         )
-        self.dispatcher.kick()
         return True
 
     def _job(self, msg_id: str, payload: bytes | None, key: tuple[str, str] | None = None) -> Job:
@@ -316,7 +315,6 @@ class Pipeline:
             ident.get("tcn"),
             result.response_tot or "no answer",
         )
-        self.dispatcher.kick()
 
     async def _run(self, msg_id: str, job: Job, digest: str) -> Result:
         """The worker's result: in the agency's fair turn, time-capped, at most

@@ -11,9 +11,15 @@ summaries and enrolled templates are sealed with AES-256-GCM under the data key 
 check value per key, so a wrong or missing key file stops the start with :class:`KeyFileError`
 instead of writing blobs nobody can open.  Every file it creates is 0600.
 
-Events: :meth:`Journal.subscribe` registers a callable ``(event, fields)`` called inside the
-transaction that makes the change (so a subscriber's own writes, such as the audit trail,
-commit with it): ``responded``, ``delivered``, ``delivery_failed``.
+Events, two kinds of subscriber:
+- :meth:`Journal.subscribe`: ``fn(event, fields)`` called inside the transaction that makes the
+  change, so the subscriber's own writes commit with it (the audit trail): ``responded``,
+  ``delivered``, ``delivery_failed``.
+- :meth:`Journal.after_commit`: ``fn(event, fields)`` called once the transaction has committed
+  (never for one rolled back), for effects outside the database: ``state`` (every transition;
+  the routing log is such a subscriber), ``delivery_queued`` (the dispatcher wakes up),
+  ``delivered``, ``delivery_failed``, ``dhs_match``, ``responded`` and ``work`` (a message
+  left for any node to claim).  Tests subscribe too.
 
 The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
 thread (commits are small) and never from worker processes.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -234,6 +241,11 @@ class RoutingLog:
             os.fchmod(fd, 0o600)
             self._fh = os.fdopen(fd, "a", encoding="utf-8")
 
+    def on_event(self, event: str, fields: dict) -> None:
+        """A subscriber after commit: one line per transition."""
+        if event == "state":
+            self.write(fields)
+
     def write(self, entry: dict) -> None:
         if self._fh is None:
             return
@@ -279,8 +291,9 @@ class Journal:
         self.lease = float(lease)
         ensure_private_dir(self.path.parent)
         self._notify_after_commit = False
-        self._log_pending: list[dict] = []
+        self._log_pending: list[tuple[str, dict]] = []  # events of the open transaction
         self._subscribers: list = []
+        self._after: list = []
         self.db: Any
         if url:
             self._lock_fd = None
@@ -307,6 +320,7 @@ class Journal:
         # encrypt: _open_keyring(create=True) loads or creates a keyring, never None
         self.cipher = cast(Keyring, self.keyring) if encrypt else Plain(self.keyring)
         self.log = RoutingLog(Path(routing_log) if routing_log else None)
+        self.after_commit(self.log.on_event)
 
     @property
     def location(self) -> str:
@@ -395,6 +409,11 @@ class Journal:
     def _emit(self, event: str, **fields) -> None:
         for fn in self._subscribers:
             fn(event, fields)
+        self._log_pending.append((event, fields))
+
+    def after_commit(self, fn) -> None:
+        """Call ``fn(event, fields)`` for each event of a transaction once it has committed."""
+        self._after.append(fn)
 
     def meta(self, name: str):
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -422,11 +441,16 @@ class Journal:
     def _committed(self, ok: bool) -> None:
         pending, self._log_pending = self._log_pending, []
         notify, self._notify_after_commit = self._notify_after_commit, False
-        if ok:
-            for entry in pending:
-                self.log.write(entry)
-            if notify:
-                self._emit("work", node=self.node)
+        if not ok:
+            return
+        if notify:
+            pending.append(("work", {"node": self.node}))
+        for event, fields in pending:
+            for fn in self._after:
+                try:
+                    fn(event, fields)
+                except Exception:  # noqa: BLE001 - the commit stands; one subscriber's bug
+                    logging.getLogger("gateway.store").exception("subscriber of %s failed", event)
 
     def _put_payload(self, data: bytes) -> str:
         digest = self.cipher.digest(data)
@@ -522,19 +546,24 @@ class Journal:
             (msg["id"], at, msg.get("state"), to_state, destination, outcome, duration_ms),
         )
         self._log_pending.append(
-            {
-                "time": _iso(at),
-                "message_id": msg["id"],
-                "tcn": msg.get("tcn"),
-                "ori": msg.get("ori"),
-                "tot": msg.get("tot"),
-                "from_state": msg.get("state"),
-                "to_state": to_state,
-                "destination": destination,
-                "outcome": outcome,
-                "duration_ms": None if duration_ms is None else round(duration_ms, 3),
-            }
+            (
+                "state",
+                {
+                    "time": _iso(at),
+                    "message_id": msg["id"],
+                    "tcn": msg.get("tcn"),
+                    "ori": msg.get("ori"),
+                    "tot": msg.get("tot"),
+                    "from_state": msg.get("state"),
+                    "to_state": to_state,
+                    "destination": destination,
+                    "outcome": outcome,
+                    "duration_ms": None if duration_ms is None else round(duration_ms, 3),
+                },
+            )
         )
+        if to_state == SEARCHED and destination == "DHS" and str(outcome).startswith("hit"):
+            self._log_pending.append(("dhs_match", {"message_id": msg["id"]}))
         msg["state"] = to_state
 
     # -- intake ----------------------------------------------------------------------
@@ -773,6 +802,9 @@ class Journal:
                     msg["state"],
                     destination=destination,
                     outcome=f"{QUEUED} {meta.get('tot', '')}".strip(),
+                )
+                self._log_pending.append(
+                    ("delivery_queued", {"message_id": msg_id, "destination": destination})
                 )
             for control in links or ():
                 self.db.execute(

@@ -192,6 +192,12 @@ def test_two_nodes_one_killed_every_car_answered_once(tmp_path, pg_url):
             node.stop()
         receiver.stop()
 
+    redelivered = len(receiver.deliveries) - sum(len(ids) for ids in answers.values())
+    print(
+        f"accepted {sum(accepted.values())} messages of {len(accepted)} TCNs; n1 held "
+        f"{held_by_dead} unanswered when killed; {sum(len(a) for a in answers.values())} "
+        f"answers, {redelivered} redelivered; states {states}"
+    )
     assert sum(acks.values()) >= COUNT
     assert set(acks) <= set(accepted)  # every 250 was a commit
     assert set(states) <= {"RESPONDED", "DUPLICATE"}, states
