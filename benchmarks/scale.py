@@ -212,11 +212,23 @@ def dask_run(root: Path, workers: int, jobs, reference) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--nodes",
+        action="store_true",
+        help="the store part: CAR/s of 1 vs 2 nodes on one PostgreSQL (benchmarks/nodes.py)",
+    )
     ap.add_argument("--sizes", default="100000", help="subjects, multiples of 100000")
     ap.add_argument("--workers", default="1,2", help="Dask worker counts")
     ap.add_argument("--shards", type=int, default=2, help="shards per gallery")
     ap.add_argument("--searches", type=int, default=40, help="mated searches per setting")
-    args = ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    if args.nodes:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import nodes
+
+        return nodes.main(rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):

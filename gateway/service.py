@@ -158,6 +158,7 @@ class Intake:
                 identity=str(identity),
                 mail_message_id=mail_message_id,
                 claim=keep,
+                keys=[(t1.get("1.008"), t1.get("1.009")) for t1 in heads],
             )
             for msg_id, t1 in zip(ids, heads, strict=True):
                 audit.submission_accepted(

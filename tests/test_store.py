@@ -281,3 +281,27 @@ def test_events_after_commit_only(journal):
         msg_id, response=b"x", response_tot="SRE", response_tcn="R", deliveries=[("smtp", "a", {})]
     )
     assert seen == ["state", "delivery_queued", "state", "responded"]
+
+
+def test_first_submission_of_a_tcn_is_unique_across_nodes(journal, tmp_path, request):
+    other = _other_node(journal, tmp_path, request)
+    try:
+        results: list[str] = []
+
+        def accept(j: Journal) -> None:
+            for _ in range(3):
+                results.append(j.accept_many([_car()], transport="smtp", keys=[("O1", "T1")])[0])
+
+        threads = [threading.Thread(target=accept, args=(j,)) for j in (journal, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        first = journal.first_of("O1", "T1")
+        assert first is not None and first.id in results
+        assert other.first_of("O1", "T1").id == first.id
+        assert len(results) == 6
+        (count,) = journal.db.execute("SELECT COUNT(*) FROM first_submissions").fetchone()
+        assert count == 1
+    finally:
+        other.close()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import html
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -328,11 +327,11 @@ class Guard(resource.Resource):
 
     # -- audit chain state (verified in a thread with its own read-only connection) ------------
     def verify_chain(self) -> defer.Deferred:
-        path = str(self.app.journal.path)
+        journal = self.app.journal
         audit = self.app.audit
 
         def work():
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            db = journal.reader()
             try:
                 return audit.verify(db)
             finally:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import sqlite3
 import time
 import urllib.parse
 
@@ -958,10 +957,10 @@ class Console:
     def _refresh(self, now: float) -> None:
         """Compute the figures in a thread unless that is already under way."""
         if self._computing is None:
-            path = str(self.app.journal.path)
+            journal = self.app.journal
 
             def work():
-                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                db = journal.reader()
                 try:
                     return figures(db, now, self._cache)
                 finally:

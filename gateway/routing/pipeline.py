@@ -16,7 +16,7 @@ import time
 from collections import Counter, deque
 from typing import Any, cast
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 
 from gateway.ansinist import peek
 from gateway.matcher.pool import WorkerCrashed, WorkTimeout
@@ -30,6 +30,7 @@ log = logging.getLogger("gateway.pipeline")
 
 
 RESUME_LIMIT = 100_000  # messages taken up at a start
+FIRST_POLL = 0.25  # seconds between looks at a twin's first submission on another node
 WORKER_ATTEMPTS = 2  # runs of one transaction (a crash is retried once), across restarts too
 _ATTEMPT = "worker attempt "  # outcome of the journal note recorded before each run
 
@@ -177,6 +178,7 @@ class Pipeline:
             mine: defer.Deferred[None] = defer.Deferred()
             self._by_key[key] = mine
             try:
+                await self._after_first(msg_id, key)
                 if await self._answer_duplicate(msg_id, key):
                     return
                 await self._process(msg_id, msg, payload, key)
@@ -186,6 +188,21 @@ class Pipeline:
                 mine.callback(None)
         else:
             await self._process(msg_id, msg, payload)
+
+    async def _after_first(self, msg_id: str, key: tuple) -> None:
+        """Across nodes: a resubmission waits until the first submission of its (ORI, TCN) is
+        answered (whichever node holds it), then is answered as a duplicate or an ERRT naming
+        1.009.  Twins on this node are ordered by ``_by_key`` instead (waiting here for one
+        of them could wait for itself).  Bounded: past four leases it goes on regardless."""
+        deadline = time.monotonic() + 4 * self.journal.lease
+        while time.monotonic() < deadline:
+            first = self.journal.first_of(*key)
+            if first is None or first.id == msg_id or first.state in TERMINAL:
+                return
+            if first.id in self._inflight:
+                return
+            await task.deferLater(reactor, FIRST_POLL, lambda: None)
+        log.warning("%s: the first submission of its TCN is still unanswered; going on", msg_id)
 
     async def _answer_duplicate(self, msg_id: str, key: tuple) -> bool:
         """Answer a resubmission again; False when it is not one.

@@ -156,6 +156,8 @@ def _pg_ddl(statement: str) -> str:
     statement = statement.replace(
         "meta (name TEXT PRIMARY KEY, value BLOB)", "meta (name TEXT PRIMARY KEY, value TEXT)"
     )
+    # a message's search summary is sealed (bytes) in a column SQLite declared TEXT
+    statement = statement.replace("    summary TEXT,", "    summary BYTEA,")
     if re.match(r"\s*(CREATE\s+TABLE|ALTER\s+TABLE)", statement, re.I):
         for pattern, replacement in _DDL:
             statement = pattern.sub(replacement, statement)
@@ -171,6 +173,10 @@ def _statements(script: str):
 
 def connect_sqlite(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+
+
+def connect_sqlite_readonly(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
 
 def integrity_errors() -> tuple[type[BaseException], ...]:

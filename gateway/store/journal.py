@@ -158,6 +158,13 @@ MIGRATIONS = (
     (6, "ALTER TABLE messages ADD COLUMN lease_until REAL"),
     (7, "ALTER TABLE outbound ADD COLUMN node TEXT"),
     (8, "ALTER TABLE outbound ADD COLUMN lease_until REAL"),
+    # the first submission of each (ORI, TCN): its primary key decides, across nodes, which of
+    # two twins is the original and which the resubmission (1.009, ANSI/NIST-ITL 1-2011 8.1.9)
+    (
+        9,
+        "CREATE TABLE IF NOT EXISTS first_submissions (ori TEXT NOT NULL, tcn TEXT NOT NULL, "
+        "message_id TEXT NOT NULL, PRIMARY KEY (ori, tcn))",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -326,6 +333,15 @@ class Journal:
     def location(self) -> str:
         """Where worker processes read the journal: the SQLite file or the PostgreSQL URL."""
         return self.url or str(self.path)
+
+    def reader(self):
+        """A new read-only connection to this journal, for one thread (the console's figures,
+        the audit chain's verification); the caller closes it."""
+        if self.url:
+            db = database.connect_postgres(self.url)
+            db.execute("SET default_transaction_read_only = on")
+            return db
+        return database.connect_sqlite_readonly(self.path)
 
     @property
     def dialect(self) -> str:
@@ -600,6 +616,7 @@ class Journal:
         identity: str | None = None,
         mail_message_id: str | None = None,
         claim: bool = True,
+        keys: list[tuple[str, str] | None] | None = None,
     ) -> list[str]:
         """Store several transactions in one commit: all are accepted, or none.
 
@@ -608,14 +625,16 @@ class Journal:
         ``mail_message_id``: the Message-ID of the e-mail that carried them (SMTP), which the
         answer mails name in In-Reply-To and References; ``claim``: this node takes them
         (a lease), else any node's :meth:`claim` may (and they are announced, see
-        :meth:`subscribe`).
+        :meth:`subscribe`); ``keys``: per item its (ORI, TCN) as the intake read them, the
+        first message of each key is remembered (:meth:`first_of`).
         """
         now = time.time()
         ids = []
         agencies = agencies or [None] * len(items)
+        keys = keys or [None] * len(items)
         lease = now + self.lease if claim else None
         with self._tx():
-            for data, agency in zip(items, agencies, strict=True):
+            for data, agency, key in zip(items, agencies, keys, strict=True):
                 msg_id = f"M{int(now * 1000):013d}-{uuid.uuid4().hex[:10]}"
                 msg = {"id": msg_id, "state": None}
                 digest = self._put_payload(data)
@@ -643,6 +662,12 @@ class Journal:
                     msg, RECEIVED, outcome=f"{len(data)} bytes via {transport}", at=now
                 )
                 self._transition(msg, STORED, outcome=digest[:16], at=now)
+                if key is not None and all(key):
+                    self.db.execute(
+                        "INSERT INTO first_submissions (ori, tcn, message_id) VALUES (?, ?, ?) "
+                        "ON CONFLICT (ori, tcn) DO NOTHING",
+                        (key[0], key[1], msg_id),
+                    )
                 ids.append(msg_id)
             if not claim:
                 self._announce()
@@ -855,6 +880,15 @@ class Journal:
             "SELECT * FROM messages WHERE ori = ? AND tcn = ? AND id != ? AND state = ? "
             "ORDER BY received_at LIMIT 1",
             (ori, tcn, exclude, RESPONDED),
+        ).fetchone()
+        return self._message(row) if row else None
+
+    def first_of(self, ori: str, tcn: str) -> Message | None:
+        """The first message accepted under (ORI, TCN), on any node (None: not recorded)."""
+        row = self.db.execute(
+            "SELECT m.* FROM first_submissions f JOIN messages m ON m.id = f.message_id "
+            "WHERE f.ori = ? AND f.tcn = ?",
+            (ori, tcn),
         ).fetchone()
         return self._message(row) if row else None
 

@@ -9,12 +9,7 @@ mark) is a redelivery a receiver drops, not a second answer.
 from __future__ import annotations
 
 import collections
-import os
-import signal
 import smtplib
-import socket
-import subprocess
-import sys
 import threading
 import time
 from email.message import EmailMessage
@@ -25,69 +20,11 @@ import pytest
 from gateway.ansinist import read, write
 from gateway.replay_io import Receiver
 from tests.integration.cars import make_car
+from tests.integration.nodes import Node
 
 REPO = Path(__file__).resolve().parents[2]
 COUNT = 200
 LEASE = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Node:
-    def __init__(self, workdir: Path, name: str, url: str, key_file: Path, relay: int):
-        self.name = name
-        self.smtp_port = _free_port()
-        self.config = workdir / f"{name}.toml"
-        self.config.write_text(
-            f'data_dir = "{workdir / name}"\nworkers = 1\n'
-            f'[listen]\nsmtp = "tcp:{self.smtp_port}:interface=127.0.0.1"\n'
-            f'admin = "tcp:{_free_port()}:interface=127.0.0.1"\n'
-            f'soap = "tcp:{_free_port()}:interface=127.0.0.1"\n'
-            f'[store]\nurl = "{url}"\nnode = "{name}"\nkey_file = "{key_file}"\n'
-            f"lease_seconds = {LEASE}\n"
-            f'[outbound]\nsmtp_relay = "127.0.0.1:{relay}"\nretry_initial = 0.5\n'
-            'retry_max = 2.0\n[gallery]\ndemo = false\n[tls]\nmode = "off"\n'
-            '[[agency]]\nori = "NY0303000"\nresponse_email = "bureau@ny.example"\n'
-        )
-        self.log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
-            stdout=self.log,
-            stderr=self.log,
-            cwd=str(REPO),
-            start_new_session=True,
-        )
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"node {self.name} exited {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"node {self.name} did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)  # the daemon and its worker processes
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
 
 
 @pytest.mark.slow
@@ -99,7 +36,9 @@ def test_two_nodes_one_killed_every_car_answered_once(tmp_path, pg_url):
     receiver.start()
     key_file = tmp_path / "keys" / "data.key"
     key_file.parent.mkdir(mode=0o700)
-    nodes = [Node(tmp_path, name, pg_url, key_file, receiver.port) for name in ("n1", "n2")]
+    nodes = [
+        Node(tmp_path, name, pg_url, key_file, receiver.port, lease=LEASE) for name in ("n1", "n2")
+    ]
     nodes[0].start()  # makes the data key the second node shares
     nodes[1].start()
     alive = [True, True]
