@@ -52,6 +52,7 @@ def run_setting(label: str, url: str | None, count: int, args, workdir: Path) ->
     template = read(make_car("BENCH-0000000000", fingers=args.fingers))
     todo = collections.deque(f"{label[:3].upper()}-{i:010d}" for i in range(args.cars))
     latencies: list[float] = []
+    errors: collections.Counter = collections.Counter()
     lock = threading.Lock()
 
     def payload(tcn: str) -> bytes:
@@ -74,8 +75,15 @@ def run_setting(label: str, url: str | None, count: int, args, workdir: Path) ->
                 payload(tcn), maintype="application", subtype="octet-stream", filename="c.eft"
             )
             t0 = time.perf_counter()
-            with smtplib.SMTP("127.0.0.1", node.smtp_port, timeout=60) as smtp:
-                smtp.send_message(message)
+            try:
+                with smtplib.SMTP("127.0.0.1", node.smtp_port, timeout=60) as smtp:
+                    smtp.send_message(message)
+            except (OSError, smtplib.SMTPException) as exc:
+                with lock:
+                    errors[str(exc)[:120]] += 1
+                    todo.append(tcn)  # a temporary refusal: sent again
+                time.sleep(0.2)
+                continue
             with lock:
                 latencies.append(time.perf_counter() - t0)
 
@@ -91,6 +99,13 @@ def run_setting(label: str, url: str | None, count: int, args, workdir: Path) ->
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
         answered = len({t for t, _ in receiver.deliveries})
+        for text, n in errors.items():
+            print(f"  {label}: {n} x {text}", file=sys.stderr)
+        if errors:
+            for node in nodes:
+                lines = (workdir / f"{node.name}.log").read_text(errors="replace").splitlines()
+                for line in [x for x in lines if "ERROR" in x or "cannot" in x][:5]:
+                    print(f"  {node.name}: {line[:300]}", file=sys.stderr)
     finally:
         for node in nodes:
             node.stop()

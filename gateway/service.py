@@ -283,6 +283,8 @@ class Gateway(service.MultiService):
             node=config.store.node,
             lease=config.store.lease_seconds,
         )
+        if config.store.url:
+            self.journal.register_node()  # NodeNameInUse (an OSError): the start stops
         self.claims = Claims(self)
         self.audit = Audit(self.journal)
         self.users = Users(self.journal)
@@ -488,10 +490,12 @@ class Claims:
         self._listener: threading.Thread | None = None
         self._stopping = threading.Event()
         self._pending = False
-        gateway.journal.subscribe(self._on_event)
+        gateway.journal.after_commit(self._on_event)
 
     def _on_event(self, event: str, fields: dict) -> None:
-        if event == "work":
+        # new work announced; on a shared database also a slot freed by an answer, for the
+        # work this node left to any node while it was busy
+        if event == "work" or (event == "responded" and self.gateway.journal.url):
             self.wake()
 
     def start(self) -> None:

@@ -305,3 +305,16 @@ def test_first_submission_of_a_tcn_is_unique_across_nodes(journal, tmp_path, req
         assert count == 1
     finally:
         other.close()
+
+
+def test_a_node_name_is_held_by_one_live_node(journal, tmp_path, request):
+    from gateway.store.journal import NodeNameInUse
+
+    journal.register_node()
+    journal.register_node()  # the same process again (a restart in place): fine
+    journal.db.execute("UPDATE nodes SET pid = pid + 1 WHERE name = ?", (journal.node,))
+    with pytest.raises(NodeNameInUse, match="in use by a live node"):
+        journal.register_node()  # another process under this name, seen just now
+    journal.db.execute("UPDATE nodes SET seen_at = seen_at - 3600 WHERE name = ?", (journal.node,))
+    journal.register_node()  # that process stopped renewing: the name is free again
+    assert [n["name"] for n in journal.nodes()] == [journal.node]

@@ -165,8 +165,18 @@ MIGRATIONS = (
         "CREATE TABLE IF NOT EXISTS first_submissions (ori TEXT NOT NULL, tcn TEXT NOT NULL, "
         "message_id TEXT NOT NULL, PRIMARY KEY (ori, tcn))",
     ),
+    # the nodes sharing the database: a name is used by one live node at a time
+    (
+        10,
+        "CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, host TEXT NOT NULL, "
+        "pid INTEGER NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class NodeNameInUse(OSError):
+    """Another live node of the shared database runs under this node's name."""
 
 
 class JournalLocked(OSError):
@@ -710,12 +720,45 @@ class Journal:
                 )
         return [self.message(i) for i in ids]
 
+    def register_node(self) -> None:
+        """Take this node's name for this process (the daemon, at start): refused while a
+        live node (seen within a lease) holds it, since two processes under one name would
+        renew and resume each other's claims."""
+        now = time.time()
+        me = (socket.gethostname(), os.getpid())
+        with self._tx():
+            row = self.db.execute(
+                "SELECT host, pid, seen_at FROM nodes WHERE name = ?", (self.node,)
+            ).fetchone()
+            if row is not None and (row[0], row[1]) != me and row[2] > now - self.lease:
+                raise NodeNameInUse(
+                    f"node name {self.node!r} is in use by a live node (host {row[0]}, "
+                    f"process {row[1]}, seen {now - row[2]:.0f} s ago): give each node its "
+                    "own [store] node"
+                )
+            self.db.execute(
+                "INSERT INTO nodes (name, host, pid, started_at, seen_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+                "started_at = excluded.started_at, seen_at = excluded.seen_at",
+                (self.node, me[0], me[1], now, now),
+            )
+
+    def nodes(self) -> list[dict]:
+        """The nodes known to the database, with when each was last seen."""
+        cur = self.db.execute(
+            "SELECT name, host, pid, started_at, seen_at FROM nodes ORDER BY name"
+        )
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur]
+
     def renew(self) -> int:
         """Extend this node's claims on its unanswered messages and unsent deliveries; the
         number of messages it still holds (a claim taken over by another node is not
         renewed: that node answers it)."""
-        until = time.time() + self.lease
+        now = time.time()
+        until = now + self.lease
         with self._tx():
+            self.db.execute("UPDATE nodes SET seen_at = ? WHERE name = ?", (now, self.node))
             cur = self.db.execute(
                 "UPDATE messages SET lease_until = ? WHERE node = ? AND state NOT IN (?, ?)",
                 (until, self.node, *TERMINAL),
