@@ -41,7 +41,8 @@ from gateway.transports import tls
 from gateway.transports.http import http_sender
 from gateway.transports.limits import ConnectionLimiter, LimitedSite, limit_connections
 from gateway.transports.smtp import IntakeFactory, smtp_sender
-from gateway.transports.soap import soap_root, soap_sender
+from gateway.transports.soap.sender import soap_sender
+from gateway.transports.soap.server import soap_root
 from gateway.transports.spool import clear_spool, spool_dir
 
 # The global reactor provides its interfaces through zope.interface, which mypy does not follow.
