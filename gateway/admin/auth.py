@@ -29,7 +29,6 @@ from __future__ import annotations
 import html
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -37,6 +36,7 @@ from urllib.parse import urlsplit
 from twisted.internet import defer, threads
 from twisted.web import resource, server
 
+from gateway.store.readonly import read_only
 from gateway.store.users import MAX_PASSWORD, check_password
 
 from .console import AuditView, Console
@@ -332,11 +332,8 @@ class Guard(resource.Resource):
         audit = self.app.audit
 
         def work():
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
+            with read_only(path) as db:
                 return audit.verify(db)
-            finally:
-                db.close()
 
         def done(verdict):
             self.chain = {
