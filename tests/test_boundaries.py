@@ -12,6 +12,16 @@ ROOT = Path(__file__).resolve().parents[1] / "gateway"
 # Packages (or single modules) that must stay free of Twisted; the matcher's pool and the
 # routing pipeline are the Twisted boundaries and are not listed.
 PURE = ["ansinist", "validation", "imaging", "matcher", "synth", "routing/rules.py"]
+# Free of Twisted too: what runs in the worker processes, and the SOAP envelope and blocking
+# client (the replay command and tests use them without a reactor).
+PURE += [
+    "routing/processing.py",
+    "routing/answers",
+    "routing/interop",
+    "transports/soap/envelope.py",
+    "transports/soap/client.py",
+    "transports/soap/contract.py",
+]
 ALLOWED_IN_MATCHER = {"pool.py"}
 
 
