@@ -10,7 +10,7 @@
 
 The control numbers' table is in :mod:`gateway.store.controls`.
 
-Intake (the ``soap`` listener, :func:`.server.soap_root`), :func:`soap_root`)::
+Intake (the ``soap`` listener, :func:`.server.soap_root`)::
 
     /ngi/NativeEBTSService    submitRequest(ngi-core:NativeEBTSMessage: base64 traditional EBTS)
     /ngi/NGIUserService       submitRequest(itl:NISTBiometricInformationExchangePackage)

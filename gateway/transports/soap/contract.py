@@ -134,7 +134,7 @@ def _parse_file(path: Path) -> etree._ElementTree:
 
 
 def safe_parser_keep_comments() -> etree.XMLParser:
-    """Like :func:`safe_parser`, but keeping comments (for the served contract documents)."""
+    """Like :func:`.envelope.safe_parser`, but keeping comments (for the served documents)."""
     return etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, collect_ids=False
     )

@@ -1,5 +1,7 @@
 """The ``soap`` listener: a thin twisted.web adapter of the NGI intake services.
 
+::
+
     /ngi/NativeEBTSService    submitRequest(ngi-core:NativeEBTSMessage: base64 traditional EBTS)
     /ngi/NGIUserService       submitRequest(itl:NISTBiometricInformationExchangePackage)
     ...?wsdl                  the service's WSDL, soap:address = [soap] public_url + path, else
@@ -14,7 +16,8 @@ entities, no network), its body is validated against the schema of the service's
 once per process), the payload goes to ``gateway.intake.accept`` (committed with fsync), and only
 then the answer ``ngi-core:NGIControlNumber`` is sent.  Control numbers are ``G`` + year + day
 of year + a 12-digit durable counter (``journal.next_number("ngi_control")``), e.g.
-``G2026329000000000042``, and are recorded with the message id (:class:`ControlNumbers`).
+``G2026329000000000042``, and are recorded with the message id
+(:class:`gateway.store.controls.ControlNumbers`).
 
 The contract (schemas, faults) is :mod:`.contract`; the envelopes are :mod:`.envelope`.
 """
