@@ -128,7 +128,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="worker processes per node")
     args = ap.parse_args(argv)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="ebts-nodes-") as tmp, Cluster() as pg:
+    # fsync on, as SQLite's synchronous=FULL: the comparison is between durable stores
+    with tempfile.TemporaryDirectory(prefix="ebts-nodes-") as tmp, Cluster(durable=True) as pg:
         root = Path(tmp)
         settings = [("sqlite", None, 1), ("pg-1node", "pg1", 1), ("pg-2nodes", "pg2", 2)]
         for label, db, count in settings:

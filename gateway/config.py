@@ -366,7 +366,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         jurisdictions.append(Jurisdiction(ori_prefix, date))
 
     # The NCIC offense table: checked now so a bad row stops start-up with its key.
-    from gateway.routing.offenses import OffenseConfigError, offense_table_from_config
+    from gateway.routing.interop.offenses import OffenseConfigError, offense_table_from_config
 
     try:
         offense_table_from_config(raw)

@@ -90,7 +90,7 @@ def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path
     from gateway.matcher import Template
     from gateway.matcher import synthetic as distractors
     from gateway.matcher.gallery import Gallery
-    from gateway.routing.subjects import (
+    from gateway.routing.interop.subjects import (
         SYNTHETIC_PROFILES,
         SubjectStore,
         synthetic_dhs_subject,

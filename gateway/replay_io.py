@@ -176,7 +176,7 @@ def send_smtp(host: str, port: int, data: bytes, sender: str, filename: str, con
 
 
 def send_soap(base_url: str, data: bytes, context=None) -> str:
-    from gateway.transports.soap_client import submit_soap
+    from gateway.transports.soap.client import submit_soap
 
     xml = data.lstrip()[:1] == b"<"
     service = "NGIUserService" if xml else "NativeEBTSService"
@@ -203,7 +203,7 @@ class SoapReceiver:
 
         from lxml import etree
 
-        from gateway.transports.soap_client import (
+        from gateway.transports.soap.envelope import (
             NATIVE_MESSAGE,
             NGI_CORE,
             SOAP11,

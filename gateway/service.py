@@ -43,7 +43,8 @@ from gateway.transports import tls
 from gateway.transports.http import http_sender
 from gateway.transports.limits import ConnectionLimiter, LimitedSite, limit_connections
 from gateway.transports.smtp import IntakeFactory, smtp_sender
-from gateway.transports.soap import soap_root, soap_sender
+from gateway.transports.soap.sender import soap_sender
+from gateway.transports.soap.server import soap_root
 from gateway.transports.spool import clear_spool, spool_dir
 
 # The global reactor provides its interfaces through zope.interface, which mypy does not follow.
@@ -536,20 +537,14 @@ class Claims:
 
     def _listen(self, url: str) -> None:
         """LISTEN on the gateway's channel; each notification wakes the reactor's poll."""
-        from gateway.store.db import CHANNEL
+        from gateway.store.db import listen
 
-        while not self._stopping.is_set():
-            try:
-                import psycopg
-
-                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            reactor.callFromThread(self.wake)
-            except Exception as exc:  # noqa: BLE001 - reconnect; the timer still polls
-                log.warning("store: LISTEN lost (%s); retrying", type(exc).__name__)
-                self._stopping.wait(2.0)
+        listen(
+            url,
+            self._stopping,
+            lambda: reactor.callFromThread(self.wake),
+            lambda exc: log.warning("store: LISTEN lost (%s); retrying", type(exc).__name__),
+        )
 
 
 class _DemoBuilder(protocol.ProcessProtocol):

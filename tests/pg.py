@@ -45,7 +45,9 @@ def _free_port() -> int:
 class Cluster:
     """``with Cluster() as pg: pg.create_database("x") -> URL``."""
 
-    def __init__(self):
+    def __init__(self, *, durable: bool = False):
+        """``durable``: fsync on (benchmarks); the tests run without it."""
+        self.durable = durable
         self.bin = binaries()
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ebts-pg-"))
@@ -90,12 +92,12 @@ class Cluster:
             "--auth=trust",
             "-E",
             "UTF8",
-            "--no-sync",
+            *([] if self.durable else ["--no-sync"]),
         )
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-            "-c fsync=off -c full_page_writes=off -c max_connections=100"
-        )
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
+        options += "-c max_connections=100"
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
         self._run(
             self.bin / "pg_ctl",
             "-D",

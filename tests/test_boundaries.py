@@ -1,4 +1,5 @@
-"""The pure libraries never import Twisted (DESIGN.md section 2)."""
+"""Layer rules: the pure libraries never import Twisted (DESIGN.md section 2); all SQL is in
+gateway/store."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ ROOT = Path(__file__).resolve().parents[1] / "gateway"
 # Packages (or single modules) that must stay free of Twisted; the matcher's pool and the
 # routing pipeline are the Twisted boundaries and are not listed.
 PURE = ["ansinist", "validation", "imaging", "matcher", "synth", "routing/rules.py"]
+# Free of Twisted too: what runs in the worker processes, and the SOAP envelope and blocking
+# client (the replay command and tests use them without a reactor).
+PURE += [
+    "routing/processing.py",
+    "routing/answers",
+    "routing/interop",
+    "transports/soap/envelope.py",
+    "transports/soap/client.py",
+    "transports/soap/contract.py",
+]
 ALLOWED_IN_MATCHER = {"pool.py"}
 
 
@@ -60,3 +71,86 @@ def test_importing_the_codec_loads_no_twisted():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- all SQL lives in gateway/store ---------------------------------------------------------------
+
+STORE = ROOT / "store"
+DATABASE_MODULES = ("sqlite3", "psycopg", "psycopg2", "psycopg_pool")
+EXECUTE = ("execute", "executemany", "executescript")
+# Known exception, removed at the merge once its SQL has moved into gateway/store (issue 18):
+# the console computes its figures with SQL of its own on a read-only connection.
+SQL_EXCEPTIONS = {"admin/console.py"}
+
+
+def _outside_store():
+    for file in sorted(ROOT.rglob("*.py")):
+        rel = file.relative_to(ROOT).as_posix()
+        if file.is_relative_to(STORE) or rel in SQL_EXCEPTIONS:
+            continue
+        yield rel, ast.parse(file.read_text(), filename=str(file))
+
+
+def _database_imports(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in DATABASE_MODULES:
+                yield node.lineno, name
+
+
+def _db_executes(tree: ast.AST):
+    """``X.db.execute(...)`` (a journal's connection) and ``db.execute(...)``."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr not in EXECUTE:
+            continue
+        target = node.func.value
+        if (isinstance(target, ast.Attribute) and target.attr == "db") or (
+            isinstance(target, ast.Name) and target.id == "db"
+        ):
+            yield node.lineno, ast.unparse(node.func)
+
+
+def test_no_database_module_is_imported_outside_the_store():
+    offenders = [
+        f"gateway/{rel}:{line} imports {name}"
+        for rel, tree in _outside_store()
+        for line, name in _database_imports(tree)
+    ]
+    assert offenders == []
+
+
+def test_no_sql_is_executed_outside_the_store():
+    offenders = [
+        f"gateway/{rel}:{line} calls {call}(...)"
+        for rel, tree in _outside_store()
+        for line, call in _db_executes(tree)
+    ]
+    assert offenders == []
+
+
+def test_the_sql_checks_see_what_they_look_for():
+    tree = ast.parse(
+        "import sqlite3\nfrom psycopg import sql\nimport json\n"
+        "self.journal.db.execute('x')\ndb.executemany('y', [])\nself.cursor.execute('z')\n"
+    )
+    assert [name for _, name in _database_imports(tree)] == ["sqlite3", "psycopg"]
+    assert [call for _, call in _db_executes(tree)] == ["self.journal.db.execute", "db.executemany"]
+    assert "admin/console.py" not in {rel for rel, _ in _outside_store()}
+    assert "admin/auth.py" in {rel for rel, _ in _outside_store()}
+
+
+def test_each_known_exception_still_needs_it():
+    stale = []
+    for rel in sorted(SQL_EXCEPTIONS):
+        tree = ast.parse((ROOT / rel).read_text())
+        if not (list(_database_imports(tree)) or list(_db_executes(tree))):
+            stale.append(rel)
+    assert stale == [], "no SQL left there: remove it from SQL_EXCEPTIONS"

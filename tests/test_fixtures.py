@@ -10,7 +10,7 @@ import pytest
 
 from gateway.ansinist import FormatError, read, write
 from gateway.routing import rules
-from gateway.routing.responses import build_errt, header_of
+from gateway.routing.answers.errt import build_errt, header_of
 from gateway.validation import validate_bytes
 from tests.conftest import FIXTURES, REPO, fixture_data_file, fixture_today
 

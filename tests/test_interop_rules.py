@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.ansinist import Transaction
 from gateway.config import Jurisdiction
-from gateway.routing.iaq import (
+from gateway.routing.interop.iaq import (
     ENFORCEMENT_TERMS,
     GENERIC_IAQ_OFFENSE,
     build_iaq,
@@ -27,7 +27,7 @@ from gateway.routing.iaq import (
     parse_iaq,
     parse_iar,
 )
-from gateway.routing.offenses import (
+from gateway.routing.interop.offenses import (
     NO_CONVICTION_REASON,
     OffenseConfigError,
     OffenseTable,
@@ -36,8 +36,7 @@ from gateway.routing.offenses import (
     offense_table_from_config,
     priority,
 )
-from gateway.routing.rules import dhs_search_required
-from gateway.routing.subjects import (
+from gateway.routing.interop.subjects import (
     SYNTHETIC_PROFILES,
     ArrestEvent,
     DhsSubject,
@@ -48,6 +47,7 @@ from gateway.routing.subjects import (
     synthetic_dhs_subject,
     synthetic_fbi_subject,
 )
+from gateway.routing.rules import dhs_search_required
 
 # -- offense table --------------------------------------------------------------------------------
 

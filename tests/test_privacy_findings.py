@@ -11,7 +11,7 @@ from datetime import date
 import pytest
 
 from gateway.ansinist import read, write
-from gateway.routing.responses import build_errt
+from gateway.routing.answers.errt import build_errt
 from gateway.validation import validate_bytes
 from tests.conftest import FIXTURES
 

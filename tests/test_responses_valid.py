@@ -12,9 +12,9 @@ from datetime import date
 import pytest
 
 from gateway.ansinist import Location, read, write
+from gateway.routing.answers.errt import build_errt
+from gateway.routing.answers.sre import build_sre
 from gateway.routing.processing import _placeholder_submission
-from gateway.routing.responses import build_errt
-from gateway.routing.sre import build_sre
 from gateway.validation import ERROR, Finding, validate, validate_bytes
 from tests.conftest import FIXTURES
 

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.ansinist import Location, Transaction, read, write
 from gateway.cli import main
-from gateway.routing.responses import build_errt, errt_messages, header_of
+from gateway.routing.answers.errt import build_errt, errt_messages, header_of
 from gateway.validation import Finding, Strictness, validate, validate_bytes
 from gateway.validation.findings import ERROR
 from gateway.validation.verification import load, parse

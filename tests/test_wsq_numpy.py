@@ -16,6 +16,7 @@ import pytest
 
 from gateway.imaging import wsq
 from gateway.imaging.errors import CORRUPT, TOO_LARGE, ImagingError
+from gateway.imaging.wsq import huffman, transform
 from tests.conftest import CONFORMANCE, TRADITIONAL
 
 nbis_plugin = pytest.importorskip("wsq")  # NBIS as a Pillow plugin: the reference decoder
@@ -328,7 +329,7 @@ def test_closed_form_extension_matches_the_reference_walk():
     NBIS's join_lets pointers, for every line length where the closed form is used."""
     lsz, hsz = 7, 9
     for n in range(24, 300):
-        plan = wsq._line_plan(n, lsz, hsz)
+        plan = transform._line_plan(n, lsz, hsz)
         odd = n % 2
         loc, hoc = (lsz - 1) // 4, (hsz + 1) // 4 - 1
         lotap, hotap = ((lsz - 1) // 2) % 2, ((hsz + 1) // 2) % 2
@@ -337,7 +338,7 @@ def test_closed_form_extension_matches_the_reference_walk():
             (plan.hlen, hoc, (1, 1) if odd else (1, 0), hsz, hotap, (hotap if odd else hotap + 1)),
         )
         for b, (nb, start, (rl, rr), flen, otap, tail) in enumerate(bands):
-            walk = wsq._walk(nb, start, rl, rr, flen, otap, plan.hlen, tail)
+            walk = transform._walk(nb, start, rl, rr, flen, otap, plan.hlen, tail)
             assert len(walk) == n
             for parity, (_count, terms) in enumerate(plan.classes):
                 outs = walk[parity::2]
@@ -350,14 +351,14 @@ def test_closed_form_extension_matches_the_reference_walk():
 
 
 def test_line_plan_refuses_bands_shorter_than_the_filter_centre():
-    assert wsq._line_plan(3, 7, 9) is None
-    assert wsq._line_plan(4, 7, 9) is not None
+    assert transform._line_plan(3, 7, 9) is None
+    assert transform._line_plan(4, 7, 9) is not None
 
 
 def test_long_blocks_are_decoded_in_parts(monkeypatch):
     data = _encoded(333, 257)
     whole = wsq.decode(data)
-    monkeypatch.setattr(wsq, "_CHUNK_BYTES", 53)  # many parts, symbols crossing each border
+    monkeypatch.setattr(huffman, "_CHUNK_BYTES", 53)  # many parts, symbols crossing each border
     assert np.array_equal(wsq.decode(data), whole)
     assert_same_as_nbis(data)
 

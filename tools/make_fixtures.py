@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.ansinist import Transaction, read, write  # noqa: E402
 from gateway.routing import rules  # noqa: E402
-from gateway.routing.responses import build_errt, header_of  # noqa: E402
+from gateway.routing.answers.errt import build_errt, header_of  # noqa: E402
 from gateway.validation import validate_bytes  # noqa: E402
 
 OUT = ROOT / "fixtures" / "validation"

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from twisted.internet import defer, threads
 from twisted.web import resource, server
 
+from gateway.store.readonly import read_only
 from gateway.store.users import MAX_PASSWORD, check_password
 
 from .console import AuditView, Console
@@ -331,11 +332,8 @@ class Guard(resource.Resource):
         audit = self.app.audit
 
         def work():
-            db = journal.reader()
-            try:
+            with read_only(journal) as db:
                 return audit.verify(db)
-            finally:
-                db.close()
 
         def done(verdict):
             self.chain = {

@@ -23,7 +23,7 @@ from gateway.matcher.pool import WorkerCrashed, WorkTimeout
 from gateway.store.journal import TERMINAL, Journal
 
 from .authz import destinations
-from .iaq import iaq_control
+from .interop.iaq import iaq_control
 from .processing import Job, Result, process
 
 log = logging.getLogger("gateway.pipeline")
@@ -494,8 +494,8 @@ def _errt_result(job: Job, code: str, message: str, hint: str) -> Result:
     from gateway.ansinist.errors import Location
     from gateway.validation import ERROR, Finding
 
+    from .answers.errt import build_errt
     from .processing import _identity_from_peek, _placeholder_submission
-    from .responses import build_errt
 
     result = Result()
     result.identity = _identity_from_peek(job.payload)

@@ -21,7 +21,7 @@ from gateway.ansinist.traditional import peek_type1
 from gateway.matcher.shards import SearchUnavailable
 
 from . import rules
-from .sre import build_sre
+from .answers.sre import build_sre
 
 FINGER_POSITIONS = range(1, 11)  # rolled FGP 1-10
 
@@ -94,7 +94,7 @@ def _placeholder_submission(payload: bytes) -> Transaction:
 
 
 def _errt(job: Job, submission: Transaction, findings, result: Result) -> None:
-    from .responses import build_errt
+    from .answers.errt import build_errt
 
     errt = build_errt(
         submission,
@@ -140,20 +140,71 @@ def process(job: Job) -> Result:
     return result
 
 
-def _process(job: Job, result: Result, t: float) -> None:
-    from gateway.validation import format_error_finding, validate
+@dataclass
+class Context:
+    """One job on its way through the steps: what each step found, kept for the next ones.
 
+    The per-job caches live here (the decoded transaction, the finger templates extracted once
+    for the quality floor, the search and enrolment, the DHS leg), so that no step decodes or
+    extracts again and a reader sees in one place what passes between the steps.
+    """
+
+    job: Job
+    result: Result
+    t: float  # when the current step started (time.perf_counter)
+    txn: Transaction | None = None  # the decoded submission (step "decode")
+    fingers: dict = field(default_factory=dict)  # {FGP: Template or None}, extracted once
+    where: dict = field(default_factory=dict)  # {FGP: Location of its image}
+    usable: dict = field(default_factory=dict)  # the fingers at or above the quality floor
+    probe: dict = field(default_factory=dict)  # the usable fingers searched
+    identified: bool = False  # the FBI leg's decision
+    ucn: str | None = None  # the FBI subject identified
+    fbi_outcome: str = ""  # the FBI leg's state outcome ("hit", "no hit"; "; enrolled N ...")
+    messages: list[str] = field(default_factory=list)  # SRE 2.060 MSG lines
+    esi: str | None = None  # the DHS subject id of a DHS match (SRE ESI)
+    dhs_needed: bool = False  # the DHS leg applies (rules.dhs_search_required)
+    dhs_why: str = ""
+
+    def step(self, state: str, outcome: str, destination: str | None = None) -> None:
+        """Record a state the job passed, timed from the previous one."""
+        self.t = self.result.step(state, outcome, self.t, destination)
+
+    def reject(self, code: str, location: Location, message: str, hint: str) -> bool:
+        """Answer with an ERRT of one finding and stop (a step returns this)."""
+        assert self.txn is not None
+        _reject(self.job, self.txn, self.result, self.t, code, location, message, hint)
+        return False
+
+
+def _process(job: Job, result: Result, t: float) -> None:
     if _looks_like_iar(job.payload):
         _process_iar(job, result, t)
         return
+    ctx = Context(job, result, t)
+    for step in STEPS:
+        if not step(ctx):
+            return  # answered (an ERRT) or refused: the later steps do not apply
+
+
+# The steps, in order.  Each takes the Context and returns False when the job is answered
+# (an ERRT) and no further step applies.
+
+
+def _decode(ctx: Context) -> bool:
+    """Read the transaction; refuse what the parent decided before processing (a reused TCN)
+    and images whose headers pass the pixel budget, before anything decodes an image."""
+    from gateway.validation import format_error_finding
+
+    job, result = ctx.job, ctx.result
     try:
         txn = read(job.payload)
     except FormatError as exc:
         result.identity = _identity_from_peek(job.payload)
         result.summary["findings"] = [format_error_finding(exc).to_dict()]
-        t = result.step("REJECTED", exc.code, t)
+        ctx.step("REJECTED", exc.code)
         _errt(job, _placeholder_submission(job.payload), [format_error_finding(exc)], result)
-        return
+        return False
+    ctx.txn = txn
     result.encoding = txn.encoding
     result.identity = {
         "ori": txn.ori,
@@ -162,120 +213,159 @@ def _process(job: Job, result: Result, t: float) -> None:
         "dai": txn.dai,
         "encoding": txn.encoding,
     }
-    t = result.step("DECODED", f"{len(txn.records)} records", t)
+    ctx.step("DECODED", f"{len(txn.records)} records")
     if job.reject is not None:  # decided before processing (a reused TCN)
         code, tag, message, hint = job.reject
-        _reject(job, txn, result, t, code, Location(1, 1, tag), message, hint)
-        return
-    if job.max_pixels and _over_pixel_budget(job, txn, result, t):
-        return
+        return ctx.reject(code, Location(1, 1, tag), message, hint)
+    return not (job.max_pixels and _over_pixel_budget(job, txn, result, ctx.t))
 
+
+def _validate(ctx: Context) -> bool:
+    """Levels 1-4 of the profile (an ERRT of the errors), then the TOTs this gateway serves."""
+    from gateway.validation import validate
+
+    job, result, txn = ctx.job, ctx.result, ctx.txn
+    assert txn is not None
     source = job.payload if txn.encoding == "xml" else None
     report = validate(txn, profile=job.profile, source=source, today=_today(job))
     result.summary["findings"] = [f.to_dict() for f in report.findings[:50]]
     if not report.valid:
         errors = report.errors
-        t = result.step("REJECTED", f"{len(errors)} errors", t)
+        ctx.step("REJECTED", f"{len(errors)} errors")
         _errt(job, txn, errors, result)
-        return
-    t = result.step("VALIDATED", f"{len(report.warnings)} warnings", t)
-
+        return False
+    ctx.step("VALIDATED", f"{len(report.warnings)} warnings")
     tot = txn.tot
     if rules.gateway_answer(tot) == "ERRT":
-        _reject(
-            job,
-            txn,
-            result,
-            t,
+        return ctx.reject(
             "TOT_NOT_SERVED",
             Location(1, 1, "1.004"),
             f"TOT {tot} is not served by this gateway",
             f"1.004 TOT {tot}: TRANSACTION TYPE NOT SERVED BY THIS GATEWAY",
         )
-        return
-    identified, ucn, messages, esi = False, None, [], None
-    dhs_needed, why = rules.dhs_search_required(tot, txn.ori, txn.dat, job.jurisdictions)
-    usable: dict = {}
-    if rules.is_tenprint(tot) and (job.fbi_gallery or (dhs_needed and job.dhs_gallery)):
-        # the quality floor (issue 14): every submitted finger is extracted and scored before
-        # search and enrolment; a finger below the floor is neither searched nor enrolled
-        where: dict = {}
-        fingers = _finger_templates(txn, where)
-        usable = {
-            p: t for p, t in fingers.items() if t is not None and t.quality >= job.min_quality
-        }
-        result.summary["quality"] = {
-            str(p): (t.quality if t is not None else None) for p, t in sorted(fingers.items())
-        }
-        needed = required_fingers(job.min_fingers, len(fingers))
-        if fingers and len(usable) < needed:
-            _reject_quality(job, txn, result, t, fingers, usable, needed, where)
-            return
-        probe = {p: tpl for p, tpl in usable.items() if p in job.search_positions}
-        result.summary["fingers"] = sorted(probe)
-        if not probe:
-            _reject(
-                job,
-                txn,
-                result,
-                t,
-                "NO_FINGERS",
-                Location(),
-                "no decodable rolled finger image (FGP 1-10)",
-                "NO USABLE FINGERPRINT IMAGES (FGP 1-10) IN SUBMISSION",
-            )
-            return
+    ctx.dhs_needed, ctx.dhs_why = rules.dhs_search_required(
+        tot, txn.ori, txn.dat, job.jurisdictions
+    )
+    return True
+
+
+def _select_fingers(ctx: Context) -> bool:
+    """The quality floor (issue 14): a tenprint to be searched has every submitted finger
+    extracted and scored; a finger below the floor is neither searched nor enrolled, and too
+    few usable fingers is an ERRT naming each unusable one."""
+    job, result, txn = ctx.job, ctx.result, ctx.txn
+    assert txn is not None
+    if not (
+        rules.is_tenprint(txn.tot) and (job.fbi_gallery or (ctx.dhs_needed and job.dhs_gallery))
+    ):
+        return True
+    where: dict = {}
+    fingers = _finger_templates(txn, where)
+    usable = {p: t for p, t in fingers.items() if t is not None and t.quality >= job.min_quality}
+    ctx.fingers, ctx.where, ctx.usable = fingers, where, usable
+    result.summary["quality"] = {
+        str(p): (t.quality if t is not None else None) for p, t in sorted(fingers.items())
+    }
+    needed = required_fingers(job.min_fingers, len(fingers))
+    if fingers and len(usable) < needed:
+        _reject_quality(job, txn, result, ctx.t, fingers, usable, needed, where)
+        return False
+    ctx.probe = {p: tpl for p, tpl in usable.items() if p in job.search_positions}
+    result.summary["fingers"] = sorted(ctx.probe)
+    if not ctx.probe:
+        return ctx.reject(
+            "NO_FINGERS",
+            Location(),
+            "no decodable rolled finger image (FGP 1-10)",
+            "NO USABLE FINGERPRINT IMAGES (FGP 1-10) IN SUBMISSION",
+        )
+    return True
+
+
+def _search_fbi(ctx: Context) -> bool:
+    """The FBI leg: every tenprint submission, every subject (its state is recorded by
+    :func:`_enrol`, whose outcome it carries)."""
+    job, result, txn = ctx.job, ctx.result, ctx.txn
+    assert txn is not None
+    if not rules.is_tenprint(txn.tot):
+        return True
+    if job.fbi_gallery:
+        best = _search(job.fbi_gallery, "fbi", job, ctx.probe)
+        ctx.identified = _decided(best, job)
+        ctx.ucn = best.subject_id if ctx.identified else None
+        result.summary["fbi"] = _candidate(best, ctx.identified)
+        ctx.fbi_outcome = "hit" if ctx.identified else "no hit"
     else:
-        probe = {}
-    if rules.is_tenprint(tot):
-        # FBI leg: every tenprint submission, every subject.
-        if job.fbi_gallery:
-            best = _search(job.fbi_gallery, "fbi", job, probe)
-            identified = _decided(best, job)
-            ucn = best.subject_id if identified else None
-            result.summary["fbi"] = _candidate(best, identified)
-            outcome = "hit" if identified else "no hit"
-        else:
-            outcome = "no FBI gallery configured"
-        sub2 = next((r for r in txn.records if r.type == 2), None)
-        ret = sub2.value("2.005") if sub2 is not None else None
-        if job.fbi_gallery and rules.should_enroll(tot, ret, identified) and job.new_subject_id:
-            # only the fingers at or above the quality floor are enrolled
-            all_templates = usable
-            result.enroll = {
-                "gallery": "fbi",
-                "subject_id": job.new_subject_id,
-                "templates": {pos: tpl.to_bytes() for pos, tpl in all_templates.items()},
-            }
-            messages.append(f"NEW SUBJECT ENROLLED, UCN {job.new_subject_id}")
-            outcome += f"; enrolled {len(all_templates)} fingers"
-        t = result.step("SEARCHED", outcome, t, "FBI")
-    # DHS leg: booking TOTs from activated jurisdictions, dated on or after activation.
-    result.summary["dhs"] = {"searched": bool(dhs_needed and job.dhs_gallery), "why": why}
-    if dhs_needed and job.dhs_gallery:
-        best = _search(job.dhs_gallery, "dhs", job, probe)
+        ctx.fbi_outcome = "no FBI gallery configured"
+    return True
+
+
+def _enrol(ctx: Context) -> bool:
+    """A new subject of a tenprint that asks to be retained (2.005 RET) and was not
+    identified is enrolled under the UCN the parent gave, with the fingers at or above the
+    quality floor; then the FBI leg's state is recorded."""
+    job, result, txn = ctx.job, ctx.result, ctx.txn
+    assert txn is not None
+    if not rules.is_tenprint(txn.tot):
+        return True
+    sub2 = next((r for r in txn.records if r.type == 2), None)
+    ret = sub2.value("2.005") if sub2 is not None else None
+    if job.fbi_gallery and rules.should_enroll(txn.tot, ret, ctx.identified) and job.new_subject_id:
+        # only the fingers at or above the quality floor are enrolled
+        all_templates = ctx.usable
+        result.enroll = {
+            "gallery": "fbi",
+            "subject_id": job.new_subject_id,
+            "templates": {pos: tpl.to_bytes() for pos, tpl in all_templates.items()},
+        }
+        ctx.messages.append(f"NEW SUBJECT ENROLLED, UCN {job.new_subject_id}")
+        ctx.fbi_outcome += f"; enrolled {len(all_templates)} fingers"
+    ctx.step("SEARCHED", ctx.fbi_outcome, "FBI")
+    return True
+
+
+def _search_dhs(ctx: Context) -> bool:
+    """The DHS leg: booking TOTs from activated jurisdictions, dated on or after activation;
+    a match adds the SRE's DHS lines and ESI and, with an LESC, an IAQ."""
+    job, result, txn = ctx.job, ctx.result, ctx.txn
+    assert txn is not None
+    searched = bool(ctx.dhs_needed and job.dhs_gallery)
+    result.summary["dhs"] = {"searched": searched, "why": ctx.dhs_why}
+    if ctx.dhs_needed and job.dhs_gallery:
+        best = _search(job.dhs_gallery, "dhs", job, ctx.probe)
         dhs_hit = _decided(best, job)
         result.summary["dhs"].update(_candidate(best, dhs_hit))
         if dhs_hit:
-            esi, lines = _dhs_match(job, txn, best.subject_id, ucn, result)
-            messages.extend(lines)
-        t = result.step("SEARCHED", "hit" if dhs_hit else "no hit", t, "DHS")
-    elif rules.is_booking(tot):
-        t = result.step("ROUTED", f"not sent to DHS: {why}", t, "DHS")
-    if rules.answer_required(tot):
+            ctx.esi, lines = _dhs_match(job, txn, best.subject_id, ctx.ucn, result)
+            ctx.messages.extend(lines)
+        ctx.step("SEARCHED", "hit" if dhs_hit else "no hit", "DHS")
+    elif rules.is_booking(txn.tot):
+        ctx.step("ROUTED", f"not sent to DHS: {ctx.dhs_why}", "DHS")
+    return True
+
+
+def _answer(ctx: Context) -> bool:
+    """The SRE when the TOT requires an answer; the final ROUTED state either way."""
+    job, result, txn = ctx.job, ctx.result, ctx.txn
+    assert txn is not None
+    if rules.answer_required(txn.tot):
         sre = build_sre(
             txn,
             tcn=job.response_tcn,
-            identified=identified,
-            ucn=ucn,
-            messages=messages,
-            esi=esi,
+            identified=ctx.identified,
+            ucn=ctx.ucn,
+            messages=ctx.messages,
+            esi=ctx.esi,
             dat=_today(job).strftime("%Y%m%d"),
             gateway_ori=job.gateway_ori,
         )
         result.response = write(sre)
         result.response_tot = "SRE"
-    result.step("ROUTED", result.response_tot or "no answer required", t)
+    ctx.step("ROUTED", result.response_tot or "no answer required")
+    return True
+
+
+STEPS = (_decode, _validate, _select_fingers, _search_fbi, _enrol, _search_dhs, _answer)
 
 
 def _over_pixel_budget(job: Job, txn: Transaction, result: Result, t: float) -> bool:
@@ -376,9 +466,9 @@ def _candidate(best, hit: bool) -> dict:
 
 def _dhs_match(job: Job, txn: Transaction, dhs_id: str, ucn: str | None, result: Result):
     """SRE lines, ESI and the IAQ for a DHS match (the gateway informs; it directs nothing)."""
-    from .iaq import build_iaq, dhs_messages
-    from .offenses import OffenseTable, priority
-    from .subjects import DhsSubject
+    from .interop.iaq import build_iaq, dhs_messages
+    from .interop.offenses import OffenseTable, priority
+    from .interop.subjects import DhsSubject
 
     dhs_subject = _subject(job.dhs_gallery, dhs_id) or DhsSubject(
         dhs_id=dhs_id, immigration_status=None, name=None, dob=None, sex=None, pob=None
@@ -416,7 +506,7 @@ def _subject(gallery_path: str | None, subject_id: str | None):
         return None
     from pathlib import Path
 
-    from .subjects import SubjectStore
+    from .interop.subjects import SubjectStore
 
     path = Path(gallery_path) / "subjects.jsonl"
     try:
@@ -437,7 +527,7 @@ def _looks_like_iar(payload: bytes) -> bool:
 
 def _process_iar(job: Job, result: Result, t: float) -> None:
     """An Immigration Alien Response from the LESC: parse it; the parent links and forwards."""
-    from .iaq import parse_iar
+    from .interop.iaq import parse_iar
 
     try:
         iar = parse_iar(job.payload)

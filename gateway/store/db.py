@@ -98,6 +98,26 @@ class PgConnection:
         self.conn.close()
 
 
+def listen(url: str, stopping, notified, lost) -> None:
+    """LISTEN on :data:`CHANNEL` until ``stopping`` (a threading.Event) is set, calling
+    ``notified()`` per notification and ``lost(exc)`` when the connection drops (then again
+    after 2 s).  Runs in a thread of its own, on a connection of its own."""
+    import psycopg
+
+    while not stopping.is_set():
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                while not stopping.is_set():
+                    for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        notified()
+        except Exception as exc:  # noqa: BLE001 - reconnect; the claim loop's timer still polls
+            if stopping.is_set():
+                return
+            lost(exc)
+            stopping.wait(2.0)
+
+
 def begin(db) -> None:
     """Start a write transaction (see the module's docstring)."""
     if dialect(db) == "postgresql":

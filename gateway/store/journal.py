@@ -171,6 +171,12 @@ MIGRATIONS = (
         "CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, host TEXT NOT NULL, "
         "pid INTEGER NOT NULL, started_at REAL NOT NULL, seen_at REAL NOT NULL)",
     ),
+    # NGI SOAP control numbers (gateway.store.controls); older journals made it on first use
+    (
+        11,
+        "CREATE TABLE IF NOT EXISTS ngi_control_numbers (control_number TEXT PRIMARY KEY, "
+        "message_id TEXT NOT NULL UNIQUE, service TEXT NOT NULL, created_at REAL NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -315,8 +321,9 @@ class Journal:
         if url:
             self._lock_fd = None
             self.db = database.connect_postgres(url)
-            self.db.executescript(SCHEMA)
-            self.db.executescript(ENROLMENT_SCHEMA)
+            with self._tx():  # nodes starting together: one creates, the others see it
+                self.db.executescript(SCHEMA)
+                self.db.executescript(ENROLMENT_SCHEMA)
         else:
             self._lock_fd = _lock(self.path, lock)
             if not self.path.exists():

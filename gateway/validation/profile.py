@@ -428,5 +428,5 @@ def _regex(text: str) -> re.Pattern[str]:
     return re.compile(text)
 
 
-# Public: responses check a field they copy against the same rule (see gateway.routing.responses).
+# Public: responses check a field they copy against the same rule (gateway.routing.answers.errt).
 check_field = _check_field

@@ -9,7 +9,7 @@ from lxml import etree
 from twisted.internet import defer, reactor
 from twisted.web import resource, server
 
-from gateway.transports.soap_client import (
+from gateway.transports.soap.envelope import (
     NATIVE_MESSAGE,
     NGI_CORE,
     SOAP11,

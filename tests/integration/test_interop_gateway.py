@@ -21,8 +21,12 @@ from gateway.config import parse_config
 from gateway.matcher import Template, extract
 from gateway.matcher import synthetic as distractors
 from gateway.matcher.gallery import Gallery
-from gateway.routing.iaq import build_iar, iaq_control
-from gateway.routing.subjects import SubjectStore, synthetic_dhs_subject, synthetic_fbi_subject
+from gateway.routing.interop.iaq import build_iar, iaq_control
+from gateway.routing.interop.subjects import (
+    SubjectStore,
+    synthetic_dhs_subject,
+    synthetic_fbi_subject,
+)
 from gateway.service import Gateway
 from tests.integration.cars import make_car
 from tests.integration.helpers import Sink, started

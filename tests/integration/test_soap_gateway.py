@@ -17,15 +17,16 @@ from zeep.plugins import HistoryPlugin
 
 from gateway.ansinist import read, write
 from gateway.service import Gateway
-from gateway.transports.soap import CONTROL_NUMBER_PATTERN, ControlNumbers, contract
-from gateway.transports.soap_client import (
+from gateway.store.controls import ControlNumbers
+from gateway.transports.soap.client import submit_soap
+from gateway.transports.soap.contract import CONTROL_NUMBER_PATTERN, contract
+from gateway.transports.soap.envelope import (
     CONTROL_NUMBER,
     SERVICES_FAULT,
     SOAP11,
     XML_PACKAGE,
     SoapFault,
     request_envelope,
-    submit_soap,
 )
 from tests.integration.cars import make_car
 from tests.integration.helpers import gateway_config, started

@@ -21,7 +21,8 @@ from twisted.internet import reactor, task, threads
 
 from gateway import pki
 from gateway.ansinist import read
-from gateway.transports.soap_client import SoapFault, submit_soap
+from gateway.transports.soap.client import submit_soap
+from gateway.transports.soap.envelope import SoapFault
 from tests.integration.cars import make_car
 from tests.integration.helpers import gateway_config, started
 from tests.integration.soap_helpers import ResponseReceiver

@@ -1,4 +1,4 @@
-"""SOAP envelopes of the NGI services, and a small blocking client (no Twisted, no zeep).
+"""SOAP envelopes of the NGI services: hardened parsing, building, faults read back (no Twisted).
 
 The NGI Increment 4 services (``schemas/fbi-ebts-10.0-ngi-inc4/wsdl/ngi``) are SOAP 1.1,
 document/literal, with one body element per message:
@@ -16,17 +16,15 @@ request body                              service / operation
 ``ngi-core:VOID``.  Faults carry ``ngi-core:NGIServicesFault`` (submit) or
 ``ngi-core:DeliveryServicesFault`` (receive) as their detail.
 
-This module holds what both sides of the wire need (hardened parser, envelope building and
-reading) and :func:`submit_soap`, the client the ``replay`` command uses.  The server is
-:mod:`gateway.transports.soap`.
+This module holds what both sides of the wire need: the hardened parser, building and reading
+envelopes (SOAP 1.1 and 1.2), the answer envelope, and the WS-Addressing header blocks a request
+may carry (understood; any other block marked ``mustUnderstand`` is not).  The services and their
+faults are :mod:`.contract`; the blocking client is :mod:`.client`.
 """
 
 from __future__ import annotations
 
 import base64
-import urllib.error
-import urllib.request
-from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -222,57 +220,26 @@ def read_response(data: bytes, http_status: int | None = None) -> etree._Element
     return children[0]
 
 
-def submit_soap(
-    url: str, payload: bytes, *, xml: bool = False, timeout: float = 120.0, context=None
-) -> str:
-    """Submit one transaction by ``submitRequest``; returns the NGI control number.
-
-    ``url`` is the service address (``http://HOST:PORT/ngi/NativeEBTSService`` for a
-    traditional file, ``.../ngi/NGIUserService`` with ``xml=True`` for an XML package).
-    Raises :class:`SoapFault` for a fault (``error_code`` INVALID_REQUEST, SERVICE_NOT_AVAILABLE
-    or INTERNAL_PROCESSING_ERROR), :class:`SoapError` for anything else that is no answer,
-    ValueError for a payload that cannot be sent, and OSError for network errors.
-    ``context``: an ``ssl.SSLContext`` with the client certificate for an ``https`` URL.
-    """
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    data = request_envelope(payload, xml=xml)
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method="POST",
-        headers={"Content-Type": CONTENT_TYPE_11, "SOAPAction": '"submitRequest"'},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            status, answer = response.status, response.read(MAX_MESSAGE_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        status, answer = exc.code, exc.read(MAX_MESSAGE_BYTES + 1)
-        exc.close()
-        try:
-            version, _, body = parse_envelope(answer)
-        except SoapError:
-            raise SoapError(f"HTTP {status} without a SOAP fault") from None
-        fault = fault_of(body, version, status)
-        if fault is not None:
-            raise fault from None
-        raise SoapError(f"HTTP {status} without a SOAP fault") from None
-    element = read_response(answer, status)
-    if etree.QName(element) != CONTROL_NUMBER or not (element.text or "").strip():
-        raise SoapError(f"expected {CONTROL_NUMBER}, got {element.tag}")
-    return element.text.strip()
+WSA = ("http://www.w3.org/2005/08/addressing", "http://schemas.xmlsoap.org/ws/2004/08/addressing")
 
 
-__all__ = [
-    "SoapError",
-    "SoapFault",
-    "SoapVersionMismatch",
-    "submit_soap",
-    "request_envelope",
-    "read_response",
-    "parse_envelope",
-    "body_element",
-    "envelope",
-    "safe_parser",
-    "is_xml_payload",
-]
+def answer_envelope(element: etree._Element, version: str = "1.1") -> tuple[int, str, bytes]:
+    ns = SOAP11 if version == "1.1" else SOAP12
+    env = etree.Element(etree.QName(ns, "Envelope"), nsmap={"soapenv": ns})
+    etree.SubElement(env, etree.QName(ns, "Body")).append(element)
+    content_type = CONTENT_TYPE_11 if version == "1.1" else CONTENT_TYPE_12
+    return 200, content_type, etree.tostring(env, xml_declaration=True, encoding="UTF-8")
+
+
+def not_understood(header: etree._Element | None, version: str) -> str | None:
+    """The tag of the first header block marked ``mustUnderstand`` that is not understood (any
+    but WS-Addressing's), or None."""
+    if header is None:
+        return None
+    ns = SOAP11 if version == "1.1" else SOAP12
+    for block in header:
+        if not isinstance(block.tag, str) or etree.QName(block).namespace in WSA:
+            continue
+        if block.get(f"{{{ns}}}mustUnderstand", "0").strip() in ("1", "true"):
+            return block.tag
+    return None

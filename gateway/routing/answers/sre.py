@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gateway.ansinist import Transaction
 
-from .responses import msg_lines, response_header
+from .errt import msg_lines, response_header
 
 
 def build_sre(

@@ -364,7 +364,7 @@ def priority(history, *, table: OffenseTable | None = None) -> PriorityResult:
     """The priority level of a criminal history (a list of arrest events).
 
     Each event has ``offenses`` (``code``, ``literal``) and ``dispositions`` (``offense_code``,
-    ``disposition``, ``date``); events may be :class:`~gateway.routing.subjects.ArrestEvent`
+    ``disposition``, ``date``); events may be :class:`~gateway.routing.interop.subjects.ArrestEvent`
     objects or their ``to_dict()`` form.  Only convictions count: the level is the most severe
     (lowest) level among convicted offenses.  A conviction whose code is not a valid NCIC code
     counts as an "other crime" (level 3).  No conviction at all: level None, reason ``not a
