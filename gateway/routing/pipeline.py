@@ -21,6 +21,7 @@ from twisted.internet import defer, reactor, task
 from gateway.ansinist import peek
 from gateway.matcher.pool import WorkerCrashed, WorkTimeout
 from gateway.store.journal import TERMINAL, Journal
+from gateway.store.states import State
 
 from .authz import destinations
 from .interop.iaq import iaq_control
@@ -505,5 +506,5 @@ def _errt_result(job: Job, code: str, message: str, hint: str) -> Result:
     )
     result.response = write(errt)
     result.response_tot = "ERRT"
-    result.steps.append(("REJECTED", code, 0.0, None))
+    result.steps.append((State.REJECTED, code, 0.0, None))
     return result

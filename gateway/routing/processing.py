@@ -19,6 +19,7 @@ from gateway.ansinist import FormatError, Transaction, read, write
 from gateway.ansinist.errors import Location
 from gateway.ansinist.traditional import peek_type1
 from gateway.matcher.shards import SearchUnavailable
+from gateway.store.states import State
 
 from . import rules
 from .answers.sre import build_sre
@@ -136,7 +137,7 @@ def process(job: Job) -> Result:
             _errt(job, _placeholder_submission(job.payload), [finding], result)
         except Exception:  # noqa: BLE001
             result.response = None
-        result.step("REJECTED", "INTERNAL_ERROR", started)
+        result.step(State.REJECTED, "INTERNAL_ERROR", started)
     return result
 
 
@@ -201,7 +202,7 @@ def _decode(ctx: Context) -> bool:
     except FormatError as exc:
         result.identity = _identity_from_peek(job.payload)
         result.summary["findings"] = [format_error_finding(exc).to_dict()]
-        ctx.step("REJECTED", exc.code)
+        ctx.step(State.REJECTED, exc.code)
         _errt(job, _placeholder_submission(job.payload), [format_error_finding(exc)], result)
         return False
     ctx.txn = txn
@@ -213,7 +214,7 @@ def _decode(ctx: Context) -> bool:
         "dai": txn.dai,
         "encoding": txn.encoding,
     }
-    ctx.step("DECODED", f"{len(txn.records)} records")
+    ctx.step(State.DECODED, f"{len(txn.records)} records")
     if job.reject is not None:  # decided before processing (a reused TCN)
         code, tag, message, hint = job.reject
         return ctx.reject(code, Location(1, 1, tag), message, hint)
@@ -231,10 +232,10 @@ def _validate(ctx: Context) -> bool:
     result.summary["findings"] = [f.to_dict() for f in report.findings[:50]]
     if not report.valid:
         errors = report.errors
-        ctx.step("REJECTED", f"{len(errors)} errors")
+        ctx.step(State.REJECTED, f"{len(errors)} errors")
         _errt(job, txn, errors, result)
         return False
-    ctx.step("VALIDATED", f"{len(report.warnings)} warnings")
+    ctx.step(State.VALIDATED, f"{len(report.warnings)} warnings")
     tot = txn.tot
     if rules.gateway_answer(tot) == "ERRT":
         return ctx.reject(
@@ -320,7 +321,7 @@ def _enrol(ctx: Context) -> bool:
         }
         ctx.messages.append(f"NEW SUBJECT ENROLLED, UCN {job.new_subject_id}")
         ctx.fbi_outcome += f"; enrolled {len(all_templates)} fingers"
-    ctx.step("SEARCHED", ctx.fbi_outcome, "FBI")
+    ctx.step(State.SEARCHED, ctx.fbi_outcome, "FBI")
     return True
 
 
@@ -338,9 +339,9 @@ def _search_dhs(ctx: Context) -> bool:
         if dhs_hit:
             ctx.esi, lines = _dhs_match(job, txn, best.subject_id, ctx.ucn, result)
             ctx.messages.extend(lines)
-        ctx.step("SEARCHED", "hit" if dhs_hit else "no hit", "DHS")
+        ctx.step(State.SEARCHED, "hit" if dhs_hit else "no hit", "DHS")
     elif rules.is_booking(txn.tot):
-        ctx.step("ROUTED", f"not sent to DHS: {ctx.dhs_why}", "DHS")
+        ctx.step(State.ROUTED, f"not sent to DHS: {ctx.dhs_why}", "DHS")
     return True
 
 
@@ -361,7 +362,7 @@ def _answer(ctx: Context) -> bool:
         )
         result.response = write(sre)
         result.response_tot = "SRE"
-    ctx.step("ROUTED", result.response_tot or "no answer required")
+    ctx.step(State.ROUTED, result.response_tot or "no answer required")
     return True
 
 
@@ -399,7 +400,7 @@ def _over_pixel_budget(job: Job, txn: Transaction, result: Result, t: float) -> 
 def _reject(job, txn, result, t, code, location, message, hint) -> None:
     from gateway.validation import ERROR, Finding
 
-    result.step("REJECTED", code, t)
+    result.step(State.REJECTED, code, t)
     _errt(job, txn, [Finding(ERROR, code, location, message, hint=hint)], result)
 
 
@@ -445,7 +446,7 @@ def _reject_quality(job, txn, result, t, fingers, usable, needed, where) -> None
         )
     )
     result.summary["unusable"] = sorted(p for p in fingers if p not in usable)
-    result.step("REJECTED", "FINGER_QUALITY", t)
+    result.step(State.REJECTED, "FINGER_QUALITY", t)
     _errt(job, txn, findings, result)
 
 
@@ -533,11 +534,11 @@ def _process_iar(job: Job, result: Result, t: float) -> None:
         iar = parse_iar(job.payload)
     except ValueError as exc:
         result.identity = {"tot": "IAR", "encoding": "text"}
-        result.step("REJECTED", f"IAR does not parse: {exc}"[:200], t)
+        result.step(State.REJECTED, f"IAR does not parse: {exc}"[:200], t)
         return
     result.identity = {"tot": "IAR", "ori": iar.get("sender_ori"), "encoding": "text"}
     result.iar = {"control": iar.get("control"), "text": iar.get("text") or ""}
-    result.step("DECODED", "IAR", t)
+    result.step(State.DECODED, "IAR", t)
 
 
 def _identity_from_peek(payload: bytes) -> dict:
