@@ -13,7 +13,8 @@ instead of writing blobs nobody can open.  Every file it creates is 0600.
 
 Events: :meth:`Journal.subscribe` registers a callable ``(event, fields)`` called inside the
 transaction that makes the change (so a subscriber's own writes, such as the audit trail,
-commit with it): ``responded``, ``delivered``, ``delivery_failed``.
+commit with it): ``responded``, ``delivered``, ``delivery_failed`` (and the audit trail's
+``submission_refused``).  :class:`gateway.store.counters.Counters` is always subscribed.
 
 The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
 thread (commits are small) and never from worker processes.
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from .counters import Counters
 from .crypto import (
     KeyFileError,
     Keyring,
@@ -261,6 +263,7 @@ class Journal:
         # encrypt: _open_keyring(create=True) loads or creates a keyring, never None
         self.cipher = cast(Keyring, self.keyring) if encrypt else Plain(self.keyring)
         self.log = RoutingLog(Path(routing_log) if routing_log else None)
+        self.counters = Counters(self)  # the console's, added to in each change's commit
 
     def _open_keyring(self, key_file: Path, *, create: bool) -> Keyring | None:
         """Load the key file and prove it opens this journal's check values."""
