@@ -336,7 +336,8 @@ BROWSER_MAIN = """<h1>Messages</h1>
 <label>outcome<select name="outcome"><option value="">any</option>
 <option value="sre_hit">SRE hit</option><option value="sre_no_hit">SRE no hit</option>
 <option value="errt">ERRT</option><option value="duplicate">duplicate</option>
-<option value="refused">refused</option><option value="undeliverable">undeliverable</option>
+<option value="rejected_no_answer">rejected, no answer</option>
+<option value="undeliverable">undeliverable</option>
 </select></label>
 <label>state<select name="state"><option value="">any</option>{states}</select></label>
 <label>since (UTC)<input name="since" size="20" placeholder="2026-12-06T09:00:00Z"></label>

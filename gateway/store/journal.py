@@ -891,7 +891,8 @@ STATES = (
 # The validation verdict is never a final state: a message "is" VALIDATED or REJECTED when it
 # passed through that state (the transitions), whatever state it is in now.
 VERDICTS = frozenset({VALIDATED, REJECTED})
-OUTCOMES = ("sre_hit", "sre_no_hit", "errt", "duplicate", "refused", "undeliverable")
+# "refused" is no outcome of a message: a refused submission is not stored (audit trail only)
+OUTCOMES = ("sre_hit", "sre_no_hit", "errt", "duplicate", "rejected_no_answer", "undeliverable")
 _PASSED = "id IN (SELECT message_id FROM transitions WHERE to_state = ?)"
 # The search summary is sealed (encryption at rest): the FBI verdict is read from the SEARCHED
 # transition to FBI, whose outcome is "hit" or "no hit" (routing.processing).
@@ -905,7 +906,7 @@ _OUTCOME_SQL = {
     "errt": "response_tot LIKE 'ERR%' AND duplicate_of IS NULL",
     "duplicate": "duplicate_of IS NOT NULL",
     # rejected and not answered: nothing went back (e.g. an IAR that does not parse)
-    "refused": f"{_PASSED.replace('?', repr(REJECTED))} AND response IS NULL",
+    "rejected_no_answer": f"{_PASSED.replace('?', repr(REJECTED))} AND response IS NULL",
     # an answer that could not be delivered: a destination FAILED, or none was registered
     "undeliverable": "response IS NOT NULL AND (id IN (SELECT message_id FROM outbound "
     "WHERE state = 'FAILED') OR id NOT IN (SELECT message_id FROM outbound))",
