@@ -21,7 +21,7 @@ import pytest
 
 from gateway.store import counters, metrics
 from gateway.store.audit import Audit
-from gateway.store.journal import FAILED, RETRYING, Journal
+from gateway.store.journal import FAILED, RETRYING, STATES, TERMINAL, Journal
 
 AGENCIES = ("NY0303000", "WV0000000", "TX0000000")
 TOTS = ("CAR", "CNA", "FANC", None)
@@ -183,6 +183,12 @@ def test_a_journal_without_counters_gets_them_rebuilt_at_open(tmp_path):
         assert counters.stored(j.db) == expected == counters.recount(j.db)
     finally:
         j.close()
+
+
+def test_the_unanswered_states_are_the_journals():
+    # repeated in counters (the journal imports it); the queue reads would miss a new state
+    assert set(counters.NOT_ANSWERED) == set(STATES) - TERMINAL
+    assert set(counters._TERMINAL) == TERMINAL and counters._FAILED == FAILED
 
 
 def test_histogram_bins_are_narrow():

@@ -75,6 +75,8 @@ OUTCOME_SQL = f"""CASE
 
 
 _ANSWERED = f"m.state IN ('{_TERMINAL[0]}', '{_TERMINAL[1]}')"
+_WAITING = ", ".join("?" for _ in counters.NOT_ANSWERED)  # marks for the unanswered states
+_ANSWERED_NO_INDEX = _ANSWERED.replace("m.state", "(m.state || '')")  # not by the state index
 # The same outcomes without a subquery per row: hits and crashes are counted apart (one join
 # over their partial index each) and moved out of sre_no_hit and errt.
 _COARSE_SQL = f"""CASE
@@ -141,8 +143,10 @@ def counts(db, *, since: float | None = None) -> dict:
         for agency, tot, n in db.execute(
             f"SELECT {group}, COUNT(DISTINCT m.id) FROM transitions t "
             f"JOIN messages m ON m.id = t.message_id WHERE {condition} "
-            # "+": driven by the partial index of transitions, not the state index
-            f"AND m.duplicate_of IS NULL AND +{_ANSWERED}{also.replace('m.', '+m.')} "
+            # driven by the partial index of transitions, not the state or time index: the
+            # "|| ''" and "+ 0" keep the planner off those (portable, unlike a unary "+")
+            f"AND m.duplicate_of IS NULL AND {_ANSWERED_NO_INDEX}"
+            f"{also.replace('m.received_at', 'm.received_at + 0')} "
             "GROUP BY 1, 2",
             args,
         ):
@@ -218,12 +222,11 @@ def last_day(db, now: float | None = None) -> dict:
             refused[agency] = refused.get(agency, 0) + n
         else:
             rows.append((agency, tot, outcome, n))
-    marks = ", ".join("?" for _ in counters.NOT_ANSWERED)
     rows += [
         (agency, tot, "pending", n)
         for agency, tot, n in db.execute(
             "SELECT COALESCE(ori, agency, '-'), COALESCE(tot, '-'), COUNT(*) FROM messages "
-            f"WHERE state IN ({marks}) AND received_at >= ? GROUP BY 1, 2",
+            f"WHERE state IN ({_WAITING}) AND received_at >= ? GROUP BY 1, 2",
             (*counters.NOT_ANSWERED, since),
         )
     ]
@@ -274,16 +277,17 @@ def queues(db, now: float | None = None) -> dict:
     states = {
         state: {"count": n, "oldest_s": round(now - oldest, 1)}
         for state, n, oldest in db.execute(
-            "SELECT state, COUNT(*), MIN(received_at) FROM messages WHERE state NOT IN (?, ?) "
+            # the states listed (not "NOT IN" the answered ones): seeks in the state index
+            f"SELECT state, COUNT(*), MIN(received_at) FROM messages WHERE state IN ({_WAITING}) "
             "GROUP BY state",
-            _TERMINAL,
+            counters.NOT_ANSWERED,
         )
     }
     outbound = {
         kind: {"count": n, "oldest_s": round(now - oldest, 1), "retrying": retrying}
         for kind, n, oldest, retrying in db.execute(
-            "SELECT kind, COUNT(*), MIN(created_at), SUM(state = ?) FROM outbound "
-            "WHERE state IN (?, ?) GROUP BY kind",
+            "SELECT kind, COUNT(*), MIN(created_at), SUM(CASE WHEN state = ? THEN 1 ELSE 0 END) "
+            "FROM outbound WHERE state IN (?, ?) GROUP BY kind",
             (RETRYING, QUEUED, RETRYING),
         )
     }
@@ -325,12 +329,12 @@ def series(db, window: Window, now: float | None = None) -> dict:
         r[0]
         for r in db.execute("SELECT DISTINCT message_id FROM outbound WHERE state = ?", (FAILED,))
     }
-    # through the received_at index ("+m.state" keeps the planner off the state index, which
+    # through the received_at index ("|| ''" keeps the planner off the state index, which
     # would walk every answered message); answers within the window of messages received up to
     # one window before it
     rows = db.execute(
         "SELECT m.id, m.received_at, m.updated_at, m.response_tot LIKE 'ERR%' FROM messages m "
-        "WHERE m.received_at >= ? AND m.updated_at >= ? AND +m.state IN (?, ?)",
+        "WHERE m.received_at >= ? AND m.updated_at >= ? AND (m.state || '') IN (?, ?)",
         (start - window.seconds, start, *_TERMINAL),
     )
     for msg_id, received, answered, errt in rows:
@@ -503,7 +507,7 @@ def oldest_waiting(db, now: float | None = None) -> dict[str, float]:
     now = time.time() if now is None else now
     out = {}
     (oldest,) = db.execute(
-        "SELECT MIN(received_at) FROM messages WHERE state NOT IN (?, ?)", _TERMINAL
+        f"SELECT MIN(received_at) FROM messages WHERE state IN ({_WAITING})", counters.NOT_ANSWERED
     ).fetchone()
     if oldest is not None:
         out["processing"] = now - oldest
