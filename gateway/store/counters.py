@@ -47,18 +47,18 @@ NOT_ANSWERED += ("UNREADABLE",)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS console_counts (
-    hour INTEGER NOT NULL,
+    hour BIGINT NOT NULL,
     agency TEXT NOT NULL,
     tot TEXT NOT NULL,
     outcome TEXT NOT NULL,
-    n INTEGER NOT NULL,
+    n BIGINT NOT NULL,
     PRIMARY KEY (hour, agency, tot, outcome)
 )""",
     """CREATE TABLE IF NOT EXISTS console_series (
     step INTEGER NOT NULL,
-    start INTEGER NOT NULL,
+    start BIGINT NOT NULL,
     bin INTEGER NOT NULL,
-    n INTEGER NOT NULL,
+    n BIGINT NOT NULL,
     PRIMARY KEY (step, start, bin)
 )""",
 )
@@ -195,6 +195,10 @@ class Counters:
 
     def undeliverable(self, msg_id: str) -> None:
         """A destination gave up: the message is undeliverable, once (its first FAILED)."""
+        # Take the message's row lock first (a write that changes nothing): two nodes giving
+        # up on two destinations of one message at once then count in turn, the second one
+        # seeing the first's FAILED (PostgreSQL; SQLite has one writer anyway).
+        self.db.execute("UPDATE messages SET updated_at = updated_at WHERE id = ?", (msg_id,))
         if self._failed(msg_id) != 1:
             return
         row = self.db.execute(_ROW, (msg_id,)).fetchone()
