@@ -182,7 +182,7 @@ def _ms(value) -> str:
 def overview_main(data: dict) -> str:
     day = data["last_day"]
     out = day["by_outcome"]
-    since = time.strftime("%H:%M", time.gmtime(day["since"]))
+    since = time.strftime("%d %b %H:%M", time.gmtime(day["since"]))
     cards = [(f"received (24 h, since {since} UTC)", day["total"])]
     cards += [(OUTCOME_LABELS[k], out[k]) for k in metrics.OUTCOMES]
     card_html = "".join(
