@@ -42,8 +42,16 @@ import time
 # needs nothing from it (the journal imports this module).
 _TERMINAL = ("DUPLICATE", "RESPONDED")
 _FAILED = "FAILED"
-NOT_ANSWERED = ("RECEIVED", "STORED", "DECODED", "VALIDATED", "REJECTED", "SEARCHED", "ROUTED")
-NOT_ANSWERED += ("UNREADABLE",)
+NOT_ANSWERED = (
+    "RECEIVED",
+    "STORED",
+    "DECODED",
+    "VALIDATED",
+    "REJECTED",
+    "SEARCHED",
+    "ROUTED",
+    "UNREADABLE",
+)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS console_counts (
