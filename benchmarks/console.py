@@ -155,6 +155,56 @@ def _one(journal: Journal, rng: random.Random, clock: Clock, n: int, first: dict
 
 
 # -- the timed part --------------------------------------------------------------------------
+def write_cost(count: int = 800) -> None:
+    """What the counters add to a write: accept + identify + respond of ``count`` messages on a
+    fresh journal, with the counters subscribed and, as the reference, without them."""
+
+    def run(path: Path, counted: bool) -> tuple[float, float]:
+        journal = Journal(path)
+        if not counted:
+            journal._subscribers.remove(journal.counters.on_event)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for n in range(count):
+            msg_id = journal.accept(os.urandom(16), transport="smtp", agency="NY0303000")
+            journal.identify(
+                msg_id, ori="NY0303000", tcn=f"T{n}", tot="CAR", dai="X", encoding="traditional"
+            )
+            journal.respond(
+                msg_id,
+                response=b"SRE",
+                response_tot="SRE",
+                response_tcn="GW1",
+                deliveries=[("smtp", "bureau@ny.example", {"tot": "SRE"})],
+            )
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        journal.close()
+        return cpu / count * 1000, wall / count * 1000
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"\nper message written (accept, identify, respond; {count} messages), ms:")
+        for label, counted in (("reference: without the counters", False), ("with them", True)):
+            cpu, wall = run(Path(tmp) / f"{label[:4]}.sqlite3", counted)
+            print(f"  {label:34} CPU {cpu:6.3f}  wall {wall:6.3f}")
+
+
+def recount(data: Path) -> None:
+    """Time the counters' reference recount (what a journal made before the counters gets,
+    once, at its first open) and check the counters kept per write equal it."""
+    from gateway.store import counters
+
+    journal = Journal(data / "journal.sqlite3")
+    try:
+        kept = counters.stored(journal.db)
+        with journal.transaction():
+            t = time.perf_counter()
+            counters.rebuild(journal.db)
+            took = time.perf_counter() - t
+        same = "equal" if counters.stored(journal.db) == kept else "NOT EQUAL"
+        print(f"counters rebuilt from a full recount in {took:.2f} s ({same} to those kept)")
+    finally:
+        journal.close()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -339,6 +389,8 @@ def main() -> int:
         shutil.rmtree(data)
     if not (data / "journal.sqlite3").exists():
         build(data, args.messages, args.hours)
+    recount(data)
+    write_cost()
     serve(data, args.repeat, args.browser)
     return 0
 

@@ -15,7 +15,7 @@ DELIVERY = [("smtp", "bureau@ny.example", {"tot": "SRE"})]
 @pytest.fixture
 def journal(tmp_path):
     j = Journal(tmp_path / "journal.sqlite3")
-    metrics.ensure_indexes(j.db)
+    metrics.ensure_indexes(j)
     yield j
     j.close()
 

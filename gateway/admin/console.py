@@ -47,8 +47,6 @@ MAX_IDS = 1000  # ids per outcomes request
 MAX_PICTURES = 16  # match pictures kept in memory (a few hundred KB each)
 OVERVIEW_TTL = 2.0  # seconds an Overview is served again to every viewer (pages poll every 5)
 OVERVIEW_STALE = 30.0  # an older one is still served at once while a fresh one is computed
-COUNTS_TTL = 10.0  # seconds the last day's counts are kept (a scan of the day's messages)
-DAY_TTL = 60.0  # seconds the day's chart (15-minute buckets) is kept
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -166,30 +164,6 @@ def status(app) -> dict:
     }
 
 
-def figures(db, now: float, cache: dict) -> dict:
-    """The journal's part of the Overview (no personal field: metadata and counts only).
-
-    ``cache`` keeps the slower parts between calls: the counts of the last day for
-    :data:`COUNTS_TTL` seconds, the day's chart (15-minute buckets) for :data:`DAY_TTL`."""
-
-    def kept(name, ttl, compute):
-        at, value = cache.get(name, (None, None))
-        if at is None or now - at >= ttl:
-            value = compute()
-            cache[name] = (now, value)
-        return value
-
-    return {
-        "at": iso_utc(now),
-        "last_day": kept("counts", COUNTS_TTL, lambda: metrics.counts(db, since=now - 86400)),
-        "queues": metrics.queues(db, now),
-        "series": {
-            "hour": metrics.series(db, metrics.WINDOWS["hour"], now),
-            "day": kept("day", DAY_TTL, lambda: metrics.series(db, metrics.WINDOWS["day"], now)),
-        },
-    }
-
-
 def _age(seconds) -> str:
     if seconds is None:
         return "-"
@@ -208,7 +182,8 @@ def _ms(value) -> str:
 def overview_main(data: dict) -> str:
     day = data["last_day"]
     out = day["by_outcome"]
-    cards = [("received (24 h)", day["total"])]
+    since = time.strftime("%d %b %H:%M", time.gmtime(day["since"]))
+    cards = [(f"received (24 h, since {since} UTC)", day["total"])]
     cards += [(OUTCOME_LABELS[k], out[k]) for k in metrics.OUTCOMES]
     card_html = "".join(
         f'<div class="card{" err" if k in [OUTCOME_LABELS[b] for b in BAD] and v else ""}">'
@@ -361,7 +336,8 @@ BROWSER_MAIN = """<h1>Messages</h1>
 <label>outcome<select name="outcome"><option value="">any</option>
 <option value="sre_hit">SRE hit</option><option value="sre_no_hit">SRE no hit</option>
 <option value="errt">ERRT</option><option value="duplicate">duplicate</option>
-<option value="refused">refused</option><option value="undeliverable">undeliverable</option>
+<option value="rejected_no_answer">rejected, no answer</option>
+<option value="undeliverable">undeliverable</option>
 </select></label>
 <label>state<select name="state"><option value="">any</option>{states}</select></label>
 <label>since (UTC)<input name="since" size="20" placeholder="2026-12-06T09:00:00Z"></label>
@@ -480,25 +456,6 @@ class Browser(resource.Resource):
         script = BROWSER_JS % (json.dumps(OUTCOME_LABELS), json.dumps(list(BAD)))
         main = BROWSER_MAIN.replace("{states}", states)
         return _send_html(request, layout(self.s, "Messages", "Messages", main, script))
-
-
-def outcomes(db, ids: list[str]) -> dict:
-    """``{id: {"outcome": ..., "undeliverable": bool}}`` for the browser's rows."""
-    if not ids:
-        return {}
-    marks = ", ".join("?" for _ in ids)
-    rows = db.execute(
-        f"SELECT m.id, {metrics.OUTCOME_SQL} FROM messages m WHERE m.id IN ({marks})", ids
-    ).fetchall()
-    # "+state": by message id (the unique index), not by walking every FAILED delivery
-    failed = {
-        r[0]
-        for r in db.execute(
-            f"SELECT message_id FROM outbound WHERE message_id IN ({marks}) AND +state = 'FAILED'",
-            ids,
-        )
-    }
-    return {i: {"outcome": o, "undeliverable": i in failed} for i, o in rows}
 
 
 # -- Message view -----------------------------------------------------------------------------
@@ -931,10 +888,9 @@ class Console:
         self._overview: tuple[float, dict] | None = None
         self.drawing = defer.DeferredSemaphore(1)  # match pictures drawn one at a time
         self.pictures: dict = {}  # the last MAX_PICTURES drawn, oldest first
-        self._cache: dict = {}  # figures() keeps its slower parts here
         self._computing: defer.Deferred | None = None
         self._waiting: list[defer.Deferred] = []
-        metrics.ensure_indexes(app.journal.db)
+        metrics.ensure_indexes(app.journal)
 
     def overview(self) -> defer.Deferred:
         """The Overview's data: the journal's figures computed in a thread on a read-only
@@ -960,11 +916,7 @@ class Console:
             journal = self.app.journal
 
             def work():
-                db = journal.reader()
-                try:
-                    return figures(db, now, self._cache)
-                finally:
-                    db.close()
+                return metrics.overview(journal, now)
 
             def done(data):
                 self._overview = (now, data)
@@ -1021,7 +973,7 @@ class Console:
                 ids = [v.decode("ascii", "replace") for v in request.args.get(b"id", [])]
                 if len(ids) > MAX_IDS or not all(MESSAGE_ID.match(i) for i in ids):
                     return 400, {"error": f"id: at most {MAX_IDS} message ids", "parameter": "id"}
-                return 200, outcomes(self.app.journal.db, ids)
+                return 200, metrics.outcomes(self.app.journal, ids)
 
             return _JsonLeaf(answer)
         if head == "messages" and len(parts) == 2 and MESSAGE_ID.match(parts[1]):

@@ -7,9 +7,10 @@
   browser, newest first, with the ``total`` the filters select. ``tcn`` and ``ori`` are
   case-insensitive prefixes, ``tot`` and ``state`` any case (``state=REJECTED`` finds the
   messages that failed validation, although their final state is RESPONDED), ``outcome`` one of
-  sre_hit, sre_no_hit, errt, duplicate, refused, undeliverable, ``since``/``until`` ISO 8601
-  (UTC unless an offset is given; ``since`` inclusive, ``until`` exclusive). An unknown or bad
-  parameter is a 400 that names it.
+  sre_hit, sre_no_hit, errt, duplicate, rejected_no_answer (rejected, nothing sent back),
+  undeliverable (a refused submission is no message: see the audit trail), ``since``/``until``
+  ISO 8601 (UTC unless an offset is given; ``since`` inclusive, ``until`` exclusive). An
+  unknown or bad parameter is a 400 that names it.
 - ``GET /api/messages/<id>``: one message with its transitions and deliveries.
 - ``GET /``: the dashboard (HTML + a little JavaScript polling the API).
 
@@ -149,6 +150,13 @@ def message_query(request) -> tuple[MessageQuery, int, int]:
     if state is not None and state.upper() not in STATES:
         raise BadParameter("state", f"unknown state (known: {', '.join(STATES)})")
     outcome = params.get("outcome")
+    if outcome is not None and outcome.lower() == "refused":
+        raise BadParameter(
+            "outcome",
+            "refused submissions are not stored, so no message has that outcome: they are "
+            "the audit trail's submission.refused records (for a message rejected with no "
+            "answer sent: rejected_no_answer)",
+        )
     if outcome is not None and outcome.lower() not in OUTCOMES:
         raise BadParameter("outcome", f"unknown outcome (known: {', '.join(OUTCOMES)})")
     since = _time_param("since", params["since"]) if "since" in params else None

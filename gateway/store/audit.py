@@ -231,18 +231,25 @@ class Audit:
         self, *, channel: str, peer, identity, ori, tcn, reason: str, message_id=None
     ) -> int:
         """A transport refused a submission (nothing stored): ``reason`` names the rule, never a
-        personal field's value."""
-        return self.record(
-            "submission.refused",
-            actor=identity,
-            channel=channel,
-            peer=peer,
-            identity=identity,
-            ori=ori,
-            tcn=tcn,
-            reason=reason,
-            message_id=message_id,
-        )
+        personal field's value.  The journal's ``submission_refused`` event (the console's
+        counters) carries the record's time and fields, in the same commit."""
+        with self.journal.transaction():
+            rid = self.record(
+                "submission.refused",
+                actor=identity,
+                channel=channel,
+                peer=peer,
+                identity=identity,
+                ori=ori,
+                tcn=tcn,
+                reason=reason,
+                message_id=message_id,
+            )
+            at, body = self.db.execute(
+                "SELECT at, fields FROM audit WHERE id = ?", (rid,)
+            ).fetchone()
+            self.journal._emit("submission_refused", at=at, **json.loads(body))
+        return rid
 
     def on_journal_event(self, event: str, fields: dict) -> None:
         """Journal events (inside their transaction) -> audit records."""

@@ -59,7 +59,23 @@ def connect_postgres(url: str, *, autocommit: bool = True) -> PgConnection:
         raise StoreUnavailable(
             f"cannot connect to {safe_url(url)}: {str(exc).strip()[:200]}"
         ) from None
+    _numbers_as_python(conn)
     return PgConnection(conn)
+
+
+def _numbers_as_python(conn) -> None:
+    """NUMERIC (what SUM of BIGINT gives) as int or float, as SQLite answers, not Decimal."""
+    from psycopg.adapt import Loader
+
+    class NumericLoader(Loader):
+        def load(self, data):
+            text = bytes(data).decode()
+            try:
+                return int(text)
+            except ValueError:
+                return float(text)
+
+    conn.adapters.register_loader("numeric", NumericLoader)
 
 
 class PgConnection:

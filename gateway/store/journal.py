@@ -19,7 +19,9 @@ Events, two kinds of subscriber:
   (never for one rolled back), for effects outside the database: ``state`` (every transition;
   the routing log is such a subscriber), ``delivery_queued`` (the dispatcher wakes up),
   ``delivered``, ``delivery_failed``, ``dhs_match``, ``responded`` and ``work`` (a message
-  left for any node to claim).  Tests subscribe too.
+  left for any node to claim).  Tests subscribe too. :class:`gateway.store.counters.Counters`
+  subscribes inside the transaction (the console's counters, and the audit trail's
+  ``submission_refused``).
 
 The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
 thread (commits are small) and never from worker processes.
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from . import db as database
+from .counters import Counters
 from .crypto import (
     KeyFileError,
     Keyring,
@@ -345,6 +348,7 @@ class Journal:
         self.cipher = cast(Keyring, self.keyring) if encrypt else Plain(self.keyring)
         self.log = RoutingLog(Path(routing_log) if routing_log else None)
         self.after_commit(self.log.on_event)
+        self.counters = Counters(self)  # the console's, added to in each change's commit
 
     @property
     def location(self) -> str:
@@ -1212,7 +1216,8 @@ STATES = (
 # The validation verdict is never a final state: a message "is" VALIDATED or REJECTED when it
 # passed through that state (the transitions), whatever state it is in now.
 VERDICTS = frozenset({VALIDATED, REJECTED})
-OUTCOMES = ("sre_hit", "sre_no_hit", "errt", "duplicate", "refused", "undeliverable")
+# "refused" is no outcome of a message: a refused submission is not stored (audit trail only)
+OUTCOMES = ("sre_hit", "sre_no_hit", "errt", "duplicate", "rejected_no_answer", "undeliverable")
 _PASSED = "id IN (SELECT message_id FROM transitions WHERE to_state = ?)"
 # The search summary is sealed (encryption at rest): the FBI verdict is read from the SEARCHED
 # transition to FBI, whose outcome is "hit" or "no hit" (routing.processing).
@@ -1226,7 +1231,7 @@ _OUTCOME_SQL = {
     "errt": "response_tot LIKE 'ERR%' AND duplicate_of IS NULL",
     "duplicate": "duplicate_of IS NOT NULL",
     # rejected and not answered: nothing went back (e.g. an IAR that does not parse)
-    "refused": _PASSED.replace("?", "'REJECTED'") + " AND response IS NULL",
+    "rejected_no_answer": _PASSED.replace("?", "'REJECTED'") + " AND response IS NULL",
     # an answer that could not be delivered: a destination FAILED, or none was registered
     "undeliverable": "response IS NOT NULL AND (id IN (SELECT message_id FROM outbound "
     "WHERE state = 'FAILED') OR id NOT IN (SELECT message_id FROM outbound))",

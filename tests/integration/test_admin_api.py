@@ -85,7 +85,7 @@ def _populate(journal) -> dict[str, str]:
         response_tot="SRE",
         duplicate_of=ids["hit"],
     )
-    ids["refused"] = _message(
+    ids["rejected_no_answer"] = _message(
         journal,
         tcn=None,
         day=5,
@@ -139,21 +139,24 @@ async def test_filters(api):
     everything = set(ids.values())
     assert await _ids(get, "") == everything
     # TCN and ORI: case-insensitive prefixes; TOT any case
-    assert await _ids(get, "tcn=ny-admin-000") == everything - {ids["errt"], ids["refused"]}
+    assert await _ids(get, "tcn=ny-admin-000") == everything - {
+        ids["errt"],
+        ids["rejected_no_answer"],
+    }
     assert await _ids(get, "tcn=NY-ADMIN-0001") == {ids["hit"], ids["duplicate"]}
     assert await _ids(get, "tcn=NY-ADMIN-0002") == {ids["no_hit"]}
     assert await _ids(get, "ori=wv") == {ids["errt"]}
     assert await _ids(get, "tcn=NY_ADMIN") == set()  # _ is a character, not a wildcard
-    assert await _ids(get, "tot=Car") == everything - {ids["refused"]}
+    assert await _ids(get, "tot=Car") == everything - {ids["rejected_no_answer"]}
     # state: the current state; REJECTED / VALIDATED: the verdict, though answered since
     assert await _ids(get, "state=responded") == {
         ids["hit"],
         ids["no_hit"],
         ids["errt"],
-        ids["refused"],
+        ids["rejected_no_answer"],
         ids["undeliverable"],
     }
-    assert await _ids(get, "state=REJECTED") == {ids["errt"], ids["refused"]}
+    assert await _ids(get, "state=REJECTED") == {ids["errt"], ids["rejected_no_answer"]}
     assert await _ids(get, "state=validated") == {ids["hit"], ids["no_hit"], ids["undeliverable"]}
     assert await _ids(get, "state=stored") == {ids["waiting"]}
     assert await _ids(get, "state=Duplicate") == {ids["duplicate"]}
@@ -163,7 +166,7 @@ async def test_filters(api):
         "sre_no_hit": {ids["no_hit"], ids["undeliverable"]},
         "errt": {ids["errt"]},
         "duplicate": {ids["duplicate"]},
-        "refused": {ids["refused"]},
+        "rejected_no_answer": {ids["rejected_no_answer"]},
         "undeliverable": {ids["undeliverable"]},
     }.items():
         assert await _ids(get, f"outcome={outcome}") == expected, outcome
@@ -186,7 +189,7 @@ async def test_paging_has_a_total_and_newest_comes_first(api):
     assert [m["id"] for m in first["messages"]] == [
         ids["waiting"],
         ids["undeliverable"],
-        ids["refused"],
+        ids["rejected_no_answer"],
     ]
     _, rest = await get("/api/messages?limit=3&offset=6")
     assert rest["total"] == 7 and [m["id"] for m in rest["messages"]] == [ids["hit"]]
@@ -200,6 +203,7 @@ async def test_paging_has_a_total_and_newest_comes_first(api):
         ("colour=red", "colour"),
         ("state=LOST", "state"),
         ("outcome=maybe", "outcome"),
+        ("outcome=refused", "outcome"),  # refusals are not stored: not a message's outcome
         ("since=yesterday", "since"),
         ("until=2026-13-01", "until"),
         ("limit=-1", "limit"),

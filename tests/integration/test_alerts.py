@@ -11,6 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
+from gateway.store import counters, metrics
 from tests.integration.cars import SYNTHETIC_TYPE2, make_car
 from tests.integration.helpers import gateway_config, send_smtp, started
 
@@ -137,6 +138,10 @@ async def test_refusals_of_one_agency_past_the_rate_alert(tmp_path, sink):
         assert "QUAILMARKER" not in str(mail["message"])
         await _sleep(0.5)
         assert len(sink.messages) == 1
+        # the console's counters saw both refusals, as the audit trail holds them
+        db = gateway.journal.db
+        assert metrics.last_day(db)["by_agency"]["TX0000000"]["refused"] == 2
+        assert counters.stored(db) == counters.recount(db)
     finally:
         await gateway.stopService()
 

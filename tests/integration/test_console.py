@@ -14,6 +14,7 @@ import pytest_twisted
 
 from gateway.matcher import synthetic
 from gateway.matcher.gallery import Gallery
+from gateway.store import counters
 from tests.integration.cars import SYNTHETIC_TYPE2, make_car
 from tests.integration.helpers import admin_login, gateway_config, http_request, send_smtp, started
 
@@ -87,6 +88,9 @@ async def test_console_pages_roles_and_message_view(tmp_path, sink):
         assert overview["queues"]["processing"]["count"] == 0
         assert overview["listeners"]["smtp"]["listening"] is True
         assert overview["workers"]["processes"] == 1
+        # read from the counters kept by the real pipeline's writes: equal to a recount
+        db = gateway.journal.db
+        assert counters.stored(db) == counters.recount(db)
 
         outcomes = await operator.get_json(f"/api/console/outcomes?id={hit}&id={errt}")
         assert outcomes[hit] == {"outcome": "sre_hit", "undeliverable": False}
