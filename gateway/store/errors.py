@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from .db import database_errors
 
-# The PostgreSQL store adds psycopg.Error here.
-STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+# sqlite3.Error, and psycopg.Error when psycopg is installed (the PostgreSQL store)
+STORE_ERRORS: tuple[type[BaseException], ...] = database_errors()
