@@ -24,6 +24,9 @@ class _Intake:
         self.stored.extend(items)
         return [f"M{i}" for i in range(len(items))]
 
+    def accept_async(self, items, **kwargs):
+        return defer.maybeDeferred(self.accept, items, **kwargs)
+
 
 def _session(tmp_path):
     factory = IntakeFactory(

@@ -63,6 +63,9 @@ def _trimmed(function, *args):
         _trim()
 
 
+trimmed = _trimmed  # the store thread's jobs too (gateway.offload)
+
+
 def in_parser_thread(function, *args):
     """Run ``function(*args)`` in the one parser thread (a Deferred).
 
