@@ -13,8 +13,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -24,12 +24,11 @@ from gateway.store.journal import Journal, StoredPayload
 BIG = os.urandom(3 * CHUNK + 12345)  # a few MB, not a multiple of the chunk
 
 
-def _in_thread(function, *args):
-    out: list = []
-    thread = threading.Thread(target=lambda: out.append(function(*args)))
-    thread.start()
-    thread.join()
-    return out[0]
+@pytest.fixture
+def store():
+    """The one store thread of a test (it owns the journal's second connection)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield lambda function, *args: pool.submit(function, *args).result()
 
 
 def _journal(tmp_path) -> Journal:
@@ -51,19 +50,19 @@ def test_chunked_seal_makes_the_blob_seal_makes_and_open_checks_the_tag(tmp_path
             ring.open_chunked(blob, b"payload:y")  # another row's associated data
 
 
-def test_a_payload_stored_by_the_thread_is_accepted_and_read_back(tmp_path):
+def test_a_payload_stored_by_the_thread_is_accepted_and_read_back(tmp_path, store):
     journal = _journal(tmp_path)
     try:
-        stored = _in_thread(journal.store_payload, BIG)
+        stored = store(journal.store_payload, BIG)
         assert stored == StoredPayload(journal.cipher.digest(BIG), len(BIG))
         (msg_id,) = journal.accept_many([stored], transport="smtp", agencies=["NY0303000"])
         msg = journal.message(msg_id)
         assert msg.payload == stored.digest and msg.state == "STORED"
         assert journal.transitions(msg_id)[0]["outcome"] == f"{len(BIG)} bytes via smtp"
         assert journal.payload(stored.digest) == BIG
-        assert _in_thread(journal.read_payload, stored.digest) == BIG
+        assert store(journal.read_payload, stored.digest) == BIG
         # the same bytes again: the row is used as it is
-        assert _in_thread(journal.store_payload, BIG) == stored
+        assert store(journal.store_payload, BIG) == stored
         # the thread's connection is its own
         with pytest.raises(RuntimeError, match="another thread"):
             journal.read_payload(stored.digest)
@@ -71,16 +70,16 @@ def test_a_payload_stored_by_the_thread_is_accepted_and_read_back(tmp_path):
         journal.close()
 
 
-def test_a_payload_purged_before_its_message_is_refused_and_nothing_stored(tmp_path):
+def test_a_payload_purged_before_its_message_is_refused_and_nothing_stored(tmp_path, store):
     journal = _journal(tmp_path)
     try:
-        stored = _in_thread(journal.store_payload, BIG)
+        stored = store(journal.store_payload, BIG)
         assert journal.purge(time.time() + 1) == (1, 0)  # an orphan: nothing refers to it
         with pytest.raises(KeyError, match="gone"):
             journal.accept_many([b"small", stored], transport="smtp")
         assert journal.messages() == []
         # sent again: stored anew, then accepted
-        assert _in_thread(journal.store_payload, BIG) == stored
+        assert store(journal.store_payload, BIG) == stored
         (msg_id,) = journal.accept_many([stored], transport="smtp")
         assert journal.payload(journal.message(msg_id).payload) == BIG
     finally:

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 
@@ -25,6 +25,9 @@ from gateway.store.journal import TERMINAL, Journal
 from .authz import destinations
 from .iaq import iaq_control
 from .processing import Job, Result, process
+
+if TYPE_CHECKING:
+    from gateway.offload import StoreThread
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -326,7 +329,7 @@ class Pipeline:
 
     # The store thread (gateway.offload), set by the Gateway: large payloads are read and
     # unsealed there, not in the reactor thread (None: read here).
-    store_thread = None
+    store_thread: StoreThread | None = None
 
     async def _read_payload(self, digest: str) -> bytes:
         if self.store_thread is None:

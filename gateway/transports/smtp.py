@@ -31,7 +31,16 @@ from gateway.config import Limits
 from gateway.routing.authz import Refused
 from gateway.transports.tls import peer_fingerprint
 
-from .limits import COMMAND, IDLE, MESSAGE, Budget, abort_later, in_parser_thread
+from .limits import (
+    COMMAND,
+    IDLE,
+    MESSAGE,
+    Budget,
+    abort_later,
+    close_spool,
+    in_parser_thread,
+    one_large_message_at_a_time,
+)
 from .mime import MimeLimitError, check_structure
 from .spool import Spool
 
@@ -192,7 +201,7 @@ class _Collector:
         self.size += len(lines)
         if self.size > self.delivery.max_size:
             self.too_big = True
-            self.spool.close()
+            close_spool(self.spool)
             return
         self.spool.write(lines)
 
@@ -207,14 +216,14 @@ class _Collector:
         d = self.delivery.store(spool, self.sender, self.peer)
 
         def removed(result):
-            spool.close()  # after the commit, or the refusal
+            close_spool(spool)  # after the commit, or the refusal
             return result
 
         return d.addBoth(removed)
 
     def connectionLost(self) -> None:  # noqa: N802 - Twisted API
         if self.spool is not None:  # DATA abandoned: the spool file goes
-            self.spool.close()
+            close_spool(self.spool)
             self.spool = None
 
 
@@ -271,7 +280,12 @@ class IntakeDelivery:
         return Spool(directory, self.limits.spool_threshold)
 
     def store(self, raw, sender: str, peer: str | None) -> defer.Deferred:
-        """Read the message (a :class:`Spool` or bytes) in a thread, then commit it here."""
+        """Read the message (a :class:`Spool` or bytes) in a thread, then commit it here
+        (one spooled message at a time: see ``one_large_message_at_a_time``)."""
+        large = isinstance(raw, Spool) and raw.on_disk
+        return one_large_message_at_a_time(large, lambda: self._store(raw, sender, peer))
+
+    def _store(self, raw, sender: str, peer: str | None) -> defer.Deferred:
         d = in_parser_thread(_read_with_id, raw, self.limits)  # never in the reactor thread
 
         def refused(failure):

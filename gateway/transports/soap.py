@@ -63,7 +63,7 @@ from gateway.routing.authz import Refused, is_ansinist
 from gateway.transports.tls import OutboundPolicy, peer_fingerprint
 from gateway.validation.schema import schema_path
 
-from .limits import in_parser_thread
+from .limits import in_parser_thread, one_large_message_at_a_time
 from .soap_client import (
     CONTENT_TYPE_11,
     CONTENT_TYPE_12,
@@ -85,6 +85,7 @@ from .soap_client import (
     parse_envelope,
     request_envelope,
 )
+from .spool import Spool
 
 log = logging.getLogger("gateway.soap")
 
@@ -493,8 +494,14 @@ class ServiceResource(resource.Resource):
         except Fault as fault:
             d = defer.fail(fault)
         else:
-            d = in_parser_thread(self._read, request)
-        d.addCallback(lambda parsed: self._submit(request, *parsed))
+            content = request.content
+            large = isinstance(content, Spool) and content.on_disk
+            d = one_large_message_at_a_time(
+                large,
+                lambda: in_parser_thread(self._read, request).addCallback(
+                    lambda parsed: self._submit(request, *parsed)
+                ),
+            )
 
         def failed(failure):
             if failure.check(Fault):
