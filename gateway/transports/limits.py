@@ -81,15 +81,6 @@ def in_parser_thread(function, *args):
     return threads.deferToThreadPool(reactor, _parser_pool, _trimmed, function, *args)
 
 
-def close_spool(spool) -> None:
-    """Close a spool; a spool file is removed in a thread (unlinking a large file took the
-    reactor tens of ms on a busy disk)."""
-    if isinstance(spool, Spool) and spool.on_disk and reactor.running:
-        reactor.callInThread(spool.close)
-    else:
-        spool.close()
-
-
 _one_large = defer.DeferredSemaphore(1)
 
 
@@ -398,7 +389,7 @@ class LimitedChannel(http.HTTPChannel):
         for request in self.requests:
             content = getattr(request, "content", None)
             if content is not None:
-                close_spool(content)
+                content.close()
         super().connectionLost(reason)
 
 

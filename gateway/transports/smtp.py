@@ -37,7 +37,6 @@ from .limits import (
     MESSAGE,
     Budget,
     abort_later,
-    close_spool,
     in_parser_thread,
     one_large_message_at_a_time,
 )
@@ -201,7 +200,7 @@ class _Collector:
         self.size += len(lines)
         if self.size > self.delivery.max_size:
             self.too_big = True
-            close_spool(self.spool)
+            self.spool.close()
             return
         self.spool.write(lines)
 
@@ -216,14 +215,14 @@ class _Collector:
         d = self.delivery.store(spool, self.sender, self.peer)
 
         def removed(result):
-            close_spool(spool)  # after the commit, or the refusal
+            spool.close()  # after the commit, or the refusal
             return result
 
         return d.addBoth(removed)
 
     def connectionLost(self) -> None:  # noqa: N802 - Twisted API
         if self.spool is not None:  # DATA abandoned: the spool file goes
-            close_spool(self.spool)
+            self.spool.close()
             self.spool = None
 
 
