@@ -16,7 +16,8 @@ transaction that makes the change (so a subscriber's own writes, such as the aud
 commit with it): ``responded``, ``delivered``, ``delivery_failed``.
 
 The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
-thread (commits are small) and never from worker processes.
+thread (commits are small) and never from worker processes, except the per-byte work on large
+payloads, which one store thread does on a second connection (see :meth:`Journal.store_payload`).
 """
 
 from __future__ import annotations
