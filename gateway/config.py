@@ -103,7 +103,7 @@ class Limits:
     data_rate_window: float = 10.0  # ... averaged over this many seconds
     max_message_seconds: float = 600.0  # hard deadline of one DATA / one HTTP body
     max_body_size: int = 64 * 1024 * 1024  # HTTP request bodies (413 beyond)
-    spool_threshold: int = 256 * 1024  # bytes kept in memory before spooling to the data dir
+    spool_threshold: int = 256 * 1024  # bytes in memory before spooling; larger: store thread
     max_attachments: int = 10  # per SMTP message
     mime_max_depth: int = 8  # nesting of multiparts / enclosed messages
     mime_max_parts: int = 100  # MIME parts of one message

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,14 @@ from gateway.admin.auth import Guard
 from gateway.admin.web import admin_root
 from gateway.ansinist import peek
 from gateway.matcher.pool import WorkerPool
+from gateway.offload import StoreThread
 from gateway.routing.authz import Authorizer, Identity, Refused, destinations, is_ansinist
 from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
 from gateway.store.audit import Audit, config_hash
 from gateway.store.crypto import ensure_private_dir
 from gateway.store.db import database_errors
-from gateway.store.journal import Journal
+from gateway.store.journal import Journal, StoredPayload
 from gateway.store.users import Users
 from gateway.transports import tls
 from gateway.transports.http import http_sender
@@ -130,7 +132,7 @@ class Intake:
 
     def accept(
         self,
-        items: list[bytes],
+        items: Sequence[bytes | StoredPayload],
         *,
         transport: str,
         peer=None,
@@ -138,14 +140,18 @@ class Intake:
         fingerprint: str | None = None,
         identity: Identity | None = None,
         mail_message_id: str | None = None,
+        authorized: tuple[list, list] | None = None,
     ) -> list[str]:
         """Authorize ``items`` for the peer, store them in one commit, queue them; ids back.
 
         Raises :class:`Refused` (nothing stored) when the peer may not submit them.
+        ``authorized``: what :meth:`accept_async` found, when items are already stored.
         """
         if identity is None:
             identity = self.identify(fingerprint, transport=transport, peer=peer)
-        owners, heads = self._authorize(items, identity, transport, peer)
+        if authorized is None:
+            authorized = self._authorize(items, identity, transport, peer)
+        owners, heads = authorized
         journal, audit = self.gateway.journal, self.gateway.audit
         # a busy node leaves new work to any node of a shared database (claims, NOTIFY)
         keep = self.gateway.keeps_work()
@@ -174,6 +180,44 @@ class Intake:
             for msg_id in ids:
                 self.gateway.submit(msg_id)
         return ids
+
+    def accept_async(
+        self,
+        items: list[bytes],
+        *,
+        transport: str,
+        peer=None,
+        reply_to=None,
+        identity: Identity | None = None,
+        mail_message_id: str | None = None,
+    ) -> defer.Deferred:
+        """:meth:`accept`, with the per-byte work of large items (digest, seal, the payload's
+        INSERT and its commit) done in the store thread (:mod:`gateway.offload`).
+
+        Authorization comes first (a refused message costs no storing); the messages and their
+        audit records are then committed here in one small transaction, and only then does the
+        Deferred fire with the ids: the transport acknowledges after that, as with
+        :meth:`accept`.  Fails with :class:`Refused` (nothing stored) or a storage error.
+        """
+        try:
+            if identity is None:
+                identity = self.identify(None, transport=transport, peer=peer)
+            authorized = self._authorize(items, identity, transport, peer)
+        except Refused:
+            return defer.fail()
+        d = self.gateway.store_thread.store(items)
+        d.addCallback(
+            lambda stored: self.accept(
+                stored,
+                transport=transport,
+                peer=peer,
+                reply_to=reply_to,
+                identity=identity,
+                mail_message_id=mail_message_id,
+                authorized=authorized,
+            )
+        )
+        return d
 
     def _refused(self, exc: Refused, transport: str, peer, identity, data=None) -> None:
         self.refused += 1
@@ -288,6 +332,8 @@ class Gateway(service.MultiService):
             self.journal.register_node()  # NodeNameInUse (an OSError): the start stops
         self.claims = Claims(self)
         self.audit = Audit(self.journal)
+        # hashing, sealing and committing large payloads, off the reactor (gateway.offload)
+        self.store_thread = StoreThread(self.journal, threshold=config.limits.spool_threshold)
         self.users = Users(self.journal)
         self.pool = WorkerPool(config.workers)
         self.dispatcher = Dispatcher(
@@ -313,6 +359,7 @@ class Gateway(service.MultiService):
         )
         # one dict, filled in when the demo galleries are built
         self.pipeline.galleries = self.galleries
+        self.pipeline.store_thread = self.store_thread  # reads large payloads in that thread
         self.intake = Intake(self)
         self.retention = RetentionJob(self)
         self.retention.setServiceParent(self)
@@ -405,6 +452,7 @@ class Gateway(service.MultiService):
             log.info("listening: %s on %s, %s", name, self.addresses[name], _tls_state(self, name))
         self.dispatcher.start()
         self.claims.start()
+        self.store_thread.start()
         if self.pending_galleries is not None:
             self._builder = self.builder_factory(self.config.demo_subjects, self.pending_galleries)
             self._builder.done.addCallbacks(self._galleries_built, self._galleries_failed)
@@ -462,6 +510,7 @@ class Gateway(service.MultiService):
         self.pool.stop()
 
         def close(result):
+            self.store_thread.stop()  # its queued work done, its connection closed
             self.journal.close()
             os.umask(self._umask)
             log.info("stopped")

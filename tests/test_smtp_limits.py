@@ -24,6 +24,9 @@ class _Intake:
         self.stored.extend(items)
         return [f"M{i}" for i in range(len(items))]
 
+    def accept_async(self, items, **kwargs):
+        return defer.maybeDeferred(self.accept, items, **kwargs)
+
 
 def _session(tmp_path):
     factory = IntakeFactory(
@@ -140,3 +143,50 @@ def test_a_large_message_is_read_from_its_spool_like_the_email_package_reads_it(
     got = [data for _, data in smtp.read_message(spool, Limits())]
     spool.close()
     assert got == expected and len(got) == 2
+
+
+def test_a_spool_file_is_written_and_removed_by_the_writer_thread(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from gateway.transports import spool as spool_module
+    from gateway.transports.spool import Spool
+
+    writers = set()
+    real_write_now = Spool._write_now
+
+    def write_now(self, data):
+        writers.add(threading.get_ident())
+        real_write_now(self, data)
+
+    monkeypatch.setattr(Spool, "_write_now", write_now)
+    monkeypatch.setattr(spool_module, "MAX_PENDING", 10_000)  # the caller waits past this
+    data = os.urandom(100_000)
+    spool = Spool(tmp_path, 1024)
+    for start in range(0, len(data), 4096):
+        spool.write(memoryview(data)[start : start + 4096])
+        assert spool._pending <= 10_000 + 4096
+    assert spool.on_disk and spool.getvalue() == data  # reading waits for the writes
+    assert writers and threading.get_ident() not in writers
+    path = spool.path
+    assert path is not None and path.stat().st_mode & 0o777 == 0o600
+    spool.close()
+    spool._last.result()  # the removal is queued after the writes
+    assert not path.exists()
+
+
+def test_a_failed_spool_write_reaches_the_reader(tmp_path, monkeypatch):
+    from gateway.transports.spool import Spool
+
+    spool = Spool(tmp_path, 10)
+    spool.write(b"x" * 20)
+    spool._sync()
+
+    def full(data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool._file, "write", full)
+    spool.write(b"y" * 20)
+    with pytest.raises(OSError, match="No space"):
+        spool.getvalue()
+    spool.close()

@@ -55,8 +55,11 @@ def car_template() -> bytes:
 
 
 class Daemon:
-    def __init__(self, workdir: Path, smtp_port: int, admin_port: int, relay_port: int):
+    def __init__(
+        self, workdir: Path, smtp_port: int, admin_port: int, relay_port: int, threshold=None
+    ):
         self.config = workdir / "gateway.toml"
+        limits = "" if threshold is None else f"[limits]\nspool_threshold = {threshold}\n"
         self.config.write_text(
             f'data_dir = "{workdir / "data"}"\nworkers = 2\n'
             f'[listen]\nsmtp = "tcp:{smtp_port}:interface=127.0.0.1"\n'
@@ -66,7 +69,7 @@ class Daemon:
             "retry_max = 5.0\n[gallery]\ndemo = false\n"
             # TLS on (the gateway's default): the client presents the identity the gateway
             # issues for this agency on its first start
-            '[[agency]]\nori = "NY0303000"\nresponse_email = "crash@localhost"\n'
+            '[[agency]]\nori = "NY0303000"\nresponse_email = "crash@localhost"\n' + limits
         )
         self.data_dir = workdir / "data"
         self.smtp_port = smtp_port
@@ -118,6 +121,13 @@ def main(argv=None) -> int:
         help="seconds to wait for answers after the last submission",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--store-threshold",
+        type=int,
+        default=None,
+        help="[limits] spool_threshold: payloads above it are stored by the store thread "
+        "(0: every CAR; default: the gateway's)",
+    )
     args = parser.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -125,7 +135,7 @@ def main(argv=None) -> int:
     relay = free_port()
     receiver = Receiver("127.0.0.1", relay)
     receiver.start()
-    daemon = Daemon(workdir, free_port(), free_port(), relay)
+    daemon = Daemon(workdir, free_port(), free_port(), relay, args.store_threshold)
     daemon.start()
     cert, key, ca = demo_identity(daemon.data_dir, "NY0303000")
     context = client_context(cert, key, ca)

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 NAME = "run"
+SWITCH_INTERVAL = 0.0005  # seconds: see sys.setswitchinterval in run()
 HELP = "run the gateway daemon (SMTP intake, pipeline, delivery, admin dashboard)"
 DESCRIPTION = """\
 Run the gateway daemon: SMTP intake (default 127.0.0.1:2525), SOAP/HTTP (127.0.0.1:8080), the
@@ -76,6 +77,10 @@ def run(args) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: logging.getLogger("gateway").info("still stopping"))
 
+    # The parser and store threads give the GIL back after at most this long (Python's
+    # default: 5 ms).  The reactor needs it again after each socket or file call, and each
+    # such wait was up to 5 ms while a large message was parsed or stored (issue 14).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     reactor.callWhenRunning(started)
     reactor.addSystemEventTrigger("before", "shutdown", stopping)
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer, reactor, task
 
@@ -26,6 +26,9 @@ from gateway.store.states import State
 from .authz import destinations
 from .interop.iaq import iaq_control
 from .processing import Job, Result, process
+
+if TYPE_CHECKING:
+    from gateway.offload import StoreThread
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -166,12 +169,10 @@ class Pipeline:
         msg = self.journal.message(msg_id)
         if msg.state in TERMINAL:
             return
-        payload: bytes | None
-        payload = self.journal.payload(msg.payload)
-        key = _identity(payload)
+        payload: bytes | None = None  # read when a worker is free: a queue holds no bytes
+        key, ori = await self._peek(msg.payload)
         # its queue for the fair share: the authenticated agency, else the ORI it names
-        self._agency[msg_id] = msg.agency or _identity_from_peek_ori(payload)
-        payload = None  # read again when a worker is free: a queue of large messages holds no bytes
+        self._agency[msg_id] = msg.agency or ori
         if key is not None:
             # Idempotent per (ORI, TCN): wait for an earlier twin, then reuse its answer.
             while key in self._by_key:
@@ -353,7 +354,7 @@ class Pipeline:
             await self.fair.acquire(key)
             try:
                 if job.payload is None:
-                    job.payload = self.journal.payload(digest)
+                    job.payload = await self._read_payload(digest)
                 self.journal.note(msg_id, outcome=f"{_ATTEMPT}{done}")
                 return await self.pool.run(process, job, timeout=timeout)
             except WorkTimeout:
@@ -364,8 +365,27 @@ class Pipeline:
             finally:
                 self.fair.release(key)
         if job.payload is None:
-            job.payload = self.journal.payload(digest)
+            job.payload = await self._read_payload(digest)
         return _crash_result(job)
+
+    # The store thread (gateway.offload), set by the Gateway: large payloads are read and
+    # unsealed there, not in the reactor thread (None: read here).
+    store_thread: StoreThread | None = None
+
+    async def _read_payload(self, digest: str) -> bytes:
+        if self.store_thread is None:
+            return self.journal.payload(digest)
+        return await self.store_thread.read_payload(digest)
+
+    async def _peek(self, digest: str) -> tuple[tuple[str, str] | None, str]:
+        """((ORI, TCN) or None, the ORI for the fair share) of a stored payload."""
+
+        def peeked(payload: bytes):
+            return _identity(payload), _identity_from_peek_ori(payload)
+
+        if self.store_thread is None or not self.store_thread.running:
+            return peeked(self.journal.payload(digest))
+        return await self.store_thread.run(lambda: peeked(self.journal.read_payload(digest)))
 
     def _lesc_deliveries(self, msg_id: str, notice: dict) -> list[tuple]:
         meta = {

@@ -24,7 +24,8 @@ Events, two kinds of subscriber:
   ``submission_refused``).
 
 The journal is synchronous and thread-confined; the Twisted side calls it from the reactor
-thread (commits are small) and never from worker processes.
+thread (commits are small) and never from worker processes, except the per-byte work on large
+payloads, which one store thread does on a second connection (see :meth:`Journal.store_payload`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ import json
 import logging
 import os
 import socket
+import sqlite3
+import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -243,6 +247,15 @@ class Outbound:
     lease_until: float | None = None
 
 
+@dataclass(frozen=True)
+class StoredPayload:
+    """A payload already committed by :meth:`Journal.store_payload`: given to
+    :meth:`Journal.accept_many` in place of its bytes."""
+
+    digest: str
+    size: int
+
+
 class RoutingLog:
     """Append-only JSON lines; one line per transition, fsync'd with the batch."""
 
@@ -432,6 +445,7 @@ class Journal:
         return ring
 
     def close(self) -> None:
+        self.close_store_connection()
         self.db.close()
         self.log.close()
         if self._lock_fd is not None:
@@ -515,6 +529,132 @@ class Journal:
         if row is None or row[1] is not None:
             raise KeyError(digest)
         return self.cipher.open(row[0], _payload_aad(digest))
+
+    # -- the store thread: the per-byte work of large payloads, off the reactor -------------
+    # Design (issue 14; the PostgreSQL store does the same with its own second connection):
+    #
+    # A large submission costs the journal time in proportion to its bytes: the keyed digest,
+    # the AES-GCM seal, the INSERT of the blob, the commit that writes and fsyncs it, and later
+    # the read and unseal of it.  On the reactor thread that was about 1.5 s for 45 MB, during
+    # which nothing else (/health, other peers) was served.  So that work is done by ONE
+    # dedicated thread (gateway.offload.StoreThread) on a SECOND connection that thread owns
+    # (:meth:`store_payload`, :meth:`read_payload`, :meth:`checkpoint`):
+    #
+    # 1. store thread: digest; if the payload is not there (or purged), seal it chunk by chunk
+    #    (the GIL is free between chunks), then INSERT + COMMIT it in a transaction of its own,
+    #    with ``synchronous=NORMAL`` (no fsync under the write lock), then fsync the WAL file
+    #    with no lock held.  The row is durable; nothing refers to it yet.
+    # 2. reactor: :meth:`accept_many` with the :class:`StoredPayload` commits the messages rows
+    #    (and the audit records) in one small transaction with ``synchronous=FULL``: only then
+    #    is the submission acknowledged (SMTP 250 / SOAP answer), as before.  That commit's
+    #    fsync also covers the payload's WAL frames, should step 1's fsync have failed.
+    #
+    # Crash between 1 and 2: the payload row is an orphan, nothing was acknowledged, the
+    # client sends again (same digest: the row is used as it is); retention purges orphans
+    # (no message refers to them).  A purge that took the orphan between 1 and 2 makes step 2
+    # fail (nothing stored, a temporary error to the client): :meth:`_stored_payload`.
+    #
+    # SQLite has one writer at a time: a reactor-side write that comes while the store thread
+    # holds the write lock waits for it (busy timeout), so that wait is BOUNDED, not avoided:
+    # by the INSERT + COMMIT of one payload (no fsync in it; the size is capped by
+    # ``smtp_max_size`` / ``max_body_size``).  Readers never wait (WAL).  Checkpoints, which
+    # copy the WAL into the database file and fsync it, are taken away from the reactor's
+    # connection (:meth:`offload_checkpoints`) and run in the store thread.  On PostgreSQL
+    # there is no such lock (row-level locks only) and no checkpoint to move.
+
+    _store_db: Any = None  # the store thread's connection (lazy)
+    _store_owner: int | None = None  # the thread that owns it
+
+    def _store_connection(self) -> Any:
+        """The store thread's own connection (the first thread to ask owns it)."""
+        if self._store_db is None and self.url:
+            self._store_db = database.connect_postgres(self.url)
+            self._store_owner = threading.get_ident()
+        elif self._store_db is None:
+            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=NORMAL")  # the WAL is fsync'd without the lock held
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA secure_delete=ON")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint() does it, when asked
+            self._store_db, self._store_owner = db, threading.get_ident()
+        elif self._store_owner != threading.get_ident():
+            raise RuntimeError("the journal's store connection belongs to another thread")
+        return self._store_db
+
+    def store_payload(self, data) -> StoredPayload:
+        """Commit a payload's bytes (store thread only); see the design above.
+
+        Returns the :class:`StoredPayload` to give :meth:`accept_many` on the reactor thread.
+        """
+        db = self._store_connection()
+        digest = self.cipher.digest(data)  # hashlib releases the GIL on large inputs
+        row = db.execute("SELECT purged_at FROM payloads WHERE sha256 = ?", (digest,)).fetchone()
+        if row is None or row[0] is not None:
+            sealed = self.cipher.seal_chunked(data, _payload_aad(digest))
+            # a row of its own: on PostgreSQL no journal write lock is needed for it
+            db.execute("BEGIN" if self.url else "BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT purged_at FROM payloads WHERE sha256 = ?", (digest,)
+                ).fetchone()
+                if row is None:
+                    db.execute(
+                        "INSERT INTO payloads (sha256, size, data) VALUES (?, ?, ?) "
+                        "ON CONFLICT (sha256) DO NOTHING",  # another node's, meanwhile
+                        (digest, len(data), sealed),
+                    )
+                elif row[0] is not None:  # the same bytes again after a purge
+                    db.execute(
+                        "UPDATE payloads SET data = ?, purged_at = NULL WHERE sha256 = ?",
+                        (sealed, digest),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            del sealed
+            if not self.url:
+                _fsync_wal(self.path)
+        return StoredPayload(digest, len(data))
+
+    def read_payload(self, digest: str) -> bytes:
+        """:meth:`payload` on the store thread's connection, unsealed chunk by chunk."""
+        row = (
+            self._store_connection()
+            .execute("SELECT data, purged_at FROM payloads WHERE sha256 = ?", (digest,))
+            .fetchone()
+        )
+        if row is None or row[1] is not None:
+            raise KeyError(digest)
+        return self.cipher.open_chunked(row[0], _payload_aad(digest))
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file (store thread; never waits for writers);
+        PostgreSQL checkpoints by itself."""
+        if not self.url:
+            self._store_connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def offload_checkpoints(self) -> None:
+        """From now on the reactor's connection never checkpoints: the store thread does
+        (:meth:`checkpoint`), else a commit after a large payload would copy it on the reactor."""
+        if not self.url:
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def close_store_connection(self) -> None:
+        """Close the store thread's connection (from that thread, or once it has stopped)."""
+        db, self._store_db, self._store_owner = self._store_db, None, None
+        if db is not None:
+            db.close()
+
+    def _stored_payload(self, stored: StoredPayload) -> str:
+        """The digest of a payload :meth:`store_payload` committed, checked to be still there
+        (inside the accepting transaction)."""
+        row = self.db.execute(
+            "SELECT purged_at FROM payloads WHERE sha256 = ?", (stored.digest,)
+        ).fetchone()
+        if row is None or row[0] is not None:
+            raise KeyError(f"payload {stored.digest[:16]} is gone (purged before its message)")
+        return stored.digest
 
     # -- retention ------------------------------------------------------------------------
     def purge(self, before: float, *, limit: int = 200) -> tuple[int, int]:
@@ -628,7 +768,7 @@ class Journal:
 
     def accept_many(
         self,
-        items: list[bytes],
+        items: Sequence[bytes | StoredPayload],
         *,
         transport: str,
         peer: str | None = None,
@@ -647,7 +787,8 @@ class Journal:
         answer mails name in In-Reply-To and References; ``claim``: this node takes them
         (a lease), else any node's :meth:`claim` may (and they are announced, see
         :meth:`subscribe`); ``keys``: per item its (ORI, TCN) as the intake read them, the
-        first message of each key is remembered (:meth:`first_of`).
+        first message of each key is remembered (:meth:`first_of`).  An item may be a
+        :class:`StoredPayload` (its bytes committed by :meth:`store_payload` in the store thread).
         """
         now = time.time()
         ids = []
@@ -658,7 +799,10 @@ class Journal:
             for data, agency, key in zip(items, agencies, keys, strict=True):
                 msg_id = f"M{int(now * 1000):013d}-{uuid.uuid4().hex[:10]}"
                 msg = {"id": msg_id, "state": None}
-                digest = self._put_payload(data)
+                if isinstance(data, StoredPayload):
+                    digest, size = self._stored_payload(data), data.size
+                else:
+                    digest, size = self._put_payload(data), len(data)
                 self.db.execute(
                     "INSERT INTO messages (id, received_at, transport, peer, reply_to, payload, "
                     "state, updated_at, agency, identity, mail_message_id, node, lease_until) "
@@ -679,9 +823,7 @@ class Journal:
                         lease,
                     ),
                 )
-                self._transition(
-                    msg, RECEIVED, outcome=f"{len(data)} bytes via {transport}", at=now
-                )
+                self._transition(msg, RECEIVED, outcome=f"{size} bytes via {transport}", at=now)
                 self._transition(msg, STORED, outcome=digest[:16], at=now)
                 if key is not None and all(key):
                     self.db.execute(
@@ -1303,6 +1445,18 @@ def iso_utc(at: float | None) -> str | None:
 
 def _iso(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+
+
+def _fsync_wal(path: Path) -> None:
+    """fsync the journal's WAL file (what a ``synchronous=FULL`` commit would, minus the lock)."""
+    try:
+        fd = os.open(str(path.with_name(path.name + "-wal")), os.O_RDONLY)
+    except FileNotFoundError:  # no WAL: everything is in the database file already
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:

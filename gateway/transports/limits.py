@@ -21,8 +21,8 @@ import ctypes.util
 import logging
 from typing import Any, cast
 
+from twisted.internet import defer, threads
 from twisted.internet import reactor as _reactor
-from twisted.internet import threads
 from twisted.internet.protocol import connectionDone
 from twisted.protocols import policies
 from twisted.python.failure import Failure
@@ -63,6 +63,9 @@ def _trimmed(function, *args):
         _trim()
 
 
+trimmed = _trimmed  # the store thread's jobs too (gateway.offload)
+
+
 def in_parser_thread(function, *args):
     """Run ``function(*args)`` in the one parser thread (a Deferred).
 
@@ -76,6 +79,19 @@ def in_parser_thread(function, *args):
         _parser_pool.start()
         reactor.addSystemEventTrigger("during", "shutdown", _stop_parser_pool)
     return threads.deferToThreadPool(reactor, _parser_pool, _trimmed, function, *args)
+
+
+_one_large = defer.DeferredSemaphore(1)
+
+
+def one_large_message_at_a_time(large: bool, work) -> defer.Deferred:
+    """``work()`` (a Deferred: parse a message, then store it) for at most one ``large`` (spooled)
+    message at a time.  The parser thread is faster than the store thread: without this the
+    decoded attachments of large messages that end together would wait in memory, all of them.
+    """
+    if not large:
+        return work()
+    return _one_large.run(work)
 
 
 def _stop_parser_pool() -> None:

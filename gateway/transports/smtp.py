@@ -31,7 +31,15 @@ from gateway.config import Limits
 from gateway.routing.authz import Refused
 from gateway.transports.tls import peer_fingerprint
 
-from .limits import COMMAND, IDLE, MESSAGE, Budget, abort_later, in_parser_thread
+from .limits import (
+    COMMAND,
+    IDLE,
+    MESSAGE,
+    Budget,
+    abort_later,
+    in_parser_thread,
+    one_large_message_at_a_time,
+)
 from .mime import MimeLimitError, check_structure
 from .spool import Spool
 
@@ -271,7 +279,12 @@ class IntakeDelivery:
         return Spool(directory, self.limits.spool_threshold)
 
     def store(self, raw, sender: str, peer: str | None) -> defer.Deferred:
-        """Read the message (a :class:`Spool` or bytes) in a thread, then commit it here."""
+        """Read the message (a :class:`Spool` or bytes) in a thread, then commit it here
+        (one spooled message at a time: see ``one_large_message_at_a_time``)."""
+        large = isinstance(raw, Spool) and raw.on_disk
+        return one_large_message_at_a_time(large, lambda: self._store(raw, sender, peer))
+
+    def _store(self, raw, sender: str, peer: str | None) -> defer.Deferred:
         d = in_parser_thread(_read_with_id, raw, self.limits)  # never in the reactor thread
 
         def refused(failure):
@@ -284,21 +297,24 @@ class IntakeDelivery:
         return d
 
     def _accept(self, attachments, message_id, sender: str, peer: str | None) -> defer.Deferred:
-        try:
-            ids = self.intake.accept(
-                [data for _, data in attachments],
-                transport="smtp",
-                peer=peer,
-                reply_to=sender or None,
-                identity=self.identity,
-                mail_message_id=message_id,
-            )
-        except Refused as exc:  # logged by the intake; nothing was stored
-            return defer.fail(smtp.SMTPServerError(550, f"5.7.1 {exc.reason}"))
-        except Exception as exc:  # noqa: BLE001 - storage failure: temporary, the client retries
-            log.error("cannot store a message from %s: %s", peer, exc)
-            return defer.fail(smtp.SMTPServerError(451, "4.3.0 cannot store the message now"))
-        return defer.succeed(ids)
+        # large attachments are stored by the store thread; 250 only after the commit
+        d = self.intake.accept_async(
+            [data for _, data in attachments],
+            transport="smtp",
+            peer=peer,
+            reply_to=sender or None,
+            identity=self.identity,
+            mail_message_id=message_id,
+        )
+
+        def failed(failure):
+            if failure.check(Refused):  # logged by the intake; nothing was stored
+                raise smtp.SMTPServerError(550, f"5.7.1 {failure.value.reason}")
+            # storage failure: temporary, the client retries
+            log.error("cannot store a message from %s: %s", peer, failure.getErrorMessage())
+            raise smtp.SMTPServerError(451, "4.3.0 cannot store the message now")
+
+        return d.addErrback(failed)
 
 
 class IntakeESMTP(smtp.ESMTP):

@@ -71,7 +71,9 @@ def _smtp_open(port: int, commands=(b"EHLO tester", b"MAIL FROM:<a@ny.example>")
 
 def _nothing_stored(gateway, tmp_path) -> None:
     assert gateway.journal.messages() == []
-    assert list((tmp_path / "data" / "spool").iterdir()) == []
+    spool = tmp_path / "data" / "spool"
+    # the spool-writer thread removes the file after the answer
+    _wait_until(lambda: not list(spool.iterdir()), "the spool file removed")
 
 
 def _wait_until(condition, what: str) -> None:
@@ -489,5 +491,34 @@ async def test_http_expect_continue_over_the_limit_gets_413_and_no_continue(tmp_
     try:
         answer = await threads.deferToThread(run)
         assert answer.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer
+    finally:
+        await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_submission_is_stored_by_the_store_thread_and_answered(tmp_path, sink):
+    # issue 14: payloads past the threshold are hashed, sealed and committed by the store
+    # thread (gateway.offload), read back there for the worker; the 250 comes after the commit
+    from gateway.transports.soap.client import submit_soap
+
+    gateway = await _start(tmp_path, sink, spool_threshold=1024)
+    try:
+        car = make_car("NY-LARGE-000001")
+        assert len(car) > 100 * 1024
+        refused = await send_smtp(gateway.port("smtp"), [car])
+        assert refused == {}
+        assert gateway.store_thread.stored == 1
+        (msg,) = gateway.journal.messages()
+        assert gateway.journal.payload(msg.payload) == car
+        await sink.wait_for(1)
+        assert gateway.journal.message(msg.id).response_tot == "SRE"  # answered
+        assert gateway.store_thread.read >= 1  # the pipeline read it in the thread
+
+        url = f"http://127.0.0.1:{gateway.port('soap')}/ngi/NativeEBTSService"
+        soap_car = make_car("NY-LARGE-000002")
+        control = await threads.deferToThread(submit_soap, url, soap_car)
+        assert control and gateway.store_thread.stored == 2
+        stored = {gateway.journal.payload(m.payload) for m in gateway.journal.messages()}
+        assert stored == {car, soap_car}
     finally:
         await gateway.stopService()

@@ -40,7 +40,8 @@ from gateway.store.controls import ControlNumbers
 from gateway.store.errors import STORE_ERRORS
 from gateway.transports.tls import peer_fingerprint
 
-from ..limits import in_parser_thread
+from ..limits import in_parser_thread, one_large_message_at_a_time
+from ..spool import Spool
 from .contract import (
     INTAKE_SERVICES,
     INTERNAL_PROCESSING_ERROR,
@@ -144,8 +145,14 @@ class ServiceResource(resource.Resource):
         except Fault as fault:
             d = defer.fail(fault)
         else:
-            d = in_parser_thread(self._read, request)
-        d.addCallback(lambda parsed: self._submit(request, *parsed))
+            content = request.content
+            large = isinstance(content, Spool) and content.on_disk
+            d = one_large_message_at_a_time(
+                large,
+                lambda: in_parser_thread(self._read, request).addCallback(
+                    lambda parsed: self._submit(request, *parsed)
+                ),
+            )
 
         def failed(failure):
             if failure.check(Fault):
@@ -225,8 +232,9 @@ class ServiceResource(resource.Resource):
         except Refused as exc:
             raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
 
-    def _submit(self, request, version, header, payload: bytes) -> tuple[int, str, bytes]:
-        """Commit a checked request (in the reactor) and build the answer."""
+    def _submit(self, request, version, header, payload: bytes) -> defer.Deferred:
+        """Commit a checked request and build the answer (a Deferred: a large payload is
+        stored by the store thread, the message committed in the reactor, then answered)."""
         try:
             if not is_ansinist(payload):
                 raise Fault(
@@ -241,13 +249,22 @@ class ServiceResource(resource.Resource):
             except Refused as exc:
                 raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
             # A ReplyTo is never used: answers go to the agency's registered destinations.
-            control_number = self._store(payload, peer, request.identity)
+            stored = self._store(payload, peer, request.identity)
         except Fault as fault:
             fault.version = version
             raise
-        answer = etree.Element(self.spec.response, nsmap={"ngi-core": NGI_CORE})
-        answer.text = control_number
-        return answer_envelope(answer, version)
+
+        def answer(control_number: str) -> tuple[int, str, bytes]:
+            element = etree.Element(self.spec.response, nsmap={"ngi-core": NGI_CORE})
+            element.text = control_number
+            return answer_envelope(element, version)
+
+        def versioned(failure):
+            if failure.check(Fault):
+                failure.value.version = version
+            return failure
+
+        return stored.addCallbacks(answer, versioned)
 
     def _payload(self, element: etree._Element) -> bytes:
         if self.spec.request == NATIVE_MESSAGE:
@@ -266,24 +283,38 @@ class ServiceResource(resource.Resource):
             raise Fault(INVALID_REQUEST, "the transaction is empty")
         return payload
 
-    def _store(self, payload: bytes, peer: str | None, identity) -> str:
+    def _store(self, payload: bytes, peer: str | None, identity) -> defer.Deferred:
+        """The control number of the stored request (a Deferred; see :meth:`_submit`)."""
         if not self.gateway.running:
             raise Fault(SERVICE_NOT_AVAILABLE, "the gateway is shutting down; try again later")
         try:
             control_number = self.control_numbers.allocate()
-            (message_id,) = self.gateway.intake.accept(
-                [payload], transport="soap", peer=peer, identity=identity
-            )
-            self.control_numbers.record(control_number, message_id, self.spec.name)
-        except Refused as exc:  # logged by the intake; nothing was stored
-            raise Fault(INVALID_REQUEST, f"not accepted: {exc.reason}") from None
         except STORE_ERRORS + (OSError,) as exc:
-            log.error("%s: cannot store a request from %s: %s", self.spec.name, peer, exc)
-            raise Fault(
-                SERVICE_NOT_AVAILABLE, "cannot store the request now; try again later"
-            ) from None
-        log.info("%s: stored %s from %s as %s", self.spec.name, message_id, peer, control_number)
-        return control_number
+            return defer.fail(self._storage_fault(peer, exc))
+        d = self.gateway.intake.accept_async(
+            [payload], transport="soap", peer=peer, identity=identity
+        )
+
+        def stored(ids: list[str]) -> str:
+            (message_id,) = ids
+            self.control_numbers.record(control_number, message_id, self.spec.name)
+            log.info(
+                "%s: stored %s from %s as %s", self.spec.name, message_id, peer, control_number
+            )
+            return control_number
+
+        def failed(failure):
+            if failure.check(Refused):  # logged by the intake; nothing was stored
+                raise Fault(INVALID_REQUEST, f"not accepted: {failure.value.reason}")
+            if failure.check(*STORE_ERRORS, OSError):
+                raise self._storage_fault(peer, failure.value)
+            return failure
+
+        return d.addCallback(stored).addErrback(failed)
+
+    def _storage_fault(self, peer: str | None, exc: BaseException) -> Fault:
+        log.error("%s: cannot store a request from %s: %s", self.spec.name, peer, exc)
+        return Fault(SERVICE_NOT_AVAILABLE, "cannot store the request now; try again later")
 
 
 def soap_root(gateway) -> resource.Resource:
