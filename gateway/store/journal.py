@@ -184,6 +184,24 @@ MIGRATIONS = (
         "CREATE TABLE IF NOT EXISTS ngi_control_numbers (control_number TEXT PRIMARY KEY, "
         "message_id TEXT NOT NULL UNIQUE, service TEXT NOT NULL, created_at REAL NOT NULL)",
     ),
+    # the message browser's case-insensitive ORI / TCN prefixes, by index (per dialect: a
+    # BINARY range on SQLite, a pattern index for LIKE on PostgreSQL)
+    (
+        12,
+        {
+            "sqlite": "CREATE INDEX IF NOT EXISTS messages_ori_upper ON messages(UPPER(ori))",
+            "postgresql": "CREATE INDEX IF NOT EXISTS messages_ori_upper "
+            "ON messages(UPPER(ori) text_pattern_ops)",
+        },
+    ),
+    (
+        13,
+        {
+            "sqlite": "CREATE INDEX IF NOT EXISTS messages_tcn_upper ON messages(UPPER(tcn))",
+            "postgresql": "CREATE INDEX IF NOT EXISTS messages_tcn_upper "
+            "ON messages(UPPER(tcn) text_pattern_ops)",
+        },
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -392,9 +410,10 @@ class Journal:
         if version == SCHEMA_VERSION:
             return
         with self._tx():
-            for number, statement in MIGRATIONS:
+            for number, step in MIGRATIONS:
                 if number <= version:
                     continue
+                statement = step[self.dialect] if isinstance(step, dict) else step
                 words = statement.split()
                 adds = words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]
                 if adds and words[5] in database.columns(self.db, words[2]):
@@ -1135,7 +1154,7 @@ class Journal:
         self, query: MessageQuery, *, limit: int = 100, offset: int = 0
     ) -> tuple[list[Message], int]:
         """The messages ``query`` selects, newest first, one page of them and the total."""
-        where, args = _message_filter(query)
+        where, args = _message_filter(query, self.dialect)
         sql = "SELECT * FROM messages" + (" WHERE " + " AND ".join(where) if where else "")
         (total,) = self.db.execute(f"SELECT COUNT(*) FROM ({sql}) AS selected", args).fetchone()
         rows = self.db.execute(
@@ -1404,7 +1423,7 @@ def _like_prefix(value: str) -> str:
     return escaped + "%"
 
 
-def _message_filter(query: MessageQuery) -> tuple[list[str], list]:
+def _message_filter(query: MessageQuery, dialect: str = "sqlite") -> tuple[list[str], list]:
     where: list[str] = []
     args: list = []
     if query.state:
@@ -1419,6 +1438,12 @@ def _message_filter(query: MessageQuery) -> tuple[list[str], list]:
     for column in ("tcn", "ori"):
         value = getattr(query, column)
         if value:
+            prefix = value.upper()
+            if dialect == "sqlite" and prefix and ord(prefix[-1]) < 0x10FFFF:
+                # the same prefix as a range of the index on UPPER(column) (BINARY order);
+                # the LIKE below keeps the answer exact
+                where.append(f"UPPER({column}) >= ? AND UPPER({column}) < ?")
+                args.extend([prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)])
             where.append(f"UPPER({column}) LIKE ? ESCAPE '\\'")
             args.append(_like_prefix(value))
     if query.tot:
