@@ -119,22 +119,25 @@ def cylinders(x, y, theta, mask: np.ndarray, keep=None):
     neighbours = (dist <= R + 3 * SIGMA_S).sum(1) - 1
     ok = (valid.sum(1) >= MIN_VALID_CELLS * _DISC_CELLS) & (neighbours >= MIN_NEIGHBOURS)
     rows = np.arange(n) if keep is None else np.asarray(keep(ok), np.intp)
-    px, py, valid = px[rows], py[rows], valid[rows]
+    m = rows.size
+    valid = valid[rows]
+    # the cells inside the disc only (the others are never valid: their values are zero)
+    px, py = px[rows][:, _IN_DISC], py[rows][:, _IN_DISC]
 
-    # spatial contributions: (rows, cells, n)
+    # spatial contributions: (rows, disc cells, n)
     d2 = (px[:, :, None] - x[None, None, :]) ** 2 + (py[:, :, None] - y[None, None, :]) ** 2
     gs = np.exp(-d2 / (2 * SIGMA_S**2)) / (SIGMA_S * np.sqrt(2 * np.pi))
     gs[d2 > (3 * SIGMA_S) ** 2] = 0
-    gs[np.arange(rows.size), :, rows] = 0  # a minutia does not contribute to its own cylinder
+    gs[np.arange(m), :, rows] = 0  # a minutia does not contribute to its own cylinder
     # directional contributions: (rows, n, ND)
     rel = _adiff(theta[rows, None], theta[None, :])  # d_phi(theta_m, theta_t)
     a = _adiff(_SECTION[None, None, :], rel[:, :, None])
     k = 1.0 / (SIGMA_D * np.sqrt(2))
     gd = 0.5 * (erf((a + _DD / 2) * k) - erf((a - _DD / 2) * k))
-    total = np.matmul(gs, gd)  # (rows, cells, ND)
-    values = _sigmoid(total, MU_PSI, TAU_PSI) * valid[:, :, None]
-    m = rows.size
-    return (values.reshape(m, NS * NS * ND).astype(np.float32), valid.astype(np.float32), ok)
+    total = np.matmul(gs, gd)  # (rows, disc cells, ND)
+    values = np.zeros((m, NS * NS, ND), np.float32)
+    values[:, _IN_DISC] = _sigmoid(total, MU_PSI, TAU_PSI) * valid[:, _IN_DISC, None]
+    return (values.reshape(m, NS * NS * ND), valid.astype(np.float32), ok)
 
 
 # the geometry of a template is stored as int16 so that a difference needs no wrapping: angles
