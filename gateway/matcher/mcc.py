@@ -124,13 +124,20 @@ def cylinders(x, y, theta, mask: np.ndarray, keep=None):
     # the cells inside the disc only (the others are never valid: their values are zero)
     px, py = px[rows][:, _IN_DISC], py[rows][:, _IN_DISC]
 
-    # spatial contributions: (rows, disc cells, n)
-    d2 = (px[:, :, None] - x[None, None, :]) ** 2 + (py[:, :, None] - y[None, None, :]) ** 2
+    # only the minutiae within R + 3 sigma of a cylinder's own minutia reach one of its cells
+    # (the spatial term is cut at 3 sigma): each row takes those first, in index order, and as
+    # many others as the row with the most of them (their terms are zero)
+    near = dist[rows] <= R + 3 * SIGMA_S
+    width = int(near.sum(1).max()) if m else 0
+    nb = np.argsort(~near, axis=1, kind="stable")[:, :width]  # (rows, width)
+    # spatial contributions: (rows, disc cells, width)
+    d2 = (px[:, :, None] - x[nb][:, None, :]) ** 2 + (py[:, :, None] - y[nb][:, None, :]) ** 2
     gs = np.exp(-d2 / (2 * SIGMA_S**2)) / (SIGMA_S * np.sqrt(2 * np.pi))
     gs[d2 > (3 * SIGMA_S) ** 2] = 0
-    gs[np.arange(m), :, rows] = 0  # a minutia does not contribute to its own cylinder
-    # directional contributions: (rows, n, ND)
-    rel = _adiff(theta[rows, None], theta[None, :])  # d_phi(theta_m, theta_t)
+    # a minutia does not contribute to its own cylinder
+    np.copyto(gs, 0, where=(nb == rows[:, None])[:, None, :])
+    # directional contributions: (rows, width, ND)
+    rel = _adiff(theta[rows, None], theta[nb])  # d_phi(theta_m, theta_t)
     a = _adiff(_SECTION[None, None, :], rel[:, :, None])
     k = 1.0 / (SIGMA_D * np.sqrt(2))
     gd = 0.5 * (erf((a + _DD / 2) * k) - erf((a - _DD / 2) * k))
