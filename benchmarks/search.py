@@ -125,13 +125,18 @@ def evaluate(size, path, args, workers):
     log(f"  load {load:.3f}s; {n} subjects; {bpf:.0f} bytes per finger")
     rng = np.random.default_rng(size)
     mated_idx = rng.choice(n, size=min(args.mated, n), replace=False)
+    # --rescore R: every search (calibration too) on the compare scale (Gallery.search rescore)
+    opts = {"rescore": args.rescore} if args.rescore else {}
     mated = [
-        ("mated", synthetic.identity(SEED, int(i)), 1 + k % 3, {}) for k, i in enumerate(mated_idx)
+        ("mated", synthetic.identity(SEED, int(i)), 1 + k % 3, opts)
+        for k, i in enumerate(mated_idx)
     ]
     calib = [
-        ("calib", synthetic.identity(CALIBRATION_SEED, i), 1, {}) for i in range(args.calibration)
+        ("calib", synthetic.identity(CALIBRATION_SEED, i), 1, opts) for i in range(args.calibration)
     ]
-    nonm = [("nonmated", synthetic.identity(NONMATED_SEED, i), 1, {}) for i in range(args.nonmated)]
+    nonm = [
+        ("nonmated", synthetic.identity(NONMATED_SEED, i), 1, opts) for i in range(args.nonmated)
+    ]
     t0 = time.perf_counter()
     res = run_searches(path, calib + mated + nonm, workers)
     wall = time.perf_counter() - t0
@@ -337,6 +342,12 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--validate", type=int, default=4, help="image-level identities (0: skip)")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument(
+        "--rescore",
+        type=int,
+        default=0,
+        help="score the best R candidates again with compare (one score scale; 0: off)",
+    )
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     brutes = [int(s) for s in args.brute.split(",")] + [0] * len(sizes)

@@ -412,3 +412,33 @@ def test_compare_of_tiny_templates_is_finite_and_symmetric(templates):
             s = compare(a, b)
             assert np.isfinite(s) and 0.0 <= s <= 1.0
             assert s == compare(b, a)
+
+
+def test_one_score_scale_for_match_and_search(templates, capsys):
+    """The score `ebts-gateway match A B` prints is the candidate score a 1:N search gives for
+    the same pair when the search scores its candidates with compare (``rescore``, or
+    ``second_stage="compare"``): one scale for 1:1, search and thresholds."""
+    from gateway.cli import main
+    from gateway.matcher import synthetic
+    from gateway.matcher.gallery import RESCORE, Gallery
+
+    assert main(["match", str(FVC / "101_1.tif"), str(FVC / "101_2.tif"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["score"]
+    g = Gallery()
+    synthetic.populate(g, 30, seed=5)
+    g.add("MATE", 3, templates[101, 2])
+    g.add("OTHER", 3, templates[102, 1])
+    probe = {3: templates[101, 1]}
+    fast = g.search(probe, top=3)
+    one = g.search(probe, top=3, rescore=RESCORE)
+    full = g.search(probe, top=3, second_stage="compare")
+    assert one[0].subject_id == full[0].subject_id == "MATE"
+    for cands in (one, full):
+        assert cands[0].score == pytest.approx(printed, abs=1e-5)
+        assert cands[0].finger_scores == {
+            3: pytest.approx(compare(templates[101, 1], templates[101, 2]), abs=1e-5)
+        }
+    # every rescored candidate is on the compare scale (the fast stage's is another)
+    for c in one:
+        assert c.score == pytest.approx(compare(probe[3], g.template(c.subject_id, 3)), abs=1e-5)
+    assert fast[0].score != pytest.approx(one[0].score, abs=1e-3)

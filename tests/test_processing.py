@@ -63,6 +63,8 @@ def test_new_subject_enrolled_then_identified(setting):
 
     second = process(_job(base, write(synth.car_transaction(31, impression=2)), "0000032GW"))
     assert second.enroll is None and second.summary["fbi"]["hit"]
+    # a known subject: the four searched fingers, then two more for the floor (6 of 10)
+    assert sorted(second.summary["quality"]) == ["1", "2", "3", "4", "6", "7"]
     assert second.summary["fbi"]["candidate"] == "0000031GW"
     t2 = _sre_type2(second)
     assert t2.value("2.059") == "I" and t2.value("2.014") == "0000031GW"
@@ -170,6 +172,30 @@ def test_flat_and_noise_fingers_are_unusable_and_never_enrolled(setting):
     assert result.summary["unusable"] == [3, 4, 8, 9, 10]
     named = {p for p in range(1, 11) if any(f"FGP {p}:" in line for line in lines)}
     assert named == {3, 4, 8, 9, 10}
+
+
+def test_the_floor_extracts_the_searched_fingers_then_only_what_it_needs(setting):
+    """Fingers 1, 2, 6, 7 are searched; the floor (6 of 10) takes the others in FGP order until
+    six are usable: 3 and 4 are not, so 5 and 8 are extracted, 9 and 10 never are (no
+    enrolment here); with 9 and 10 bad too it must look at every finger before its ERRT."""
+    import numpy as np
+
+    base, _ = setting
+    rng = np.random.default_rng(5)
+    flat = np.tile(np.linspace(150, 190, 416), (416, 1)).astype(np.uint8)
+    noise = rng.integers(0, 256, (416, 416)).astype(np.uint8)
+    job = _job(base, write(_with_fingers(38, {3: flat, 4: noise})), "0000038GW")
+    job.new_subject_id = None
+    result = process(job)
+    assert result.response_tot == "SRE", result.steps
+    assert sorted(result.summary["quality"], key=int) == ["1", "2", "3", "4", "5", "6", "7", "8"]
+    assert result.summary["fingers"] == [1, 2, 6, 7]
+    bad = {3: flat, 4: noise, 5: flat, 9: flat, 10: noise}
+    job = _job(base, write(_with_fingers(39, bad)), "0000039GW")
+    result = process(job)
+    assert result.summary["unusable"] == [3, 4, 5, 9, 10]
+    assert len(result.summary["quality"]) == 10
+    assert any("5 USABLE FINGERPRINTS OF 10, 6 REQUIRED" in line for line in _errt_lines(result))
 
 
 def test_a_raised_floor_and_the_proportional_finger_count(setting):

@@ -35,6 +35,14 @@ Search (``Gallery.search``):
    as one batched :func:`gateway.matcher.template.compare_many` per probe finger);
 3. **fusion** - the candidate's score is the sum of its finger scores over the probe's fingers;
    ``decision`` is ``score >= threshold`` (see :meth:`Gallery.calibrate`).
+4. **one score scale** (``rescore=R``) - the best ``max(top, R)`` candidates of the fast second
+   stage are scored again with :func:`gateway.matcher.compare` and only they are returned:
+   every candidate's finger score is then the ``compare`` score of that pair (the one
+   ``ebts-gateway match`` prints) and its score their sum, as with ``second_stage="compare"``
+   but at the cost of R short-listed subjects instead of all of them.  Off by default until the
+   sharded search (:mod:`gateway.matcher.shards`) runs the same round after its merge: a sharded
+   and an unsharded search must return the same candidates, and the thresholds of a gallery are
+   on one scale (calibrate with the setting the searches will use).
 """
 
 from __future__ import annotations
@@ -54,6 +62,9 @@ POSITIONS = 10
 SLOT = 64  # minutiae kept per finger for the second stage
 FORMAT = 1
 SECOND_STAGES = ("minutiae", "compare")
+#: Candidates of the fast second stage scored again with ``compare`` when a search asks for
+#: one score scale (``rescore``; at least ``top`` of them).
+RESCORE = 3
 
 
 #: Margin of the threshold over the highest image-level non-mated score (:meth:`calibrate`).
@@ -638,13 +649,18 @@ class Gallery:
         refine: int = 4000,
         first_stage: bool = True,
         second_stage: str = "minutiae",
+        rescore: int = 0,
     ) -> list[Candidate]:
         """Tenprint (or fewer fingers) 1:N search; ``probe`` maps positions 1-10 to Templates.
 
         Returns at most ``top`` candidates, best first.  The prefix scan keeps ``refine``
         subjects, the full codes ``shortlist`` of them.  ``first_stage=False`` runs the second
         stage over every subject (for measurements); ``second_stage`` is ``"minutiae"`` (fast,
-        default) or ``"compare"`` (:func:`gateway.matcher.compare`).
+        default) or ``"compare"`` (every short-listed subject scored with ``compare``).  With
+        ``rescore`` R > 0 the best ``max(top, R)`` candidates of the fast stage are scored
+        again with :func:`gateway.matcher.compare` and only they are returned (``RESCORE`` is
+        a good R): then, as with ``"compare"``, each candidate's finger scores are ``compare``
+        scores, the ones ``ebts-gateway match`` prints, and its score their sum.
         """
         if second_stage not in SECOND_STAGES:
             raise ValueError(f"second_stage must be one of {SECOND_STAGES}")
@@ -687,7 +703,39 @@ class Gallery:
             ]
         cands = self._second_stage(probe, picks, second_stage)
         cands.sort(key=lambda c: (-c.score, -c.stage1, c.subject_id))
+        if second_stage == "minutiae" and rescore > 0:
+            cands = self._rescore(probe, cands[: max(top, rescore)])
+            cands.sort(key=lambda c: (-c.score, -c.stage1, c.subject_id))
         return cands[:top]
+
+    def _rescore(self, probe, cands: list[Candidate]) -> list[Candidate]:
+        """The candidates with :func:`gateway.matcher.compare` finger scores (one batched
+        :func:`gateway.matcher.template.compare_many` per probe finger), their sum as score
+        and the decision at the threshold of the number of fingers compared."""
+        from .template import Template, compare_many
+
+        fscores = np.zeros((len(cands), POSITIONS))
+        compared = np.zeros((len(cands), POSITIONS), bool)
+        where = [self._locate(c.subject_id) for c in cands]
+        for p, t in probe.items():
+            rows, found = [], []
+            for i, (seg, row) in enumerate(where):
+                data = seg.template_bytes(row, p)
+                if data is not None:
+                    rows.append(i)
+                    found.append(Template.from_bytes(data))
+            if found:
+                fscores[rows, p - 1] = compare_many(t, found)
+                compared[rows, p - 1] = True
+        out = []
+        for i, c in enumerate(cands):
+            fs = {p: float(fscores[i, p - 1]) for p in sorted(probe)}
+            score = float(sum(fs.values()))
+            k = int(compared[i].sum())
+            thr = self.threshold_for(k)
+            decision = k > 0 and thr is not None and score >= thr
+            out.append(Candidate(c.subject_id, score, fs, decision, c.stage1))
+        return out
 
     @staticmethod
     def _gather(picks):

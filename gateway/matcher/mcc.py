@@ -85,11 +85,14 @@ def _sigmoid(v, mu, tau):
     return 1.0 / (1.0 + np.exp(-tau * (v - mu)))
 
 
-def cylinders(x, y, theta, mask: np.ndarray):
+def cylinders(x, y, theta, mask: np.ndarray, keep=None):
     """Cylinders of all minutiae.
 
     Returns ``values`` (n, NS*NS*ND) float32, ``cells`` (n, NS*NS) float32 0/1 validity and
-    ``ok`` (n,) bool: the cylinder has enough valid cells and neighbours to be used.
+    ``ok`` (n,) bool: the cylinder has enough valid cells and neighbours to be used.  With
+    ``keep``, a function of ``ok`` returning row indices, ``values`` and ``cells`` hold only
+    those rows (every other minutia still contributes to them: the same values as the rows of
+    the full result), so that cylinders a template leaves out are never computed.
     """
     n = len(x)
     if n == 0:
@@ -112,25 +115,36 @@ def cylinders(x, y, theta, mask: np.ndarray):
     valid = np.zeros(px.shape, bool)
     valid[inside] = mask[iy[inside], ix[inside]]
     valid &= _IN_DISC[None, :]
-
-    # spatial contributions: (n, cells, n)
-    d2 = (px[:, :, None] - x[None, None, :]) ** 2 + (py[:, :, None] - y[None, None, :]) ** 2
-    gs = np.exp(-d2 / (2 * SIGMA_S**2)) / (SIGMA_S * np.sqrt(2 * np.pi))
-    gs[d2 > (3 * SIGMA_S) ** 2] = 0
-    own = np.arange(n)
-    gs[own, :, own] = 0  # a minutia does not contribute to its own cylinder
-    # directional contributions: (n, n, ND)
-    rel = _adiff(theta[:, None], theta[None, :])  # d_phi(theta_m, theta_t)
-    a = _adiff(_SECTION[None, None, :], rel[:, :, None])
-    k = 1.0 / (SIGMA_D * np.sqrt(2))
-    gd = 0.5 * (erf((a + _DD / 2) * k) - erf((a - _DD / 2) * k))
-    total = np.matmul(gs, gd)  # (n, cells, ND)
-    values = _sigmoid(total, MU_PSI, TAU_PSI) * valid[:, :, None]
-
     dist = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
     neighbours = (dist <= R + 3 * SIGMA_S).sum(1) - 1
     ok = (valid.sum(1) >= MIN_VALID_CELLS * _DISC_CELLS) & (neighbours >= MIN_NEIGHBOURS)
-    return (values.reshape(n, -1).astype(np.float32), valid.astype(np.float32), ok)
+    rows = np.arange(n) if keep is None else np.asarray(keep(ok), np.intp)
+    m = rows.size
+    valid = valid[rows]
+    # the cells inside the disc only (the others are never valid: their values are zero)
+    px, py = px[rows][:, _IN_DISC], py[rows][:, _IN_DISC]
+
+    # only the minutiae within R + 3 sigma of a cylinder's own minutia reach one of its cells
+    # (the spatial term is cut at 3 sigma): each row takes those first, in index order, and as
+    # many others as the row with the most of them (their terms are zero)
+    near = dist[rows] <= R + 3 * SIGMA_S
+    width = int(near.sum(1).max()) if m else 0
+    nb = np.argsort(~near, axis=1, kind="stable")[:, :width]  # (rows, width)
+    # spatial contributions: (rows, disc cells, width)
+    d2 = (px[:, :, None] - x[nb][:, None, :]) ** 2 + (py[:, :, None] - y[nb][:, None, :]) ** 2
+    gs = np.exp(-d2 / (2 * SIGMA_S**2)) / (SIGMA_S * np.sqrt(2 * np.pi))
+    gs[d2 > (3 * SIGMA_S) ** 2] = 0
+    # a minutia does not contribute to its own cylinder
+    np.copyto(gs, 0, where=(nb == rows[:, None])[:, None, :])
+    # directional contributions: (rows, width, ND)
+    rel = _adiff(theta[rows, None], theta[nb])  # d_phi(theta_m, theta_t)
+    a = _adiff(_SECTION[None, None, :], rel[:, :, None])
+    k = 1.0 / (SIGMA_D * np.sqrt(2))
+    gd = 0.5 * (erf((a + _DD / 2) * k) - erf((a - _DD / 2) * k))
+    total = np.matmul(gs, gd)  # (rows, disc cells, ND)
+    values = np.zeros((m, NS * NS, ND), np.float32)
+    values[:, _IN_DISC] = _sigmoid(total, MU_PSI, TAU_PSI) * valid[:, _IN_DISC, None]
+    return (values.reshape(m, NS * NS * ND), valid.astype(np.float32), ok)
 
 
 # the geometry of a template is stored as int16 so that a difference needs no wrapping: angles
@@ -184,16 +198,21 @@ class Prepared:
 
     def __init__(self, x, y, theta, mask, quality=None, period=0.0):
         self.log_period = math.log(period) if period and period > 0 else 0.0
-        values, cells, ok = cylinders(x, y, theta, mask)
-        sel = np.nonzero(ok)[0]
-        if MAX_CYLINDERS and sel.size > MAX_CYLINDERS:
-            q = np.ones(len(x)) if quality is None else np.asarray(quality, np.float64)
-            sel = np.sort(sel[np.argsort(-q[sel], kind="stable")[:MAX_CYLINDERS]])
+
+        def keep(ok):
+            sel = np.nonzero(ok)[0]
+            if MAX_CYLINDERS and sel.size > MAX_CYLINDERS:
+                q = np.ones(len(x)) if quality is None else np.asarray(quality, np.float64)
+                sel = np.sort(sel[np.argsort(-q[sel], kind="stable")[:MAX_CYLINDERS]])
+            return sel
+
+        values, cells, ok = cylinders(x, y, theta, mask, keep)
+        sel = keep(ok)
         self.n = n = int(sel.size)
         self.index = sel  # the minutia of each cylinder (row of the template's minutiae)
         # cells outside the disc are never valid: leave them out of every product
-        values = values[sel].reshape(n, NS * NS, ND)[:, _IN_DISC].astype(np.float32)
-        cells = cells[sel][:, _IN_DISC].astype(np.float32)
+        values = values.reshape(n, NS * NS, ND)[:, _IN_DISC].astype(np.float32)
+        cells = cells[:, _IN_DISC].astype(np.float32)
         sq = (values**2).sum(2)  # (n, cells)
         self.values = np.ascontiguousarray(values.reshape(n, _DISC_CELLS * ND))
         self.values_m2 = -2 * self.values

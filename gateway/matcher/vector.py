@@ -58,7 +58,7 @@ def _background() -> tuple[np.ndarray, np.ndarray]:
     a fixed reference sample of unrelated synthetic fingers (built once per process)."""
     global _BACKGROUND
     if _BACKGROUND is None:
-        from . import synthetic
+        from gateway.synth import templates as synthetic
 
         ids = np.arange(REFERENCE) + 900_000_000
         b = synthetic.impressions(ids, np.arange(REFERENCE) % 10 + 1, 0)

@@ -154,7 +154,7 @@ class Context:
     result: Result
     t: float  # when the current step started (time.perf_counter)
     txn: Transaction | None = None  # the decoded submission (step "decode")
-    fingers: dict = field(default_factory=dict)  # {FGP: Template or None}, extracted once
+    fingers: Any = None  # _Fingers: the tenprint's finger templates, each extracted once
     where: dict = field(default_factory=dict)  # {FGP: Location of its image}
     usable: dict = field(default_factory=dict)  # the fingers at or above the quality floor
     probe: dict = field(default_factory=dict)  # the usable fingers searched
@@ -251,25 +251,24 @@ def _validate(ctx: Context) -> bool:
 
 
 def _select_fingers(ctx: Context) -> bool:
-    """The quality floor (issue 14): a tenprint to be searched has every submitted finger
-    extracted and scored; a finger below the floor is neither searched nor enrolled, and too
-    few usable fingers is an ERRT naming each unusable one."""
+    """The quality floor (issue 14): a tenprint to be searched has its searched fingers
+    extracted and scored first, the others only until the floor is met (all of them when it
+    is not); a finger below the floor is neither searched nor enrolled, and too few usable
+    fingers is an ERRT naming each unusable one."""
     job, result, txn = ctx.job, ctx.result, ctx.txn
     assert txn is not None
     if not (
         rules.is_tenprint(txn.tot) and (job.fbi_gallery or (ctx.dhs_needed and job.dhs_gallery))
     ):
         return True
-    where: dict = {}
-    fingers = _finger_templates(txn, where)
-    usable = {p: t for p, t in fingers.items() if t is not None and t.quality >= job.min_quality}
-    ctx.fingers, ctx.where, ctx.usable = fingers, where, usable
-    result.summary["quality"] = {
-        str(p): (t.quality if t is not None else None) for p, t in sorted(fingers.items())
-    }
-    needed = required_fingers(job.min_fingers, len(fingers))
-    if fingers and len(usable) < needed:
-        _reject_quality(job, txn, result, ctx.t, fingers, usable, needed, where)
+    fingers = _Fingers(txn)
+    needed = required_fingers(job.min_fingers, len(fingers.positions))
+    usable = fingers.usable(job, job.search_positions, needed)
+    ctx.fingers, ctx.where, ctx.usable = fingers, fingers.where, usable
+    result.summary["quality"] = fingers.qualities()
+    if fingers.positions and len(usable) < needed:
+        tpls = fingers.templates
+        _reject_quality(job, txn, result, ctx.t, tpls, usable, needed, fingers.where)
         return False
     ctx.probe = {p: tpl for p, tpl in usable.items() if p in job.search_positions}
     result.summary["fingers"] = sorted(ctx.probe)
@@ -312,8 +311,10 @@ def _enrol(ctx: Context) -> bool:
     sub2 = next((r for r in txn.records if r.type == 2), None)
     ret = sub2.value("2.005") if sub2 is not None else None
     if job.fbi_gallery and rules.should_enroll(txn.tot, ret, ctx.identified) and job.new_subject_id:
-        # only the fingers at or above the quality floor are enrolled
-        all_templates = ctx.usable
+        # only the fingers at or above the quality floor are enrolled (the rest extracted
+        # now, part of the FBI leg's time)
+        all_templates = ctx.fingers.usable(job, tuple(FINGER_POSITIONS))
+        result.summary["quality"] = ctx.fingers.qualities()
         result.enroll = {
             "gallery": "fbi",
             "subject_id": job.new_subject_id,
@@ -552,33 +553,72 @@ def _identity_from_peek(payload: bytes) -> dict:
     }
 
 
-def _finger_templates(txn: Transaction, where: dict | None = None) -> dict:
-    """``{position: Template or None}`` of the rolled finger images (Type-14, else Type-4) at
-    FGP 1-10; None for a finger image that does not decode (unusable, not an error).  ``where``
-    receives the Location (record, FGP field) of each position's image."""
-    from gateway.imaging import ImagingError, decode_record, ntr_of, to_500ppi
-    from gateway.matcher import extract
+class _Fingers:
+    """The rolled finger images (Type-14 and Type-4 at FGP 1-10) of a tenprint, each decoded and
+    extracted once, on demand: ``templates`` holds ``{position: Template or None}`` of those
+    extracted so far (None: no image of that position decodes; unusable, not an error) and
+    ``where`` the Location (record, FGP field) of each position's image."""
 
-    out: dict = {}
-    ntr = ntr_of(txn)
-    for recno, record in enumerate(txn.records, start=1):
-        if record.type not in (4, 14):
-            continue
-        tag = f"{record.type}.{4 if record.type == 4 else 13:03d}"
-        try:
-            fgp = int(record.value(tag) or 0)
-        except ValueError:
-            continue
-        if fgp not in FINGER_POSITIONS or out.get(fgp) is not None:
-            continue
-        if where is not None:
-            where[fgp] = Location(recno, record.type, tag)
-        try:
-            image = to_500ppi(decode_record(record, ntr=ntr))
-            out[fgp] = extract(image.pixels, 500)
-        except (ImagingError, ValueError):
-            out[fgp] = None  # a finger that does not decode is unusable
-    return out
+    def __init__(self, txn: Transaction):
+        from gateway.imaging import ntr_of
+
+        self.txn = txn
+        self.ntr = ntr_of(txn)
+        self.records: dict[int, list] = {}  # position -> [(record number, record)] in order
+        self.where: dict = {}
+        self.templates: dict = {}
+        for recno, record in enumerate(txn.records, start=1):
+            if record.type not in (4, 14):
+                continue
+            tag = f"{record.type}.{4 if record.type == 4 else 13:03d}"
+            try:
+                fgp = int(record.value(tag) or 0)
+            except ValueError:
+                continue
+            if fgp in FINGER_POSITIONS:
+                self.records.setdefault(fgp, []).append((recno, record))
+        self.positions = sorted(self.records)
+
+    def template(self, fgp: int):
+        """The template of the first image of ``fgp`` that decodes, or None."""
+        from gateway.imaging import ImagingError, decode_record, to_500ppi
+        from gateway.matcher import extract
+
+        if fgp not in self.templates:
+            self.templates[fgp] = None
+            for recno, record in self.records[fgp]:
+                self.where[fgp] = Location(
+                    recno, record.type, f"{record.type}.{4 if record.type == 4 else 13:03d}"
+                )
+                try:
+                    image = to_500ppi(decode_record(record, ntr=self.ntr))
+                    self.templates[fgp] = extract(image.pixels, 500)
+                    break
+                except (ImagingError, ValueError):
+                    continue  # a finger that does not decode is unusable
+        return self.templates[fgp]
+
+    def usable(self, job: Job, first, enough: int | None = None) -> dict:
+        """``{position: Template}`` of the fingers at or above ``job.min_quality``: every
+        position of ``first`` that was submitted, then the others in FGP order until
+        ``enough`` are usable (all of them when ``enough`` is None)."""
+        order = [p for p in self.positions if p in first]
+        order += [p for p in self.positions if p not in first]
+        out: dict = {}
+        for p in order:
+            if enough is not None and len(out) >= enough and p not in first:
+                break
+            tpl = self.template(p)
+            if tpl is not None and tpl.quality >= job.min_quality:
+                out[p] = tpl
+        return out
+
+    def qualities(self) -> dict:
+        """The quality of each finger extracted so far (None: it does not decode)."""
+        return {
+            str(p): (t.quality if t is not None else None)
+            for p, t in sorted(self.templates.items())
+        }
 
 
 _GALLERIES: dict[str, list] = {}  # path -> [Gallery, last enrolment row applied]
