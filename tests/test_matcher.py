@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from gateway.matcher import Template, compare, extract
-from tests.conftest import EVAL, SHARED, SKIP_REASON
+from tests.conftest import EVAL, SHARED, SKIP_REASON, TRADITIONAL
 
 FVC = EVAL / "fvc2000-db2-b"
 FINGERS = (101, 102, 103, 104)
@@ -360,7 +360,8 @@ def test_match_command_unreadable_input(tmp_path, capsys):
 def test_match_command_on_transactions(capsys):
     from gateway.cli import main
 
-    txn = EVAL / "nbis-an2k-testdata" / "valid1.1.an2"  # one Type-4 record, finger 10
+    # one Type-4 record, finger 10 (the same bytes as eval/nbis-an2k-testdata/valid1.1.an2)
+    txn = TRADITIONAL / "nbis-an2kconvert" / "valid1.1.an2"
     assert main(["match", str(txn), str(txn), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["score"] > 0.9
