@@ -54,6 +54,7 @@ class Job:
     min_fingers: int = 6  # [matcher] min_fingers: usable fingers a full tenprint needs (of 10)
     max_pixels: int | None = None  # [limits] max_pixels_per_transaction, from image headers
     scheduler: str | None = None  # [matcher] scheduler: Dask scheduler of sharded galleries
+    scheduler_tls: tuple[str, str, str] | None = None  # its CA, our certificate and key (tls://)
 
 
 @dataclass
@@ -494,12 +495,18 @@ _GALLERIES: dict[str, list] = {}  # path -> [Gallery, last enrolment row applied
 
 def _search(path: str, name: str, job: Job, probe: dict):
     # a shard set searched on Dask raises SearchUnavailable past its deadline: never "no hit"
-    gallery = load_gallery(path, job.journal_path, name, job.scheduler)
+    gallery = load_gallery(path, job.journal_path, name, job.scheduler, job.scheduler_tls)
     candidates = gallery.search(probe, top=1)
     return candidates[0] if candidates else None
 
 
-def load_gallery(path: str, journal_path: str | None, name: str, scheduler: str | None = None):
+def load_gallery(
+    path: str,
+    journal_path: str | None,
+    name: str,
+    scheduler: str | None = None,
+    tls: tuple[str, str, str] | None = None,
+):
     """The worker's cached gallery, with the enrolments the journal holds applied (a shard
     set made by ``gallery shard``: each enrolment to the shard owning its subject)."""
     from gateway.matcher import Template, shards
@@ -508,7 +515,9 @@ def load_gallery(path: str, journal_path: str | None, name: str, scheduler: str 
     entry = _GALLERIES.get(path)
     if entry is None:
         if shards.is_shard_set(path):
-            gallery: shards.ShardedGallery | Gallery = shards.ShardedGallery(path, scheduler)
+            gallery: shards.ShardedGallery | Gallery = shards.ShardedGallery(
+                path, scheduler, tls=tls
+            )
         else:
             gallery = Gallery.load(path)
         entry = _GALLERIES[path] = [gallery, 0]
