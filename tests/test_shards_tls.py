@@ -117,6 +117,8 @@ def test_dask_certificates_come_from_a_cluster_ca_of_their_own(data):
     assert "10.1.2.4" in {str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)}
     rc, _, err = _cli("pki", "issue", "../x", "--role", "dask", "--data-dir", data)
     assert rc == 2 and "not a usable identity name" in err
+    rc, _, err = _cli("pki", "issue", "--role", "dask", "--data-dir", data)
+    assert rc == 2 and "name the Dask member" in err
 
 
 def test_tls_shards_equal_the_unsharded_search(data, tls_cluster):

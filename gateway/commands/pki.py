@@ -72,7 +72,12 @@ def run(args) -> int:
             return 0
         if args.action == "issue":
             if not args.name:
-                print("ebts-gateway pki issue: name the agency (its ORI) or LESC", file=sys.stderr)
+                what = (
+                    "the Dask member (scheduler, worker-N, gateway)"
+                    if args.role == "dask"
+                    else "the agency (its ORI) or LESC"
+                )
+                print(f"ebts-gateway pki issue: name {what}", file=sys.stderr)
                 return 2
             if args.role == "dask":
                 ca, cert, key = pki.issue_dask(
