@@ -9,6 +9,7 @@ See ``examples/gateway.toml`` for every key with comments.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -125,6 +126,21 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class DaskTLS:
+    """``[matcher] scheduler_ca``, ``scheduler_cert``, ``scheduler_key``: the gateway's identity
+    towards a ``tls://`` Dask scheduler (mutual TLS).  Default: ``DATA/pki/dask/ca.crt``,
+    ``gateway.crt`` and ``gateway.key`` (``ebts-gateway pki issue gateway --role dask``)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def files(self) -> tuple[str, str, str]:
+        """(CA, certificate, key) as strings (what a worker process is given)."""
+        return str(self.ca), str(self.cert), str(self.key)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     listen_smtp: str = "tcp:2525:interface=127.0.0.1"
@@ -159,7 +175,8 @@ class Config:
     outbound_ca: Path | None = None  # trust for the relay and SOAP pushes (default: our CA)
     min_quality: int = 1  # fingers of lower quality (0-100) are neither searched nor enrolled
     min_fingers: int = 6  # usable fingers of 10 a tenprint needs (in proportion for fewer)
-    scheduler: str | None = None  # Dask scheduler "tcp://HOST:PORT" of the gallery shards
+    scheduler: str | None = None  # Dask scheduler "tls://HOST:PORT" of the gallery shards
+    scheduler_tls: DaskTLS | None = None  # with a tls:// scheduler: the files of mutual TLS
     store: Store = field(default_factory=Store)
     admin: Admin = field(default_factory=Admin)
     retention: Retention = field(default_factory=Retention)
@@ -296,7 +313,16 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
     matcher = _table(raw, "matcher")
     _unknown(
         matcher,
-        {"threshold", "search_positions", "min_quality", "min_fingers", "scheduler"},
+        {
+            "threshold",
+            "search_positions",
+            "min_quality",
+            "min_fingers",
+            "scheduler",
+            "scheduler_ca",
+            "scheduler_cert",
+            "scheduler_key",
+        },
         "matcher.",
     )
     positions = matcher.get("search_positions", list(range(1, 11)))
@@ -435,6 +461,7 @@ def parse_config(raw: dict, base: Path | None = None) -> Config:
         min_quality=_bounded_int(matcher, "min_quality", "matcher.", 1, 0, 100),
         min_fingers=_bounded_int(matcher, "min_fingers", "matcher.", 6, 1, 10),
         scheduler=_parse_scheduler(matcher),
+        scheduler_tls=_parse_scheduler_tls(matcher, data_dir, path),
         store=_parse_store(raw, path),
         admin=_parse_admin(raw),
         retention=_parse_retention(raw),
@@ -621,18 +648,38 @@ def _parse_limits(raw: dict) -> Limits:
     return Limits(**values)
 
 
-_SCHEDULER = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})):(\d{1,5})")
+_SCHEDULER = re.compile(
+    r"(tls|tcp)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})):(\d{1,5})"
+)
+
+
+def _loopback_host(host: str) -> bool:
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse_scheduler(matcher: dict) -> str | None:
     """``[matcher] scheduler``: the Dask scheduler the gallery shards live behind
-    (docs/scaling.md); needs the optional ``scale`` extra (dask[distributed])."""
+    (docs/scaling.md); needs the optional ``scale`` extra (dask[distributed]).  ``tls://``
+    (mutual TLS, ``_parse_scheduler_tls``); ``tcp://`` carries probes and candidates in the
+    clear without authentication, so only to a scheduler on this host's loopback."""
     value = _str(matcher, "scheduler", "matcher.")
     if value is None:
         return None
     m = _SCHEDULER.fullmatch(value)
-    if m is None or not 1 <= int(m.group(2)) <= 65535:
-        raise ConfigError("matcher.scheduler", f"must be 'tcp://HOST:PORT', not {value!r}")
+    if m is None or not 1 <= int(m.group(3)) <= 65535:
+        raise ConfigError("matcher.scheduler", f"must be 'tls://HOST:PORT', not {value!r}")
+    if m.group(1) == "tcp" and not _loopback_host(m.group(2)):
+        raise ConfigError(
+            "matcher.scheduler",
+            f"tcp:// is neither encrypted nor authenticated: only on loopback; use "
+            f"'tls://{m.group(2)}:{m.group(3)}' (docs/scaling.md)",
+        )
     import importlib.util
 
     if importlib.util.find_spec("distributed") is None:
@@ -640,6 +687,36 @@ def _parse_scheduler(matcher: dict) -> str | None:
             "matcher.scheduler", "needs Dask: pip install 'ebts-gateway[scale]' (dask[distributed])"
         )
     return value
+
+
+def _parse_scheduler_tls(matcher: dict, data_dir: Path, path) -> DaskTLS | None:
+    """``[matcher] scheduler_ca/_cert/_key``: the files of mutual TLS with a ``tls://``
+    scheduler, each checked to exist (default: ``DATA/pki/dask/``)."""
+    scheduler = matcher.get("scheduler")
+    keys = ("scheduler_ca", "scheduler_cert", "scheduler_key")
+    if not (isinstance(scheduler, str) and scheduler.startswith("tls://")):
+        for key in keys:
+            if key in matcher:
+                raise ConfigError(f"matcher.{key}", "only with a tls:// matcher.scheduler")
+        return None
+    defaults = {
+        "scheduler_ca": "ca.crt",
+        "scheduler_cert": "gateway.crt",
+        "scheduler_key": "gateway.key",
+    }
+    files = {}
+    for key in keys:
+        given = path(_str(matcher, key, "matcher."), f"matcher.{key}")
+        p = given if given is not None else data_dir / "pki" / "dask" / defaults[key]
+        if not p.is_file():
+            hint = (
+                ""
+                if given is not None
+                else " (make it: ebts-gateway pki issue gateway --role dask)"
+            )
+            raise ConfigError(f"matcher.{key}", f"no such file: {p}{hint}")
+        files[key] = p
+    return DaskTLS(files["scheduler_ca"], files["scheduler_cert"], files["scheduler_key"])
 
 
 def _parse_alerts(raw: dict) -> Alerts:

@@ -11,6 +11,11 @@ Layout under ``DIR`` (the data directory's ``pki/`` by default; files 0600, fold
     ca.crt  ca.key                      the private CA that signs the server and agency certificates
     server.crt  server.key              the gateway's own certificate (server, and client outbound)
     agencies/<NAME>.crt  <NAME>.key     one client identity per agency ORI (and ``LESC``)
+    dask/ca.crt  ca.key                 a CA of the Dask cluster only (gallery shards)
+    dask/<NAME>.crt  <NAME>.key         its members: scheduler, workers, the gateway as client
+
+The Dask cluster has a CA of its own because Dask's TLS accepts any certificate its CA signed
+(mutual TLS, no host name check): an agency's client certificate must not open the cluster.
 
 Keys are ECDSA P-256, certificates SHA-256 signed; the CA lives ten years, others two.
 """
@@ -255,6 +260,36 @@ def issue_client(root: Path, name: str, *, force: bool = False) -> tuple[Paths, 
     else:
         cert, _ = _load_pair(cert_path, key_path)
     return paths, fingerprint(cert)
+
+
+def dask_paths(root: Path, name: str) -> tuple[Path, Path, Path]:
+    """``(ca.crt, NAME.crt, NAME.key)`` of a Dask cluster member under ``root`` (DATA/pki)."""
+    if not _NAME.fullmatch(name):
+        raise PKIError(f"not a usable identity name (letters, digits, . _ -): {name!r}")
+    folder = Path(root) / "dask"
+    return folder / "ca.crt", folder / f"{name}.crt", folder / f"{name}.key"
+
+
+def issue_dask(
+    root: Path,
+    name: str,
+    hostnames: tuple[str, ...] = (),
+    *,
+    force: bool = False,
+) -> tuple[Path, Path, Path]:
+    """A Dask cluster member's certificate (``scheduler``, ``worker-1``, ``gateway``...),
+    signed by the cluster's own CA (``DATA/pki/dask/ca.crt``, made on first use); returns
+    ``(ca, cert, key)``.  Scheduler and workers both listen and connect, so every member
+    carries both uses (server and client authentication); ``hostnames`` (plus loopback) go in
+    its subject alternative names for the operator's own checks (Dask does not check them)."""
+    ca, cert_path, key_path = dask_paths(root, name)
+    paths = init_ca(ca.parent, "ebts-gateway Dask cluster CA")
+    names = tuple(dict.fromkeys([*hostnames, "localhost", "127.0.0.1", "::1"]))
+    if force or not (cert_path.exists() and key_path.exists()):
+        _issue(paths, cert_path, key_path, name, server=True, hostnames=names)
+    else:
+        _load_pair(cert_path, key_path)
+    return ca, cert_path, key_path
 
 
 def issued_fingerprint(root: Path, name: str) -> str | None:

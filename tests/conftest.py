@@ -10,16 +10,29 @@ Two sources of data:
   ``../shared/conformance`` is absent, so that a fresh clone runs the codec, validation, XML and
   daemon tests on real files.
 
+The subset holds every traditional-encoding file of NIST origin in the corpus (44 of 49, see
+``OUTSIDE_SUBSET``), the NBIS 2-2008 XML file and 10 of the 100 FBI templates.  Tests that walk the
+corpus walk whichever of the two is present; those that count it compare with the count of that
+one (``TRADITIONAL_COUNT``, ``TEMPLATE_COUNT``).
+
 Without ``../shared``, a test that needs a file of it is *skipped* with a one-line reason (a
 FileNotFoundError or a "missing" failure naming a path of the data folders becomes a skip), and the
-few tests that count the whole corpus are skipped too. With ``../shared`` present, a missing file is
-a failure as before.
+few tests that need the whole corpus are skipped too. With ``../shared`` present, a missing file
+is a failure as before.
+
+The matcher tests that read FVC2000 DB2 set B images (``eval/``) read, without ``../shared``,
+synthetic prints of ``gateway.synth`` standing in for them (``print_image``): FVC images are
+real people's fingerprints and are never committed.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import re
+import shutil
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -34,22 +47,34 @@ CONFORMANCE = SHARED / "conformance" if FULL_CORPUS else SUBSET
 TRADITIONAL = CONFORMANCE / "traditional"
 EVAL = SHARED / "eval"
 FIXTURES = REPO / "fixtures" / "validation"
+#: The corpus's traditional files that are not in the committed subset: not US government works
+#: (OpenEBTS, node-nist, mdedonno; tests/data/conformance/PROVENANCE.md).
+OUTSIDE_SUBSET = frozenset(
+    {
+        "misc/mdedonno-type-1.an2",
+        "misc/node-nist-latent_with_minutiae.lffs",
+        "misc/node-nist-sre_with_face.tdf",
+        "misc/openebts-NISTFile.ebts",
+        "misc/openebts-NISTFile2.ebts",
+    }
+)
+#: Traditional files and FBI XML templates in whichever corpus is present.
+TRADITIONAL_COUNT = 49 if FULL_CORPUS else 49 - len(OUTSIDE_SUBSET)
+TEMPLATE_COUNT = 100 if FULL_CORPUS else 10
+#: FVC2000 DB2 set B (256 x 364 at 500 ppi); without ../shared, synthetic prints stand in for
+#: its images (416 x 416 at 500 ppi): see print_image.
+FVC_DB2B = EVAL / "fvc2000-db2-b"
+SYNTHETIC_PRINTS = not SHARED.is_dir()
+PRINT_SIZE = (416, 416) if SYNTHETIC_PRINTS else (256, 364)
 
 # Tests that need ../shared in a way the generic rule below cannot see: those that count or span
-# the whole corpus (meaningless on the subset), and commands that report a missing file as exit 2.
+# the whole corpus (meaningless on the subset: the FBI templates' exact findings over all 100), and
+# commands that report a missing file as exit 2.
 NEEDS_SHARED = {
-    "tests/test_codec.py::test_corpus_is_complete": "the whole conformance corpus",
-    "tests/test_validation.py::test_corpus_table_covers_every_file": "the whole conformance corpus",
-    "tests/test_xml.py::test_templates_found": "the whole conformance corpus",
-    "tests/test_xml.py::test_traditional_cases_found": "the whole conformance corpus",
-    "tests/test_imaging.py::test_the_corpus_has_every_kind_of_image_record": (
+    "tests/test_conformance.py::"
+    "test_fbi_templates_under_ebts10_only_their_real_count_contradictions": (
         "the whole conformance corpus"
     ),
-    "tests/test_imaging.py::test_every_image_record_decodes_to_its_declared_size": (
-        "the whole conformance corpus"
-    ),
-    "tests/test_matcher.py::test_match_command": "eval/fvc2000-db2-b",
-    "tests/test_matcher.py::test_match_command_on_transactions": "eval/nbis-an2k-testdata",
 }
 SKIP_REASON = "needs {what} of ../shared (absent on this checkout; README, 'Test data')"
 
@@ -68,8 +93,33 @@ def fixture_today(expect: dict) -> date:
 
 
 def corpus_files() -> list[Path]:
-    """The traditional-encoding conformance files (49; fewer in the committed subset)."""
+    """The traditional-encoding conformance files (49; 44 in the committed subset)."""
     return sorted(p for p in TRADITIONAL.glob("*/*") if p.is_file())
+
+
+@functools.cache
+def _synthetic_prints_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="ebts-synthetic-prints-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def print_image(finger: int, impression: int) -> Path:
+    """The image file of impression ``impression`` of finger ``finger`` of FVC2000 DB2 set B
+    (``eval/fvc2000-db2-b/F_I.tif``); without ``../shared``, a synthetic print in its place:
+    ``gateway.synth.finger(finger, 2, impression)`` (identity ``finger``, FGP 2) as a PNG,
+    rendered once per session.  The same finger gives mated impressions, another finger a
+    non-mated one, as in FVC."""
+    if not SYNTHETIC_PRINTS:
+        return FVC_DB2B / f"{finger}_{impression}.tif"
+    path = _synthetic_prints_dir() / f"synthetic-{finger}_{impression}.png"
+    if not path.exists():
+        from PIL import Image
+
+        from gateway import synth
+
+        Image.fromarray(synth.finger(finger, 2, impression)).save(path)
+    return path
 
 
 @pytest.fixture(scope="session")

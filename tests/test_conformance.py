@@ -1,6 +1,6 @@
 """Conformance of the validator: no false alarms on the reference files of NIST and the FBI.
 
-Data from ``../shared/conformance`` (path from tests/conftest.py, read inside the tests).
+Data from ``../shared/conformance``, or the committed subset without it (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -12,20 +12,19 @@ import pytest
 
 from gateway import ansinist
 from gateway.validation import validate, validate_bytes
+from tests.conftest import CONFORMANCE
 
 TODAY = date(2026, 12, 6)
 
 
-def _templates(shared):
-    return sorted((shared / "conformance" / "xml" / "fbi-ebts10-ngi-templates").rglob("*.xml"))
+def _templates():
+    return sorted((CONFORMANCE / "xml" / "fbi-ebts10-ngi-templates").rglob("*.xml"))
 
 
-def test_nbis_2008_test_file_gives_its_seven_real_errors(shared):
+def test_nbis_2008_test_file_gives_its_seven_real_errors():
     """3 schema errors (the file says it "may be missing elements required for XML schema
     validation") and 4 IDCs shared by records of one type; nothing else."""
-    path = (
-        shared / "conformance" / "xml" / "nbis-itl-2-2008" / "All-Supported-Records-test-comp.xml"
-    )
+    path = CONFORMANCE / "xml" / "nbis-itl-2-2008" / "All-Supported-Records-test-comp.xml"
     report = validate_bytes(path.read_bytes(), profile="none", today=TODAY)
     codes = Counter(f.code for f in report.errors)
     assert codes == {"L4_SCHEMA": 3, "L1_IDC_DUPLICATE": 4}
@@ -38,8 +37,8 @@ def test_nbis_2008_test_file_gives_its_seven_real_errors(shared):
     assert Counter(f.code for f in report.warnings) == {"L1_IDC_REFERENCE": 2}
 
 
-def test_fbi_templates_under_ebts10_only_their_real_count_contradictions(shared):
-    templates = _templates(shared)
+def test_fbi_templates_under_ebts10_only_their_real_count_contradictions():
+    templates = _templates()
     assert len(templates) == 100
     errors = Counter()
     for path in templates:
@@ -53,19 +52,19 @@ def test_fbi_templates_under_ebts10_only_their_real_count_contradictions(shared)
     assert ("Template(SRE)", "L1_CNT_MISMATCH") in errors
 
 
-def test_ebts10_knows_every_template_tot(shared):
-    for path in _templates(shared):
+def test_ebts10_knows_every_template_tot():
+    for path in _templates():
         report = validate_bytes(path.read_bytes(), profile="ebts-10", today=TODAY)
         assert not [f for f in report.findings if f.code == "L3_TOT_UNKNOWN"], path.name
 
 
-def _car(shared):
-    path = shared / "conformance" / "traditional" / "misc" / "openebts-NISTFile.ebts"
+def _car():
+    path = CONFORMANCE / "traditional" / "misc" / "openebts-NISTFile.ebts"
     return ansinist.read(path.read_bytes())
 
 
-def test_messages_name_the_profile_and_the_rule_applied(shared):
-    txn = _car(shared)
+def test_messages_name_the_profile_and_the_rule_applied():
+    txn = _car()
     txn.records[0]["1.009"] = "SHORT"  # TCN: EBTS 9.1 wants 10-40 characters
     under10 = [
         f for f in validate(txn, profile="ebts-10", today=TODAY).findings if f.code == "L3_SIZE"
@@ -81,9 +80,9 @@ def test_messages_name_the_profile_and_the_rule_applied(shared):
     assert under91 and all("EBTS 9.1 allows" in f.message for f in under91)
 
 
-def test_every_finding_cites_its_rule(shared):
-    paths = sorted((shared / "conformance" / "traditional").glob("*/*"))
-    paths += sorted((shared / "conformance" / "xml").rglob("*.xml"))[:20]
+def test_every_finding_cites_its_rule():
+    paths = sorted((CONFORMANCE / "traditional").glob("*/*"))
+    paths += sorted((CONFORMANCE / "xml").rglob("*.xml"))[:20]
     seen = 0
     for path in paths:
         report = validate_bytes(path.read_bytes(), profile="ebts-10", today=TODAY)
@@ -93,14 +92,14 @@ def test_every_finding_cites_its_rule(shared):
     assert seen > 100
 
 
-def _type9_standard(shared):
-    path = shared / "conformance" / "traditional" / "nbis-an2kconvert" / "valid1.14.an2"
+def _type9_standard():
+    path = CONFORMANCE / "traditional" / "nbis-an2kconvert" / "valid1.14.an2"
     return ansinist.read(path.read_bytes())
 
 
-def test_ebts91_mrc_ridge_counts_repeat(shared):
+def test_ebts91_mrc_ridge_counts_repeat():
     """EBTS9.1_ENUS.txt line "9.012..5 T9_MRC_RID N x x": item 5 repeats, one per neighbour."""
-    txn = _type9_standard(shared)
+    txn = _type9_standard()
     t9 = next(r for r in txn.records if r.type == 9)
     subs = list(t9["9.012"].subfields)
     subs[0] = (*subs[0][:4], "1,0", "2,3", "7,1")
@@ -109,8 +108,8 @@ def test_ebts91_mrc_ridge_counts_repeat(shared):
     assert not [f for f in report.findings if f.location.tag == "9.012"]
 
 
-def test_ebts91_nqm_one_per_finger(shared):
-    path = shared / "conformance" / "traditional" / "nist-reference" / "type-14-tpcard-nqm.an2"
+def test_ebts91_nqm_one_per_finger():
+    path = CONFORMANCE / "traditional" / "nist-reference" / "type-14-tpcard-nqm.an2"
     txn = ansinist.read(path.read_bytes())
     single = next(r for r in txn.records if r.type == 14 and r.value("14.013") not in ("13", "14"))
     assert len(single["14.022"].subfields) == 1
@@ -123,8 +122,8 @@ def test_ebts91_nqm_one_per_finger(shared):
 
 
 @pytest.mark.parametrize("fill", ["255"])
-def test_binary_fgp_fill_is_accepted(shared, fill):
-    path = shared / "conformance" / "traditional" / "nbis-an2kconvert" / "valid1.1.an2"
+def test_binary_fgp_fill_is_accepted(fill):
+    path = CONFORMANCE / "traditional" / "nbis-an2kconvert" / "valid1.1.an2"
     txn = ansinist.read(path.read_bytes())
     t4 = next(r for r in txn.records if r.type == 4)
     t4["4.004"] = [(t4.value("4.004"),)] + [(fill,)] * 5
@@ -148,8 +147,8 @@ def test_field_dictionary_covers_every_record_type():
     assert lookup("2.018") is None  # Type-2 content is the application profile's
 
 
-def test_field_newer_than_ver_warns_by_default_and_is_an_error_when_strict(shared):
-    path = shared / "conformance" / "traditional" / "nbis-an2kconvert" / "valid1.14.an2"
+def test_field_newer_than_ver_warns_by_default_and_is_an_error_when_strict():
+    path = CONFORMANCE / "traditional" / "nbis-an2kconvert" / "valid1.14.an2"
     txn = ansinist.read(path.read_bytes())  # VER 0201 with a 9.003 IMP (1-2000, VER 0300)
     default = validate(txn, profile="none", today=TODAY)
     newer = [f for f in default.findings if f.code == "L2_FIELD_NEWER_THAN_VER"]
@@ -160,16 +159,16 @@ def test_field_newer_than_ver_warns_by_default_and_is_an_error_when_strict(share
     assert {f.severity for f in strict.findings if f.code == "L2_FIELD_NEWER_THAN_VER"} == {"error"}
 
 
-def test_record_type_newer_than_ver(shared):
-    path = shared / "conformance" / "traditional" / "nbis-an2kconvert" / "valid1.10.an2"
+def test_record_type_newer_than_ver():
+    path = CONFORMANCE / "traditional" / "nbis-an2kconvert" / "valid1.10.an2"
     txn = ansinist.read(path.read_bytes())  # VER 0201 carrying a Type-17 (1-2007)
     report = validate(txn, profile="none", today=TODAY)
     newer = [f for f in report.findings if f.code == "L2_RECORD_NEWER_THAN_VER"]
     assert [(f.location.record_type, f.severity) for f in newer] == [(17, "warning")]
 
 
-def test_csp_of_type16_checked_as_nbis_does(shared):
-    path = shared / "conformance" / "traditional" / "nist-reference" / "type-17-iris.an2"
+def test_csp_of_type16_checked_as_nbis_does():
+    path = CONFORMANCE / "traditional" / "nist-reference" / "type-17-iris.an2"
     txn = ansinist.read(path.read_bytes())
     t16 = txn.add_record(16)
     for tag, value in {
@@ -194,9 +193,9 @@ def test_csp_of_type16_checked_as_nbis_does(shared):
     assert not [f for f in report.errors if f.location.tag == "16.013"]
 
 
-def test_lqm_vendor_id_is_four_hex_digits(shared):
+def test_lqm_vendor_id_is_four_hex_digits():
     """chkan2k VIDX: 4 hex digits (libbiomeval-type9-13 writes a 3-digit one)."""
-    path = shared / "conformance" / "traditional" / "misc" / "libbiomeval-type9-13.an2k"
+    path = CONFORMANCE / "traditional" / "misc" / "libbiomeval-type9-13.an2k"
     report = validate_bytes(path.read_bytes(), profile="none", today=TODAY)
     lqm = [f for f in report.errors if f.location.tag == "13.024"]
     assert [f.code for f in lqm] == ["L2_SIZE"]

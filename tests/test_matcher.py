@@ -1,6 +1,8 @@
 """The numpy matcher: determinism, symmetry, serialisation, Type-9 export, ordering of scores.
 
 No accuracy thresholds and no timings here: those live in ``benchmarks/accuracy.py``.
+The prints are FVC2000 DB2 set B images, or synthetic prints in their place without
+``../shared`` (tests/conftest.py, ``print_image``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import pytest
 from PIL import Image
 
 from gateway.matcher import Template, compare, extract
-from tests.conftest import EVAL, SHARED, SKIP_REASON
+from tests.conftest import PRINT_SIZE, SYNTHETIC_PRINTS, TRADITIONAL, print_image
 
-FVC = EVAL / "fvc2000-db2-b"
 FINGERS = (101, 102, 103, 104)
+# a crop of impression 101_1 that is print everywhere (the synthetic print is centred)
+CROP = np.s_[138:278, 138:278] if SYNTHETIC_PRINTS else np.s_[120:260, 60:200]
 
 
 def _pixels(finger: int, impression: int) -> np.ndarray:
-    path = FVC / f"{finger}_{impression}.tif"
+    path = print_image(finger, impression)
     if not path.exists():
         pytest.fail(f"the FVC evaluation images are missing: {path}")
     return np.asarray(Image.open(path).convert("L"))
@@ -49,7 +52,7 @@ def test_template_fields(templates):
     assert ((m[:, 2] >= 0) & (m[:, 2] < 2 * np.pi)).all()
     assert set(np.unique(m[:, 3])) <= {1.0, 2.0}
     assert ((m[:, 4] >= 0) & (m[:, 4] <= 1)).all()
-    assert (t.width, t.height) == (256, 364)
+    assert (t.width, t.height) == PRINT_SIZE
 
 
 def test_compare_is_symmetric(templates):
@@ -163,7 +166,7 @@ def test_quality_is_zero_without_a_print_and_positive_for_a_real_crop():
     for image in (flat, np.zeros((100, 100), np.uint8), noise, smooth.astype(np.uint8)):
         assert extract(image).quality == 0
     # a crop that is print everywhere (no background to segment against) is a print
-    crop = _pixels(101, 1)[120:260, 60:200]
+    crop = _pixels(101, 1)[CROP]
     t = extract(crop)
     assert len(t) > 0 and t.quality > 0
     # the full impression scores higher than its crop
@@ -226,9 +229,10 @@ def test_type9_fields(templates):
 
 def test_other_resolutions_are_rescaled():
     pixels = _pixels(101, 1)
-    big = np.asarray(Image.fromarray(pixels).resize((512, 728), Image.BILINEAR))
+    width, height = PRINT_SIZE
+    big = np.asarray(Image.fromarray(pixels).resize((2 * width, 2 * height), Image.BILINEAR))
     t = extract(big, ppi=1000)
-    assert abs(t.width - 256) <= 1 and abs(t.height - 364) <= 1
+    assert abs(t.width - width) <= 1 and abs(t.height - height) <= 1
     assert t.source_ppi == 1000
 
 
@@ -276,7 +280,7 @@ def test_blank_and_bad_images():
 def test_match_command(capsys):
     from gateway.cli import main
 
-    a, b = FVC / "101_1.tif", FVC / "101_2.tif"
+    a, b = print_image(101, 1), print_image(101, 2)
     assert main(["match", str(a), str(b), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert 0 < out["score"] <= 1
@@ -318,24 +322,22 @@ def test_match_command_draws_the_pairs(tmp_path, capsys):
     from gateway.cli import main
     from gateway.matcher import MATCH_THRESHOLD
 
-    a, b = FVC / "101_1.tif", FVC / "101_2.tif"
-    if not a.exists():  # the FVC images are in ../shared (README, "Test data")
-        if not SHARED.is_dir():
-            pytest.skip(SKIP_REASON.format(what="the FVC images"))
+    a, b = print_image(101, 1), print_image(101, 2)
+    if not a.exists():
         raise FileNotFoundError(a)
     out = tmp_path / "pairs.png"
     assert main(["match", str(a), str(b), "--png", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"match at threshold {MATCH_THRESHOLD:g}" in text and "alignment A -> B" in text
     with Image.open(out) as im:
-        assert im.format == "PNG" and im.width > 2 * 256 and im.height >= 364
+        assert im.format == "PNG" and im.width > 2 * PRINT_SIZE[0] and im.height >= PRINT_SIZE[1]
         px = np.asarray(im.convert("RGB")).astype(int)
     # the pair lines and marks are drawn in colour on the grey prints
     green = (px[..., 1] > 150) & (px[..., 0] < 80) & (px[..., 2] < 110)
     red = (px[..., 0] > 200) & (px[..., 1] < 60) & (px[..., 2] < 60)
     assert green.sum() > 50 and red.sum() > 50
     # an impostor pair is "no match" at the default threshold, "match" at a threshold of 0
-    other = FVC / "102_1.tif"
+    other = print_image(102, 1)
     assert main(["match", str(a), str(other), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["decision"] == "no match" and got["threshold"] == MATCH_THRESHOLD
@@ -350,7 +352,7 @@ def test_match_command_unreadable_input(tmp_path, capsys):
 
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"this is neither an image nor a transaction")
-    assert main(["match", str(junk), str(FVC / "101_1.tif")]) == 2
+    assert main(["match", str(junk), str(print_image(101, 1))]) == 2
     err = capsys.readouterr().err
     assert "junk.bin" in err and "Traceback" not in err
     assert main(["match", str(tmp_path / "missing.tif"), str(junk)]) == 2
@@ -360,7 +362,8 @@ def test_match_command_unreadable_input(tmp_path, capsys):
 def test_match_command_on_transactions(capsys):
     from gateway.cli import main
 
-    txn = EVAL / "nbis-an2k-testdata" / "valid1.1.an2"  # one Type-4 record, finger 10
+    # one Type-4 record, finger 10 (the same bytes as eval/nbis-an2k-testdata/valid1.1.an2)
+    txn = TRADITIONAL / "nbis-an2kconvert" / "valid1.1.an2"
     assert main(["match", str(txn), str(txn), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["score"] > 0.9
@@ -422,7 +425,7 @@ def test_one_score_scale_for_match_and_search(templates, capsys):
     from gateway.matcher import synthetic
     from gateway.matcher.gallery import RESCORE, Gallery
 
-    assert main(["match", str(FVC / "101_1.tif"), str(FVC / "101_2.tif"), "--json"]) == 0
+    assert main(["match", str(print_image(101, 1)), str(print_image(101, 2)), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)["score"]
     g = Gallery()
     synthetic.populate(g, 30, seed=5)

@@ -10,19 +10,20 @@ from PIL import Image
 from gateway.matcher import Template, compare, extract, mcc, synthetic
 from gateway.matcher.gallery import Gallery
 from gateway.matcher.template import candidate_batches, compare_many
-from tests.conftest import EVAL
+from tests.conftest import print_image
 
-FVC = EVAL / "fvc2000-db2-b"
 TOL = 1e-5  # float rounding; identical cylinders are the documented exception
 SELF_TOL = 1e-3
 
 
 @pytest.fixture(scope="module")
 def fvc() -> list[Template]:
+    """FVC2000 DB2 set B: 3 impressions of 5 fingers (synthetic prints in their place without
+    ../shared: tests/conftest.py, print_image)."""
     out = []
     for f in (101, 102, 103, 104, 105):
         for i in (1, 2, 3):
-            path = FVC / f"{f}_{i}.tif"
+            path = print_image(f, i)
             if not path.exists():
                 pytest.fail(f"the FVC evaluation images are missing: {path}")
             out.append(extract(np.asarray(Image.open(path).convert("L"))))

@@ -19,6 +19,7 @@ from lxml import etree
 
 from gateway import ansinist
 from gateway.ansinist.layouts import BINARY_TYPES
+from tests.conftest import FULL_CORPUS, OUTSIDE_SUBSET, corpus_files
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "nbis-2008"
 CASES = sorted(p.name[: -len(".json")] for p in GOLDEN.glob("*.json"))
@@ -128,11 +129,15 @@ def _items(xml: bytes) -> list[tuple[str, str]]:
     return out
 
 
-def test_our_2008_xml_is_nbis_xml(shared):
+def test_our_2008_xml_is_nbis_xml():
     """Writing 2-2008 XML from the corpus files gives, element for element and value for value,
     the XML NBIS an2kconvert wrote from them (fields 2-2008 cannot express travel as processing
     instructions, which NBIS drops)."""
-    corpus = {p.name: p for p in (shared / "conformance" / "traditional").glob("*/*")}
+    corpus = {p.name: p for p in corpus_files()}
+    # without ../shared: every case but the files the committed subset leaves out
+    outside = set() if FULL_CORPUS else {n.split("/")[1] for n in OUTSIDE_SUBSET}
     for name in CASES:
+        if name in outside:
+            continue
         ours = ansinist.write(ansinist.read(corpus[name].read_bytes()), "xml-2008")
         assert _items(ours) == _items((GOLDEN / f"{name}.xml").read_bytes()), name

@@ -14,7 +14,13 @@ from gateway import ansinist
 from gateway.ansinist import FormatError
 from gateway.ansinist.layouts import BINARY_TYPES
 from gateway.validation.schema import validate_xml_schema
-from tests.conftest import CONFORMANCE, TRADITIONAL, corpus_files
+from tests.conftest import (
+    CONFORMANCE,
+    TEMPLATE_COUNT,
+    TRADITIONAL,
+    TRADITIONAL_COUNT,
+    corpus_files,
+)
 
 TEMPLATES = sorted((CONFORMANCE / "xml" / "fbi-ebts10-ngi-templates").rglob("*.xml"))
 NBIS_2008 = CONFORMANCE / "xml" / "nbis-itl-2-2008" / "All-Supported-Records-test-comp.xml"
@@ -45,7 +51,7 @@ def values(txn) -> list:
 
 
 def test_templates_found():
-    assert len(TEMPLATES) == 100
+    assert len(TEMPLATES) == TEMPLATE_COUNT  # 100, or the committed subset's 10
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
@@ -112,15 +118,13 @@ def test_nbis_2008_reads():
     assert any(w.code == "XML_2008" for w in txn.warnings)
 
 
-def _nbis_2008(shared):
-    path = shared / "conformance" / "xml" / "nbis-itl-2-2008"
-    path = path / "All-Supported-Records-test-comp.xml"
-    return ansinist.read(path.read_bytes())
+def _nbis_2008():
+    return ansinist.read(NBIS_2008.read_bytes())
 
 
-def test_nbis_2008_binary_records_read(shared):
+def test_nbis_2008_binary_records_read():
     """Types 3-6 carry IDC, IMP, FGP, ISR, HLL, VLL, CGA and the image (2-2008 Annex B)."""
-    txn = _nbis_2008(shared)
+    txn = _nbis_2008()
     for rtype in (3, 4, 5, 6):
         (rec,) = txn.records_of_type(rtype)
         assert rec.idc == rtype - 2
@@ -133,8 +137,8 @@ def test_nbis_2008_binary_records_read(shared):
     assert vector.value("8.004") == "2" and len(bytes(vector.data)) == 10
 
 
-def test_nbis_2008_fields_not_parked(shared):
-    txn = _nbis_2008(shared)
+def test_nbis_2008_fields_not_parked():
+    txn = _nbis_2008()
     parked = [(r.type, t) for r in txn.records for t in r.fields if t.endswith(".899")]
     assert parked == []
     finger, palm = txn.records_of_type(9)
@@ -160,10 +164,10 @@ def test_nbis_2008_fields_not_parked(shared):
         assert len(rec.fields) > 5, rtype
 
 
-def test_nbis_2008_items_by_element_name(shared):
+def test_nbis_2008_items_by_element_name():
     """Items are placed by element name, not document order (14.021 SEG: FGP, left, right, top,
     bottom; the schema lists Bottom, Left, Right, Top)."""
-    txn = _nbis_2008(shared)
+    txn = _nbis_2008()
     segs = [r for r in txn.records_of_type(14) if "14.021" in r]
     assert segs
     for sub in segs[0]["14.021"].subfields:
@@ -171,8 +175,8 @@ def test_nbis_2008_items_by_element_name(shared):
         assert left <= right and top <= bottom
 
 
-def test_nbis_2008_only_unmapped_content_warns(shared):
-    txn = _nbis_2008(shared)
+def test_nbis_2008_only_unmapped_content_warns():
+    txn = _nbis_2008()
     unmapped = [w for w in txn.warnings if w.code.startswith("XML_UNMAPPED")]
     # The abstract ansi-nist:RecordImage of the Type-7 record (a schema error of the file itself).
     assert [(w.location.record, w.code) for w in unmapped] == [(7, "XML_UNMAPPED_LOST")]
@@ -204,8 +208,8 @@ def test_2008_empty_domain_version_keeps_dom():
 
 
 @pytest.mark.parametrize("rtype", [3, 5, 6])
-def test_write_low_res_and_binary_types_to_xml_is_a_format_error(shared, rtype):
-    txn = _nbis_2008(shared)
+def test_write_low_res_and_binary_types_to_xml_is_a_format_error(rtype):
+    txn = _nbis_2008()
     keep = [r for r in txn.records if r.type in (1, 2, rtype)]
     txn.records[:] = keep
     with pytest.raises(FormatError) as info:
@@ -214,11 +218,11 @@ def test_write_low_res_and_binary_types_to_xml_is_a_format_error(shared, rtype):
     assert info.value.location.record == 3
 
 
-def test_2008_writing_is_lossless_on_the_corpus(shared):
+def test_2008_writing_is_lossless_on_the_corpus():
     """Every corpus file written as 2-2008 XML reads back to the same fields (what 2-2008 cannot
     express travels as ansinist-field processing instructions, with a warning)."""
-    paths = sorted((shared / "conformance" / "traditional").glob("*/*"))
-    assert len(paths) == 49
+    paths = corpus_files()
+    assert len(paths) == TRADITIONAL_COUNT
     for path in paths:
         txn = ansinist.read(path.read_bytes())
         xml = ansinist.write(txn, "xml-2008")
@@ -226,9 +230,9 @@ def test_2008_writing_is_lossless_on_the_corpus(shared):
         assert values(ansinist.read(xml)) == values(txn), path.name
 
 
-def test_2008_writing_of_types_3_5_6(shared):
+def test_2008_writing_of_types_3_5_6():
     """What EBTS 10 XML cannot hold, 2-2008 can: Types 3, 5, 6 with their images."""
-    txn = _nbis_2008(shared)
+    txn = _nbis_2008()
     back = ansinist.read(ansinist.write(txn, "xml-2008"))
     assert values(back) == values(txn)
     assert [r.type for r in back.records if r.type in (3, 5, 6)] == [3, 5, 6]

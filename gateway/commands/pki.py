@@ -6,6 +6,10 @@ certificate for an agency (its ORI) or the ICE LESC (``LESC``) and prints the SH
 to register as ``[[agency]] certificate`` (or ``[lesc] certificate``).  An identity issued under
 ``DATA/pki/agencies/ORI.crt`` is recognised without registering it; give the agency its ``.crt``,
 ``.key`` and ``ca.crt`` over a channel you trust.
+
+``issue NAME --role dask`` makes a member of the Dask cluster of the gallery shards (``scheduler``,
+``worker-1``..., and ``gateway``, the identity ``[matcher] scheduler = "tls://..."`` uses by
+default) under ``DATA/pki/dask/``, signed by a CA of that cluster only (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -19,15 +23,27 @@ HELP = "make a private CA, the gateway's certificate and agency client certifica
 
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=["init", "issue", "show"], help="what to do")
-    parser.add_argument("name", nargs="?", help="with issue: the agency's ORI, or LESC")
+    parser.add_argument(
+        "name",
+        nargs="?",
+        help="with issue: the agency's ORI, or LESC; with --role dask: scheduler, worker-N, "
+        "gateway",
+    )
+    parser.add_argument(
+        "--role",
+        choices=["agency", "dask"],
+        default="agency",
+        help="with issue: an agency client certificate (default), or a member of the Dask "
+        "cluster of the gallery shards (DATA/pki/dask/, its own CA; docs/scaling.md)",
+    )
     parser.add_argument("--config", help="TOML configuration (its data_dir and listeners)")
     parser.add_argument("--data-dir", help="override data_dir (the PKI lives in DATA/pki)")
     parser.add_argument(
         "--hostname",
         action="append",
         default=[],
-        help="with init: a DNS name or IP address of the gateway for its certificate "
-        "(repeatable; loopback names are always included)",
+        help="with init (or issue --role dask): a DNS name or IP address of the gateway (or "
+        "the Dask member) for its certificate (repeatable; loopback names are always included)",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing certificate (rotation)"
@@ -56,8 +72,21 @@ def run(args) -> int:
             return 0
         if args.action == "issue":
             if not args.name:
-                print("ebts-gateway pki issue: name the agency (its ORI) or LESC", file=sys.stderr)
+                what = (
+                    "the Dask member (scheduler, worker-N, gateway)"
+                    if args.role == "dask"
+                    else "the agency (its ORI) or LESC"
+                )
+                print(f"ebts-gateway pki issue: name {what}", file=sys.stderr)
                 return 2
+            if args.role == "dask":
+                ca, cert, key = pki.issue_dask(
+                    root, args.name, tuple(args.hostname), force=args.force
+                )
+                print(f"certificate: {cert}")
+                print(f"key:         {key}")
+                print(f"CA:          {ca}")
+                return 0
             pki.init_ca(root)
             paths, fp = pki.issue_client(root, args.name, force=args.force)
             print(f"certificate: {paths.agency_cert(args.name)}")

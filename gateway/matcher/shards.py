@@ -27,8 +27,11 @@ unsharded search's own choice is arbitrary (``np.argpartition``); the sharded on
 tie by shard and row.
 
 Where the shards live: without a scheduler, in this process (:class:`LocalShards`); with
-``[matcher] scheduler = "tcp://HOST:PORT"``, each on one Dask worker (:class:`DaskShards`),
-loaded there once by a worker plugin and kept in memory.  A worker that dies: its shards
+``[matcher] scheduler = "tls://HOST:PORT"``, each on one Dask worker (:class:`DaskShards`),
+loaded there once by a worker plugin and kept in memory.  Probes and candidates are biometric
+data: the connection to the scheduler is mutual TLS (the cluster's CA, this gateway's
+certificate and key; :func:`security`), and a ``tcp://`` scheduler (clear text, no
+authentication) is refused unless it is on this host's loopback.  A worker that dies: its shards
 are placed on the surviving workers, loaded there, the enrolments replayed, the round
 retried.  A search that cannot finish within its deadline raises :class:`SearchUnavailable`,
 which the gateway turns into "back to the queue" (never a "no hit").
@@ -79,6 +82,42 @@ def shard_of(subject_id: str, n: int) -> int:
         raise ValueError(f"shard count must be 1-{MAX_SHARDS}")
     digest = hashlib.sha256(subject_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % n
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def security(scheduler: str, tls=None):
+    """The ``distributed.Security`` of a connection to ``scheduler``: for ``tls://``, mutual
+    TLS with ``tls`` = (CA file, certificate file, key file), encryption required; for
+    ``tcp://``, None, and only when the scheduler is on loopback.  ValueError otherwise."""
+    scheme, sep, rest = scheduler.partition("://")
+    host = rest.rpartition(":")[0]
+    if not sep or not host:
+        raise ValueError(f"not a Dask scheduler address: {scheduler!r}")
+    if scheme == "tcp":
+        if not _loopback(host):
+            raise ValueError("a tcp:// Dask scheduler is allowed only on loopback: use tls://")
+        return None
+    if scheme != "tls":
+        raise ValueError(f"Dask scheduler address must be tls:// or tcp://, not {scheme}://")
+    if tls is None or len(tls) != 3 or not all(tls):
+        raise ValueError("a tls:// Dask scheduler needs the CA, certificate and key files")
+    from distributed.security import Security
+
+    ca, cert, key = (str(p) for p in tls)
+    return Security(
+        tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True
+    )
 
 
 def shard_dir(root, index: int) -> Path:
@@ -312,14 +351,17 @@ class DaskShards:
 
     POLL = 0.2  # seconds between checks that the workers running a round are still alive
 
-    def __init__(self, root, count: int, scheduler, connect_timeout: float = 10.0):
+    def __init__(self, root, count: int, scheduler, connect_timeout: float = 10.0, tls=None):
         from distributed import Client
 
         self.root = str(Path(root).resolve())
         self.count = count
         if isinstance(scheduler, str):
+            sec = security(scheduler, tls)  # ValueError: refused before any connection
             try:
-                self.client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
+                self.client = Client(
+                    scheduler, timeout=connect_timeout, set_as_default=False, security=sec
+                )
             except OSError as exc:
                 raise SearchUnavailable(f"Dask scheduler unreachable: {exc}") from None
             self._own = True
@@ -456,9 +498,10 @@ class DaskShards:
 # -- the sharded gallery -------------------------------------------------------------------------
 class ShardedGallery:
     """The search of a shard set, in process (``scheduler=None``) or on Dask (an address
-    ``"tcp://HOST:PORT"`` or a ``distributed.Client``); see the module docstring."""
+    ``"tls://HOST:PORT"`` with ``tls`` = (CA, certificate, key) files, ``"tcp://HOST:PORT"`` on
+    loopback, or a ``distributed.Client``); see the module docstring."""
 
-    def __init__(self, path, scheduler=None, deadline: float | None = None):
+    def __init__(self, path, scheduler=None, deadline: float | None = None, tls=None):
         path = Path(path)
         manifest = read_manifest(path)
         self.path = path
@@ -482,7 +525,7 @@ class ShardedGallery:
                 if g.threshold != self.threshold or g.thresholds != self.thresholds:
                     raise ValueError(f"{path}: shard {e.index} has another threshold")
         else:
-            self.backend = DaskShards(path, self.count, scheduler)
+            self.backend = DaskShards(path, self.count, scheduler, tls=tls)
 
     def enrol(self, rows) -> None:
         """Enrolments from the journal, ``(seq, subject_id, position, template bytes)`` in

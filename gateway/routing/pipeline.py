@@ -276,6 +276,7 @@ class Pipeline:
             min_fingers=cfg.min_fingers,
             max_pixels=self.limits.max_pixels_per_transaction if self.limits else None,
             scheduler=cfg.scheduler,
+            scheduler_tls=cfg.scheduler_tls.files() if cfg.scheduler_tls else None,
         )
 
     async def _process(

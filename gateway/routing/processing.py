@@ -56,6 +56,7 @@ class Job:
     min_fingers: int = 6  # [matcher] min_fingers: usable fingers a full tenprint needs (of 10)
     max_pixels: int | None = None  # [limits] max_pixels_per_transaction, from image headers
     scheduler: str | None = None  # [matcher] scheduler: Dask scheduler of sharded galleries
+    scheduler_tls: tuple[str, str, str] | None = None  # its CA, our certificate and key (tls://)
 
 
 @dataclass
@@ -626,7 +627,9 @@ _GALLERIES: dict[str, list] = {}  # path -> [Gallery, last enrolment row applied
 
 def _search(path: str, name: str, job: Job, probe: dict):
     # a shard set searched on Dask raises SearchUnavailable past its deadline: never "no hit"
-    gallery = load_gallery(path, job.journal_path, name, job.scheduler, key_file=job.journal_key)
+    gallery = load_gallery(
+        path, job.journal_path, name, job.scheduler, job.scheduler_tls, key_file=job.journal_key
+    )
     candidates = gallery.search(probe, top=1)
     return candidates[0] if candidates else None
 
@@ -636,6 +639,7 @@ def load_gallery(
     journal_path: str | None,
     name: str,
     scheduler: str | None = None,
+    tls: tuple[str, str, str] | None = None,
     *,
     key_file: str | None = None,
 ):
@@ -647,7 +651,9 @@ def load_gallery(
     entry = _GALLERIES.get(path)
     if entry is None:
         if shards.is_shard_set(path):
-            gallery: shards.ShardedGallery | Gallery = shards.ShardedGallery(path, scheduler)
+            gallery: shards.ShardedGallery | Gallery = shards.ShardedGallery(
+                path, scheduler, tls=tls
+            )
         else:
             gallery = Gallery.load(path)
         entry = _GALLERIES[path] = [gallery, 0]
