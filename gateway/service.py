@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -605,7 +606,17 @@ class _DemoBuilder(protocol.ProcessProtocol):
         self._stopping = False
         args = [sys.executable, "-m", "gateway.demo", "--subjects", str(subjects)]
         args += [str(paths["fbi"]), str(paths["dhs"])]
-        transport = reactor.spawnProcess(self, sys.executable, args, env=dict(os.environ))
+        # Ctrl-C reaches the whole process group; only the daemon handles it.  The builder
+        # starts with SIGINT ignored (a disposition exec keeps, and Python then installs no
+        # KeyboardInterrupt handler), so a Ctrl-C while it is still importing cannot
+        # interrupt it half-way (it is stopped by SIGTERM, see stop()).
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            transport = reactor.spawnProcess(self, sys.executable, args, env=dict(os.environ))
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         self.pid = transport.pid
 
     def childDataReceived(self, fd, data):  # noqa: N802 - Twisted API
