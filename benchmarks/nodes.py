@@ -25,16 +25,14 @@ import sys
 import tempfile
 import threading
 import time
-from email.message import EmailMessage
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gateway.ansinist import read, write  # noqa: E402
 from gateway.replay_io import Receiver  # noqa: E402
 from tests.integration.cars import make_car  # noqa: E402
-from tests.integration.nodes import Node  # noqa: E402
+from tests.integration.nodes import Node, car_mail  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
 
 
@@ -49,16 +47,11 @@ def run_setting(label: str, url: str | None, count: int, args, workdir: Path) ->
     ]
     for node in nodes:
         node.start()
-    template = read(make_car("BENCH-0000000000", fingers=args.fingers))
+    template = make_car("BENCH-0000000000", fingers=args.fingers)
     todo = collections.deque(f"{label[:3].upper()}-{i:010d}" for i in range(args.cars))
     latencies: list[float] = []
     errors: collections.Counter = collections.Counter()
     lock = threading.Lock()
-
-    def payload(tcn: str) -> bytes:
-        txn = read(write(template))
-        txn.records[0]["1.009"] = tcn
-        return write(txn)
 
     def client(n: int) -> None:
         node = nodes[n % len(nodes)]
@@ -67,13 +60,7 @@ def run_setting(label: str, url: str | None, count: int, args, workdir: Path) ->
                 if not todo:
                     return
                 tcn = todo.popleft()
-            message = EmailMessage()
-            message["From"], message["To"] = "livescan@ny.example", "ident@gateway.example"
-            message["Subject"] = "benchmark"
-            message.set_content("EBTS attached")
-            message.add_attachment(
-                payload(tcn), maintype="application", subtype="octet-stream", filename="c.eft"
-            )
+            message = car_mail(template, tcn, "benchmark")
             t0 = time.perf_counter()
             try:
                 with smtplib.SMTP("127.0.0.1", node.smtp_port, timeout=60) as smtp:

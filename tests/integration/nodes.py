@@ -10,7 +10,10 @@ import socket
 import subprocess
 import sys
 import time
+from email.message import EmailMessage
 from pathlib import Path
+
+from gateway.ansinist import read, write
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,3 +90,17 @@ class Node:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+
+
+def car_mail(template: bytes, tcn: str, subject: str) -> EmailMessage:
+    """A submission e-mail carrying ``template`` (a CAR) under TCN ``tcn`` (1.009)."""
+    txn = read(template)
+    txn.records[0]["1.009"] = tcn
+    message = EmailMessage()
+    message["From"], message["To"] = "livescan@ny.example", "ident@gateway.example"
+    message["Subject"] = subject
+    message.set_content("EBTS attached")
+    message.add_attachment(
+        write(txn), maintype="application", subtype="octet-stream", filename="c.eft"
+    )
+    return message

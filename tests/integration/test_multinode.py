@@ -12,15 +12,13 @@ import collections
 import smtplib
 import threading
 import time
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from gateway.ansinist import read, write
 from gateway.replay_io import Receiver
 from tests.integration.cars import make_car
-from tests.integration.nodes import Node
+from tests.integration.nodes import Node, car_mail
 
 REPO = Path(__file__).resolve().parents[2]
 COUNT = 200
@@ -43,16 +41,11 @@ def test_two_nodes_one_killed_every_car_answered_once(tmp_path, pg_url):
     nodes[1].start()
     alive = [True, True]
     # four fingers: slow enough that the killed node has work in hand
-    template = read(make_car("MULTI-0000000000", fingers=4))
+    template = make_car("MULTI-0000000000", fingers=4)
     todo = collections.deque(f"MULTI-{i:010d}" for i in range(COUNT))
     acks: collections.Counter = collections.Counter()
     lock = threading.Lock()
     held_by_dead: list[int] = []
-
-    def payload(tcn: str) -> bytes:
-        txn = read(write(template))
-        txn.records[0]["1.009"] = tcn
-        return write(txn)
 
     def client(n: int) -> None:
         target = n % 2
@@ -63,13 +56,7 @@ def test_two_nodes_one_killed_every_car_answered_once(tmp_path, pg_url):
                 tcn = todo.popleft()
                 if not alive[target]:
                     target = 1 - target
-            message = EmailMessage()
-            message["From"], message["To"] = "livescan@ny.example", "ident@gateway.example"
-            message["Subject"] = "multi-node test"
-            message.set_content("EBTS attached")
-            message.add_attachment(
-                payload(tcn), maintype="application", subtype="octet-stream", filename="c.eft"
-            )
+            message = car_mail(template, tcn, "multi-node test")
             try:
                 with smtplib.SMTP("127.0.0.1", nodes[target].smtp_port, timeout=30) as smtp:
                     smtp.send_message(message)
