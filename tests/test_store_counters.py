@@ -67,13 +67,14 @@ def _advance(journal, msg_id, state, **fields):
     decoding and validation first); a state it cannot reach any more is left out."""
     from gateway.store.states import allowed
 
-    current = journal.message(msg_id).state
-    for step in ("DECODED", "VALIDATED") if state == "SEARCHED" else ():
-        if not allowed(current, state) and allowed(current, step):
-            journal.advance(msg_id, step)
-            current = step
-    if allowed(current, state):
-        journal.advance(msg_id, state, **fields)
+    with journal.transaction():  # read and write together: another writer may be at it too
+        current = journal.message(msg_id).state
+        for step in ("DECODED", "VALIDATED") if state == "SEARCHED" else ():
+            if not allowed(current, state) and allowed(current, step):
+                journal.advance(msg_id, step)
+                current = step
+        if allowed(current, state):
+            journal.advance(msg_id, state, **fields)
 
 
 def random_traffic(journal, audit, rng, operations: int, progress=None) -> None:
@@ -236,7 +237,7 @@ WRITER = Path(__file__).resolve()
 
 
 def _writer(path: str, seed: int, operations: int) -> None:
-    j = Journal(path)
+    j = Journal(path, node=f"writer-{seed}")  # two nodes: each claims its own deliveries
     audit = Audit(j)
     random_traffic(
         j, audit, random.Random(seed), operations, progress=lambda n: print(n, flush=True)
