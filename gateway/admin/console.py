@@ -801,11 +801,12 @@ class MatchPicture(resource.Resource):
                 match_picture,
                 payload,
                 app.galleries[leg],
-                str(app.journal.path),
+                app.journal.location,  # the SQLite file or the PostgreSQL URL, as the workers
                 leg,
                 summary[leg]["candidate"],
                 positions,
                 threshold,
+                str(app.journal.key_file) if app.journal.url else None,
             )
 
             def keep(result):
@@ -815,26 +816,14 @@ class MatchPicture(resource.Resource):
                 return result
 
             d.addCallback(keep)
-        finished: list = []
-        request.notifyFinish().addBoth(finished.append)
 
-        def done(result):
-            if finished:
-                return
+        def render(result) -> bytes:
             if "png" in result:
                 request.setHeader(b"content-type", b"image/png")
-                request.write(result["png"])
-            else:
-                request.write(_send_json(request, {"error": result["error"]}, 404))
-            request.finish()
+                return result["png"]
+            return _send_json(request, {"error": result["error"]}, 404)
 
-        def broke(failure):
-            if not finished:
-                request.write(_send_json(request, {"error": "the picture could not be drawn"}, 500))
-                request.finish()
-
-        d.addCallbacks(done, broke)
-        return server.NOT_DONE_YET
+        return _later(request, d, render, failed="the picture could not be drawn")
 
 
 # -- JSON -------------------------------------------------------------------------------------
@@ -850,8 +839,11 @@ class _JsonLeaf(resource.Resource):
         return _send_json(request, body, code)
 
 
-def _later(request, d: defer.Deferred, render) -> int:
-    """Answer ``request`` with ``render(result)`` once ``d`` fires (500 if it fails)."""
+def _later(
+    request, d: defer.Deferred, render, failed: str = "the figures could not be read"
+) -> int:
+    """Answer ``request`` with ``render(result)`` once ``d`` fires (500 saying ``failed`` if it
+    fails); nothing when the client has gone meanwhile."""
     finished: list = []
     request.notifyFinish().addBoth(finished.append)
 
@@ -862,7 +854,7 @@ def _later(request, d: defer.Deferred, render) -> int:
 
     def broke(failure):
         if not finished:
-            request.write(_send_json(request, {"error": "the figures could not be read"}, 500))
+            request.write(_send_json(request, {"error": failed}, 500))
             request.finish()
 
     d.addCallbacks(answer, broke)

@@ -43,6 +43,7 @@ def match_picture(
     candidate: str,
     positions: tuple[int, ...],
     threshold: float | None,
+    key_file: str | None = None,
 ) -> dict:
     """``{"png": bytes, "position": FGP, "score": float, "pairs": int}`` of the best-scoring
     finger of the probe against ``candidate``; ``{"error": text}`` when nothing can be drawn."""
@@ -56,7 +57,7 @@ def match_picture(
         txn = read(payload)
     except Exception:  # noqa: BLE001 - any unreadable payload: no picture
         return {"error": "the submission does not decode"}
-    gallery = load_gallery(gallery_path, journal_path, leg)
+    gallery = load_gallery(gallery_path, journal_path, leg, key_file=key_file)
     if candidate not in gallery:
         return {"error": "the candidate is no longer in the gallery"}
     enrolled = set(gallery.positions(candidate))
