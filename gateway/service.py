@@ -39,7 +39,7 @@ from gateway.routing.outbound import Dispatcher
 from gateway.routing.pipeline import Pipeline
 from gateway.store.audit import Audit, config_hash
 from gateway.store.crypto import ensure_private_dir
-from gateway.store.db import database_errors
+from gateway.store.errors import STORE_ERRORS
 from gateway.store.journal import Journal, StoredPayload
 from gateway.store.users import Users
 from gateway.transports import tls
@@ -579,7 +579,7 @@ class Claims:
         try:
             gateway.pipeline.poll()
             gateway.dispatcher.kick()
-        except database_errors() as exc:  # the database is away: the next tick tries again
+        except STORE_ERRORS as exc:  # the database is away: the next tick tries again
             log.warning("store: claims not renewed (%s)", str(exc).strip()[:200])
 
     def _failed(self, failure):

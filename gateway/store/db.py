@@ -215,18 +215,6 @@ def connect_sqlite_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
 
-def integrity_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions a unique constraint raises, for both databases."""
-    errors: list[type[BaseException]] = [sqlite3.IntegrityError]
-    try:
-        import psycopg
-
-        errors.append(psycopg.errors.IntegrityError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
-
-
 def database_errors() -> tuple[type[BaseException], ...]:
     """Errors of either database (a transport maps them to a temporary failure)."""
     errors: list[type[BaseException]] = [sqlite3.Error]

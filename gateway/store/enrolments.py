@@ -58,20 +58,11 @@ _RINGS: dict[str, tuple[float, object]] = {}  # key file -> (mtime, Keyring)
 
 def _keyring(db: sqlite3.Connection):
     """The key ring named by the journal's meta row (None for a journal without one)."""
-    from .crypto import Keyring
-
     try:
         row = db.execute("SELECT value FROM meta WHERE name = 'key_file'").fetchone()
     except sqlite3.OperationalError:
         return None
-    if row is None:
-        return None
-    path = str(row[0])
-    mtime = Path(path).stat().st_mtime
-    cached = _RINGS.get(path)
-    if cached is None or cached[0] != mtime:
-        cached = _RINGS[path] = (mtime, Keyring.load(path))
-    return cached[1]
+    return None if row is None else _ring(str(row[0]))
 
 
 def read_enrolments(
@@ -127,6 +118,7 @@ def _read_postgres(url: str, gallery: str, after: int, key_file: str | None):
 
 
 def _ring(path: str):
+    """The key ring of the key file ``path``, loaded again when the file changes."""
     from .crypto import Keyring
 
     mtime = Path(path).stat().st_mtime

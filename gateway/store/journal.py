@@ -947,7 +947,8 @@ class Journal:
         return row is not None and row[0] == self.node
 
     def release(self, msg_ids) -> None:
-        """Give claims back (a node stopping, a search that could not be done in time)."""
+        """Give this node's claims on ``msg_ids`` back and announce them to every node (for
+        tools and tests; the daemon lets its claims expire)."""
         with self._tx():
             for msg_id in msg_ids:
                 self.db.execute(
@@ -1104,15 +1105,6 @@ class Journal:
             "SELECT m.* FROM first_submissions f JOIN messages m ON m.id = f.message_id "
             "WHERE f.ori = ? AND f.tcn = ?",
             (ori, tcn),
-        ).fetchone()
-        return self._message(row) if row else None
-
-    def earlier_in_flight(self, ori: str, tcn: str, msg_id: str) -> Message | None:
-        """An earlier, still unanswered message with the same (ORI, TCN)."""
-        row = self.db.execute(
-            "SELECT * FROM messages WHERE ori = ? AND tcn = ? AND id < ? AND response IS NULL "
-            "ORDER BY id LIMIT 1",
-            (ori, tcn, msg_id),
         ).fetchone()
         return self._message(row) if row else None
 
