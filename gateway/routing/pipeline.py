@@ -149,16 +149,21 @@ class Pipeline:
         left to any node, or held by a node that stopped renewing: it died) while this node
         has room for it.  Called by a timer and when another node announces work."""
         self.journal.renew()
-        room = self.fair.slots * 2 - self.fair.waiting - self.busy
+        room = self.capacity - self.fair.waiting - self.busy
         claimed = self.journal.claim(max(0, room))
         if claimed:
             log.info("claimed %d messages waiting for a node", len(claimed))
         return [self.submit(m.id) for m in claimed]
 
     @property
+    def capacity(self) -> int:
+        """Messages this node keeps in hand: two per worker (one running, one waiting)."""
+        return self.fair.slots * 2
+
+    @property
     def has_room(self) -> bool:
         """Whether this node should keep a new submission (else it is left to any node)."""
-        return self.busy < self.fair.slots * 2
+        return self.busy < self.capacity
 
     @property
     def busy(self) -> int:
@@ -195,7 +200,10 @@ class Pipeline:
         """Across nodes: a resubmission waits until the first submission of its (ORI, TCN) is
         answered (whichever node holds it), then is answered as a duplicate or an ERRT naming
         1.009.  Twins on this node are ordered by ``_by_key`` instead (waiting here for one
-        of them could wait for itself).  Bounded: past four leases it goes on regardless."""
+        of them could wait for itself), and on one node (SQLite) every twin is this node's.
+        Bounded: past four leases it goes on regardless."""
+        if self.journal.url is None:
+            return
         deadline = time.monotonic() + 4 * self.journal.lease
         while time.monotonic() < deadline:
             first = self.journal.first_of(*key)
