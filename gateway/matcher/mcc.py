@@ -263,7 +263,10 @@ def _angle_units(a):
 _PAD = -(_DISC_CELLS + 1) % 8
 _ROOT_COMMON = float(np.sqrt(np.float32(MIN_COMMON * _DISC_CELLS)))
 _BIG = 1e4
-_F0 = np.zeros((), np.float32)  # (a float32 zero: no conversion of a Python scalar per call)
+# float32 constants as arrays: no conversion of a Python scalar per call
+_F0 = np.zeros((), np.float32)
+_F1 = np.ones((), np.float32)
+_ROOT_F32 = np.array(_ROOT_COMMON, np.float32)
 
 
 def local_similarity(a: Prepared, b: Prepared) -> np.ndarray:
@@ -355,7 +358,7 @@ def _relaxed(a: Prepared, b: Prepared):
     np.sqrt(ratio, out=ratio)
     ratio /= den
     # not comparable: too few common cells or directions more than 90 degrees apart
-    np.copyto(ratio, 1, where=np.minimum(r[na:], a.dirs.dot(b.dirs_t), out=den) < _ROOT_COMMON)
+    np.copyto(ratio, 1, where=np.minimum(r[na:], a.dirs.dot(b.dirs_t), out=den) < _ROOT_F32)
     # one-to-one pairs: each minutia of a proposes its best match in b (first on ties), of the
     # proposals to the same minutia of b the best one (first on ties) is kept
     j = ratio.argmin(1)
@@ -365,7 +368,7 @@ def _relaxed(a: Prepared, b: Prepared):
     prop[j, ar] = ratio[ar, j]
     ia = prop.argmin(1)
     r0 = prop[_ARANGE[:nb], ia]
-    ib = (r0 < 1).nonzero()[0]
+    ib = (r0 < _F1).nonzero()[0]
     nr = ib.size
     if nr < 2:
         return None
@@ -374,7 +377,7 @@ def _relaxed(a: Prepared, b: Prepared):
         nr = MAX_PAIRS
     ia = ia[ib]
     lr = r0[ib]
-    np.subtract(1, lr, out=lr)
+    np.subtract(_F1, lr, out=lr)
     # compatibility of every two pairs from the differences of their geometry: distance,
     # relative direction and radial angle planes (int16: the subtraction wraps the angles)
     d = a.planes.take(ia, 1).take(ia, 2)
@@ -389,16 +392,12 @@ def _relaxed(a: Prepared, b: Prepared):
     # - 1); the factor c is taken out of the iterations (diagonal W_R / c) and applied once
     c = (1 - W_R) / (nr - 1)
     rho.ravel()[:: nr + 1] = W_R / c
-    return ia, ib, _relax_dot(rho, lr), c
-
-
-def _relax_dot(rho: np.ndarray, lr: np.ndarray) -> np.ndarray:
-    """``rho^N_REL @ lr`` for one matrix as N_REL matrix-vector products (``ndarray.dot``: for
-    the sizes of one comparison, 32 pairs at most, a matrix-matrix product costs more than the
-    two matrix-vector products it saves), in the order of :func:`_consolidate`."""
+    # rho^N_REL @ lr as matrix-vector products (``ndarray.dot``: for at most 32 pairs a
+    # matrix-matrix product costs more than the two matrix-vector products it saves), in the
+    # order of :func:`_consolidate`
     for _ in range(N_REL):
         lr = rho.dot(lr)
-    return lr
+    return ia, ib, lr, c
 
 
 _ARANGE = np.arange(1 << 16)
