@@ -346,19 +346,20 @@ def _relaxed(a: Prepared, b: Prepared):
     (not the fourth), the pairing on a fresh ``empty`` buffer, the geometry as contiguous
     planes, the relaxation as matrix-vector products."""
     na, nb = a.n, b.n
-    x = a.left.dot(b.right_m)  # (2na, nb): |a|_b^2 (+ 1e-12), common cells
-    x2 = a.left[na:].dot(b.right_s)  # |b|_a^2
+    x = np.empty((3 * na, nb), np.float32)  # |a|_b^2 (+ 1e-12), common cells, |b|_a^2
+    a.left.dot(b.right_m, out=x[: 2 * na])
+    a.left[na:].dot(b.right_s, out=x[2 * na :])
     r = np.sqrt(x)
     den = r[:na]
-    den += np.sqrt(x2)
+    den += r[2 * na :]
     ratio = a.values_m2.dot(b.values_t)  # -2 a.b
     ratio += x[:na]
-    ratio += x2
+    ratio += x[2 * na :]
     np.maximum(ratio, _F0, out=ratio)
     np.sqrt(ratio, out=ratio)
     ratio /= den
     # not comparable: too few common cells or directions more than 90 degrees apart
-    np.copyto(ratio, 1, where=np.minimum(r[na:], a.dirs.dot(b.dirs_t), out=den) < _ROOT_F32)
+    np.copyto(ratio, 1, where=np.minimum(r[na : 2 * na], a.dirs.dot(b.dirs_t), out=den) < _ROOT_F32)
     # one-to-one pairs: each minutia of a proposes its best match in b (first on ties), of the
     # proposals to the same minutia of b the best one (first on ties) is kept
     j = ratio.argmin(1)
