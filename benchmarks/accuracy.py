@@ -557,7 +557,8 @@ def main(argv=None) -> int:
         print(f"  error-versus-reject curve: {evr.relative_to(ROOT)}")
         print(
             f"  extraction median {ours['extract_s']:.3f} s/image (CPU time, one core); "
-            f"comparisons {ours['cmp_per_s']:,.0f}/s (one core, 1:1 compare)"
+            f"comparisons {ours['cmp_per_s']:,.0f}/s (one core, 1:1 compare; 1-minute load "
+            f"average {os.getloadavg()[0]:.1f})"
         )
         print(
             f"  batched 1:N comparisons {ours['many_per_s']:,.0f}/s (one core; "
