@@ -203,13 +203,24 @@ def test_gallery_compare_stage_uses_compare_scores():
 
 
 def _reference_score(a: mcc.Prepared, b: mcc.Prepared) -> float:
-    """LSS-R written plainly from the documented steps (the similarity matrix of
-    ``local_similarity``, whole-matrix products, float64 geometry differences wrapped by hand,
-    a matrix power): the reference the fast one-pair scorer is checked against."""
+    """LSS-R written plainly from the documented steps in float64 (the restricted distance of
+    every two cylinders cell by cell, dictionary pairing, geometry differences wrapped by hand,
+    a matrix power): the reference the fast one-pair scorer is checked against.  Only the
+    90-degree direction test is the scorer's own product (at exactly 90 degrees it hangs on
+    rounding)."""
     if a.n < 2 or b.n < 2:
         return 0.0
-    sim = mcc.local_similarity(a, b)
-    ratio = 1 - sim
+    cells = mcc._DISC_CELLS
+    va = a.values.reshape(a.n, cells, mcc.ND).astype(np.float64)
+    vb = b.values.reshape(b.n, cells, mcc.ND).astype(np.float64)
+    ma, mb = a.left[a.n :, :cells].astype(np.float64), b.left[b.n :, :cells].astype(np.float64)
+    both = ma[:, None, :] * mb[None, :, :]  # (na, nb, cells) valid in both
+    diff = (((va[:, None] - vb[None, :]) ** 2).sum(3) * both).sum(2)
+    norm_a = ((va**2).sum(2)[:, None, :] * both).sum(2) + 1e-12
+    norm_b = ((vb**2).sum(2)[None, :, :] * both).sum(2)
+    ratio = np.sqrt(diff) / (np.sqrt(norm_a) + np.sqrt(norm_b))
+    directions = a.dirs @ b.dirs_t >= mcc._ROOT_COMMON
+    ratio[(both.sum(2) < mcc.MIN_COMMON * cells) | ~directions] = 1
     j = ratio.argmin(1)
     pairs = {}
     for i in range(a.n):  # each cylinder of a proposes; each of b keeps the best proposal

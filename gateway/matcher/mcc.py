@@ -177,12 +177,13 @@ class Prepared:
     """Everything :func:`score` needs about one template (valid cylinders only).
 
     ``values`` (n, D) float32 cylinder values over the cells inside the disc; ``left`` =
-    [S; M] and ``right`` = [M; S] where S holds the squared values summed over the angular
-    sections and M the cell validity (both per spatial cell; ``left`` has one more column, a
-    tiny constant that keeps the norms positive); ``dirs`` (n, 3) and ``dirs_t`` (3, n) give,
-    as one product, the direction test next to the common-cell count; ``geometry`` (n * n, 4)
-    int16 the pairwise distance, relative direction and radial angle used by the relaxation;
-    ``log_period`` the natural logarithm of the median ridge period (0 when unknown).
+    [S; M], ``right_m`` = M and ``right_s`` = S transposed, where S holds the squared values
+    summed over the angular sections and M the cell validity (both per spatial cell; ``left``
+    has one more column, a tiny constant that keeps the norms positive); ``dirs`` (n, 3) and
+    ``dirs_t`` (3, n) give, as one product, the direction test next to the common-cell count;
+    ``geometry`` (n * n, 4) int16 the pairwise distance, relative direction and radial angle
+    used by the relaxation (``planes``: the same as (3, n, n)); ``log_period`` the natural
+    logarithm of the median ridge period (0 when unknown).
     """
 
     __slots__ = (
@@ -191,7 +192,6 @@ class Prepared:
         "values_m2",
         "values_t",
         "left",
-        "right",
         "right_m",
         "right_s",
         "dirs",
@@ -231,12 +231,11 @@ class Prepared:
         self.left = np.ascontiguousarray(np.concatenate([np.concatenate([sq, cells]), eps, pad], 1))
         one = np.zeros((2 * n, 1), np.float32)
         one[:n] = 1  # with eps: |a|_b^2 + 1e-12, so that the denominator is never 0
-        right = np.concatenate([np.concatenate([cells, sq]), one, pad], 1)
-        self.right = np.ascontiguousarray(right.T, np.float32)
-        # its two halves, for :func:`score`: left @ right_m = [|a|_b^2; common cells] and
-        # left[n:] @ right_s = |b|_a^2, the three blocks used (not the fourth), contiguous
-        self.right_m = np.ascontiguousarray(self.right[:, :n])
-        self.right_s = np.ascontiguousarray(self.right[:, n:])
+        right = np.concatenate([np.concatenate([cells, sq]), one, pad], 1).T
+        # [M; S] in two halves: left @ right_m = [|a|_b^2; common cells] and left[n:] @
+        # right_s = |b|_a^2, the three blocks used (not the fourth: [S; M] x [S; M])
+        self.right_m = np.ascontiguousarray(right[:, :n], np.float32)
+        self.right_s = np.ascontiguousarray(right[:, n:], np.float32)
         x = np.asarray(x, np.float64)[sel]
         y = np.asarray(y, np.float64)[sel]
         t = np.asarray(theta, np.float64)[sel]
@@ -283,19 +282,27 @@ def local_similarity(a: Prepared, b: Prepared) -> np.ndarray:
 
 def _ratio(a: Prepared, b: Prepared) -> np.ndarray:
     """``|a - b| / (|a| + |b|)`` (restricted to the common cells) for all pairs; 1 where the
-    cylinders are not comparable (so that 1 - ratio is the local similarity)."""
+    cylinders are not comparable (so that 1 - ratio is the local similarity).
+
+    Of the norm product [S; M] x [M; S] only the three blocks used are computed (one product
+    against ``right_m``, one against ``right_s``, into one buffer: one square root for all),
+    with ``ndarray.dot`` rather than ``@`` (the same BLAS call without the ufunc machinery,
+    about a microsecond less for these sizes) and float32 constants as arrays."""
     na, nb = a.n, b.n
-    x = a.left @ b.right  # (2na, 2nb): |a|_b^2, -, common cells, |b|_a^2
+    x = np.empty((3 * na, nb), np.float32)  # |a|_b^2 (+ 1e-12), common cells, |b|_a^2
+    a.left.dot(b.right_m, out=x[: 2 * na])
+    a.left[na:].dot(b.right_s, out=x[2 * na :])
     r = np.sqrt(x)
-    den = r[:na, :nb] + r[na:, nb:]
-    diff = a.values_m2 @ b.values_t  # -2 a.b
-    diff += x[:na, :nb]
-    diff += x[na:, nb:]
-    np.maximum(diff, 0, out=diff)
-    ratio = np.sqrt(diff, out=diff)
+    den = r[:na]
+    den += r[2 * na :]
+    ratio = a.values_m2.dot(b.values_t)  # -2 a.b
+    ratio += x[:na]
+    ratio += x[2 * na :]
+    np.maximum(ratio, _F0, out=ratio)
+    np.sqrt(ratio, out=ratio)
     ratio /= den
-    # comparable: enough common cells and directions at most 90 degrees apart
-    np.copyto(ratio, 1, where=np.minimum(r[na:, :nb], a.dirs @ b.dirs_t) < _ROOT_COMMON)
+    # not comparable: too few common cells or directions more than 90 degrees apart
+    np.copyto(ratio, 1, where=np.minimum(r[na : 2 * na], a.dirs.dot(b.dirs_t), out=den) < _ROOT_F32)
     return ratio
 
 
@@ -346,25 +353,11 @@ def _relaxed(a: Prepared, b: Prepared):
     than two pairs.
 
     Written for the fewest numpy calls (one call costs about a microsecond, the products of two
-    templates of 30 cylinders about seven): ``ndarray.dot`` rather than ``@`` (the same BLAS
-    call without the ufunc machinery), the three blocks of the norm products that are used
-    (not the fourth), the pairing on a fresh ``empty`` buffer, the geometry as contiguous
-    planes, the relaxation as matrix-vector products."""
+    templates of 30 cylinders about seven): the similarity matrix of :func:`_ratio`, the
+    pairing on a fresh ``empty`` buffer, the geometry as contiguous planes, the relaxation as
+    matrix-vector products."""
     na, nb = a.n, b.n
-    x = np.empty((3 * na, nb), np.float32)  # |a|_b^2 (+ 1e-12), common cells, |b|_a^2
-    a.left.dot(b.right_m, out=x[: 2 * na])
-    a.left[na:].dot(b.right_s, out=x[2 * na :])
-    r = np.sqrt(x)
-    den = r[:na]
-    den += r[2 * na :]
-    ratio = a.values_m2.dot(b.values_t)  # -2 a.b
-    ratio += x[:na]
-    ratio += x[2 * na :]
-    np.maximum(ratio, _F0, out=ratio)
-    np.sqrt(ratio, out=ratio)
-    ratio /= den
-    # not comparable: too few common cells or directions more than 90 degrees apart
-    np.copyto(ratio, 1, where=np.minimum(r[na : 2 * na], a.dirs.dot(b.dirs_t), out=den) < _ROOT_F32)
+    ratio = _ratio(a, b)
     # one-to-one pairs: each minutia of a proposes its best match in b (first on ties), of the
     # proposals to the same minutia of b the best one (first on ties) is kept
     j = ratio.argmin(1)
@@ -570,8 +563,8 @@ class _Chunk:
         dirs = np.zeros((c, nmax, 3), np.float32)
         cells_t[_DISC_CELLS] = 1  # padding too: the denominators are never 0
         for q, p in enumerate(prepared):
-            cells_t[:, q, : p.n] = p.right[:, : p.n]
-            sq_t[:, q, : p.n] = p.right[:, p.n :]
+            cells_t[:, q, : p.n] = p.right_m
+            sq_t[:, q, : p.n] = p.right_s
             values_t[:, q, : p.n] = p.values_t
             dirs_t[:, q, : p.n] = p.dirs_t
             dirs[q, : p.n] = p.dirs
