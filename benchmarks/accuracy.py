@@ -26,6 +26,10 @@ database (the target: at least a third) and the curves are drawn beside the DET 
 run on the same images in the same run; otherwise the reference figures of ``ANCHORS.md`` are
 printed, labelled as such.
 
+``--ab-mcc FILE`` also times another ``mcc.py`` (``git show REV:gateway/matcher/mcc.py > FILE``)
+against this one in one process, interleaved passes on the same pairs, and prints the ratio and
+the largest score difference (a steadier speed comparison than two runs on a shared machine).
+
 Templates are cached under ``benchmarks/out/cache`` (or ``--cache DIR``) keyed by a digest of the
 matcher's source, so a changed matcher re-extracts; ``--no-cache`` forces it.  At most two
 worker processes extract.
@@ -40,6 +44,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
+import importlib.util  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -251,6 +256,7 @@ def run_ours(
     use_cache: bool,
     passes: int = 1,
     cache_root: Path | None = None,
+    ab_mcc: Path | None = None,
 ) -> dict:
     digest = _source_digest()
     cache_root = cache_root or OUT / "cache"
@@ -279,6 +285,7 @@ def run_ours(
         }
         elapsed = min(elapsed, time.process_time() - t0)
     many = run_many(templates, prs, passes)
+    ab = run_ab(templates, prs, ab_mcc, passes) if ab_mcc else None
     worst = max(
         float(np.abs(many["scores"][name] - scores[name]).max()) if len(scores[name]) else 0.0
         for name in prs
@@ -294,6 +301,7 @@ def run_ours(
         "many_max_diff": worst,
         "minutiae": statistics.median(minutiae),
         "quality": {k: t.quality for k, t in templates.items()},
+        "ab": ab,
     }
 
 
@@ -329,6 +337,48 @@ def run_many(templates: dict, prs: dict, passes: int) -> dict:
         "per_s": n_cmp / max(elapsed, 1e-9),
         "groups": len(groups),
         "pack_us": 1e6 * pack / max(n_cmp, 1),
+    }
+
+
+def run_ab(templates: dict, prs: dict, path: Path, passes: int) -> dict:
+    """In one process, the matcher's ``mcc.score`` against the ``mcc.py`` at ``path`` (for
+    instance an older version, ``git show REV:gateway/matcher/mcc.py > FILE``), each with its
+    own descriptors, on the same pairs in interleaved passes (the fastest of ``passes`` each):
+    on a shared machine a ratio measured this way is steadier than two runs' rates."""
+    from gateway.matcher import mcc
+    from gateway.matcher.features import pixel_mask
+
+    spec = importlib.util.spec_from_file_location("mcc_ab", path)
+    other = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(other)
+
+    def prepared(t):
+        m = t.minutiae
+        mask = pixel_mask(t.block_mask, (t.height, t.width))
+        return other.Prepared(m[:, 0], m[:, 1], m[:, 2], mask, m[:, 4], t.period)
+
+    theirs = {k: prepared(t) for k, t in templates.items()}
+    keys = [
+        (a, b) if templates[a].key <= templates[b].key else (b, a)
+        for plist in prs.values()
+        for a, b in plist
+    ]
+    runs = {
+        "ours": (mcc.score, [(templates[a].prepared, templates[b].prepared) for a, b in keys]),
+        "other": (other.score, [(theirs[a], theirs[b]) for a, b in keys]),
+    }
+    scores = {n: np.array([f(x, y) for x, y in pl]) for n, (f, pl) in runs.items()}
+    best = dict.fromkeys(runs, math.inf)
+    for _ in range(max(passes, 1)):
+        for name, (f, pl) in runs.items():
+            t0 = time.process_time()
+            for x, y in pl:
+                f(x, y)
+            best[name] = min(best[name], time.process_time() - t0)
+    return {
+        "ours": len(keys) / max(best["ours"], 1e-9),
+        "other": len(keys) / max(best["other"], 1e-9),
+        "max_diff": float(np.abs(scores["ours"] - scores["other"]).max()) if keys else 0.0,
     }
 
 
@@ -487,6 +537,11 @@ def main(argv=None) -> int:
         default=3,
         help="timed passes over all pairs; the fastest gives the comparison rate (default 3)",
     )
+    ap.add_argument(
+        "--ab-mcc",
+        type=Path,
+        help="also time another mcc.py (e.g. from git show) against this one in one process",
+    )
     args = ap.parse_args(argv)
     dbs = [ALIASES.get(d, d) for d in args.db] if args.db else list(SETS)
     nbis = nbis_available() and not args.no_nbis
@@ -502,7 +557,9 @@ def main(argv=None) -> int:
             print(f"DB{db}: no images under {EVAL}", file=sys.stderr)
             return 2
         prs = pairs(files)
-        ours = run_ours(db, files, prs, args.workers, not args.no_cache, args.passes, args.cache)
+        ours = run_ours(
+            db, files, prs, args.workers, not args.no_cache, args.passes, args.cache, args.ab_mcc
+        )
         fig = figures(ours["scores"])
         title = SETS[db][1]
         print(
@@ -565,6 +622,13 @@ def main(argv=None) -> int:
             f"{ours['many_groups']} probes; packing {ours['many_pack_us']:.0f} us per "
             f"candidate, not timed); max |1:N - 1:1| score {ours['many_max_diff']:.1e}"
         )
+        if ours["ab"]:
+            ab = ours["ab"]
+            print(
+                f"  A/B in one process against {args.ab_mcc}: ours {ab['ours']:,.0f}/s, "
+                f"that one {ab['other']:,.0f}/s ({ab['ours'] / ab['other']:.2f} times), "
+                f"max |score difference| {ab['max_diff']:.1e}"
+            )
         if nbis:
             print(
                 f"  NBIS extraction median {ref['extract_s']:.3f} s/image (CPU time of mindtct, "
