@@ -211,6 +211,42 @@ def read_manifest(path) -> dict:
     return manifest
 
 
+def _shard_set_problem(path, threshold, score_scale, source, count) -> str | None:
+    """:func:`decision_problem` of a shard set: the fix is to calibrate the source gallery and
+    split it again (the shards carry copies of its thresholds)."""
+    problem = decision_problem(threshold, score_scale, str(path))
+    if problem is None:
+        return None
+    source = source or "SOURCE_GALLERY"
+    return (
+        f"{problem.rpartition(': run ')[0]}: run `ebts-gateway gallery calibrate {source}` "
+        f"then `ebts-gateway gallery shard {source} --shards {count} --out {path}` (the old "
+        f"shard set moved away first)"
+    )
+
+
+def decision_problem_at(path) -> str | None:
+    """Why the gallery or shard set at ``path`` cannot decide the default search (not
+    calibrated, or calibrated on another score scale), with the command that fixes it; None
+    when it can.  Reads its JSON index only (the daemon's start checks every gallery)."""
+    path = Path(path)
+    if is_shard_set(path):
+        m = read_manifest(path)
+        return _shard_set_problem(
+            path, m.get("threshold"), m.get("score_scale"), m.get("source"), m["shards"]
+        )
+    try:
+        with open(path / "index.json", encoding="utf-8") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not a gallery (no index.json)") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable gallery index: {exc}") from None
+    if not isinstance(index, dict):
+        raise ValueError(f"{path}: unsupported gallery format")
+    return decision_problem(index.get("threshold"), index.get("score_scale"), str(path))
+
+
 # -- one shard, where it lives -------------------------------------------------------------------
 class ShardEngine:
     """One shard's gallery in memory, with the two halves of a sharded search.
@@ -576,15 +612,9 @@ class ShardedGallery:
         return self.thresholds.get(fingers, self.threshold)
 
     def decision_problem(self) -> str | None:
-        """Why the thresholds cannot decide a default search (None: they can); the fix is to
-        calibrate the source gallery and split it again."""
-        problem = decision_problem(self.threshold, self.score_scale, str(self.path))
-        if problem is None:
-            return None
-        source = self.source or "the source gallery"
-        return (
-            f"{problem.rpartition(': run ')[0]}: run `ebts-gateway gallery calibrate {source}` "
-            f"then `ebts-gateway gallery shard {source} --shards {self.count}` again"
+        """Why the thresholds cannot decide a default search (None: they can)."""
+        return _shard_set_problem(
+            self.path, self.threshold, self.score_scale, self.source, self.count
         )
 
     def search(
