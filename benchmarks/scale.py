@@ -1,7 +1,7 @@
 """Scale benchmark, Dask part: tenprint search of sharded galleries on Dask workers (not run in CI).
 
     .venv/bin/python benchmarks/scale.py [--sizes 100000,1000000] [--workers 1,2]
-        [--shards 2] [--searches 40]
+        [--shards 2] [--searches 40] [--top 10] [--rescore R]
 
 For each gallery size N (template-level synthetic subjects, 10 fingers each; the 100k gallery is
 the one ``benchmarks/search.py`` builds and caches under ``benchmarks/out/``):
@@ -12,7 +12,9 @@ the one ``benchmarks/search.py`` builds and caches under ``benchmarks/out/``):
   127.0.0.1) searches it through :class:`gateway.matcher.shards.ShardedGallery`: the time of
   the first search (the shards load), then ``--searches`` mated tenprint searches one after the
   other, p50 / p99 latency, rank-1, and the resident memory the shards added to the workers
-  (RSS after the load minus RSS before) per finger;
+  (RSS after the load minus RSS before) per finger; each search returns ``--top`` candidates
+  (10; the gateway asks for 1) and scores the best ``max(top, --rescore)`` of them with
+  ``compare`` (the default search; ``--rescore 0``: the fast scale only);
 * the reference peer, in the same run on the same probes: the in-process search of the
   unsharded gallery (:meth:`Gallery.search`, memory-mapped), p50 / p99 and the resident memory
   per finger of this process after its searches; every sharded result is checked equal to it.
@@ -22,9 +24,11 @@ A 1,000,000-subject gallery built from synthetic subjects would take hours on th
 every subject with its finger positions rotated by t (tile 0 is the original), under the id
 ``<id>~t``.  Each finger's data is a real synthetic finger, each (subject, position) row is
 distinct, so the scan, the cuts and the second stage do the work of 1M subjects; the accuracy
-figures of a tiled gallery mean little beyond "the mate is still found".  The tiled gallery
-carries no serialised templates (the minutiae search never reads them): its bytes per finger on
-disk are the arrays' 657.
+figures of a tiled gallery mean little beyond "the mate is still found".  The search scores
+its best candidates again with ``compare`` (``rescore``), which reads their serialised
+templates: the tiled gallery and its shards point into the 100k gallery's ``templates.bin``
+(a symbolic link; :func:`link_templates` writes the offsets of each row's rolled fingers)
+rather than holding ten copies of it.
 
 The machine is shared: the load average is printed with the figures.
 """
@@ -93,6 +97,7 @@ def tiled_gallery(size: int) -> Path:
     tiles = size // BASE
     path = OUT / f"gallery-{size}-tiled-s{SEED}"
     if (path / "index.json").exists():
+        link_templates(path)
         return path
     src = Gallery.load(src_path)
     seg = src._base
@@ -126,6 +131,7 @@ def tiled_gallery(size: int) -> Path:
     index["subjects"] = ids
     (tmp / "index.json").write_text(json.dumps(index))
     os.rename(tmp, path)
+    link_templates(path)
     return path
 
 
@@ -136,7 +142,46 @@ def shard_set(path: Path, count: int) -> Path:
         t0 = time.perf_counter()
         shards.split(path, out, count)
         log(f"  split into {count} shards in {time.perf_counter() - t0:.0f}s")
+    if path.name != base_gallery().name:  # tiled: the shards' rows point into the 100k's too
+        for i in range(count):
+            link_templates(shards.shard_dir(out, i))
     return out
+
+
+def link_templates(path: Path) -> None:
+    """Give the rows of a tiled gallery (or of one of its shards) at ``path`` the serialised
+    templates of their fingers: ``templates.bin`` becomes a symbolic link to the 100k
+    gallery's, ``offsets.npy`` the offsets there of each row's rolled fingers (subject
+    ``<id>~t``: tile t, positions rolled by t).  Files are replaced, never written through (a
+    cached gallery may be made of links to another checkout's files)."""
+    src_path = base_gallery()
+    target = (src_path / "templates.bin").resolve()
+    link = path / "templates.bin"
+    if link.is_symlink() and link.resolve() == target:
+        return
+    t0 = time.perf_counter()
+    src_ids = json.loads((src_path / "index.json").read_text())["subjects"]
+    src_row = {sid: i for i, sid in enumerate(src_ids)}
+    src_off = np.load(src_path / "offsets.npy")
+    ids = json.loads((path / "index.json").read_text())["subjects"]
+    rows = np.empty(len(ids), np.int64)
+    tiles = np.zeros(len(ids), np.int64)
+    for i, sid in enumerate(ids):
+        base, _, t = sid.partition("~")
+        rows[i] = src_row[base]
+        tiles[i] = int(t) if t else 0
+    offsets = np.zeros((len(ids), POSITIONS, 2), np.int64)
+    for t in np.unique(tiles):
+        sel = np.nonzero(tiles == t)[0]
+        roll = (np.arange(POSITIONS) + t) % POSITIONS
+        offsets[sel] = src_off[rows[sel]][:, roll]
+    np.save(path / ".offsets.tmp.npy", offsets)
+    os.replace(path / ".offsets.tmp.npy", path / "offsets.npy")
+    tmp = path / ".templates.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    log(f"  {path.name}: templates linked in {time.perf_counter() - t0:.0f}s")
 
 
 # -- measurements ---------------------------------------------------------------------------------
@@ -146,15 +191,19 @@ def probes(size: int, count: int):
     return [(synthetic.tenprint(synthetic.identity(SEED, int(i)), 1), int(i)) for i in idx]
 
 
+#: Search options of every search of the run (set by main: --top, --rescore).
+OPTS: dict = {"top": 10}
+
+
 def peer(path: Path, jobs) -> dict:
     before = rss()
     g = Gallery.load(path)
     fingers = int((np.asarray(g._base.counts) > 0).sum())
-    g.search(jobs[0][0], top=10)  # warm: pages of the mapped arrays
+    g.search(jobs[0][0], **OPTS)  # warm: pages of the mapped arrays
     times, results = [], []
     for probe, _ in jobs:
         t = time.perf_counter()
-        res = g.search(probe, top=10)
+        res = g.search(probe, **OPTS)
         times.append(time.perf_counter() - t)
         results.append([c.to_dict() for c in res])
     return {
@@ -196,13 +245,13 @@ def dask_run(root: Path, workers: int, jobs, reference) -> dict:
         before = client.run(_worker_rss)
         sharded = shards.ShardedGallery(root, scheduler=client, deadline=600)
         t = time.perf_counter()
-        sharded.search(jobs[0][0], top=10)  # the shards load on their workers
+        sharded.search(jobs[0][0], **OPTS)  # the shards load on their workers
         first = time.perf_counter() - t
         after = client.run(_worker_rss)
         times, same = [], 0
         for k, (probe, _) in enumerate(jobs):
             t = time.perf_counter()
-            res = sharded.search(probe, top=10)
+            res = sharded.search(probe, **OPTS)
             times.append(time.perf_counter() - t)
             same += [c.to_dict() for c in res] == reference[k]
         sharded.close()
@@ -221,7 +270,15 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1,2", help="Dask worker counts")
     ap.add_argument("--shards", type=int, default=2, help="shards per gallery")
     ap.add_argument("--searches", type=int, default=40, help="mated searches per setting")
+    ap.add_argument("--top", type=int, default=10, help="candidates each search returns")
+    ap.add_argument(
+        "--rescore",
+        type=int,
+        default=gallery_mod.RESCORE,
+        help="candidates scored again with compare, at least --top (0: fast scale only)",
+    )
     args, rest = ap.parse_known_args(argv)
+    OPTS.update(top=args.top, rescore=args.rescore)
     if args.nodes:
         sys.path.insert(0, str(REPO / "benchmarks"))
         import nodes
@@ -271,7 +328,10 @@ def main(argv=None) -> int:
                 )
             )
     log("")
-    log("mated searches one after the other, top 10; 2 cores shared with other work")
+    log(
+        f"mated searches one after the other, top {args.top}, rescore {args.rescore} "
+        "(compare on the best max(top, rescore)); 2 cores shared with other work"
+    )
     log(
         "| subjects | search | first search (load) | p50 | p99 | rank-1 (peer) / same as peer "
         "| resident bytes/finger | load avg |"

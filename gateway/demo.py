@@ -11,6 +11,9 @@ On first start without configured galleries, ``ebts-gateway run`` builds:
 A CAR from :func:`demo_car` for identity ``i`` (impression 1: another capture of the same
 fingers) is then identified (UCN ``demo_ucn(i)``), and for ``i % 3 == 0`` also matched by DHS,
 which makes the gateway queue an IAQ to the LESC address.  Built once; later starts reuse it.
+A gallery whose thresholds were calibrated on another score scale than the search's
+(:data:`gateway.matcher.gallery.SCORE_SCALE`; galleries built before the scale was recorded)
+is not "built": the builder calibrates it again in place (a few seconds, no rendering).
 
 ``ebts-gateway run`` builds them in the background: :func:`main` (``python -m gateway.demo``) is
 the builder process the daemon starts, so that its listeners open at once; it ignores SIGINT
@@ -51,8 +54,17 @@ def in_dhs(identity: int) -> bool:
 
 
 def is_built(path: Path) -> bool:
-    """Whether the demo gallery at ``path`` is complete (written last, by a rename)."""
-    return (Path(path) / "demo.json").exists()
+    """Whether the demo gallery at ``path`` is complete (written last, by a rename) and
+    calibrated on the search's score scale."""
+    path = Path(path)
+    if not (path / "demo.json").exists():
+        return False
+    from gateway.matcher.shards import decision_problem_at
+
+    try:
+        return decision_problem_at(path) is None
+    except ValueError:  # a damaged index: built again
+        return False
 
 
 def _ignore_sigint() -> None:
@@ -86,6 +98,8 @@ def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path
     """Build the demo gallery ``kind`` ("fbi" or "dhs") at ``path`` unless it is there."""
     path = Path(path)
     if is_built(path):
+        return path
+    if (path / "demo.json").exists() and _recalibrated(path, kind):
         return path
     from gateway.matcher import Template
     from gateway.matcher import synthetic as distractors
@@ -127,21 +141,8 @@ def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path
                     )
         finally:
             _POOL = None
-    log.info("%s demo gallery: calibrating (%d searches)", kind, CALIBRATION_SEARCHES)
     gallery.add_many((sid, p, t) for sid, probe in enrolled.items() for p, t in probe.items())
-    scores = []
-    for i in range(CALIBRATION_SEARCHES):
-        probe = distractors.tenprint(distractors.identity(97, i), impression=1)
-        best = gallery.search({p: t for p, t in probe.items() if p in POSITIONS}, top=1)
-        scores.append(best[0].score if best else 0.0)
-    # Image-level impostors cost nothing more: each enrolled identity against the others.
-    image_level = []
-    for sid, probe in enrolled.items():
-        others = [c for c in gallery.search(probe, top=2) if c.subject_id != sid]
-        image_level.append(others[0].score if others else 0.0)
-    # template-level distractors score lower than rendered prints do: the threshold keeps a
-    # margin over the highest image-level impostor
-    gallery.calibrate(scores, fpir=0.001, image_level=image_level)
+    _calibrate(gallery, enrolled, kind)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     gallery.save(tmp)
@@ -169,6 +170,58 @@ def ensure_demo_gallery(path: Path, subjects: int, *, kind: str = "fbi") -> Path
     tmp.rename(path)
     log.info("%s demo gallery ready: threshold %.4f", kind, gallery.threshold)
     return path
+
+
+def _calibrate(gallery, enrolled: dict, kind: str) -> None:
+    """The thresholds of a demo gallery on the search's score scale: four-finger (the demo's
+    search) and one-finger (``ebts-gateway match --gallery``), each from non-mated searches of
+    template-level distractors plus the enrolled identities searched against the others."""
+    from gateway.matcher import synthetic as distractors
+
+    log.info("%s demo gallery: calibrating (%d searches)", kind, CALIBRATION_SEARCHES)
+    scores: dict[int, list[float]] = {4: [], 1: []}
+    for i in range(CALIBRATION_SEARCHES):
+        probe = distractors.tenprint(distractors.identity(97, i), impression=1)
+        four = {p: t for p, t in probe.items() if p in POSITIONS}
+        one = POSITIONS[i % len(POSITIONS)]
+        for k, part in ((4, four), (1, {one: probe[one]})):
+            best = gallery.search(part, top=1)
+            scores[k].append(best[0].score if best else 0.0)
+    # Image-level impostors cost nothing more: each enrolled identity against the others.
+    image_level: dict[int, list[float]] = {4: [], 1: []}
+    for n, (sid, probe) in enumerate(enrolled.items()):
+        one = POSITIONS[n % len(POSITIONS)]
+        for k, part in ((4, probe), (1, {one: probe[one]})):
+            others = [c for c in gallery.search(part, top=2) if c.subject_id != sid]
+            image_level[k].append(others[0].score if others else 0.0)
+    # template-level distractors score lower than rendered prints do: the threshold keeps a
+    # margin over the highest image-level impostor
+    gallery.calibrate(scores[1], fpir=0.001, image_level=image_level[1], fingers=1)
+    gallery.calibrate(scores[4], fpir=0.001, image_level=image_level[4])
+
+
+def _recalibrated(path: Path, kind: str) -> bool:
+    """Calibrate a complete demo gallery again (its thresholds are on another score scale);
+    False when it cannot be read (then it is built again)."""
+    from gateway.matcher.gallery import Gallery
+
+    try:
+        gallery = Gallery.load(path)
+        meta = json.loads((path / "demo.json").read_text())
+        ids = [demo_ucn(i) if kind == "fbi" else demo_dhs_id(i) for i in meta.get("identities", [])]
+        enrolled = {sid: {p: gallery.template(sid, p) for p in POSITIONS} for sid in ids}
+    except (ValueError, KeyError, OSError, TypeError) as exc:
+        log.info("%s demo gallery unreadable (%s): building it again", kind, exc)
+        return False
+    log.info("%s demo gallery: calibrated on another score scale, calibrating it again", kind)
+    _calibrate(gallery, enrolled, kind)
+    gallery.save_threshold(path)  # the index only, atomically
+    meta["threshold"] = gallery.threshold
+    tmp = path / "demo.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, path / "demo.json")
+    log.info("%s demo gallery ready: threshold %.4f", kind, gallery.threshold)
+    return True
 
 
 def demo_car(identity: int, *, tcn: str | None = None, ori: str = DEMO_ORI, dat: str | None = None):

@@ -669,6 +669,29 @@ def _version() -> str:
         return "unknown"
 
 
+def _check_decisions(config, galleries: dict) -> None:
+    """Each configured gallery must decide on the scale its searches score on: one that is
+    not calibrated, or calibrated on another score scale, would answer every search "no hit";
+    the start refuses it (ValueError: exit 2) with the command that fixes it.  With
+    ``[matcher] threshold`` the gallery's thresholds are not used (that value must be on the
+    same scale): a warning only."""
+    from gateway.matcher.shards import decision_problem_at
+
+    for kind, path in galleries.items():
+        problem = decision_problem_at(path)
+        if problem is None:
+            continue
+        if config.match_threshold is None:
+            raise ValueError(f"the {kind} gallery cannot decide a search: {problem}")
+        log.warning(
+            "the %s gallery's thresholds are not usable (%s); [matcher] threshold = %g decides "
+            "instead: it must be a sum of compare() scores (docs/matcher.md)",
+            kind,
+            problem,
+            config.match_threshold,
+        )
+
+
 def build_gateway(config) -> Gateway:
     """The gateway with its galleries: configured paths, else demo galleries when enabled.
 
@@ -682,6 +705,7 @@ def build_gateway(config) -> Gateway:
         galleries["fbi"] = str(config.gallery_fbi)
     if config.gallery_dhs is not None:
         galleries["dhs"] = str(config.gallery_dhs)
+    _check_decisions(config, galleries)
     demo_galleries = None
     if config.demo_gallery and not galleries:
         from gateway import demo

@@ -323,3 +323,121 @@ def test_decision_by_fingers_compared():
     g.thresholds = {4: best.score - 0.01}
     assert g.search(probe, top=1)[0].decision
     assert not g.search(_mated(5), top=1)[0].decision  # ten fingers compared: ten-finger rule
+
+
+# -- one score scale: the calibration records it --------------------------------------------------
+def _forget_scale(path):
+    """The index as a gallery calibrated before scales were recorded left it."""
+    index = json.loads((path / "index.json").read_text())
+    del index["score_scale"]
+    (path / "index.json").write_text(json.dumps(index))
+
+
+def test_calibration_records_its_scale(built, tmp_path):
+    from gateway.matcher.gallery import FAST_SCALE, SCORE_SCALE
+
+    g = Gallery.load(built)
+    assert g.score_scale == SCORE_SCALE and g.decision_problem() is None
+    assert json.loads((built / "index.json").read_text())["score_scale"] == SCORE_SCALE
+    mate = g.search(_mated(12, 2), top=1)[0]
+    assert mate.decision
+    # the fast scale's scores are not decided with the compare scale's thresholds
+    assert not g.search(_mated(12, 2), top=1, rescore=0)[0].decision
+    # a calibration on another scale replaces every threshold: one gallery, one scale
+    g.calibrate([0.5, 0.6], fpir=0.01, fingers=4)
+    g.calibrate([0.5, 0.6, 0.7], fpir=0.01, scale=FAST_SCALE)
+    assert g.score_scale == FAST_SCALE and g.thresholds == {} and g.threshold_for(4) is None
+    assert g.search(_mated(12, 2), top=1, rescore=0)[0].decision
+    assert not g.search(_mated(12, 2), top=1)[0].decision
+    with pytest.raises(ValueError):
+        g.calibrate([0.1, 0.2], scale="furlongs")
+    # an index without the key: its thresholds decide nothing until calibrated again
+    old = tmp_path / "old"
+    Gallery.load(built).save(old)
+    _forget_scale(old)
+    h = Gallery.load(old)
+    assert h.score_scale is None and h.threshold is not None
+    assert not h.search(_mated(12, 2), top=1)[0].decision
+    assert f"run `ebts-gateway gallery calibrate {old}`" in h.decision_problem()
+    rc, out, _ = _cli("gallery", "info", old)
+    assert rc == 0 and "NOT USED" in out and "gallery calibrate" in out
+    rc, out, _ = _cli("gallery", "calibrate", old, "--searches", 4)
+    assert rc == 0
+    h = Gallery.load(old)
+    assert h.score_scale == SCORE_SCALE and h.decision_problem() is None and 1 in h.thresholds
+    assert h.search(_mated(12, 2), top=1)[0].decision
+
+
+def _config(tmp_path, gallery, extra=""):
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n{extra}[gallery]\nfbi = "{gallery}"\ndemo = false\n'
+        '[tls]\nmode = "off"\n'
+    )
+    return path
+
+
+def test_the_daemon_refuses_thresholds_of_another_scale(built, tmp_path):
+    """`ebts-gateway run` on a gallery calibrated on another scale (or not at all) stops at
+    once, exit 2, naming the gallery and the command to run; never a daemon answering every
+    search "no hit"."""
+    from gateway.config import load_config
+    from gateway.service import _check_decisions
+
+    old = tmp_path / "old"
+    Gallery.load(built).save(old)
+    _forget_scale(old)
+    rc, _, err = _cli("run", "--config", _config(tmp_path, old))
+    assert rc == 2 and "cannot start: the fbi gallery cannot decide a search" in err
+    assert f"run `ebts-gateway gallery calibrate {old}`" in err
+    empty = tmp_path / "empty"
+    Gallery().save(empty)
+    rc, _, err = _cli("run", "--config", _config(tmp_path, empty))
+    assert rc == 2 and "not calibrated" in err and f"gallery calibrate {empty}" in err
+    # a shard set of an old gallery: calibrate the source, split again
+    rc, _, _ = _cli("gallery", "shard", old, "--shards", 2)
+    assert rc == 0
+    rc, _, err = _cli("run", "--config", _config(tmp_path, f"{old}.shards"))
+    assert rc == 2 and f"gallery calibrate {old.resolve()}` then `ebts-gateway gallery shard" in err
+    # [matcher] threshold decides instead of the gallery's thresholds: the start goes on
+    _check_decisions(
+        load_config(_config(tmp_path, old, "[matcher]\nthreshold = 0.5\n")), {"fbi": str(old)}
+    )
+    # a calibrated gallery passes
+    _check_decisions(load_config(_config(tmp_path, built)), {"fbi": str(built)})
+
+
+def test_an_old_demo_gallery_is_calibrated_again(tmp_path, monkeypatch):
+    """A demo gallery calibrated on another scale is not "built": the builder calibrates it
+    again in place (four-finger and one-finger thresholds), without rendering anything."""
+    from gateway import demo
+    from gateway.matcher.gallery import SCORE_SCALE
+
+    monkeypatch.setattr(demo, "CALIBRATION_SEARCHES", 12)
+    g = Gallery()
+    synthetic.populate(g, 20, seed=11)
+    for i in (1, 2, 3):
+        probe = synthetic.tenprint(synthetic.identity(71, i), 0)
+        for p in demo.POSITIONS:
+            g.add(demo.demo_ucn(i), p, probe[p])
+    g.calibrate([0.4, 0.5, 0.6], fpir=0.01)
+    path = tmp_path / "fbi-demo"
+    g.save(path)
+    _forget_scale(path)
+    (path / "demo.json").write_text(json.dumps({"kind": "fbi", "identities": [1, 2, 3]}))
+    (path / "subjects.jsonl").write_text("")
+    assert not demo.is_built(path)
+    assert demo.ensure_demo_gallery(path, 3) == path
+    assert demo.is_built(path) and (path / "subjects.jsonl").exists()  # in place
+    h = Gallery.load(path)
+    assert h.score_scale == SCORE_SCALE and sorted(h.thresholds) == [1] and len(h) == 23
+    assert json.loads((path / "demo.json").read_text())["threshold"] == h.threshold
+    mate = h.search(
+        {
+            p: t
+            for p, t in synthetic.tenprint(synthetic.identity(71, 2), 1).items()
+            if p in demo.POSITIONS
+        },
+        top=1,
+    )[0]
+    assert mate.subject_id == demo.demo_ucn(2) and mate.decision

@@ -419,11 +419,11 @@ def test_compare_of_tiny_templates_is_finite_and_symmetric(templates):
 
 def test_one_score_scale_for_match_and_search(templates, capsys):
     """The score `ebts-gateway match A B` prints is the candidate score a 1:N search gives for
-    the same pair when the search scores its candidates with compare (``rescore``, or
-    ``second_stage="compare"``): one scale for 1:1, search and thresholds."""
+    the same pair: the default search scores its candidates with compare (``rescore``), as
+    ``second_stage="compare"`` does; one scale for 1:1, search and thresholds."""
     from gateway.cli import main
     from gateway.matcher import synthetic
-    from gateway.matcher.gallery import RESCORE, Gallery
+    from gateway.matcher.gallery import Gallery
 
     assert main(["match", str(print_image(101, 1)), str(print_image(101, 2)), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)["score"]
@@ -432,8 +432,8 @@ def test_one_score_scale_for_match_and_search(templates, capsys):
     g.add("MATE", 3, templates[101, 2])
     g.add("OTHER", 3, templates[102, 1])
     probe = {3: templates[101, 1]}
-    fast = g.search(probe, top=3)
-    one = g.search(probe, top=3, rescore=RESCORE)
+    fast = g.search(probe, top=3, rescore=0)
+    one = g.search(probe, top=3)
     full = g.search(probe, top=3, second_stage="compare")
     assert one[0].subject_id == full[0].subject_id == "MATE"
     for cands in (one, full):

@@ -39,7 +39,7 @@ def _job(base, payload: bytes, ucn: str) -> Job:
         journal_path=str(base / "journal.sqlite3"),
         new_subject_id=ucn,
         search_positions=(1, 2, 6, 7),
-        match_threshold=1.0,  # four-finger fused scores: mates about 2, non-mates under 0.6
+        match_threshold=0.3,  # four-finger sums of compare scores: mates about 0.9, non-mates 0.07
     )
 
 

@@ -49,11 +49,17 @@ def source(tmp_path_factory):
     return root / "gallery", root / "gallery.shards"
 
 
+def _exact(cands):
+    # the stage-1 score (a tie-break) is left out: a float32 sum over the rows a shard or the
+    # whole gallery refines, whose last bit may follow the batch's shape
+    return [(c.subject_id, c.score, c.finger_scores, c.decision) for c in cands]
+
+
 def _same(sharded, plain, probe, **kw):
-    a = [c.to_dict() for c in sharded.search(probe, **kw)]
-    b = [c.to_dict() for c in plain.search(probe, **kw)]
-    assert a == b
-    return a
+    """The sharded search returns the unsharded one's candidates, bit for bit."""
+    a, b = sharded.search(probe, **kw), plain.search(probe, **kw)
+    assert _exact(a) == _exact(b)
+    return [c.to_dict() for c in a]
 
 
 def test_shard_of_is_stable_and_spread():
@@ -120,6 +126,26 @@ def test_in_process_shards_equal_the_unsharded_search(source):
         _same(sharded, plain, probe, refine=30, shortlist=8, top=5)
         _same(sharded, plain, {p: probe[p] for p in (2, 3, 7)}, refine=20, shortlist=5)
     assert hits == 3  # the three mated probes are identified, the other not
+
+
+def test_sharded_search_rescores_like_the_unsharded_one(source):
+    """The default search scores the merged best max(top, RESCORE) again with compare, as the
+    unsharded one does; rescore=0 (the fast scale) and a larger R agree too."""
+    from gateway.matcher import compare
+
+    path, root = source
+    plain, sharded = Gallery.load(path), ShardedGallery(root)
+    probe = _probe(33, 1)
+    res = _same(sharded, plain, probe, top=2)
+    assert res[0]["subject_id"] == synthetic.subject_id(SEED, 33)
+    for c in sharded.search(probe, top=2):  # every finger score is compare's
+        for p, s in c.finger_scores.items():
+            assert s == pytest.approx(compare(probe[p], plain.template(c.subject_id, p)), abs=1e-5)
+    fast = _same(sharded, plain, probe, top=2, rescore=0)
+    assert fast[0]["subject_id"] == res[0]["subject_id"] and fast[0]["score"] != res[0]["score"]
+    assert not fast[0]["decision"]  # the thresholds are on the compare scale only
+    _same(sharded, plain, probe, top=2, rescore=8, shortlist=12)
+    _same(sharded, plain, {p: probe[p] for p in (1, 6)}, top=1)
 
 
 def test_enrolments_go_to_the_owning_shard(source):
@@ -196,6 +222,7 @@ def test_dask_shards_equal_the_unsharded_search(source, cluster):
     # a second gateway process (another client) finds the shards where they are
     again = ShardedGallery(root, scheduler=cluster[1])
     _same(again, plain, _probe(7, 2))
+    _same(again, plain, _probe(7, 2), rescore=0)  # the fast scale, for measurements
     assert _loaded(cluster) == loaded
     sharded.close()
 
@@ -261,7 +288,7 @@ def _car_job(root, journal, identity, impression, ucn, scheduler):
         journal_path=str(journal),
         new_subject_id=ucn,
         search_positions=(1, 2, 6, 7),
-        match_threshold=1.0,  # four-finger fused scores: mates about 2, non-mates under 0.6
+        match_threshold=0.3,  # four-finger sums of compare scores: the mate 0.94, non-mates 0.07
         scheduler=scheduler,
     )
 

@@ -4,8 +4,10 @@
   each, :mod:`gateway.matcher.synthetic`), with a progress bar on stderr;
 * ``gallery info DIR [--json]`` - subjects, fingers, bytes per finger, threshold;
 * ``gallery calibrate DIR [--searches N] [--fpir F] [--image-identities K]`` - runs N non-mated
-  synthetic tenprint searches and stores the threshold that meets the false-positive
-  identification rate F; with K, also K image-level non-mated searches (rendered and extracted
+  synthetic tenprint searches and stores the thresholds (per probe finger count 1-10) that meet
+  the false-positive identification rate F, on the score scale of the searches (recorded in the
+  index: thresholds of another scale decide nothing, and the daemon refuses to start on them);
+  with K, also K image-level non-mated searches (rendered and extracted
   :mod:`gateway.synth` identities, each against the gallery and the other K - 1), which score
   higher than template-level ones: the threshold then keeps a margin over the highest of them.
 
@@ -241,6 +243,10 @@ def describe(g) -> dict:
         "bytes_per_finger": round(g.nbytes_per_finger(), 1),
         "code_bits": vector.BITS,
         "threshold": g.threshold,
+        "thresholds": {str(k): v for k, v in sorted(g.thresholds.items())},
+        "score_scale": g.score_scale,
+        # why the thresholds decide nothing (with the command that fixes it), else None
+        "decision_problem": g.decision_problem(),
         "calibration": g.calibration,
     }
 
@@ -269,8 +275,10 @@ def _info(args) -> int:
         cal = g.calibration
         print(
             f"  threshold         {g.threshold:.4f} (FPIR {cal.get('fpir')} over "
-            f"{cal.get('searches')} non-mated searches)"
+            f"{cal.get('searches')} non-mated searches, {g.score_scale or 'no'} scale)"
         )
+        if info["decision_problem"]:
+            print(f"  NOT USED          {info['decision_problem']}")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""``ebts-gateway match A B [--fgp N] [--json] [--png OUT] [--threshold T]``: the similarity of
-two fingerprints, and the evidence for it.
+"""``ebts-gateway match A B [--fgp N] [--json] [--png OUT] [--threshold T | --gallery DIR |
+--config FILE]``: the similarity of two fingerprints, the decision, and the evidence for it.
 
 ``A`` and ``B`` are each an image file (WSQ, JPEG, JPEG 2000, PNG, TIFF: anything the imaging
 package or Pillow reads) or a transaction (either encoding), whose first finger image record
@@ -7,13 +7,19 @@ package or Pillow reads) or a transaction (either encoding), whose first finger 
 500 ppi from their declared resolution before extraction (an image file without a resolution is
 taken to be at 500 ppi).
 
-Prints the score of :func:`gateway.matcher.compare` (0..1, higher is more alike), the decision at
-the 1:1 threshold (:data:`gateway.matcher.MATCH_THRESHOLD`, or ``--threshold``), the minutiae
-counts, the number of paired minutiae and the alignment of A onto B
+Prints the score of :func:`gateway.matcher.compare` (0..1, higher is more alike), the decision and
+the threshold it was made at, saying which: ``--threshold T``; else with ``--gallery DIR`` the
+one-finger threshold of that gallery (its ``thresholds[1]``, calibrated by ``gallery calibrate``
+on the scale of its searches: a one-finger search's score is this ``compare`` score); else with
+``--config FILE`` the threshold the daemon of that configuration decides with (``[matcher]
+threshold`` when set, else the one-finger threshold of its FBI gallery, or of its demo FBI
+gallery); else the 1:1 threshold :data:`gateway.matcher.MATCH_THRESHOLD` (FMR 0.1 % on the FVC
+sets).  Then the minutiae counts, the number of paired minutiae and the alignment of A onto B
 (:func:`gateway.matcher.compare_detail`); ``--json`` prints one object instead.  ``--png OUT``
 draws both prints side by side, every minutia marked and the pairs the score rests on joined
-(Pillow).  Exit status 0, or 2 when an input cannot be read or OUT cannot be written (a message
-on stderr).
+(Pillow).  Exit status 0, or 2 when an input, the gallery or the configuration cannot be read,
+the gallery has no one-finger threshold on the search's score scale, or OUT cannot be written (a
+message on stderr).
 """
 
 from __future__ import annotations
@@ -55,12 +61,79 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--png", metavar="OUT", help="draw both prints side by side with the paired minutiae"
     )
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--threshold",
         type=float,
         metavar="T",
         help="decision threshold on the score (default: the matcher's 1:1 threshold)",
     )
+    which.add_argument(
+        "--gallery",
+        metavar="DIR",
+        help="decide at the one-finger threshold of this gallery (or shard set)",
+    )
+    which.add_argument(
+        "--config",
+        metavar="FILE",
+        help="decide at the threshold of this configuration's daemon ([matcher] threshold, "
+        "else its FBI gallery's one-finger threshold)",
+    )
+
+
+def _gallery_threshold(path: str) -> tuple[float, str]:
+    """The one-finger threshold of a gallery or shard set and where it came from; raises
+    InputError when there is none on the search's score scale."""
+    from gateway.matcher import shards
+    from gateway.matcher.gallery import Gallery
+
+    try:
+        # a shard set in process: its shards mapped, no connection to a cluster
+        g = shards.ShardedGallery(path) if shards.is_shard_set(path) else Gallery.load(path)
+        problem = g.decision_problem()
+    except (ValueError, OSError) as exc:
+        raise InputError(str(exc)) from exc
+    if problem is not None:
+        raise InputError(problem)
+    if 1 not in g.thresholds:
+        raise InputError(
+            f"{path}: no one-finger threshold (calibrated before they were made): run "
+            f"`ebts-gateway gallery calibrate {path}`"
+        )
+    return g.thresholds[1], f"one-finger threshold of gallery {path}"
+
+
+def _configured_threshold(path: str) -> tuple[float, str]:
+    """The threshold the daemon of configuration ``path`` decides a one-finger search with."""
+    from gateway.config import ConfigError, load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise InputError(f"{path}: configuration error: {exc}") from exc
+    if config.match_threshold is not None:
+        return config.match_threshold, f"[matcher] threshold of {path}"
+    gallery = config.gallery_fbi
+    if gallery is None and config.demo_gallery and config.gallery_dhs is None:
+        gallery = Path(config.data_dir) / "galleries" / "fbi-demo"  # gateway.service
+        if not (gallery / "demo.json").exists():
+            raise InputError(f"{path}: the demo FBI gallery is not built yet ({gallery})")
+    if gallery is None:
+        raise InputError(f"{path}: no FBI gallery and no [matcher] threshold configured")
+    return _gallery_threshold(str(gallery))
+
+
+def decision_threshold(args) -> tuple[float, str]:
+    """(threshold, what it is) for ``args``; raises InputError."""
+    from gateway.matcher import MATCH_THRESHOLD
+
+    if args.threshold is not None:
+        return args.threshold, "--threshold"
+    if args.gallery is not None:
+        return _gallery_threshold(args.gallery)
+    if args.config is not None:
+        return _configured_threshold(args.config)
+    return MATCH_THRESHOLD, "1:1 threshold, FMR 0.1 % on FVC"
 
 
 def _position(record) -> list[int]:
@@ -218,8 +291,13 @@ def draw(path: str, images, templates, detail) -> None:
 
 
 def run(args) -> int:
-    from gateway.matcher import MATCH_THRESHOLD, compare_detail, extract
+    from gateway.matcher import compare_detail, extract
 
+    try:
+        threshold, source = decision_threshold(args)
+    except InputError as exc:
+        print(f"ebts-gateway: {exc}", file=sys.stderr)
+        return 2
     templates = []
     described = []
     images = []
@@ -237,7 +315,6 @@ def run(args) -> int:
         described.append(where)
     detail = compare_detail(*templates)
     score = detail["score"]
-    threshold = MATCH_THRESHOLD if args.threshold is None else args.threshold
     decision = "match" if score >= threshold else "no match"
     if args.png:
         try:
@@ -262,6 +339,7 @@ def run(args) -> int:
             },
             "score": round(score, 6),
             "threshold": threshold,
+            "threshold_source": source,
             "decision": decision,
             "pairs": [[i, j, round(s, 6)] for i, j, s in detail["pairs"]],
             "alignment": align,
@@ -269,7 +347,7 @@ def run(args) -> int:
         print(json.dumps(out))
     else:
         print(
-            f"score {score:.4f}  {decision} at threshold {threshold:g}  "
+            f"score {score:.4f}  {decision} at threshold {threshold:g} ({source})  "
             f"({len(templates[0])} / {len(templates[1])} minutiae, quality "
             f"{templates[0].quality} / {templates[1].quality}, {len(detail['pairs'])} pairs)"
         )

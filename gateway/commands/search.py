@@ -66,7 +66,10 @@ def run(args) -> int:
         }
         print(json.dumps(out, indent=1))
         return 0
+    problem = g.decision_problem()
     thr = "not calibrated" if g.threshold is None else f"{g.threshold:.4f}"
+    if problem and g.threshold is not None:
+        thr += " (not used: another score scale; run `ebts-gateway gallery calibrate`)"
     print(f"{args.file}: {len(probe)} fingers {sorted(probe)}; threshold {thr}")
     for rank, c in enumerate(cands, start=1):
         mark = "HIT " if c.decision else "    "

@@ -34,15 +34,18 @@ Search (``Gallery.search``):
    ``second_stage="compare"`` the precise :func:`gateway.matcher.compare` (much slower; run
    as one batched :func:`gateway.matcher.template.compare_many` per probe finger);
 3. **fusion** - the candidate's score is the sum of its finger scores over the probe's fingers;
-   ``decision`` is ``score >= threshold`` (see :meth:`Gallery.calibrate`).
-4. **one score scale** (``rescore=R``) - the best ``max(top, R)`` candidates of the fast second
-   stage are scored again with :func:`gateway.matcher.compare` and only they are returned:
-   every candidate's finger score is then the ``compare`` score of that pair (the one
-   ``ebts-gateway match`` prints) and its score their sum, as with ``second_stage="compare"``
-   but at the cost of R short-listed subjects instead of all of them.  Off by default until the
-   sharded search (:mod:`gateway.matcher.shards`) runs the same round after its merge: a sharded
-   and an unsharded search must return the same candidates, and the thresholds of a gallery are
-   on one scale (calibrate with the setting the searches will use).
+4. **one score scale** (``rescore=R``, default ``RESCORE``) - the best ``max(top, R)``
+   candidates of the fast second stage are scored again with :func:`gateway.matcher.compare`
+   and only they are returned: every candidate's finger score is then the ``compare`` score of
+   that pair (the one ``ebts-gateway match`` prints) and its score their sum
+   (``SCORE_SCALE``), as with ``second_stage="compare"`` but at the cost of R short-listed
+   subjects instead of all of them.  The sharded search (:mod:`gateway.matcher.shards`) runs
+   the same round after its merge and returns the same bits.  ``rescore=0`` returns the fast
+   stage's sums (``FAST_SCALE``, for measurements);
+5. **decision** - ``score >= threshold`` of the number of fingers compared, with thresholds
+   calibrated on the scale of the scores (:meth:`Gallery.calibrate` records it in the index
+   as ``score_scale``; thresholds of another scale, or of an index without one, decide
+   nothing: ``ebts-gateway gallery calibrate DIR`` makes new ones).
 """
 
 from __future__ import annotations
@@ -66,10 +69,12 @@ from .gallery_search import (  # noqa: F401 - the search's names, re-exported
 )
 from .gallery_store import (  # noqa: F401 - the storage primitives, re-exported
     BYTES_PER_FINGER,
+    FAST_SCALE,
     FORMAT,
     IMAGE_MARGIN,
     POSITIONS,
     RESCORE,
+    SCORE_SCALE,
     SECOND_STAGES,
     SLOT,
     Candidate,
@@ -95,6 +100,8 @@ class Gallery(SearchMixin, CalibrationMixin):
         self.threshold: float | None = None
         self.thresholds: dict[int, float] = {}
         self.calibration: dict = {}
+        # the scale of the thresholds: a new gallery's are made on the default search's
+        self.score_scale: str | None = SCORE_SCALE
         self.path: Path | None = None
         self._dirty = False
         self._background = None
@@ -373,6 +380,8 @@ class Gallery(SearchMixin, CalibrationMixin):
         g.threshold = index.get("threshold")
         g.thresholds = {int(k): float(v) for k, v in (index.get("thresholds") or {}).items()}
         g.calibration = index.get("calibration") or {}
+        scale = index.get("score_scale")  # absent: calibrated before scales were recorded
+        g.score_scale = scale if isinstance(scale, str) else None
         g.path = path
         return g
 

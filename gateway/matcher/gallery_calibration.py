@@ -1,6 +1,11 @@
 """Calibration of a gallery's decision: the thresholds for a false-positive identification
-rate, per probe finger count, and their persistence in the gallery's index (a mixin of
-:class:`gateway.matcher.gallery.Gallery`)."""
+rate, per probe finger count, the score scale they were made on, and their persistence in the
+gallery's index (a mixin of :class:`gateway.matcher.gallery.Gallery`).
+
+The index records the scale (``"score_scale"``, :data:`gateway.matcher.gallery_store.SCORE_SCALE`
+for the default search): a threshold decides only the searches whose scores are on its scale,
+and an index without the key (calibrated before it was recorded, on the fast scale) decides
+nothing until ``ebts-gateway gallery calibrate DIR`` is run again (:func:`decision_problem`)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .gallery_store import IMAGE_MARGIN
+from .gallery_store import IMAGE_MARGIN, SCALES, SCORE_SCALE
+
+
+def decision_problem(threshold, score_scale, where: str) -> str | None:
+    """Why the thresholds of a gallery (or shard set) at ``where`` cannot decide the default
+    search, said for an administrator with the command that fixes it; None when they can."""
+    if threshold is None:
+        return (
+            f"{where}: the gallery is not calibrated (no decision threshold): "
+            f"run `ebts-gateway gallery calibrate {where}`"
+        )
+    if score_scale != SCORE_SCALE:
+        made = f"the {score_scale!r} scale" if score_scale else "an older score scale"
+        return (
+            f"{where}: its thresholds were calibrated on {made}, searches score on the "
+            f"{SCORE_SCALE!r} scale (sums of the compare() scores `ebts-gateway match` prints): "
+            f"run `ebts-gateway gallery calibrate {where}`"
+        )
+    return None
 
 
 class CalibrationMixin:
@@ -22,6 +45,7 @@ class CalibrationMixin:
     threshold: float | None
     thresholds: dict
     calibration: dict
+    score_scale: str | None
     path: Path | None
     _dirty: bool
 
@@ -35,6 +59,7 @@ class CalibrationMixin:
             "threshold": self.threshold,
             "thresholds": {str(k): v for k, v in sorted(self.thresholds.items())},
             "calibration": self.calibration,
+            "score_scale": self.score_scale,
         }
 
     def save_threshold(self, path) -> None:
@@ -59,13 +84,25 @@ class CalibrationMixin:
                 os.unlink(tmp)
             raise
 
-    def threshold_for(self, fingers: int) -> float | None:
-        """The decision threshold of a probe of ``fingers`` fingers: the one calibrated for
-        that count, else ``threshold``."""
+    def threshold_for(self, fingers: int, scale: str = SCORE_SCALE) -> float | None:
+        """The decision threshold of a probe of ``fingers`` fingers whose scores are on
+        ``scale``: the one calibrated for that count, else ``threshold``; None when the
+        thresholds were made on another scale (they cannot decide those scores)."""
+        if scale != self.score_scale:
+            return None
         return self.thresholds.get(fingers, self.threshold)
 
+    def decision_problem(self) -> str | None:
+        """Why this gallery's thresholds cannot decide a default search (None: they can)."""
+        return decision_problem(self.threshold, self.score_scale, str(self.path or "gallery"))
+
     def calibrate(
-        self, nonmated_scores, fpir: float = 0.001, image_level=(), fingers: int | None = None
+        self,
+        nonmated_scores,
+        fpir: float = 0.001,
+        image_level=(),
+        fingers: int | None = None,
+        scale: str = SCORE_SCALE,
     ) -> float:
         """Set and return the threshold for a false-positive identification rate ``fpir``.
 
@@ -82,7 +119,16 @@ class CalibrationMixin:
 
         With ``fingers``, the searches were made with probes of that many fingers and the
         result goes to ``thresholds[fingers]`` (``threshold`` stays as it is).
+
+        ``scale`` is the scale of the scores (``SCORE_SCALE``: default searches; ``FAST_SCALE``:
+        searches with ``rescore=0``), recorded as the gallery's ``score_scale``; the thresholds
+        of another scale are dropped first (one gallery, one scale).
         """
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}")
+        if scale != self.score_scale:
+            self.threshold, self.thresholds, self.calibration = None, {}, {}
+            self.score_scale = scale
         image_level = [float(x) for x in image_level]
         s = np.sort(np.asarray(list(nonmated_scores) + image_level, np.float64))[::-1]
         if s.size < 2:
@@ -102,6 +148,7 @@ class CalibrationMixin:
             "gumbel": gumbel,
             "gumbel_mu": mu,
             "gumbel_beta": beta,
+            "score_scale": scale,
         }
         if image_level:
             top = max(image_level)

@@ -1,6 +1,7 @@
 """The 1:N tenprint search of a gallery: the first stage over the codes, the fast minutiae
-second stage (:func:`pair_scores`), the optional ``compare`` rounds, and the fusion of finger
-scores into candidates (a mixin of :class:`gateway.matcher.gallery.Gallery`; the algorithm
+second stage (:func:`pair_scores`), the ``compare`` round of its best candidates (one score
+scale, :func:`rescored`, shared with the sharded search), and the fusion of finger scores into
+candidates (a mixin of :class:`gateway.matcher.gallery.Gallery`; the algorithm
 is described in that module's docstring)."""
 
 from __future__ import annotations
@@ -10,7 +11,67 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import vector
-from .gallery_store import POSITIONS, SECOND_STAGES, SLOT, Candidate, _check_position, _slot
+from .gallery_store import (
+    FAST_SCALE,
+    POSITIONS,
+    RESCORE,
+    SCORE_SCALE,
+    SECOND_STAGES,
+    SLOT,
+    Candidate,
+    _check_position,
+    _slot,
+)
+
+
+def scale_of(second_stage: str, rescore: int) -> str:
+    """The score scale of a search's results: ``compare`` sums unless the fast second stage's
+    scores are returned as they are (``rescore=0``)."""
+    return FAST_SCALE if second_stage == "minutiae" and rescore <= 0 else SCORE_SCALE
+
+
+#: Gallery templates per :func:`compare_many` call of :func:`rescored`: its cost per template
+#: grows with the batch beyond 3-4 templates (CPU per ten-finger probe against 10 candidates on
+#: the 100k gallery: 505 ms in one batch, 255 ms in batches of 3, 278 ms of 2, 364 ms of 4).
+RESCORE_BATCH = 3
+
+
+def rescored(probe: dict, cands: list, templates: list, threshold_for) -> list[Candidate]:
+    """``cands`` with :func:`gateway.matcher.compare` finger scores, their sum as score and
+    the decision at ``threshold_for(fingers compared)`` (on :data:`SCORE_SCALE`), best first.
+
+    ``templates[i]`` maps the probe's positions to the serialised templates of ``cands[i]``
+    (a position without one is not compared).  Batched
+    :func:`gateway.matcher.template.compare_many` calls per probe finger (``RESCORE_BATCH``
+    candidates each), over the candidates in the given order: the unsharded and the sharded
+    search call this with the same candidates in the same order and get the same bits."""
+    from .template import Template, compare_many
+
+    fscores = np.zeros((len(cands), POSITIONS))
+    compared = np.zeros((len(cands), POSITIONS), bool)
+    for p, t in probe.items():
+        rows, found = [], []
+        for i, blobs in enumerate(templates):
+            data = blobs.get(p)
+            if data is not None:
+                rows.append(i)
+                found.append(Template.from_bytes(data))
+        if found:
+            step = RESCORE_BATCH
+            fscores[rows, p - 1] = np.concatenate(
+                [compare_many(t, found[s : s + step]) for s in range(0, len(found), step)]
+            )
+            compared[rows, p - 1] = True
+    out = []
+    for i, c in enumerate(cands):
+        fs = {p: float(fscores[i, p - 1]) for p in sorted(probe)}
+        score = float(sum(fs.values()))
+        k = int(compared[i].sum())
+        thr = threshold_for(k, SCORE_SCALE)
+        decision = k > 0 and thr is not None and score >= thr
+        out.append(Candidate(c.subject_id, score, fs, decision, c.stage1))
+    out.sort(key=lambda c: (-c.score, -c.stage1, c.subject_id))
+    return out
 
 
 class SearchMixin:
@@ -22,7 +83,7 @@ class SearchMixin:
         def _segments(self) -> list: ...
         def _locate(self, subject_id: str): ...
         def background(self): ...
-        def threshold_for(self, fingers: int) -> float | None: ...
+        def threshold_for(self, fingers: int, scale: str = SCORE_SCALE) -> float | None: ...
 
     def stage1(self, probe_codes: dict[int, np.ndarray], prefix: bool = True):
         """First-stage fused scores over every subject: list of (segment, alive row indices,
@@ -84,18 +145,20 @@ class SearchMixin:
         refine: int = 4000,
         first_stage: bool = True,
         second_stage: str = "minutiae",
-        rescore: int = 0,
+        rescore: int = RESCORE,
     ) -> list[Candidate]:
         """Tenprint (or fewer fingers) 1:N search; ``probe`` maps positions 1-10 to Templates.
 
         Returns at most ``top`` candidates, best first.  The prefix scan keeps ``refine``
         subjects, the full codes ``shortlist`` of them.  ``first_stage=False`` runs the second
         stage over every subject (for measurements); ``second_stage`` is ``"minutiae"`` (fast,
-        default) or ``"compare"`` (every short-listed subject scored with ``compare``).  With
-        ``rescore`` R > 0 the best ``max(top, R)`` candidates of the fast stage are scored
-        again with :func:`gateway.matcher.compare` and only they are returned (``RESCORE`` is
-        a good R): then, as with ``"compare"``, each candidate's finger scores are ``compare``
-        scores, the ones ``ebts-gateway match`` prints, and its score their sum.
+        default) or ``"compare"`` (every short-listed subject scored with ``compare``).  The
+        best ``max(top, rescore)`` candidates of the fast stage are scored again with
+        :func:`gateway.matcher.compare` and only they are returned: as with ``"compare"``,
+        each candidate's finger scores are ``compare`` scores, the ones ``ebts-gateway match``
+        prints, and its score their sum (:data:`SCORE_SCALE`).  ``rescore=0`` returns the fast
+        stage's scores (:data:`FAST_SCALE`, for measurements).  A decision needs thresholds
+        calibrated on the scale of the scores (:meth:`calibrate`).
         """
         if second_stage not in SECOND_STAGES:
             raise ValueError(f"second_stage must be one of {SECOND_STAGES}")
@@ -136,40 +199,21 @@ class SearchMixin:
                 for seg in self._segments()
                 for r in np.nonzero(seg.alive[: seg.rows])[0]
             ]
-        cands = self._second_stage(probe, picks, second_stage)
+        scale = scale_of(second_stage, rescore)
+        cands = self._second_stage(probe, picks, second_stage, scale)
         cands.sort(key=lambda c: (-c.score, -c.stage1, c.subject_id))
         if second_stage == "minutiae" and rescore > 0:
-            cands = self._rescore(probe, cands[: max(top, rescore)])
-            cands.sort(key=lambda c: (-c.score, -c.stage1, c.subject_id))
+            cands = cands[: max(top, rescore)]
+            cands = rescored(probe, cands, self._templates(probe, cands), self.threshold_for)
         return cands[:top]
 
-    def _rescore(self, probe, cands: list[Candidate]) -> list[Candidate]:
-        """The candidates with :func:`gateway.matcher.compare` finger scores (one batched
-        :func:`gateway.matcher.template.compare_many` per probe finger), their sum as score
-        and the decision at the threshold of the number of fingers compared."""
-        from .template import Template, compare_many
-
-        fscores = np.zeros((len(cands), POSITIONS))
-        compared = np.zeros((len(cands), POSITIONS), bool)
-        where = [self._locate(c.subject_id) for c in cands]
-        for p, t in probe.items():
-            rows, found = [], []
-            for i, (seg, row) in enumerate(where):
-                data = seg.template_bytes(row, p)
-                if data is not None:
-                    rows.append(i)
-                    found.append(Template.from_bytes(data))
-            if found:
-                fscores[rows, p - 1] = compare_many(t, found)
-                compared[rows, p - 1] = True
+    def _templates(self, probe, cands) -> list[dict[int, bytes]]:
+        """The serialised templates of the candidates' fingers at the probe's positions."""
         out = []
-        for i, c in enumerate(cands):
-            fs = {p: float(fscores[i, p - 1]) for p in sorted(probe)}
-            score = float(sum(fs.values()))
-            k = int(compared[i].sum())
-            thr = self.threshold_for(k)
-            decision = k > 0 and thr is not None and score >= thr
-            out.append(Candidate(c.subject_id, score, fs, decision, c.stage1))
+        for c in cands:
+            seg, row = self._locate(c.subject_id)
+            blobs = {p: seg.template_bytes(row, p) for p in probe}
+            out.append({p: b for p, b in blobs.items() if b is not None})
         return out
 
     @staticmethod
@@ -190,7 +234,7 @@ class SearchMixin:
             gc[idx] = seg.counts[rows[order]]
         return gm, gc
 
-    def _second_stage(self, probe, picks, how) -> list[Candidate]:
+    def _second_stage(self, probe, picks, how, scale: str) -> list[Candidate]:
         fscores = np.zeros((len(picks), POSITIONS))
         compared = np.zeros((len(picks), POSITIONS), bool)  # finger pairs actually scored
         if how == "compare":
@@ -221,7 +265,7 @@ class SearchMixin:
         out = []
         # the threshold of the number of fingers compared: a probe of ten against a subject
         # enrolled with four is a four-finger decision
-        thresholds = [self.threshold_for(k) for k in range(POSITIONS + 1)]
+        thresholds = [self.threshold_for(k, scale) for k in range(POSITIONS + 1)]
         for i, (seg, row, s1) in enumerate(picks):
             fs = {p: float(fscores[i, p - 1]) for p in sorted(probe)}
             score = float(sum(fs.values()))

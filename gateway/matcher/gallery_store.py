@@ -14,9 +14,21 @@ POSITIONS = 10
 SLOT = 64  # minutiae kept per finger for the second stage
 FORMAT = 1
 SECOND_STAGES = ("minutiae", "compare")
-#: Candidates of the fast second stage scored again with ``compare`` when a search asks for
-#: one score scale (``rescore``; at least ``top`` of them).
+#: Candidates of the fast second stage a search scores again with ``compare`` (``rescore``,
+#: the default; at least ``top`` of them): their scores are then on :data:`SCORE_SCALE`.
 RESCORE = 3
+
+#: The scale of the scores a default search returns and of the thresholds it decides with: a
+#: candidate's score is the sum over the compared fingers of :func:`gateway.matcher.compare`
+#: (the score ``ebts-gateway match`` prints).  Recorded in a gallery's index by
+#: :meth:`Gallery.calibrate`; thresholds recorded on another scale (or on none: galleries
+#: calibrated before the scale was recorded) decide nothing.  A change to ``compare`` that
+#: moves its scores must change this name, so that every gallery is calibrated again.
+SCORE_SCALE = "compare-v1"
+#: The scale of a search with ``rescore=0``: sums of the fast second stage's finger scores
+#: (:func:`gateway.matcher.gallery_search.pair_scores`), kept for measurements.
+FAST_SCALE = "minutiae-v1"
+SCALES = (SCORE_SCALE, FAST_SCALE)
 
 
 #: Margin of the threshold over the highest image-level non-mated score (:meth:`calibrate`).

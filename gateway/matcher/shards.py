@@ -18,9 +18,16 @@ globally instead of per shard:
 1. every shard scans its subjects with the code prefix and returns its best ``refine``
    (row, prefix score, full-code score): the global best ``refine`` by prefix score are among
    them, so the node picks exactly those, then the best ``shortlist`` of them by full score;
-2. each shard runs the second stage on its members of that short list; the node sorts the
-   candidates as ``Gallery.search`` does and keeps ``top``; the decision is the threshold of
-   the unsharded gallery (copied into every shard and the manifest, checked at load).
+2. each shard runs the second stage on its members of that short list and sends, with its
+   candidates, the serialised templates of its best ``max(top, rescore)`` of them (the global
+   best ``max(top, rescore)`` are among those: the order is total, ties broken by subject id);
+   the node sorts the candidates as ``Gallery.search`` does;
+3. the node scores its best ``max(top, rescore)`` again with ``compare`` (the same
+   :func:`gateway.matcher.gallery_search.rescored` as the unsharded search, on the same
+   candidates in the same order: the same bits) and keeps ``top``; the decision is the
+   threshold of the unsharded gallery (copied with its score scale into every shard and the
+   manifest, checked at load).  With ``rescore=0`` step 3 is skipped and the shards' fast
+   scores are returned.
 
 Only when two subjects tie exactly on a cut score does the choice differ, and there the
 unsharded search's own choice is arbitrary (``np.argpartition``); the sharded one breaks the
@@ -54,7 +61,9 @@ from typing import Any
 
 import numpy as np
 
-from .gallery import SECOND_STAGES, Candidate, Gallery, _check_position
+from .gallery import RESCORE, SCORE_SCALE, SECOND_STAGES, Candidate, Gallery, _check_position
+from .gallery_calibration import decision_problem
+from .gallery_search import rescored, scale_of
 
 MANIFEST = "shards.json"
 FORMAT = 1
@@ -170,6 +179,7 @@ def split(source, out, shards: int, progress=None) -> dict:
             "subjects": counts,
             "threshold": g.threshold,
             "thresholds": {str(k): v for k, v in sorted(g.thresholds.items())},
+            "score_scale": g.score_scale,
             "source": str(Path(source).resolve()),
         }
         with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
@@ -199,6 +209,42 @@ def read_manifest(path) -> dict:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SHARDS:
         raise ValueError(f"{path}: bad shard count in {MANIFEST}")
     return manifest
+
+
+def _shard_set_problem(path, threshold, score_scale, source, count) -> str | None:
+    """:func:`decision_problem` of a shard set: the fix is to calibrate the source gallery and
+    split it again (the shards carry copies of its thresholds)."""
+    problem = decision_problem(threshold, score_scale, str(path))
+    if problem is None:
+        return None
+    source = source or "SOURCE_GALLERY"
+    return (
+        f"{problem.rpartition(': run ')[0]}: run `ebts-gateway gallery calibrate {source}` "
+        f"then `ebts-gateway gallery shard {source} --shards {count} --out {path}` (the old "
+        f"shard set moved away first)"
+    )
+
+
+def decision_problem_at(path) -> str | None:
+    """Why the gallery or shard set at ``path`` cannot decide the default search (not
+    calibrated, or calibrated on another score scale), with the command that fixes it; None
+    when it can.  Reads its JSON index only (the daemon's start checks every gallery)."""
+    path = Path(path)
+    if is_shard_set(path):
+        m = read_manifest(path)
+        return _shard_set_problem(
+            path, m.get("threshold"), m.get("score_scale"), m.get("source"), m["shards"]
+        )
+    try:
+        with open(path / "index.json", encoding="utf-8") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not a gallery (no index.json)") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable gallery index: {exc}") from None
+    if not isinstance(index, dict):
+        raise ValueError(f"{path}: unsupported gallery format")
+    return decision_problem(index.get("threshold"), index.get("score_scale"), str(path))
 
 
 # -- one shard, where it lives -------------------------------------------------------------------
@@ -261,16 +307,31 @@ class ShardEngine:
         seg_no = np.array([0 if s is g._base else 1 for s in segs], np.int8)[which[best]]
         return seg_no, rows[best], scores[best], full
 
-    def second(self, probe: dict, picks, how: str, token: int | None = None):
+    def second(self, probe: dict, picks, how: str, token: int | None = None, rescore: int = 0):
         """Second stage of (segment, row, full score) picks: list of (subject_id, finger
-        scores, decision, full score); None when ``token`` (the ``applied`` of the first
-        round) is not ours any more (the shard was reloaded in between)."""
+        scores, decision, full score, templates), where templates maps the probe's positions
+        to the serialised templates of the candidate for this shard's best ``rescore``
+        candidates (the ones the node may score again with ``compare``), else None; None
+        when ``token`` (the ``applied`` of the first round) is not ours any more (the shard
+        was reloaded in between)."""
         g = self.gallery
         if token is not None and token != self.applied:
             return None
         segs = [g._base, g._new]
-        cands = g._second_stage(probe, [(segs[k], r, s1) for k, r, s1 in picks], how)
-        return [(c.subject_id, c.finger_scores, c.decision, c.stage1) for c in cands]
+        scale = scale_of(how, rescore)
+        cands = g._second_stage(probe, [(segs[k], r, s1) for k, r, s1 in picks], how, scale)
+        cands.sort(key=lambda c: (-c.score, -c.stage1, c.subject_id))
+        blobs = g._templates(probe, cands[:rescore]) if rescore > 0 else []
+        return [
+            (
+                c.subject_id,
+                c.finger_scores,
+                c.decision,
+                c.stage1,
+                blobs[i] if i < len(blobs) else None,
+            )
+            for i, c in enumerate(cands)
+        ]
 
 
 # -- where the shards are ------------------------------------------------------------------------
@@ -288,8 +349,8 @@ class LocalShards:
     def first(self, codes, keep, deadline):
         return [(e.applied, e.first(codes, keep)) for e in self.engines]
 
-    def second(self, probe, picks: dict, tokens, how, deadline):
-        return {i: self.engines[i].second(probe, p, how) for i, p in picks.items()}
+    def second(self, probe, picks: dict, tokens, how, rescore, deadline):
+        return {i: self.engines[i].second(probe, p, how, rescore=rescore) for i, p in picks.items()}
 
     def close(self) -> None:
         pass
@@ -311,8 +372,8 @@ def _task_first(root, index, rows, known, codes, keep):
     return applied, engine.first(codes, keep)
 
 
-def _task_second(root, index, probe, picks, how, token):
-    return _worker_engine(root, index).second(probe, picks, how, token)
+def _task_second(root, index, probe, picks, how, token, rescore):
+    return _worker_engine(root, index).second(probe, picks, how, token, rescore)
 
 
 def _plugin():
@@ -473,7 +534,7 @@ class DaskShards:
                     todo.discard(i)
         return [out[i] for i in range(self.count)]
 
-    def second(self, probe, picks: dict, tokens, how, deadline):
+    def second(self, probe, picks: dict, tokens, how, rescore, deadline):
         def submit(i, w):
             return self.client.submit(
                 _task_second,
@@ -483,6 +544,7 @@ class DaskShards:
                 picks[i],
                 how,
                 tokens[i],
+                rescore,
                 workers=[w],
                 allow_other_workers=False,
                 pure=False,
@@ -509,6 +571,9 @@ class ShardedGallery:
         self.deadline = float(DEFAULT_DEADLINE if deadline is None else deadline)
         self.threshold = manifest.get("threshold")
         self.thresholds = {int(k): float(v) for k, v in (manifest.get("thresholds") or {}).items()}
+        scale = manifest.get("score_scale")  # absent: split before scales were recorded
+        self.score_scale = scale if isinstance(scale, str) else None
+        self.source = manifest.get("source")
         self.subjects_at_split = sum(manifest.get("subjects") or [])
         try:
             with np.load(path / "background.npz") as bg:
@@ -522,7 +587,11 @@ class ShardedGallery:
             self.backend: LocalShards | DaskShards = LocalShards(path, self.count)
             for e in self.backend.engines:
                 g = e.gallery
-                if g.threshold != self.threshold or g.thresholds != self.thresholds:
+                if (
+                    g.threshold != self.threshold
+                    or g.thresholds != self.thresholds
+                    or g.score_scale != self.score_scale
+                ):
                     raise ValueError(f"{path}: shard {e.index} has another threshold")
         else:
             self.backend = DaskShards(path, self.count, scheduler, tls=tls)
@@ -536,8 +605,17 @@ class ShardedGallery:
         if per_shard:
             self.backend.enrol(per_shard)
 
-    def threshold_for(self, fingers: int) -> float | None:
+    def threshold_for(self, fingers: int, scale: str = SCORE_SCALE) -> float | None:
+        """As :meth:`Gallery.threshold_for` (None on another scale than the thresholds')."""
+        if scale != self.score_scale:
+            return None
         return self.thresholds.get(fingers, self.threshold)
+
+    def decision_problem(self) -> str | None:
+        """Why the thresholds cannot decide a default search (None: they can)."""
+        return _shard_set_problem(
+            self.path, self.threshold, self.score_scale, self.source, self.count
+        )
 
     def search(
         self,
@@ -547,9 +625,11 @@ class ShardedGallery:
         refine: int = 4000,
         second_stage: str = "minutiae",
         deadline: float | None = None,
+        rescore: int = RESCORE,
     ) -> list[Candidate]:
-        """As :meth:`Gallery.search` (first stage on); raises :class:`SearchUnavailable` when
-        the shards do not all answer within ``deadline`` seconds (default: the gallery's)."""
+        """As :meth:`Gallery.search` (first stage on), the same result; raises
+        :class:`SearchUnavailable` when the shards do not all answer within ``deadline``
+        seconds (default: the gallery's)."""
         from . import vector
 
         if second_stage not in SECOND_STAGES:
@@ -563,12 +643,14 @@ class ShardedGallery:
             zip(order, vector.code_batch([probe[p] for p in order], self.background), strict=True)
         )
         try:
-            return self._search(probe, codes, top, shortlist, refine, second_stage, end)
+            return self._search(probe, codes, top, shortlist, refine, second_stage, rescore, end)
         except OSError as exc:  # the scheduler or a worker unreachable (comm errors, timeouts)
             raise SearchUnavailable(f"Dask cluster unreachable: {type(exc).__name__}") from None
 
-    def _search(self, probe, codes, top, shortlist, refine, second_stage, end):
+    def _search(self, probe, codes, top, shortlist, refine, second_stage, rescore, end):
         keep = max(refine, shortlist)
+        # candidates scored again with compare (the same count as Gallery.search)
+        again = max(top, rescore) if second_stage == "minutiae" and rescore > 0 else 0
         while True:
             parts = self.backend.first(codes, keep, end)
             tokens = {i: token for i, (token, _) in enumerate(parts)}
@@ -591,18 +673,23 @@ class ShardedGallery:
                 picks.setdefault(int(shard[j]), []).append(
                     (int(seg[j]), int(row[j]), float(full[j]))
                 )
-            answers = self.backend.second(probe, picks, tokens, second_stage, end)
+            answers = self.backend.second(probe, picks, tokens, second_stage, again, end)
             if any(a is None for a in answers.values()):
                 if time.monotonic() >= end:
                     raise SearchUnavailable("sharded search incomplete at its deadline")
                 continue  # a shard was reloaded between the two rounds: search again
             break
-        cands = [
-            Candidate(sid, score=float(sum(fs.values())), finger_scores=fs, decision=d, stage1=s1)
-            for a in answers.values()
-            for sid, fs, d, s1 in a
-        ]
+        cands, blobs = [], {}
+        for a in answers.values():
+            for sid, fs, d, s1, templates in a:
+                score = float(sum(fs.values()))
+                cands.append(Candidate(sid, score, finger_scores=fs, decision=d, stage1=s1))
+                if templates is not None:
+                    blobs[sid] = templates
         cands.sort(key=lambda c: (-c.score, -c.stage1, c.subject_id))
+        if again:
+            cands = cands[:again]  # each among its shard's best `again`: templates sent
+            cands = rescored(probe, cands, [blobs[c.subject_id] for c in cands], self.threshold_for)
         return cands[:top]
 
     def close(self) -> None:
