@@ -251,3 +251,37 @@ def test_thin_lists_every_skeleton_pixel():
         flat = skel.reshape(-1)
         assert np.all(np.diff(ridge) > 0)
         assert np.array_equal(ridge[flat.view(bool)[ridge]], np.flatnonzero(flat))
+
+
+def _broken_ridges(seed: int) -> np.ndarray:
+    """A dry print's ridges: gently curving parallel ridges (period 9 px) broken by gaps."""
+    rng = np.random.default_rng(seed)
+    h = w = 256
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    ang = 0.3 + 0.002 * (x - 128)
+    ridges = np.cos(2 * np.pi * (x * np.cos(ang) + y * np.sin(ang)) / 9.0) > 0.2
+    gaps = ndimage.binary_dilation(rng.random((h, w)) < 0.006, np.ones((6, 6), bool))
+    pixels = np.where(ridges & ~gaps, 60.0, 200.0)
+    pixels[:20], pixels[-20:], pixels[:, :20], pixels[:, -20:] = 200, 200, 200, 200
+    return np.clip(pixels + rng.normal(0, 8, pixels.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_wider_angular_window_passes_more():
+    rng = np.random.default_rng(3)
+    freq = rng.uniform(1 / 14, 1 / 5, (3, 4)).astype(np.float32)
+    normal = rng.uniform(-np.pi / 2, np.pi / 2, (3, 4)).astype(np.float32)
+    coh = rng.uniform(0, 1, (3, 4)).astype(np.float32)
+    narrow = features._filters(freq, normal, coh)
+    wide = features._filters(freq, normal, coh, np.pi / 4)
+    assert np.all(wide >= narrow - 1e-6) and np.any(wide > narrow + 1e-3)
+
+
+def test_the_second_pass_bridges_broken_ridges(monkeypatch):
+    # every gap in these ridges is spurious: the second filtering pass joins more of them
+    counts = {}
+    for bw in (None, np.pi / 4):
+        monkeypatch.setattr(features, "SECOND_PASS_BW", bw)
+        counts[bw] = sum(
+            len(features.extract_features(_broken_ridges(s)).minutiae) for s in range(6)
+        )
+    assert counts[np.pi / 4] < counts[None], counts

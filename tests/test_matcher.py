@@ -445,3 +445,19 @@ def test_one_score_scale_for_match_and_search(templates, capsys):
     for c in one:
         assert c.score == pytest.approx(compare(probe[3], g.template(c.subject_id, 3)), abs=1e-5)
     assert fast[0].score != pytest.approx(one[0].score, abs=1e-3)
+
+
+def test_the_second_filtering_pass_keeps_genuine_above_impostor(monkeypatch):
+    # features.SECOND_PASS_BW (off by default, docs/matcher.md "Session 7"): the templates stay
+    # deterministic and ordered (each finger's genuine pair above its impostor pairs)
+    from gateway.matcher import features
+
+    monkeypatch.setattr(features, "SECOND_PASS_BW", np.pi / 4)
+    two = {(f, i): extract(_pixels(f, i)) for f in FINGERS for i in (1, 2)}
+    assert extract(_pixels(101, 1)).to_bytes() == two[101, 1].to_bytes()
+    for f in FINGERS:
+        genuine = compare(two[f, 1], two[f, 2])
+        impostors = [
+            compare(two[f, i], two[g, j]) for g in FINGERS if g != f for i in (1, 2) for j in (1, 2)
+        ]
+        assert genuine > max(impostors), (f, genuine, max(impostors))
