@@ -186,7 +186,7 @@ def image_fingers(mated_idx, nonmated: int, difficulty: str, workers: int) -> di
         with mp.get_context("fork").Pool(workers) as pool:
             for n, (ident, fingers) in enumerate(pool.imap_unordered(_render_tenprint, todo), 1):
                 have.setdefault(ident, {}).update(fingers)
-                if n % 20 == 0 or n == len(todo):  # an interrupted run keeps what it made
+                if n % 10 == 0 or n == len(todo):  # an interrupted run keeps what it made
                     print(f"  rendered {n}/{len(todo)} tenprints", file=sys.stderr, flush=True)
                     tmp = cache.with_suffix(".tmp")
                     tmp.write_bytes(pickle.dumps(have))
@@ -519,7 +519,8 @@ def main(argv=None) -> int:
     if (args.image_mated or args.image_nonmated) and not args.build_only:
         # the mated subjects are among the first of the smallest gallery: in every gallery
         pick = np.random.default_rng(IMAGE_MATED_SEED)
-        img_mated = pick.choice(min(sizes), size=min(args.image_mated, min(sizes)), replace=False)
+        # a prefix of one permutation: a smaller --image-mated reuses the cached renders
+        img_mated = pick.permutation(min(sizes))[: args.image_mated]
         fingers = image_fingers(img_mated, args.image_nonmated, args.difficulty, args.workers)
         images = {
             "mated": [int(i) for i in img_mated],

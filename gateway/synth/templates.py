@@ -12,7 +12,10 @@ benchmarks populate their galleries with minutiae sets drawn directly from a sta
   and translation, a smooth elastic displacement field, per-minutia position and direction
   noise, missed minutiae, spurious ones, type flips and partial contact (the part of the finger
   outside a shifted, shrunken contact ellipse or the 416 x 416 image is lost).  Impression 0 is
-  the careful enrolment capture (small rotation and loss); the others vary more.
+  the careful enrolment capture (small rotation and loss); the others vary more.  With
+  ``difficulty="fvc"`` every impression is a plain capture as hard as FVC2000 DB1's (a larger
+  placement change, Cappelli's ring distortion, more loss; tuned with
+  ``benchmarks/synth_hardness.py`` to the genuine scores of the image-level "fvc" preset).
 
 Everything is vectorised over a batch of fingers and deterministic per ``(subject, position,
 impression)``: the random numbers come from a counter-based hash (splitmix64) of those keys, so a
