@@ -226,7 +226,7 @@ def evaluate(size, path, args, workers, images=None):
     rng = np.random.default_rng(size)
     mated_idx = rng.choice(n, size=min(args.mated, n), replace=False)
     # --rescore R: every search (calibration too) on the compare scale (Gallery.search rescore)
-    opts = {"rescore": args.rescore} if args.rescore else {}
+    opts = {"rescore": args.rescore}  # explicit: 0 is "off" whatever the default becomes
     d = args.difficulty
     mated = [
         ("mated", synthetic.identity(SEED, int(i)), 1 + k % 3, d, None, opts)
