@@ -64,6 +64,7 @@ NONMATED_SEED = 77  # test non-mated probes
 CALIBRATION_SEED = 78  # calibration non-mated probes
 FPIR = 0.001
 IMAGE_MATED_SEED = 12345  # which gallery subjects get image-level fingers and probes
+IMAGE_POOL = 10_000  # ... chosen among the first IMAGE_POOL subjects
 
 
 def log(msg: str) -> None:
@@ -493,7 +494,7 @@ def main(argv=None) -> int:
         type=int,
         default=100,
         help="gallery subjects whose ten fingers are image-level (rendered + extracted), searched "
-        "with image-level probes (chosen among the first subjects of the smallest size)",
+        "with image-level probes (chosen among the first 10,000 subjects)",
     )
     ap.add_argument("--image-nonmated", type=int, default=300, help="image-level non-mated probes")
     ap.add_argument(
@@ -519,8 +520,9 @@ def main(argv=None) -> int:
     if (args.image_mated or args.image_nonmated) and not args.build_only:
         # the mated subjects are among the first of the smallest gallery: in every gallery
         pick = np.random.default_rng(IMAGE_MATED_SEED)
-        # a prefix of one permutation: a smaller --image-mated reuses the cached renders
-        img_mated = pick.permutation(min(sizes))[: args.image_mated]
+        # a prefix of one permutation of the first IMAGE_POOL subjects: the same subjects in
+        # every gallery of at least IMAGE_POOL, and a smaller --image-mated reuses the renders
+        img_mated = pick.permutation(min(IMAGE_POOL, *sizes))[: args.image_mated]
         fingers = image_fingers(img_mated, args.image_nonmated, args.difficulty, args.workers)
         images = {
             "mated": [int(i) for i in img_mated],
