@@ -63,8 +63,8 @@ def impression_params(
 ) -> ImpressionParams:
     """Draw the capture conditions of impression number ``impression`` of master ``m``.
 
-    The draws are made in the same order for every preset (only their scales differ), so
-    ``difficulty="easy"`` gives exactly the impressions of the generator before presets existed.
+    ``difficulty="easy"`` gives exactly the impressions of the generator before presets existed;
+    "fvc" draws its own conditions (:func:`_fvc_params`) from the same stream.
     """
     check_difficulty(difficulty)
     if difficulty == "fvc":
@@ -108,8 +108,9 @@ def impression_params(
     )
 
 
-# The "fvc" preset, tuned with benchmarks/synth_hardness.py so that the mean genuine compare
-# score and its spread are FVC2000 DB1 set B's (0.18).  Every impression is a plain capture
+# The "fvc" preset, tuned with benchmarks/synth_hardness.py to a mean genuine compare score of
+# 0.186 (issue 17's 0.18 for FVC2000 DB1; the six FVC sets average 0.19 with today's matcher)
+# with FVC2000 DB1's spread (docs/matcher.md, "Session 7").  Every impression is a plain capture
 # (FVC's eight impressions of a finger are alike in kind; no careful first one).
 FVC_ROTATION_SD = 9.0  # degrees (clipped to MAX_ROTATION)
 FVC_SHIFT_SD = 18.0  # output pixels (clipped to +-FVC_SHIFT_MAX): partial overlap
