@@ -48,7 +48,7 @@ class ImpressionParams:
 #: The difficulty presets of an impression: "easy" (impression 0 a careful rolled capture, the
 #: others moderate plain captures; what the demo and the tests are built on) and "fvc" (every
 #: impression a plain capture as hard as FVC2000 DB1's: larger placement changes and partial
-#: overlap, strong plastic distortion, dry and wet skin, creases; issue 17).
+#: overlap, strong plastic distortion, dry and wet skin, platen streaks; issue 17).
 DIFFICULTIES = ("easy", "fvc")
 
 
