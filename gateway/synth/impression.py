@@ -47,8 +47,8 @@ class ImpressionParams:
 
 #: The difficulty presets of an impression: "easy" (impression 0 a careful rolled capture, the
 #: others moderate plain captures; what the demo and the tests are built on) and "fvc" (every
-#: impression a plain capture as hard as FVC2000 DB1's: larger placement changes and partial
-#: overlap, strong plastic distortion, dry and wet skin, platen streaks; issue 17).
+#: impression a plain capture as hard as FVC's: larger placement changes and partial
+#: overlap, plastic distortion, dry and wet skin, platen streaks; issue 17).
 DIFFICULTIES = ("easy", "fvc")
 
 
