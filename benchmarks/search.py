@@ -20,6 +20,17 @@ cached under ``benchmarks/out/``):
   for its comparisons per second;
 * ``--validate K``: K image-level synthetic identities (``gateway.synth.finger``, rendered and
   extracted) against template-level ones: minutiae statistics and score distributions.
+
+Every synthetic finger uses the ``--difficulty`` preset (default ``fvc``: genuine ``compare``
+scores as hard as FVC2000 DB1's, see ``benchmarks/synth_hardness.py``; ``easy`` reproduces the
+galleries of earlier sessions, cached under their old names).  Image-level probes (issue 17):
+``--image-mated`` gallery subjects get image-level fingers (impression 0 rendered by
+``gateway.synth`` and extracted, enrolled in memory over their template-level ones) and are
+searched with image-level impressions 1; ``--image-nonmated`` image-level non-mated tenprints,
+of which ``--image-calibration`` join the threshold's calibration (``Gallery.calibrate``'s
+``image_level``) and the rest measure FPIR.  The rendered templates are cached in
+``benchmarks/out/image-fingers-<difficulty>.pickle``; every other gallery subject stays
+template-level.
 """
 
 from __future__ import annotations
@@ -45,12 +56,15 @@ sys.path.insert(0, str(REPO))
 
 from gateway.matcher import synthetic  # noqa: E402
 from gateway.matcher.gallery import Gallery  # noqa: E402
+from gateway.matcher.template import Template  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out"
 SEED = 1  # gallery subjects
 NONMATED_SEED = 77  # test non-mated probes
 CALIBRATION_SEED = 78  # calibration non-mated probes
 FPIR = 0.001
+IMAGE_MATED_SEED = 12345  # which gallery subjects get image-level fingers and probes
+IMAGE_POOL = 10_000  # ... chosen among the first IMAGE_POOL subjects
 
 
 def log(msg: str) -> None:
@@ -59,18 +73,24 @@ def log(msg: str) -> None:
 
 # -- building -----------------------------------------------------------------------------------
 def _parts(args):
-    seed, s, e, background = args
-    return synthetic.enrolment_parts(seed, s, e, background)
+    seed, s, e, background, difficulty = args
+    return synthetic.enrolment_parts(seed, s, e, background, difficulty)
 
 
-def build(size: int, workers: int) -> Path:
-    path = OUT / f"gallery-{size}-s{SEED}"
+def gallery_path(size: int, difficulty: str) -> Path:
+    """The cached gallery of ``size`` subjects ("easy": the name of the galleries made before
+    the difficulty presets)."""
+    return OUT / (f"gallery-{size}-s{SEED}" + ("" if difficulty == "easy" else f"-{difficulty}"))
+
+
+def build(size: int, workers: int, difficulty: str = "fvc") -> Path:
+    path = gallery_path(size, difficulty)
     if (path / "index.json").exists():
         return path
     g = Gallery()
     bg = g.background
     step = 200
-    jobs = [(SEED, s, min(size, s + step), bg) for s in range(0, size, step)]
+    jobs = [(SEED, s, min(size, s + step), bg, difficulty) for s in range(0, size, step)]
     t0 = time.perf_counter()
     done = 0
     with mp.get_context("fork").Pool(workers) as pool:
@@ -82,7 +102,10 @@ def build(size: int, workers: int) -> Path:
                 print(f"  build {size}: {done}/{size} subjects {el:.0f}s", file=sys.stderr)
     t1 = time.perf_counter()
     g.save(path)
-    log(f"  built {size} subjects in {t1 - t0:.0f}s (+ save {time.perf_counter() - t1:.1f}s)")
+    log(
+        f"  built {size} subjects ({difficulty}) in {t1 - t0:.0f}s (+ save "
+        f"{time.perf_counter() - t1:.1f}s), load average {os.getloadavg()[0]:.1f}"
+    )
     return path
 
 
@@ -90,23 +113,38 @@ def build(size: int, workers: int) -> Path:
 _G: Gallery | None = None
 
 
-def _init(path):
+def load_gallery(path, extra=()) -> Gallery:
+    """The cached gallery with the image-level fingers ``extra`` ((subject_id, position, template
+    bytes)) enrolled over the template-level ones of the same subjects (in memory only)."""
+    g = Gallery.load(path)
+    g.add_many((sid, pos, Template.from_bytes(blob)) for sid, pos, blob in extra)
+    return g
+
+
+def _init(path, extra=()):
     global _G
-    _G = Gallery.load(path)
+    _G = load_gallery(path, extra)
 
 
 def _search(job):
-    kind, ident, impression, opts = job
-    probe = synthetic.tenprint(ident, impression)
+    """One tenprint search: a template-level probe (``blobs`` None: impression ``impression``
+    of ``ident`` at ``difficulty``) or an image-level one (``blobs``: position -> bytes)."""
+    kind, ident, impression, difficulty, blobs, opts = job
+    if blobs is None:
+        probe = synthetic.tenprint(ident, impression, difficulty)
+    else:
+        probe = {p: Template.from_bytes(b) for p, b in blobs.items()}
     t = time.perf_counter()
     res = _G.search(probe, top=3, **opts)
     dt = time.perf_counter() - t
     return kind, ident, dt, [(c.subject_id, c.score) for c in res]
 
 
-def run_searches(path, jobs, workers):
+def run_searches(path, jobs, workers, extra=()):
     out = []
-    with mp.get_context("fork").Pool(workers, initializer=_init, initargs=(str(path),)) as pool:
+    with mp.get_context("fork").Pool(
+        workers, initializer=_init, initargs=(str(path), extra)
+    ) as pool:
         for r in pool.imap(_search, jobs, chunksize=4):
             out.append(r)
     return out
@@ -116,82 +154,183 @@ def pct(x, q):
     return float(np.percentile(np.asarray(x), q)) if len(x) else float("nan")
 
 
-def evaluate(size, path, args, workers):
+# -- image-level fingers: rendered by gateway.synth and extracted --------------------------------
+def _render_tenprint(job):
+    from gateway import synth
+    from gateway.matcher import extract
+
+    ident, impressions, difficulty = job
+    out = {}
+    for p in range(1, 11):  # the impressions of one finger together: its master is cached
+        for imp in impressions:
+            img = synth.finger(int(ident), p, imp, difficulty=difficulty)
+            out[p, imp] = extract(img, synth.PPI).to_bytes()
+    return ident, out
+
+
+def image_fingers(mated_idx, nonmated: int, difficulty: str, workers: int) -> dict:
+    """``{identity: {(position, impression): template bytes}}``: impressions 0 (enrolled) and 1
+    (probe) of the mated subjects ``mated_idx`` (identity ``synthetic.identity(SEED, i)``) and
+    impression 1 of ``nonmated`` non-mated subjects (``synthetic.identity(NONMATED_SEED, i)``),
+    rendered with ``difficulty`` and extracted.  Cached in ``benchmarks/out`` per identity."""
+    import pickle
+
+    cache = OUT / f"image-fingers-{difficulty}.pickle"
+    have = pickle.loads(cache.read_bytes()) if cache.exists() else {}
+    jobs = [(synthetic.identity(SEED, int(i)), (0, 1), difficulty) for i in mated_idx]
+    jobs += [(synthetic.identity(NONMATED_SEED, i), (1,), difficulty) for i in range(nonmated)]
+    todo = [
+        j for j in jobs if not all((p, k) in have.get(j[0], {}) for p in range(1, 11) for k in j[1])
+    ]
+    if todo:
+        t0 = time.perf_counter()
+        with mp.get_context("fork").Pool(workers) as pool:
+            for n, (ident, fingers) in enumerate(pool.imap_unordered(_render_tenprint, todo), 1):
+                have.setdefault(ident, {}).update(fingers)
+                if n % 10 == 0 or n == len(todo):  # an interrupted run keeps what it made
+                    print(f"  rendered {n}/{len(todo)} tenprints", file=sys.stderr, flush=True)
+                    tmp = cache.with_suffix(".tmp")
+                    tmp.write_bytes(pickle.dumps(have))
+                    tmp.replace(cache)
+        images = sum(10 * len(j[1]) for j in todo)
+        log(
+            f"  rendered and extracted {images} images ({difficulty}) in "
+            f"{time.perf_counter() - t0:.0f} s wall, {workers} workers, load average "
+            f"{os.getloadavg()[0]:.1f}"
+        )
+    return {j[0]: have[j[0]] for j in jobs}
+
+
+def evaluate(size, path, args, workers, images=None):
+    """Calibrate on template-level non-mated searches (plus ``--image-calibration`` image-level
+    ones), then measure rank-1 / FNIR on mated searches and FPIR on fresh non-mated ones, both
+    template-level and image-level (``images``: see :func:`image_fingers`)."""
+    images = images or {"mated": [], "nonmated": [], "fingers": {}}
+    fingers = images["fingers"]
+    extra = [
+        (synthetic.subject_id(SEED, int(i)), p, fingers[synthetic.identity(SEED, int(i))][p, 0])
+        for i in images["mated"]
+        for p in range(1, 11)
+    ]
     g_t0 = time.perf_counter()
     g = Gallery.load(path)
     load = time.perf_counter() - g_t0
     bpf = g.nbytes_per_finger()
     n = len(g)
     log(f"  load {load:.3f}s; {n} subjects; {bpf:.0f} bytes per finger")
+    if extra:
+        log(
+            f"  image-level: {len(images['mated'])} enrolled subjects' ten fingers replaced by "
+            f"rendered + extracted impressions 0 ({args.difficulty}); their probes are "
+            f"impressions 1; {len(images['nonmated'])} non-mated image-level probes"
+        )
     rng = np.random.default_rng(size)
     mated_idx = rng.choice(n, size=min(args.mated, n), replace=False)
     # --rescore R: every search (calibration too) on the compare scale (Gallery.search rescore)
-    opts = {"rescore": args.rescore} if args.rescore else {}
+    opts = {"rescore": args.rescore}  # explicit: 0 is "off" whatever the default becomes
+    d = args.difficulty
     mated = [
-        ("mated", synthetic.identity(SEED, int(i)), 1 + k % 3, opts)
+        ("mated", synthetic.identity(SEED, int(i)), 1 + k % 3, d, None, opts)
         for k, i in enumerate(mated_idx)
+        if int(i) not in set(int(j) for j in images["mated"])
     ]
     calib = [
-        ("calib", synthetic.identity(CALIBRATION_SEED, i), 1, opts) for i in range(args.calibration)
+        ("calib", synthetic.identity(CALIBRATION_SEED, i), 1, d, None, opts)
+        for i in range(args.calibration)
     ]
     nonm = [
-        ("nonmated", synthetic.identity(NONMATED_SEED, i), 1, opts) for i in range(args.nonmated)
+        ("nonmated", synthetic.identity(NONMATED_SEED, i), 1, d, None, opts)
+        for i in range(args.nonmated)
     ]
+    probe = lambda ident: {p: fingers[ident][p, 1] for p in range(1, 11)}  # noqa: E731
+    img_mated = [
+        (
+            "img-mated",
+            synthetic.identity(SEED, int(i)),
+            1,
+            d,
+            probe(synthetic.identity(SEED, int(i))),
+            opts,
+        )
+        for i in images["mated"]
+    ]
+    img_ids = [synthetic.identity(NONMATED_SEED, i) for i in images["nonmated"]]
+    ncal = min(args.image_calibration, len(img_ids) // 2)
+    img_calib = [("img-calib", x, 1, d, probe(x), opts) for x in img_ids[:ncal]]
+    img_nonm = [("img-nonmated", x, 1, d, probe(x), opts) for x in img_ids[ncal:]]
     t0 = time.perf_counter()
-    res = run_searches(path, calib + mated + nonm, workers)
+    res = run_searches(
+        path, calib + img_calib + mated + img_mated + nonm + img_nonm, workers, extra
+    )
     wall = time.perf_counter() - t0
-    by = {"mated": [], "calib": [], "nonmated": []}
+    by = {k: [] for k in ("mated", "calib", "nonmated", "img-mated", "img-calib", "img-nonmated")}
     for r in res:
         by[r[0]].append(r)
-    top_calib = [r[3][0][1] if r[3] else 0.0 for r in by["calib"]]
-    thr = g.calibrate(top_calib, fpir=FPIR)
+
+    def top(rows):
+        return [r[3][0][1] if r[3] else 0.0 for r in rows]
+
+    top_calib = top(by["calib"])
+    top_img_calib = top(by["img-calib"])
+    thr = g.calibrate(top_calib, fpir=FPIR, image_level=top_img_calib)
     g.save_threshold(path)
-    rank1 = 0
-    fn = 0
-    mated_scores = []
-    for _kind, ident, _dt, cands in by["mated"]:
-        sid = synthetic.subject_id(SEED, ident - synthetic.identity(SEED, 0))
-        hit = bool(cands) and cands[0][0] == sid
-        rank1 += hit
-        fn += not (hit and cands[0][1] >= thr)
-        mated_scores.append(next((s for c, s in cands if c == sid), 0.0))
-    top_non = [r[3][0][1] if r[3] else 0.0 for r in by["nonmated"]]
-    fp = sum(s >= thr for s in top_non)
+    log(
+        f"  threshold {thr:.4f} (FPIR {FPIR} on {len(top_calib)} template-level calibration "
+        f"searches, highest {max(top_calib):.3f}"
+        + (
+            f", and {len(top_img_calib)} image-level ones, highest {max(top_img_calib):.3f}"
+            if top_img_calib
+            else ""
+        )
+        + ")"
+    )
+    out = {"size": n, "load": load, "bpf": bpf, "thr": thr}
+    for label, mk, nk in (
+        ("template-level", "mated", "nonmated"),
+        ("image-level", "img-mated", "img-nonmated"),
+    ):
+        rank1 = fn = 0
+        mated_scores = []
+        for _kind, ident, _dt, cands in by[mk]:
+            sid = synthetic.subject_id(SEED, ident - synthetic.identity(SEED, 0))
+            hit = bool(cands) and cands[0][0] == sid
+            rank1 += hit
+            fn += not (hit and cands[0][1] >= thr)
+            mated_scores.append(next((s for c, s in cands if c == sid), 0.0))
+        top_non = top(by[nk])
+        fp = sum(s >= thr for s in top_non)
+        nm = len(by[mk])
+        if not nm and not top_non:
+            continue
+        log(
+            f"  {label}: rank-1 {rank1}/{nm} = {100 * rank1 / max(nm, 1):.2f} %; FNIR {fn}/{nm} = "
+            f"{100 * fn / max(nm, 1):.2f} %; FPIR {fp}/{len(top_non)} = "
+            f"{100 * fp / max(len(top_non), 1):.2f} %"
+        )
+        if mated_scores and top_non:
+            log(
+                f"    scores: mated median {np.median(mated_scores):.3f} (min "
+                f"{min(mated_scores):.3f}); non-mated best median {np.median(top_non):.3f} (max "
+                f"{max(top_non):.3f})"
+            )
+        key = "" if mk == "mated" else "img_"
+        out[key + "rank1"] = rank1 / max(nm, 1)
+        out[key + "fnir"] = fn / max(nm, 1)
+        out[key + "fpir"] = fp / max(len(top_non), 1)
+        out[key + "n"] = (nm, len(top_non))
     lat = [r[2] for r in res]
     p50, p99 = pct(lat, 50), pct(lat, 99)
-    nm = len(by["mated"])
-    log(
-        f"  threshold {thr:.4f} (FPIR {FPIR} on {len(top_calib)} calibration searches; "
-        f"highest calibration non-mated {max(top_calib):.3f})"
-    )
-    log(
-        f"  rank-1 {rank1}/{nm} = {100 * rank1 / max(nm, 1):.2f} %; FNIR {fn}/{nm} = "
-        f"{100 * fn / max(nm, 1):.2f} %; FPIR {fp}/{len(top_non)} = "
-        f"{100 * fp / max(len(top_non), 1):.2f} %"
-    )
-    log(
-        f"  scores: mated median {np.median(mated_scores):.3f} (min {min(mated_scores):.3f}); "
-        f"non-mated best median {np.median(top_non):.3f} (max {max(top_non):.3f})"
-    )
     log(
         f"  latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms ({len(lat)} searches, "
-        f"{workers} workers, {len(lat) / wall:.2f} searches/s); effective "
-        f"{n * 10 / p50 / 1e6:.2f} M finger comparisons/s per search"
+        f"{workers} workers, {len(lat) / wall:.2f} searches/s, load average "
+        f"{os.getloadavg()[0]:.1f}); effective {n * 10 / p50 / 1e6:.2f} M finger comparisons/s "
+        "per search"
     )
-    return {
-        "size": n,
-        "load": load,
-        "bpf": bpf,
-        "rank1": rank1 / max(nm, 1),
-        "fnir": fn / max(nm, 1),
-        "fpir": fp / max(len(top_non), 1),
-        "p50": p50,
-        "p99": p99,
-        "thr": thr,
-    }
+    out.update(p50=p50, p99=p99, load_avg=os.getloadavg()[0])
+    return out
 
 
-def brute(size, path, probes, workers, ref=None):
+def brute(size, path, probes, workers, ref=None, difficulty="fvc"):
     if probes == 0:
         if ref is None:
             return None
@@ -203,7 +342,7 @@ def brute(size, path, probes, workers, ref=None):
         return {"brute_p50": p50, "size": size, "extrapolated": True}
     g = Gallery.load(path)
     jobs = [
-        ("mated", synthetic.identity(SEED, int(i)), 1, {"first_stage": False})
+        ("mated", synthetic.identity(SEED, int(i)), 1, difficulty, None, {"first_stage": False})
         for i in np.linspace(0, len(g) - 1, probes).astype(int)
     ]
     res = run_searches(path, jobs, workers)
@@ -221,13 +360,13 @@ def brute(size, path, probes, workers, ref=None):
     return {"brute_p50": p50, "size": size, "extrapolated": False}
 
 
-def precise(path, probes=2, shortlist=3):
+def precise(path, probes=2, shortlist=3, difficulty="fvc"):
     """Second stage with gateway.matcher.compare on a short list (throughput only)."""
     g = Gallery.load(path)
     times = []
     ok = 0
     for i in range(probes):
-        probe = synthetic.tenprint(synthetic.identity(SEED, i), 1)
+        probe = synthetic.tenprint(synthetic.identity(SEED, i), 1, difficulty)
         t = time.perf_counter()
         res = g.search(probe, top=1, shortlist=shortlist, second_stage="compare")
         times.append(time.perf_counter() - t)
@@ -276,21 +415,21 @@ def _pair_stats(gen_pairs, imp_pairs):
     return out
 
 
-def validate(k, gallery_path):
+def validate(k, gallery_path, difficulty="fvc"):
     """Image-level synthetic subjects (rendered + extracted) against template-level ones."""
     log(f"\n== template-level vs image-level synthetic fingers ({k} image-level identities)")
     t0 = time.perf_counter()
     img = {}
     for ident in range(k):
         for imp in (0, 1):
-            for p, t in synthetic.image_tenprint(ident + 500, imp).items():
+            for p, t in synthetic.image_tenprint(ident + 500, imp, difficulty=difficulty).items():
                 img[(ident, p, imp)] = t
     log(f"  rendered and extracted {len(img)} images in {time.perf_counter() - t0:.0f}s")
     n_tl = 100
     tl = {}
     for ident in range(n_tl):
         for imp in (0, 1):
-            for p, t in synthetic.tenprint(10_000 + ident, imp).items():
+            for p, t in synthetic.tenprint(10_000 + ident, imp, difficulty).items():
                 tl[(ident, p, imp)] = t
     for name, d, n in (("image-level", img, k), ("template-level", tl, n_tl)):
         c, cs, e, q, nn = _stats(list(d.values()))
@@ -342,6 +481,29 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--validate", type=int, default=4, help="image-level identities (0: skip)")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--images-only", action="store_true", help="render the image-level fingers")
+    ap.add_argument(
+        "--difficulty",
+        default="fvc",
+        choices=synthetic.DIFFICULTIES,
+        help="preset of every synthetic finger (gallery, probes, image-level): fvc (as hard as "
+        "FVC2000 DB1) or easy (the generator before issue 17; the galleries of earlier sessions)",
+    )
+    ap.add_argument(
+        "--image-mated",
+        type=int,
+        default=100,
+        help="gallery subjects whose ten fingers are image-level (rendered + extracted), searched "
+        "with image-level probes (chosen among the first 10,000 subjects)",
+    )
+    ap.add_argument("--image-nonmated", type=int, default=300, help="image-level non-mated probes")
+    ap.add_argument(
+        "--image-calibration",
+        type=int,
+        default=100,
+        help="of the image-level non-mated probes, how many join the calibration (the others "
+        "measure FPIR)",
+    )
     ap.add_argument(
         "--rescore",
         type=int,
@@ -354,14 +516,29 @@ def main(argv=None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     log(f"search benchmark: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")
     summary = []
+    images = None
+    if (args.image_mated or args.image_nonmated) and not args.build_only:
+        # the mated subjects are among the first of the smallest gallery: in every gallery
+        pick = np.random.default_rng(IMAGE_MATED_SEED)
+        # a prefix of one permutation of the first IMAGE_POOL subjects: the same subjects in
+        # every gallery of at least IMAGE_POOL, and a smaller --image-mated reuses the renders
+        img_mated = pick.permutation(min(IMAGE_POOL, *sizes))[: args.image_mated]
+        fingers = image_fingers(img_mated, args.image_nonmated, args.difficulty, args.workers)
+        images = {
+            "mated": [int(i) for i in img_mated],
+            "nonmated": list(range(args.image_nonmated)),
+            "fingers": fingers,
+        }
+        if args.images_only:
+            return 0
     ref = None
     for i, size in enumerate(sizes):
         log(f"\n== gallery of {size} subjects x 10 fingers")
-        path = build(size, args.workers)
+        path = build(size, args.workers, args.difficulty)
         if args.build_only:
             continue
-        r = evaluate(size, path, args, args.workers)
-        b = brute(size, path, brutes[i], args.workers, ref)
+        r = evaluate(size, path, args, args.workers, images)
+        b = brute(size, path, brutes[i], args.workers, ref, args.difficulty)
         if b is not None and not b.get("extrapolated"):
             ref = b
         if b is not None:
@@ -369,21 +546,40 @@ def main(argv=None) -> int:
             r["brute_extrapolated"] = b.get("extrapolated", False)
             log(f"  speed-up of the first stage: {b['brute_p50'] / r['p50']:.0f} x")
         if i == 0:
-            precise(path)
+            precise(path, difficulty=args.difficulty)
         summary.append(r)
     if args.validate and not args.build_only:
-        validate(args.validate, OUT / f"gallery-{sizes[0]}-s{SEED}")
+        validate(args.validate, gallery_path(sizes[0], args.difficulty), args.difficulty)
     if summary:
         log("\n== summary (targets at 100k: p50 <= 1 s, rank-1 >= 99.5 %, FPIR <= 0.1 %, ")
         log("   <= 2048 bytes per finger, load <= 2 s)")
-        log("subjects  load_s  bytes/finger  rank1_%  FNIR_%  FPIR_%  p50_ms  p99_ms  brute_p50_s")
+        log(
+            f"difficulty {args.difficulty}, rescore {args.rescore}; rates in %, tl = "
+            "template-level probes, img = image-level probes (mated: image-level gallery entries)"
+        )
+        log(
+            "subjects  load_s  bytes/finger  threshold  tl_rank1  tl_FNIR  tl_FPIR  img_rank1  "
+            "img_FNIR  img_FPIR  p50_ms  p99_ms  load  brute_p50_s"
+        )
+        nan = float("nan")
         for r in summary:
-            bp = r.get("brute_p50", float("nan"))
+            bp = r.get("brute_p50", nan)
             mark = "*" if r.get("brute_extrapolated") else " "
+            rates = "".join(
+                f"{100 * r.get(k, nan):{w}.2f}"
+                for k, w in (
+                    ("rank1", 10),
+                    ("fnir", 9),
+                    ("fpir", 9),
+                    ("img_rank1", 11),
+                    ("img_fnir", 10),
+                    ("img_fpir", 10),
+                )
+            )
             log(
-                f"{r['size']:8d}  {r['load']:6.3f}  {r['bpf']:12.0f}  {100 * r['rank1']:7.2f}  "
-                f"{100 * r['fnir']:6.2f}  {100 * r['fpir']:6.2f}  {1000 * r['p50']:6.0f}  "
-                f"{1000 * r['p99']:6.0f}  {bp:10.1f}{mark}"
+                f"{r['size']:8d}  {r['load']:6.3f}  {r['bpf']:12.0f}  {r['thr']:9.4f}{rates}  "
+                f"{1000 * r['p50']:6.0f}  {1000 * r['p99']:6.0f}  {r['load_avg']:4.1f}  "
+                f"{bp:10.1f}{mark}"
             )
         log("(* extrapolated linearly from the largest measured size)")
     log(f"load average at the end {os.getloadavg()[0]:.1f}")

@@ -3,7 +3,7 @@
 Run on demand (not in CI)::
 
     .venv/bin/python benchmarks/synth_distinctness.py [--fingers 10] [--impressions 8]
-        [--start 900000] [--crop 0]
+        [--start 900000] [--crop 0] [--difficulty fvc]
 
 The same protocol is applied to FVC2000 DB1 set B (``../shared/eval/fvc2000-db1-b/NNN_I.tif``,
 10 fingers x 8 impressions) and to synthetic fingers from :func:`gateway.synth.finger`
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=900000, help="first synthetic identity")
     parser.add_argument("--position", type=int, default=2, help="FGP of the synthetic fingers")
     parser.add_argument("--crop", type=int, default=0, help="crop synthetic images to N x N")
+    parser.add_argument(
+        "--difficulty", default="fvc", choices=synth.DIFFICULTIES, help="synthetic preset"
+    )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
 
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     for identity in fingers:
         for k in range(args.impressions):
             g0 = time.process_time()
-            img = synth.finger(identity, args.position, k)
+            img = synth.finger(identity, args.position, k, difficulty=args.difficulty)
             gen_seconds += time.process_time() - g0
             if args.crop:
                 img = crop_to_finger(img, args.crop)
@@ -180,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"synthetic: {len(syn)} images (identities {fingers[0]}-{fingers[-1]}, FGP "
-        f"{args.position}, crop {args.crop or 'none'}), generation {gen_seconds:.1f} s CPU, "
+        f"{args.position}, crop {args.crop or 'none'}, {args.difficulty}), "
+        f"generation {gen_seconds:.1f} s CPU, "
         f"generation + extraction {t_syn:.1f} s CPU, median {minutiae_syn:.0f} minutiae"
     )
     summary("FVC2000 DB1-b (real)", fvc_scores)

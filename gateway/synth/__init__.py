@@ -3,6 +3,7 @@
 Public API::
 
     img = finger(identity, position, impression)   # 416 x 416 uint8, 500 ppi, dark ridges
+    img = finger(identity, position, impression, difficulty="fvc")  # as hard as FVC2000 DB1
     m = master(identity, position)                  # the finger itself (class, singular points)
     p = capture(identity, position, impression)     # the capture conditions of an impression
     txn = car_transaction(identity)                 # Type-1 + Type-2 + 10 x Type-14 (WSQ)
@@ -18,7 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from .fields import CLASS_FREQUENCIES, CLASSES
-from .impression import MAX_ROTATION, SIZE, ImpressionParams, impression_params, impression_rng
+from .impression import (
+    DIFFICULTIES,
+    MAX_ROTATION,
+    SIZE,
+    ImpressionParams,
+    check_difficulty,
+    impression_params,
+    impression_rng,
+)
 from .impression import render as _render
 from .masterprint import Master, check_args, master
 
@@ -28,6 +37,7 @@ PPI = 500
 __all__ = [
     "CLASSES",
     "CLASS_FREQUENCIES",
+    "DIFFICULTIES",
     "MAX_ROTATION",
     "PPI",
     "SIZE",
@@ -40,29 +50,35 @@ __all__ = [
 ]
 
 
-def capture(identity: int, position: int, impression: int) -> ImpressionParams:
+def capture(
+    identity: int, position: int, impression: int, difficulty: str = "easy"
+) -> ImpressionParams:
     """The capture conditions (rotation, shift, contact, distortion, skin) of an impression."""
     check_args(identity, position)
+    check_difficulty(difficulty)
     if impression < 0:
         raise ValueError(f"impression must be >= 0, not {impression!r}")
     rng = impression_rng(identity, position, impression)
-    return impression_params(master(identity, position), impression, rng)
+    return impression_params(master(identity, position), impression, rng, difficulty)
 
 
-def finger(identity: int, position: int, impression: int) -> np.ndarray:
+def finger(identity: int, position: int, impression: int, difficulty: str = "easy") -> np.ndarray:
     """Impression ``impression`` of finger ``position`` (FGP 1-10) of ``identity``.
 
     A ``SIZE`` x ``SIZE`` uint8 array at 500 ppi: light background, dark ridges.  The same
     arguments always give the same image; the same ``(identity, position)`` is the same finger.
     Impression 0 is a careful full-contact capture (used for the rolled prints of
     :func:`car_transaction`); the others vary more in placement, contact and distortion.
+    ``difficulty`` is a preset of :data:`DIFFICULTIES`: "easy" (the default, above) or "fvc"
+    (every impression a plain capture whose genuine scores are as hard as FVC2000 DB1's).
     """
     check_args(identity, position)
+    check_difficulty(difficulty)
     if impression < 0:
         raise ValueError(f"impression must be >= 0, not {impression!r}")
     m = master(identity, position)
     rng = impression_rng(identity, position, impression)
-    params = impression_params(m, impression, rng)
+    params = impression_params(m, impression, rng, difficulty)
     return _render(m, params, rng)
 
 

@@ -12,7 +12,10 @@ benchmarks populate their galleries with minutiae sets drawn directly from a sta
   and translation, a smooth elastic displacement field, per-minutia position and direction
   noise, missed minutiae, spurious ones, type flips and partial contact (the part of the finger
   outside a shifted, shrunken contact ellipse or the 416 x 416 image is lost).  Impression 0 is
-  the careful enrolment capture (small rotation and loss); the others vary more.
+  the careful enrolment capture (small rotation and loss); the others vary more.  With
+  ``difficulty="fvc"`` every impression is a plain capture as hard as FVC2000 DB1's (a larger
+  placement change, Cappelli's ring distortion, more loss; tuned with
+  ``benchmarks/synth_hardness.py`` to the genuine scores of the image-level "fvc" preset).
 
 Everything is vectorised over a batch of fingers and deterministic per ``(subject, position,
 impression)``: the random numbers come from a counter-based hash (splitmix64) of those keys, so a
@@ -199,11 +202,43 @@ def _master(subjects, positions):
 
 
 # -- impressions ------------------------------------------------------------------------------
-def impressions(subjects, positions, impression: int = 0) -> Batch:
+#: The difficulty presets (as :data:`gateway.synth.DIFFICULTIES`): "easy" (impression 0 the careful
+#: enrolment capture, the others moderate) and "fvc" (every impression a plain capture whose
+#: genuine compare scores are as hard as FVC2000 DB1's and as the image-level "fvc" preset's).
+DIFFICULTIES = ("easy", "fvc")
+
+
+@dataclass(frozen=True)
+class _Preset:
+    rot_sd: float  # degrees
+    rot_max: float
+    shift_sd: float  # pixels
+    wave: float  # amplitude of the elastic plane waves, pixels
+    drag: float  # Cappelli ring distortion at the rim: rotation sd (degrees) ...
+    drag_shift: float  # ... and translation sd (pixels); 0: none
+    jitter: float  # per-minutia position noise, pixels
+    angle: float  # per-minutia direction noise, degrees
+    flip: float  # type flip probability
+    shrink: tuple[float, float]  # contact ellipse scale: low, span
+    offset: float  # contact centre offset sd, pixels
+    loss: tuple[float, float]  # missed minutiae fraction: low, span
+    spurious: tuple[int, int]  # spurious minutiae per print: low, span
+
+
+_ENROL = _Preset(4, 8, 8, 2.5, 0, 0, 1.8, 7, 0.1, (0.93, 0.07), 10, (0.06, 0.08), (2, 5))
+_PLAIN = _Preset(9, 20, 22, 5.0, 0, 0, 1.8, 7, 0.1, (0.72, 0.26), 35, (0.12, 0.16), (4, 8))
+# tuned with benchmarks/synth_hardness.py against FVC2000 DB1 set B and the image-level preset
+_FVC = _Preset(10, 20, 22, 3.0, 2.2, 4.5, 0.45, 3.5, 0.1, (0.66, 0.32), 35, (0.1, 0.14), (4, 8))
+
+
+def impressions(subjects, positions, impression: int = 0, difficulty: str = "easy") -> Batch:
     """Impression ``impression`` of finger ``positions[i]`` of ``subjects[i]`` (arrays of ints).
 
-    ``positions`` may be a scalar (the same position for every subject).
+    ``positions`` may be a scalar (the same position for every subject).  ``difficulty`` is
+    one of :data:`DIFFICULTIES`; "easy" is the generator as it was before presets existed.
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, not {difficulty!r}")
     subjects = np.atleast_1d(np.asarray(subjects, np.int64))
     positions = np.broadcast_to(np.asarray(positions, np.int64), subjects.shape)
     if subjects.size and (subjects.min() < 0 or positions.min() < 1 or positions.max() > 10):
@@ -211,14 +246,16 @@ def impressions(subjects, positions, impression: int = 0) -> Batch:
     m = _master(subjects, positions)
     b = subjects.size
     r = _Stream(_keys(subjects, positions, impression), 2)
-    enrol = impression == 0
-    rot_sd, rot_max = (
-        (np.radians(4.0), np.radians(8.0)) if enrol else (np.radians(9.0), np.radians(20.0))
-    )
+    pr = _FVC if difficulty == "fvc" else _ENROL if impression == 0 else _PLAIN
+    rot_sd, rot_max = np.radians(pr.rot_sd), np.radians(pr.rot_max)
     rot = np.clip(rot_sd * r.normal(), -rot_max, rot_max)
-    shift = (8.0 if enrol else 22.0) * r.normal(2)
+    shift = pr.shift_sd * r.normal(2)
     cx, cy, ax, ay = m["region"]
     x, y = m["x"] - cx[:, None], m["y"] - cy[:, None]
+    if pr.drag_shift:
+        x, y = _ring_distortion(
+            x, y, m["region"], pr, _Stream(_keys(subjects, positions, impression), 3)
+        )
     # smooth elastic displacement: three random plane waves of 5-10 px over 250-500 px
     dx = np.zeros_like(x)
     dy = np.zeros_like(y)
@@ -226,24 +263,24 @@ def impressions(subjects, positions, impression: int = 0) -> Batch:
         w = r.uniform(4)
         k = 2 * np.pi / (250 + 250 * w[:, 0])
         d = 2 * np.pi * w[:, 1]
-        amp = (2.5 if enrol else 5.0) * (0.5 + w[:, 2])
+        amp = pr.wave * (0.5 + w[:, 2])
         phase = 2 * np.pi * w[:, 3]
         arg = k[:, None] * (x * np.cos(d)[:, None] + y * np.sin(d)[:, None]) + phase[:, None]
         dx += amp[:, None] * np.cos(d + 1.3)[:, None] * np.sin(arg)
         dy += amp[:, None] * np.sin(d + 1.3)[:, None] * np.sin(arg)
     kk = MAX_MINUTIAE
-    x = x + dx + 1.8 * r.normal(kk)
-    y = y + dy + 1.8 * r.normal(kk)
+    x = x + dx + pr.jitter * r.normal(kk)
+    y = y + dy + pr.jitter * r.normal(kk)
     c, s = np.cos(rot)[:, None], np.sin(rot)[:, None]
     nx = c * x - s * y + cx[:, None] + shift[:, 0:1]
     ny = s * x + c * y + cy[:, None] + shift[:, 1:2]
-    theta = (m["theta"] + rot[:, None] + np.radians(7.0) * r.normal(kk)) % (2 * np.pi)
-    kind = np.where(r.uniform(kk) < 0.1, 3 - m["kind"], m["kind"])
+    theta = (m["theta"] + rot[:, None] + np.radians(pr.angle) * r.normal(kk)) % (2 * np.pi)
+    kind = np.where(r.uniform(kk) < pr.flip, 3 - m["kind"], m["kind"])
     qual = np.clip(m["qual"] + 0.12 * r.normal(kk), 0.05, 1.0)
 
     # contact region: the rotated/shifted master ellipse, shrunk and moved for partial captures
-    shrink = (0.93 + 0.07 * r.uniform()) if enrol else (0.72 + 0.26 * r.uniform())
-    off = (10.0 if enrol else 35.0) * r.normal(2)
+    shrink = pr.shrink[0] + pr.shrink[1] * r.uniform()
+    off = pr.offset * r.normal(2)
     ccx = cx + shift[:, 0] + off[:, 0]
     ccy = cy + shift[:, 1] + off[:, 1]
     cax, cay = ax * shrink, ay * shrink
@@ -258,14 +295,14 @@ def impressions(subjects, positions, impression: int = 0) -> Batch:
             (e <= 1) & (qx >= margin) & (qy >= margin) & (qx < SIZE - margin) & (qy < SIZE - margin)
         )
 
-    loss = (0.06 + 0.08 * r.uniform()) if enrol else (0.12 + 0.16 * r.uniform())
+    loss = pr.loss[0] + pr.loss[1] * r.uniform()
     keep = m["ok"] & inside(nx, ny, 8.0) & (r.uniform(kk) >= loss[:, None])
 
     # spurious minutiae: a few per print, anywhere in the contact region
     ns = 16
     sx = ccx[:, None] + (r.uniform(ns) - 0.5) * 2 * cax[:, None]
     sy = ccy[:, None] + (r.uniform(ns) - 0.5) * 2 * cay[:, None]
-    nspur = np.floor((2 if enrol else 4) + (5 if enrol else 8) * r.uniform()).astype(int)
+    nspur = np.floor(pr.spurious[0] + pr.spurious[1] * r.uniform()).astype(int)
     skeep = inside(sx, sy, 8.0) & (np.arange(ns)[None, :] < nspur[:, None])
     sth = 2 * np.pi * r.uniform(ns)
     skind = np.where(r.uniform(ns) < 0.5, 1.0, 2.0)
@@ -297,6 +334,27 @@ def impressions(subjects, positions, impression: int = 0) -> Batch:
     return Batch(out, count.astype(np.int64), bm, m["pattern"])
 
 
+def _ring_distortion(x, y, region, pr: _Preset, r: _Stream):
+    """Cappelli's plastic distortion (Cappelli, Maio, Maltoni 2001): no displacement in a rigid
+    centre (30 % of the finger's ellipse around a random contact point), a rigid drag (a small
+    rotation and translation) of the border, blended over the ring between by a smoothstep.
+    ``x``, ``y`` are relative to the finger centre; returns the displaced coordinates."""
+    _cx, _cy, ax, ay = region
+    j = r.normal(5)
+    kx = (0.15 * ax * j[:, 0])[:, None]
+    ky = (0.15 * ay * j[:, 1])[:, None]
+    rx, ry = x - kx, y - ky
+    rho = np.sqrt((rx / ax[:, None]) ** 2 + (ry / ay[:, None]) ** 2)
+    t = np.clip((rho - 0.3) / 0.6, 0.0, 1.0)
+    w = t * t * (3 - 2 * t)
+    a = (np.radians(pr.drag) * j[:, 2])[:, None]
+    tx = (pr.drag_shift * j[:, 3])[:, None]
+    ty = (pr.drag_shift * j[:, 4])[:, None]
+    x = x + w * ((np.cos(a) - 1) * rx - np.sin(a) * ry + tx)
+    y = y + w * (np.sin(a) * rx + (np.cos(a) - 1) * ry + ty)
+    return x, y
+
+
 def template(batch: Batch, i: int):
     """Finger ``i`` of a batch as a :class:`gateway.matcher.Template` (416 x 416, 500 ppi)."""
     from gateway.matcher.template import Template
@@ -304,9 +362,9 @@ def template(batch: Batch, i: int):
     return Template(SIZE, SIZE, batch.finger(i), batch.block_mask[i], 500.0)
 
 
-def tenprint(subject: int, impression: int = 0) -> dict:
+def tenprint(subject: int, impression: int = 0, difficulty: str = "easy") -> dict:
     """``{position: Template}`` for the ten fingers of one synthetic subject."""
-    b = impressions(np.full(10, subject), np.arange(1, 11), impression)
+    b = impressions(np.full(10, subject), np.arange(1, 11), impression, difficulty)
     return {p: template(b, p - 1) for p in range(1, 11)}
 
 
@@ -320,7 +378,9 @@ def identity(seed: int, index: int) -> int:
     return int(seed) * 100_000_000 + int(index)
 
 
-def enrolment_parts(seed: int, start: int, stop: int, background=None) -> tuple:
+def enrolment_parts(
+    seed: int, start: int, stop: int, background=None, difficulty: str = "easy"
+) -> tuple:
     """The gallery parts of synthetic subjects ``start``..``stop - 1`` (impression 0, ten fingers):
     ``(subject_ids, positions, codes, slots, counts, blobs)`` for
     :meth:`gateway.matcher.gallery.Gallery.add_batch` (picklable, for worker processes)."""
@@ -329,7 +389,7 @@ def enrolment_parts(seed: int, start: int, stop: int, background=None) -> tuple:
 
     idx = np.repeat(np.arange(start, stop), 10)
     pos = np.tile(np.arange(1, 11), stop - start)
-    b = impressions(identity(seed, 0) + idx, pos, 0)
+    b = impressions(identity(seed, 0) + idx, pos, 0, difficulty)
     slots = np.zeros((len(b), _gallery.SLOT, 3), np.int16)
     counts = np.zeros(len(b), np.int64)
     quantised = np.zeros_like(b.minutiae)
@@ -361,7 +421,9 @@ def populate(gallery, count: int, seed: int = 0, start: int = 0, progress=None, 
     return gallery
 
 
-def image_tenprint(identity: int, impression: int = 0, positions=range(1, 11)) -> dict:
+def image_tenprint(
+    identity: int, impression: int = 0, positions=range(1, 11), difficulty: str = "easy"
+) -> dict:
     """``{position: Template}`` of image-level synthetic fingers: rendered by
     :func:`gateway.synth.finger` and extracted by :func:`gateway.matcher.extract` (slow: about
     a second a finger; for validating the template-level model on a small subset).  Raises
@@ -369,4 +431,4 @@ def image_tenprint(identity: int, impression: int = 0, positions=range(1, 11)) -
     from gateway import synth
     from gateway.matcher import extract
 
-    return {p: extract(synth.finger(int(identity), p, impression)) for p in positions}
+    return {p: extract(synth.finger(int(identity), p, impression, difficulty)) for p in positions}
