@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from gateway.store import counters
 from gateway.store.audit import Audit
 from gateway.store.enrolments import read_enrolments
 from gateway.store.journal import (
@@ -77,6 +78,19 @@ def test_state_table():
     assert allowed("STORED", "DECODED") and allowed("SEARCHED", "SEARCHED")
     assert not allowed("RESPONDED", "DUPLICATE") and not allowed("STORED", "NOSUCH")
     assert {s.value for s in State} >= {"RECEIVED", "RESPONDED", "DUPLICATE", "UNREADABLE"}
+
+
+def test_an_answered_message_keeps_the_identity_it_was_answered_under(journal):
+    """A late identify (a node whose lease ran out, still decoding a message another node
+    answered) changes nothing: the console's counters counted the message when it was
+    answered, under that ORI and TOT (a two-writer race once made them disagree)."""
+    msg_id = journal.accept(_car(), transport="smtp", agency="NY0303000")
+    journal.identify(msg_id, ori="NY0303000", tcn="T1", tot="CAR", dai="D", encoding="traditional")
+    journal.respond(msg_id, response=None, response_tot=None, response_tcn=None, deliveries=[])
+    journal.identify(msg_id, ori="TX0000000", tcn="T9", tot="FANC", dai="X", encoding="xml")
+    msg = journal.message(msg_id)
+    assert (msg.ori, msg.tcn, msg.tot) == ("NY0303000", "T1", "CAR")
+    assert counters.stored(journal.db) == counters.recount(journal.db)
 
 
 def test_respond_once_with_deliveries_and_links(journal):

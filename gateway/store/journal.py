@@ -959,11 +959,16 @@ class Journal:
             self._announce()
 
     def identify(self, msg_id: str, *, ori, tcn, tot, dai, encoding) -> None:
-        """Record the Type-1 identity of a decoded message (no state change)."""
+        """Record the Type-1 identity of a decoded message (no state change).
+
+        An answered message keeps the identity it was answered under: the console's counters
+        counted it then (``gateway.store.counters``), and a node whose lease ran out may still
+        be decoding a message another node has answered meanwhile."""
         with self._tx():
             self.db.execute(
-                "UPDATE messages SET ori = ?, tcn = ?, tot = ?, dai = ?, encoding = ? WHERE id = ?",
-                (ori, tcn, tot, dai, encoding, msg_id),
+                "UPDATE messages SET ori = ?, tcn = ?, tot = ?, dai = ?, encoding = ? "
+                "WHERE id = ? AND state NOT IN (?, ?)",
+                (ori, tcn, tot, dai, encoding, msg_id, *sorted(str(s) for s in TERMINAL)),
             )
 
     def advance(
