@@ -38,20 +38,12 @@ import json
 import math
 import time
 
-# These are the journal's (gateway.store.journal) state names, repeated so that this module
-# needs nothing from it (the journal imports this module).
-_TERMINAL = ("DUPLICATE", "RESPONDED")
-_FAILED = "FAILED"
-NOT_ANSWERED = (
-    "RECEIVED",
-    "STORED",
-    "DECODED",
-    "VALIDATED",
-    "REJECTED",
-    "SEARCHED",
-    "ROUTED",
-    "UNREADABLE",
-)
+from .states import TERMINAL, Delivery, State
+
+# The state table's names as plain text (the SQL parameters and the rows read back)
+_TERMINAL = tuple(sorted(str(s) for s in TERMINAL))
+_FAILED = str(Delivery.FAILED)
+NOT_ANSWERED = tuple(str(s) for s in State if s not in TERMINAL)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS console_counts (
