@@ -9,7 +9,6 @@ See ``examples/gateway.toml`` for every key with comments.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -653,16 +652,6 @@ _SCHEDULER = re.compile(
 )
 
 
-def _loopback_host(host: str) -> bool:
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _parse_scheduler(matcher: dict) -> str | None:
     """``[matcher] scheduler``: the Dask scheduler the gallery shards live behind
     (docs/scaling.md); needs the optional ``scale`` extra (dask[distributed]).  ``tls://``
@@ -674,7 +663,9 @@ def _parse_scheduler(matcher: dict) -> str | None:
     m = _SCHEDULER.fullmatch(value)
     if m is None or not 1 <= int(m.group(3)) <= 65535:
         raise ConfigError("matcher.scheduler", f"must be 'tls://HOST:PORT', not {value!r}")
-    if m.group(1) == "tcp" and not _loopback_host(m.group(2)):
+    from gateway.matcher.shards import loopback_host  # the check the connection makes
+
+    if m.group(1) == "tcp" and not loopback_host(m.group(2)):
         raise ConfigError(
             "matcher.scheduler",
             f"tcp:// is neither encrypted nor authenticated: only on loopback; use "

@@ -64,6 +64,7 @@ import numpy as np
 from .gallery import RESCORE, SCORE_SCALE, SECOND_STAGES, Candidate, Gallery, _check_position
 from .gallery_calibration import decision_problem
 from .gallery_search import rescored, scale_of
+from .gallery_store import read_index
 
 MANIFEST = "shards.json"
 FORMAT = 1
@@ -93,7 +94,9 @@ def shard_of(subject_id: str, n: int) -> int:
     return int.from_bytes(digest[:8], "big") % n
 
 
-def _loopback(host: str) -> bool:
+def loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 in brackets or not) is this machine's
+    loopback: ``localhost`` or a loopback address, never a name that would need resolving."""
     import ipaddress
 
     host = host.strip("[]")
@@ -114,7 +117,7 @@ def security(scheduler: str, tls=None):
     if not sep or not host:
         raise ValueError(f"not a Dask scheduler address: {scheduler!r}")
     if scheme == "tcp":
-        if not _loopback(host):
+        if not loopback_host(host):
             raise ValueError("a tcp:// Dask scheduler is allowed only on loopback: use tls://")
         return None
     if scheme != "tls":
@@ -235,15 +238,7 @@ def decision_problem_at(path) -> str | None:
         return _shard_set_problem(
             path, m.get("threshold"), m.get("score_scale"), m.get("source"), m["shards"]
         )
-    try:
-        with open(path / "index.json", encoding="utf-8") as f:
-            index = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: not a gallery (no index.json)") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable gallery index: {exc}") from None
-    if not isinstance(index, dict):
-        raise ValueError(f"{path}: unsupported gallery format")
+    index = read_index(path)
     return decision_problem(index.get("threshold"), index.get("score_scale"), str(path))
 
 
