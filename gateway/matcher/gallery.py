@@ -81,6 +81,7 @@ from .gallery_store import (  # noqa: F401 - the storage primitives, re-exported
     _check_position,
     _Segment,
     _slot,
+    read_index,
 )
 
 
@@ -335,14 +336,8 @@ class Gallery(SearchMixin, CalibrationMixin):
         path = Path(path)
         if not path.is_dir():
             raise ValueError(f"{path}: not a gallery (not a directory)")
-        try:
-            with open(path / "index.json", encoding="utf-8") as f:
-                index = json.load(f)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: not a gallery (no index.json)") from None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: unreadable gallery index: {exc}") from None
-        if not isinstance(index, dict) or index.get("format") != FORMAT:
+        index = read_index(path)
+        if index.get("format") != FORMAT:
             raise ValueError(f"{path}: unsupported gallery format")
         if index.get("code_bits") != vector.BITS or index.get("slot") != SLOT:
             raise ValueError(f"{path}: gallery built with other code parameters")

@@ -4,7 +4,9 @@ second-stage slot of a finger's minutiae and the segments of rows (mapped or in 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +31,21 @@ SCORE_SCALE = "compare-v1"
 #: (:func:`gateway.matcher.gallery_search.pair_scores`), kept for measurements.
 FAST_SCALE = "minutiae-v1"
 SCALES = (SCORE_SCALE, FAST_SCALE)
+
+
+def read_index(path: Path) -> dict:
+    """The JSON index (``index.json``) of the gallery folder ``path``; ValueError, saying
+    what is wrong, when there is none or it is not a JSON object."""
+    try:
+        with open(path / "index.json", encoding="utf-8") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not a gallery (no index.json)") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable gallery index: {exc}") from None
+    if not isinstance(index, dict):
+        raise ValueError(f"{path}: unsupported gallery format")
+    return index
 
 
 #: Margin of the threshold over the highest image-level non-mated score (:meth:`calibrate`).
