@@ -685,3 +685,24 @@ def test_prefer_in_process_puts_every_isolated_decoder_last(monkeypatch):
         line = codecs.decoders_for(code)
         assert not line[0].isolated, code
         assert [d.isolated for d in line] == sorted(d.isolated for d in line)
+
+
+@pytest.mark.parametrize(
+    ("rtype", "value", "expected"),
+    [
+        (14, [("3",)], 3),
+        (14, [("13",)], None),  # plain four fingers: not a rolled position
+        (14, [("0",)], None),  # unknown
+        (4, [("255",), ("7",)], 7),  # 4.004's unused bytes are 255 (BRIEF 1.4)
+        (4, [("7",), ("255",)], 7),
+        (4, [("X",)], None),
+        (4, None, None),
+    ],
+)
+def test_finger_position_of_type4_and_type14(rtype, value, expected):
+    from gateway.imaging import finger_position
+
+    record = an.Record(rtype)
+    if value is not None:
+        record["4.004" if rtype == 4 else "14.013"] = value
+    assert finger_position(record) == expected

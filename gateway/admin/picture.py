@@ -49,7 +49,7 @@ def match_picture(
     finger of the probe against ``candidate``; ``{"error": text}`` when nothing can be drawn."""
     from gateway.ansinist import read
     from gateway.commands.match import draw
-    from gateway.imaging import ImagingError, decode_record, ntr_of, to_500ppi
+    from gateway.imaging import ImagingError, decode_record, finger_position, ntr_of, to_500ppi
     from gateway.matcher import compare_detail, extract
     from gateway.routing.processing import load_gallery
 
@@ -67,12 +67,10 @@ def match_picture(
     for record in txn.records:
         if record.type not in (4, 14):
             continue
-        tag = f"{record.type}.{4 if record.type == 4 else 13:03d}"
-        try:
-            fgp = int(record.value(tag) or 0)
-        except ValueError:
+        fgp = finger_position(record)
+        if fgp is None or fgp not in enrolled or fgp in seen:
             continue
-        if fgp in seen or fgp not in enrolled or (positions and fgp not in positions):
+        if positions and fgp not in positions:
             continue
         seen.add(fgp)
         try:

@@ -30,29 +30,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--subject", metavar="ID", help="subject id (default: 2.014, else TCN)")
 
 
-def finger_position(record) -> int | None:
-    """The finger position 1-10 of a Type-4/14 record (None for slaps, palms, unknown)."""
-    tag = "4.004" if record.type == 4 else "14.013"
-    field = record.get(tag)
-    if field is None:
-        return None
-    for sub in field.subfields:
-        for item in sub:
-            try:
-                value = int(item)
-            except ValueError:
-                continue
-            if 1 <= value <= 10:
-                return value
-            if value != 255:
-                return None
-    return None
-
-
 def fingers(txn, name: str, errors: list | None = None):
     """Yield ``(position, Template)`` for the finger images of a transaction; problems with one
     record are reported on stderr, appended to ``errors`` and skipped."""
-    from gateway.imaging import ImagingError, decode_record, ntr_of, to_500ppi
+    from gateway.imaging import ImagingError, decode_record, finger_position, ntr_of, to_500ppi
     from gateway.matcher import extract
 
     ntr = ntr_of(txn)

@@ -6,6 +6,7 @@ Public API::
     image = decode_record(record, ntr="19.69")                # Types 3-8, 10, 13-17
     findings = check_record(record, ntr="19.69")              # HLL/VLL, CGA, BPX vs the pixels
     image = to_500ppi(image)                                   # resample from THPS/TVPS/SLC or NTR
+    position = finger_position(record)                         # FGP 1-10 of a Type-4/14, or None
     image = load_image_file(path)                              # .wsq .jp2 .jpg .png .tif, by magic
 
 ``Image`` holds ``pixels`` (numpy ``uint8``, HxW gray or HxWx3 colour), ``ppi``, ``compression``
@@ -45,6 +46,7 @@ from .records import (
     declared,
     declared_pixels,
     decode_record,
+    finger_position,
     ntr_of,
     record_ppi,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "decode_record",
     "decoders_for",
     "find_decoder",
+    "finger_position",
     "load_image_file",
     "ntr_of",
     "read_header",

@@ -40,6 +40,27 @@ _PPMM_TO_PPI = 25.4
 _SLC_PPI, _SLC_PPCM = "1", "2"
 
 
+def finger_position(record) -> int | None:
+    """The finger position 1-10 of a Type-4/14 record: the first FGP (4.004 / 14.013) that is
+    one, skipping 255 (4.004's unused bytes, BRIEF 1.4 [S3]); None for slaps, palms, unknown (0)
+    or a field that is not a number."""
+    tag = "4.004" if record.type == 4 else "14.013"
+    field = record.get(tag)
+    if field is None:
+        return None
+    for sub in field.subfields:
+        for item in sub:
+            try:
+                value = int(item)
+            except ValueError:
+                continue
+            if 1 <= value <= 10:
+                return value
+            if value != 255:
+                return None
+    return None
+
+
 def _tag(record, num: int) -> str:
     return f"{record.type}.{num:03d}"
 

@@ -25,6 +25,7 @@ from . import rules
 from .answers.sre import build_sre
 
 FINGER_POSITIONS = range(1, 11)  # rolled FGP 1-10
+FGP_TAG = {4: "4.004", 14: "14.013"}  # the finger position field of a Type-4 / Type-14
 
 
 @dataclass
@@ -561,7 +562,7 @@ class _Fingers:
     ``where`` the Location (record, FGP field) of each position's image."""
 
     def __init__(self, txn: Transaction):
-        from gateway.imaging import ntr_of
+        from gateway.imaging import finger_position, ntr_of
 
         self.txn = txn
         self.ntr = ntr_of(txn)
@@ -571,12 +572,8 @@ class _Fingers:
         for recno, record in enumerate(txn.records, start=1):
             if record.type not in (4, 14):
                 continue
-            tag = f"{record.type}.{4 if record.type == 4 else 13:03d}"
-            try:
-                fgp = int(record.value(tag) or 0)
-            except ValueError:
-                continue
-            if fgp in FINGER_POSITIONS:
+            fgp = finger_position(record)  # 1-10 or None
+            if fgp is not None:
                 self.records.setdefault(fgp, []).append((recno, record))
         self.positions = sorted(self.records)
 
@@ -588,9 +585,7 @@ class _Fingers:
         if fgp not in self.templates:
             self.templates[fgp] = None
             for recno, record in self.records[fgp]:
-                self.where[fgp] = Location(
-                    recno, record.type, f"{record.type}.{4 if record.type == 4 else 13:03d}"
-                )
+                self.where[fgp] = Location(recno, record.type, FGP_TAG[record.type])
                 try:
                     image = to_500ppi(decode_record(record, ntr=self.ntr))
                     self.templates[fgp] = extract(image.pixels, 500)
