@@ -36,7 +36,7 @@ from twisted.internet import defer, threads
 from twisted.web import resource, server
 
 from gateway.store import metrics
-from gateway.store.journal import TERMINAL
+from gateway.store.journal import STATES, TERMINAL  # STATES: the browser's display order
 from gateway.store.metrics import iso_utc
 
 from .redact import redact
@@ -429,19 +429,6 @@ document.querySelector('#msgs tbody').onclick = e => {
   if (tr) location.href = '/message/' + encodeURIComponent(tr.dataset.id); };
 fill(); load();
 """
-
-STATES = (
-    "RECEIVED",
-    "STORED",
-    "DECODED",
-    "VALIDATED",
-    "REJECTED",
-    "SEARCHED",
-    "ROUTED",
-    "RESPONDED",
-    "DUPLICATE",
-    "UNREADABLE",
-)
 
 
 class Browser(resource.Resource):
