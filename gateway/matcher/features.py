@@ -28,7 +28,6 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
 TARGET_PPI = 500.0
 MAX_SIDE = 4000  # pixels at 500 ppi (the template stores block counts in a byte)
@@ -63,32 +62,12 @@ SEG_DROP = 3.0
 # is above this (natural logarithm; a ridge amplitude of a few grey levels is about 15) and
 # all background below it (a flat image: about -14)
 SEG_FLOOR = 10.0
-# mask hygiene (session 8; every rule OFF: none helped on the six FVC sets, docs/matcher.md
-# "Session 8").  Flat saturated areas: the pixels at the image's maximum (SAT_HIGH) / minimum
-# (SAT_LOW) grey level inside a SAT_SIZE square of them (0: off).  Flat areas without ridges:
-# a grey-level spread (over BLOT_WIN periods) below BLOT_SD times the print's median, dark
-# (mean within BLOT_DARK of the print's 10th-90th percentile range from its dark end; 0: off)
-# or pale (PALE_LIGHT from its light end; 0: off), opened by BLOT_OPEN periods.  Such areas
-# leave the pixel mask grown by SAT_GROW periods (SAT_CUT), a block with SAT_BLOCK of its
-# pixels in them leaves the block mask, and a minutia within BORDER_MARGIN periods of the grown
-# area is a border minutia.  SAT_MEAN: the 15 x 15 local mean taken without the saturated areas
-SAT_SIZE = 0
-SAT_HIGH = True
-SAT_LOW = False
-SAT_GROW = 0.5
-SAT_BLOCK = 0.5
-SAT_MEAN = False
-SAT_CUT = True
-BLOT_WIN = 1.0
-BLOT_SD = 0.3
-BLOT_DARK = 0.0
-PALE_LIGHT = 0.0
-BLOT_OPEN = 0.5
 # resolutions (ppi) extracted as they are, the features then scaled to 500 ppi (outside: the
 # image is rescaled first, since the period band and the windows are in pixels)
 FEATURE_SCALING = (450.0, 650.0)
 # spurious minutiae (lengths in ridge periods)
-BORDER_MARGIN = 0.8  # closer than this to the print's border
+BORDER_MARGIN = 0.5  # closer than this to the print's border (0.8 until session 8: 0.4-0.6 keep
+# true minutiae of pale print borders, FVC2004 DB2's FMR100 2 points lower; docs/matcher.md)
 LOOK_AHEAD = 2.0  # an ending whose ridge would run out of the print within this is a cut ridge
 CLOSE = 0.5  # two minutiae closer than this
 CLUSTER = 3  # this many other minutiae within 1.5 periods: a noisy place
@@ -392,118 +371,6 @@ def border_distance(
     if ys.size:
         d2 = np.minimum(d2, blk.reshape(ys.size, -1).min(1))
     return np.sqrt(d2.astype(np.float64))
-
-
-class _Void:
-    """What of an image is no print although the segmentation may take it (session 8), as a
-    pixel map with a nearest-pixel search for the border distance."""
-
-    def __init__(self, area: np.ndarray):
-        self.area = area
-        # the area's outline: its pixels with a neighbour outside it (the nearest area pixel of
-        # any outside pixel is on it)
-        inner = _box(area, 1, np.logical_and)
-        ys, xs = np.nonzero(area & ~inner)
-        self.tree = cKDTree(np.stack([ys, xs], 1)) if ys.size else None
-
-    def distance(self, ys: np.ndarray, xs: np.ndarray, limit: float) -> np.ndarray:
-        """Euclidean distance from the pixels (ys, xs) to the nearest pixel of the area (0 on
-        one), exact up to ``limit`` included (``inf`` beyond)."""
-        ys = np.asarray(ys, np.int64)
-        xs = np.asarray(xs, np.int64)
-        if self.tree is None or ys.size == 0:
-            return np.full(ys.size, np.inf)
-        bound = limit + 1e-6  # (the search's bound is exclusive)
-        d, _ = self.tree.query(np.stack([ys, xs], 1), distance_upper_bound=bound)
-        return np.where(self.area[ys, xs], 0.0, d)
-
-
-def saturated_areas(img: np.ndarray, size: int) -> np.ndarray:
-    """The flat saturated areas of a grey-scale image: the pixels at its maximum (or minimum,
-    SAT_LOW) grey level inside a ``size`` square of such pixels (a morphological opening: the
-    thin white valleys of a dry print or the black ridges of a wet one are not flat areas)."""
-    r = size // 2
-    found = np.zeros(img.shape, bool)
-    for level, on in ((img.max(), SAT_HIGH), (img.min(), SAT_LOW)):
-        if not on:
-            continue
-        at = img == level
-        core = _box(at, r, np.logical_and)
-        if core.any():
-            found |= _box(core, r, np.logical_or) & at
-    return found
-
-
-def flat_areas(img: np.ndarray, mask: np.ndarray, period: float) -> np.ndarray:
-    """The areas inside the mask without ridges: a low grey-level spread over a window of
-    BLOT_WIN ridge periods, dark (blots of a wet print) or pale (the latent residue left on
-    the sensor, dry patches), against the print's own spread and grey levels."""
-    k = max(3, int(round(BLOT_WIN * period)) | 1)
-    m = ndimage.uniform_filter(img, k, mode="reflect")
-    sq = ndimage.uniform_filter(img * img, k, mode="reflect")
-    sd = np.sqrt(np.maximum(sq - m * m, 0))
-    inside = sd[mask]
-    ref = float(np.median(inside))
-    lo, hi = np.percentile(img[mask], (10, 90))
-    flat = sd < BLOT_SD * ref
-    out = np.zeros(img.shape, bool)
-    if BLOT_DARK > 0:
-        out |= flat & (m < lo + BLOT_DARK * (hi - lo))
-    if PALE_LIGHT > 0:
-        out |= flat & (m > hi - PALE_LIGHT * (hi - lo))
-    out &= mask
-    r = max(1, int(round(BLOT_OPEN * period)))
-    return _box(_box(out, r, np.logical_and), r, np.logical_or) & out
-
-
-def _flat_mean_removed(raw: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """The mean-removed image with the local mean taken over the pixels outside the flat
-    saturated areas only, and zero on them: no step along the edge of the sensor's frame."""
-    sat = saturated_areas(raw, SAT_SIZE)
-    if not sat.any():
-        return removed
-    keep = (~sat).astype(np.float32)
-    num = ndimage.uniform_filter(raw * keep, 15, mode="reflect")
-    den = ndimage.uniform_filter(keep, 15, mode="reflect")
-    out = num / np.maximum(den, 1e-3) - raw
-    out[sat] = 0
-    return out.astype(np.float32)
-
-
-def clean_mask(
-    block_mask: np.ndarray, raw: np.ndarray, period: float
-) -> tuple[np.ndarray, np.ndarray, _Void | None]:
-    """Mask hygiene after the segmentation (its threshold for the print is not moved): the
-    block mask without the blocks mostly void, the pixel mask without the void grown by
-    ``SAT_GROW`` ridge periods, and the void (None: none)."""
-    shape = raw.shape
-    mask = pixel_mask(block_mask, shape)
-    area = np.zeros(shape, bool)
-    if SAT_SIZE:
-        area |= saturated_areas(raw, SAT_SIZE)
-    if (BLOT_DARK > 0 or PALE_LIGHT > 0) and mask.any():
-        area |= flat_areas(raw, mask, period)
-    if not area.any():
-        return block_mask, mask, None
-    h, w = shape
-    rows, cols = block_mask.shape
-    if SAT_BLOCK < 1:
-        # the share of each block's pixels (pixel_mask's partition) that is void
-        by = np.minimum((np.arange(h) + HOP // 2) // HOP, rows - 1)
-        bx = np.minimum((np.arange(w) + HOP // 2) // HOP, cols - 1)
-        oy = (by[None, :] == np.arange(rows)[:, None]).astype(np.float32)  # (rows, h)
-        ox = (bx[:, None] == np.arange(cols)[None, :]).astype(np.float32)  # (w, cols)
-        cnt = oy.dot(area.astype(np.float32)).dot(ox)
-        size = oy.sum(1)[:, None] * ox.sum(0)[None, :]
-        full = (cnt >= SAT_BLOCK * size) & (size > 0)
-        if (full & block_mask).any():
-            block_mask = block_mask & ~full
-            mask = pixel_mask(block_mask, shape)
-    g = int(round(SAT_GROW * period))
-    grown = _box(area, g, np.logical_or) if g > 0 else area
-    if not SAT_CUT:
-        return block_mask, mask, _Void(area)
-    return block_mask, mask & ~grown, _Void(area)
 
 
 def _pad_reflect(img: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -878,18 +745,14 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     ridge periods, so 450-650 ppi work as well as 500); ``area_scale`` converts its pixel
     areas to 500 ppi (for the quality)."""
     h, w = img.shape
-    raw = img
     # minus the local mean: ridges (dark) positive
     mean = ndimage.uniform_filter(img, 15, mode="reflect")
     img = np.subtract(mean, img, out=mean)  # (the caller's array is never written)
-    if SAT_MEAN and SAT_SIZE:
-        img = _flat_mean_removed(raw, img)
     enhanced, bmask, normal, coh, period = enhance(img, everywhere=False)
     if SECOND_PASS_BW is not None:
         enhanced = enhance(enhanced, angular_bw=SECOND_PASS_BW)[0]
     mask = pixel_mask(bmask, (h, w))
     cores = find_cores(normal, bmask)
-    bmask, mask, void = clean_mask(bmask, raw, period)
     empty = Features(w, h, np.zeros((0, 5), np.float32), bmask, period, cores, 0)
     if not mask.any():
         return empty
@@ -913,9 +776,6 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     xs -= 1
     # distance to the border of the print (exact up to where the quality saturates)
     dist = border_distance(bmask, (h, w), ys, xs, 2.5 * period)
-    if void is not None:  # the saturated areas grown by SAT_GROW are outside too
-        grow = int(round(SAT_GROW * period))
-        dist = np.minimum(dist, void.distance(ys, xs, 2.5 * period + 2 * grow) - grow)
     margin = BORDER_MARGIN * period
     sel = np.nonzero(dist > margin)[0]
     ys, xs, dist = ys[sel], xs[sel], dist[sel]
