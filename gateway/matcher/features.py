@@ -66,8 +66,7 @@ SEG_FLOOR = 10.0
 # image is rescaled first, since the period band and the windows are in pixels)
 FEATURE_SCALING = (450.0, 650.0)
 # spurious minutiae (lengths in ridge periods)
-BORDER_MARGIN = 0.5  # closer than this to the print's border (0.8 until session 8: 0.4-0.6 keep
-# true minutiae of pale print borders, FVC2004 DB2's FMR100 2 points lower; docs/matcher.md)
+BORDER_MARGIN = 0.8  # closer than this to the print's border
 LOOK_AHEAD = 2.0  # an ending whose ridge would run out of the print within this is a cut ridge
 CLOSE = 0.5  # two minutiae closer than this
 CLUSTER = 3  # this many other minutiae within 1.5 periods: a noisy place
