@@ -313,14 +313,15 @@ def _ratio(a: Prepared, b: Prepared) -> np.ndarray:
     x = np.empty((4 * na, nb), np.float32)
     a.values_m2.dot(b.values_t, out=x[:na])
     a.left.dot(b.right_m, out=x[na : 3 * na])
-    a.left[na:].dot(b.right_s, out=x[3 * na :])
+    x3 = x[3 * na :]
+    a.left[na:].dot(b.right_s, out=x3)
     ratio = x[:na]
-    ratio += x[na : 2 * na]
-    ratio += x[3 * na :]
+    den = x[na : 2 * na]
+    ratio += den
+    ratio += x3
     np.maximum(ratio, _F0, out=ratio)
     np.sqrt(x, out=x)
-    den = x[na : 2 * na]
-    den += x[3 * na :]
+    den += x3
     ratio /= den
     # not comparable: too few common cells or directions more than 90 degrees apart; the test
     # written as 1.0 / 0.0 into a float buffer and applied by a maximum (ratio is at most 1):
