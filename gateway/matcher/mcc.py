@@ -301,7 +301,9 @@ def local_similarity(a: Prepared, b: Prepared) -> np.ndarray:
 
 def _ratio(a: Prepared, b: Prepared) -> np.ndarray:
     """``|a - b| / (|a| + |b|)`` (restricted to the common cells) for all pairs; 1 where the
-    cylinders are not comparable (so that 1 - ratio is the local similarity).
+    cylinders are not comparable (so that 1 - ratio is the local similarity; the larger of 1
+    and the ratio, in case float32 rounding put a ratio above 1: the pairing treats every
+    value from 1 up alike).
 
     Of the norm product [S; M] x [M; S] only the three blocks used are computed (one product
     against ``right_m``, one against ``right_s``), with ``ndarray.dot`` rather than ``@`` (the
