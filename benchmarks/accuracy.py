@@ -667,7 +667,8 @@ def main(argv=None) -> int:
             print(
                 f"  A/B in one process against {args.ab_mcc}: ours {ab['ours']:,.0f}/s, "
                 f"that one {ab['other']:,.0f}/s ({ab['ours'] / ab['other']:.2f} times), "
-                f"max |score difference| {ab['max_diff']:.1e}"
+                f"max |score difference| {ab['max_diff']:.1e} (1-minute load average "
+                f"{os.getloadavg()[0]:.1f})"
             )
         if nbis:
             print(

@@ -162,7 +162,19 @@ _MAX_DIST = 32767 / _DIST_SCALE
 
 def _table(step, n, mu, tau):
     v = np.arange(n) * step
-    return (1.0 / (1.0 + np.exp(np.clip(-tau * (v - mu), -80, 80)))).astype(np.float32)
+    t = (1.0 / (1.0 + np.exp(np.clip(-tau * (v - mu), -80, 80)))).astype(np.float32)
+    t[t < _LUT_FLOOR] = 0
+    return t
+
+
+# compatibilities below this are 0: the product of three such factors and a relaxed similarity
+# (at least 2^-24, 1 minus a ratio below 1 in float32) then stays a normal float32 (>= 2^-126)
+# or is 0.  Subnormal operands, which the tails of the sigmoids (down to 1e-35) multiplied
+# together gave, cost the CPU a microcode assist each: the relaxation's products took 5 times
+# as long with them (session 8).  The terms left out are below 1e-9 of a relaxed similarity:
+# scores move by float32 rounding only
+_LUT_FLOOR = 1e-9
+assert _LUT_FLOOR**3 * 2.0**-24 >= 2.0**-126
 
 
 # indexed by |int16 difference| as uint16: at most 32767 for distances (both are 0..32767) and
@@ -171,6 +183,12 @@ def _table(step, n, mu, tau):
 _LUT_DIST = _table(1 / _DIST_SCALE, 32768, MU_1, TAU_1)
 _LUT_ANGLE = _table(_ANGLE_UNIT, 32769, MU_2, TAU_2)
 assert (MU_2, TAU_2) == (MU_3, TAU_3)  # one table serves both angle terms
+# the same tables indexed by the int16 difference itself read as uint16 (two's complement: -d
+# is 65536 - d), for :func:`score`, whose planes are uint16: no absolute value to take (a
+# distance difference is never -32768; that entry is unused)
+_SYM_DIST = np.concatenate([_LUT_DIST, _LUT_DIST[-1:], _LUT_DIST[:0:-1]])
+_SYM_ANGLE = np.concatenate([_LUT_ANGLE, _LUT_ANGLE[-2:0:-1]])
+assert _SYM_DIST.size == _SYM_ANGLE.size == 65536
 
 
 class Prepared:
@@ -182,8 +200,9 @@ class Prepared:
     has one more column, a tiny constant that keeps the norms positive); ``dirs`` (n, 3) and
     ``dirs_t`` (3, n) give, as one product, the direction test next to the common-cell count;
     ``geometry`` (n * n, 4) int16 the pairwise distance, relative direction and radial angle
-    used by the relaxation (``planes``: the same as (3, n, n)); ``log_period`` the natural
-    logarithm of the median ridge period (0 when unknown).
+    used by the relaxation (``planes``: the same as (3, n, n), read as uint16, whose
+    differences wrap the same way); ``log_period`` the natural logarithm of the median ridge
+    period (0 when unknown).
     """
 
     __slots__ = (
@@ -255,8 +274,8 @@ class Prepared:
         geometry[:, :, 2] = _angle_units(t[:, None] - np.arctan2(-dy, -dx))
         self.geometry = np.ascontiguousarray(geometry).view(np.uint64).reshape(n, n)
         # the same three quantities as planes (3, n, n) for :func:`score`: a pair selection's
-        # differences and lookups then run on contiguous arrays
-        self.planes = np.ascontiguousarray(geometry[:, :, :3].transpose(2, 0, 1))
+        # differences and lookups then run on contiguous arrays (as uint16: see _SYM_DIST)
+        self.planes = np.ascontiguousarray(geometry[:, :, :3].transpose(2, 0, 1)).view(np.uint16)
 
 
 def _angle_units(a):
@@ -282,27 +301,36 @@ def local_similarity(a: Prepared, b: Prepared) -> np.ndarray:
 
 def _ratio(a: Prepared, b: Prepared) -> np.ndarray:
     """``|a - b| / (|a| + |b|)`` (restricted to the common cells) for all pairs; 1 where the
-    cylinders are not comparable (so that 1 - ratio is the local similarity).
+    cylinders are not comparable (so that 1 - ratio is the local similarity; the larger of 1
+    and the ratio, in case float32 rounding put a ratio above 1: the pairing treats every
+    value from 1 up alike).
 
     Of the norm product [S; M] x [M; S] only the three blocks used are computed (one product
-    against ``right_m``, one against ``right_s``, into one buffer: one square root for all),
-    with ``ndarray.dot`` rather than ``@`` (the same BLAS call without the ufunc machinery,
-    about a microsecond less for these sizes) and float32 constants as arrays."""
+    against ``right_m``, one against ``right_s``), with ``ndarray.dot`` rather than ``@`` (the
+    same BLAS call without the ufunc machinery, about a microsecond less for these sizes) and
+    float32 constants as arrays.  All four products go into one buffer, so that one square
+    root serves the distance, both norms and the common-cell count."""
     na, nb = a.n, b.n
-    x = np.empty((3 * na, nb), np.float32)  # |a|_b^2 (+ 1e-12), common cells, |b|_a^2
-    a.left.dot(b.right_m, out=x[: 2 * na])
-    a.left[na:].dot(b.right_s, out=x[2 * na :])
-    r = np.sqrt(x)
-    den = r[:na]
-    den += r[2 * na :]
-    ratio = a.values_m2.dot(b.values_t)  # -2 a.b
-    ratio += x[:na]
-    ratio += x[2 * na :]
+    # -2 a.b, then |a|_b^2 (+ 1e-12), common cells, |b|_a^2
+    x = np.empty((4 * na, nb), np.float32)
+    a.values_m2.dot(b.values_t, out=x[:na])
+    a.left.dot(b.right_m, out=x[na : 3 * na])
+    x3 = x[3 * na :]
+    a.left[na:].dot(b.right_s, out=x3)
+    ratio = x[:na]
+    den = x[na : 2 * na]
+    ratio += den
+    ratio += x3
     np.maximum(ratio, _F0, out=ratio)
-    np.sqrt(ratio, out=ratio)
+    np.sqrt(x, out=x)
+    den += x3
     ratio /= den
-    # not comparable: too few common cells or directions more than 90 degrees apart
-    np.copyto(ratio, 1, where=np.minimum(r[na : 2 * na], a.dirs.dot(b.dirs_t), out=den) < _ROOT_F32)
+    # not comparable: too few common cells or directions more than 90 degrees apart; the test
+    # written as 1.0 / 0.0 into a float buffer and applied by a maximum (ratio is at most 1):
+    # cheaper than copyto(..., where=) for these sizes, the same values
+    bad = np.minimum(x[2 * na : 3 * na], a.dirs.dot(b.dirs_t), out=den)
+    np.less(bad, _ROOT_F32, out=bad)
+    np.maximum(ratio, bad, out=ratio)
     return ratio
 
 
@@ -378,13 +406,11 @@ def _relaxed(a: Prepared, b: Prepared):
     lr = r0[ib]
     np.subtract(_F1, lr, out=lr)
     # compatibility of every two pairs from the differences of their geometry: distance,
-    # relative direction and radial angle planes (int16: the subtraction wraps the angles)
+    # relative direction and radial angle planes (uint16: the subtraction wraps the angles)
     d = a.planes.take(ia, 1).take(ia, 2)
     d -= b.planes.take(ib, 1).take(ib, 2)
-    np.abs(d, out=d)
-    d = d.view(np.uint16)
-    rho = _LUT_DIST.take(d[0], mode="clip")  # (indices in range: see _LUT_*)
-    ang = _LUT_ANGLE.take(d[1:], mode="clip")
+    rho = _SYM_DIST.take(d[0], mode="clip")  # (indices in range: see _SYM_*)
+    ang = _SYM_ANGLE.take(d[1:], mode="clip")
     rho *= ang[0]
     rho *= ang[1]
     # lr <- W_R * lr + c * sum of the others' compatibility-weighted lr, c = (1 - W_R) / (nr
