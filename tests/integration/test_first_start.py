@@ -65,8 +65,16 @@ class Daemon:
     """``python -m gateway run --config FILE`` with its log read line by line."""
 
     def __init__(self, config: Path):
+        # Ctrl-C's SIGINT as a terminal's foreground job gets it, even when this suite runs
+        # with SIGINT ignored (started by nohup or `&` without job control): an ignored SIGINT
+        # is inherited, and Twisted then leaves it ignored, as it should.
+        argv = ["gateway", "run", "--config", str(config)]
+        start = (
+            "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"sys.argv = {argv!r}; runpy.run_module('gateway', run_name='__main__')"
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            [sys.executable, "-c", start],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
