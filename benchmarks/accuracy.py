@@ -34,7 +34,9 @@ before our extraction (NBIS still reads the whole image), which moves the 16-pix
 the print; the spread of the figures over a few offsets (0, 5, 11) is the noise of a set, and a
 change is worth keeping only when it holds over them.  ``--second-pass BW`` turns on the
 extraction's second contextual filtering (``features.SECOND_PASS_BW``, angular half-width BW
-radians) for the comparison.
+radians) for the comparison; ``--second-pass-keep D`` sets which of the first pass's minutiae it
+keeps (``features.SECOND_PASS_KEEP``: where the first skeleton has at most D crossing-number
+candidates per 100 squared ridge periods; ``none``: the second pass's minutiae alone).
 
 Templates are cached under ``benchmarks/out/cache`` (or ``--cache DIR``) keyed by a digest of the
 matcher's source, so a changed matcher re-extracts; ``--no-cache`` forces it.  At most two
@@ -238,11 +240,12 @@ def _source_digest() -> str:
 
 
 def _extract_one(job):
-    path, cache, offset, second_pass = job
+    path, cache, offset, second_pass, keep = job
     if cache is not None and cache.exists():
         meta = json.loads(cache.with_suffix(".json").read_text())
         return str(path), cache.read_bytes(), meta["seconds"]
     features.SECOND_PASS_BW = second_pass
+    features.SECOND_PASS_KEEP = keep
     pixels = np.asarray(Image.open(path).convert("L"))
     pixels = np.ascontiguousarray(pixels[offset:, offset:])
     t0 = time.process_time()
@@ -267,11 +270,13 @@ def run_ours(
     ab_mcc: Path | None = None,
     offset: int = 0,
     second_pass: float | None = None,
+    keep: float | None = features.SECOND_PASS_KEEP,
 ) -> dict:
     digest = _source_digest()
     cache_root = cache_root or OUT / "cache"
     variant = f"-o{offset}" if offset else ""
     variant += f"-s{second_pass:g}" if second_pass is not None else ""
+    variant += f"-k{keep:g}" if second_pass is not None and keep is not None else ""
     cache_dir = cache_root / digest / f"db{db}{variant}"
     if use_cache:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -279,7 +284,7 @@ def run_ours(
             if stale.name != digest and stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
     jobs = [
-        (p, (cache_dir / f"{p.stem}.tpl") if use_cache else None, offset, second_pass)
+        (p, (cache_dir / f"{p.stem}.tpl") if use_cache else None, offset, second_pass, keep)
         for p in files.values()
     ]
     with Pool(workers) as pool:
@@ -569,11 +574,24 @@ def main(argv=None) -> int:
         metavar="BW",
         help="second contextual filtering with this angular half-width (radians, >= pi/5)",
     )
+    ap.add_argument(
+        "--second-pass-keep",
+        metavar="D",
+        default=str(features.SECOND_PASS_KEEP),
+        help="with --second-pass: keep the first pass's minutiae where its skeleton has at most "
+        "D crossing-number candidates per 100 squared periods ('none': the second's alone)",
+    )
     args = ap.parse_args(argv)
     if not 0 <= args.offset <= 32:
         ap.error("--offset must be 0-32 pixels")
     if args.second_pass is not None and not math.pi / 5 <= args.second_pass <= math.pi / 2:
         ap.error("--second-pass must be between pi/5 and pi/2 radians")
+    try:
+        keep = None if args.second_pass_keep.lower() == "none" else float(args.second_pass_keep)
+    except ValueError:
+        ap.error("--second-pass-keep must be a number or 'none'")
+    if keep is not None and not 0 <= keep <= 1000:
+        ap.error("--second-pass-keep must be 0-1000 or 'none'")
     dbs = [ALIASES.get(d, d) for d in args.db] if args.db else list(SETS)
     nbis = nbis_available() and not args.no_nbis
     OUT.mkdir(parents=True, exist_ok=True)
@@ -599,6 +617,7 @@ def main(argv=None) -> int:
             ab_mcc=args.ab_mcc,
             offset=args.offset,
             second_pass=args.second_pass,
+            keep=keep,
         )
         fig = figures(ours["scores"])
         title = SETS[db][1]

@@ -285,3 +285,26 @@ def test_the_second_pass_bridges_broken_ridges(monkeypatch):
             len(features.extract_features(_broken_ridges(s)).minutiae) for s in range(6)
         )
     assert counts[np.pi / 4] < counts[None], counts
+
+
+def test_the_merged_second_pass_adds_only_first_pass_minutiae_in_clean_places(monkeypatch):
+    # docs/matcher.md "Session 8": the second pass's minutiae, plus the first pass's that it
+    # loses where the first skeleton is clean (SECOND_PASS_KEEP candidates per 100 periods^2)
+    from gateway import synth
+
+    pixels = synth.finger(101, 2, 1)
+    monkeypatch.setattr(features, "SECOND_PASS_BW", None)
+    one = features.extract_features(pixels).minutiae
+    monkeypatch.setattr(features, "SECOND_PASS_BW", np.pi / 4)
+    found = {}
+    for keep in (None, 0.0, 16.0, 1e9):
+        monkeypatch.setattr(features, "SECOND_PASS_KEEP", keep)
+        found[keep] = features.extract_features(pixels).minutiae
+    rows = {k: {tuple(r) for r in m.tolist()} for k, m in found.items()}
+    first = {tuple(r) for r in one.tolist()}
+    alone = rows[None]
+    assert rows[0.0] == alone  # no block that clean: the second pass's minutiae alone
+    assert alone < rows[16.0] < rows[1e9]  # more first-pass minutiae as the bar rises
+    assert rows[1e9] - alone <= first  # every added minutia is one of the first pass's
+    for m in found.values():  # row-major order, as one extraction lists them
+        assert np.all(np.diff(m[:, 1]) >= 0)

@@ -42,11 +42,16 @@ RADIAL_SIGMA = 0.3
 ANGULAR_BW = np.pi / 5
 ANGULAR_BW_LOW_COH = np.pi / 4
 # a second contextual filtering of the enhanced image (its own orientation and frequency fields,
-# this angular half-width; None: one pass).  It bridges the broken ridges of dry prints: over
-# three block-grid offsets of the six FVC sets it lowers FVC2000 DB2-3 and FVC2004 DB2-3's
-# errors but raises FVC2004 DB4's (synthetic) impostor tail, so it is off (docs/matcher.md,
-# "Session 7")
+# this angular half-width; None: one pass).  It bridges the broken ridges of dry prints, but
+# alone it also loses true minutiae of clean prints (FVC2004 DB4's impostor tail rose), so the
+# minutiae of both passes are merged: the second pass's, and the first pass's that it loses
+# (none of its own within 0.8 periods) where the first pass's skeleton was clean, at most
+# SECOND_PASS_KEEP crossing-number candidates per 100 squared ridge periods (smoothed over a
+# block; None: the second pass's minutiae alone).  Merged, it is better than one pass on the
+# six FVC sets and on synthetic prints' EER, but it lowers synthetic genuine scores and those of
+# rescaled synthetic probes, so it is off (docs/matcher.md, "Session 7" and "Session 8")
 SECOND_PASS_BW: float | None = None
+SECOND_PASS_KEEP: float | None = 16.0
 
 ENDING, BIFURCATION = 1, 2
 
@@ -748,8 +753,66 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     mean = ndimage.uniform_filter(img, 15, mode="reflect")
     img = np.subtract(mean, img, out=mean)  # (the caller's array is never written)
     enhanced, bmask, normal, coh, period = enhance(img, everywhere=False)
-    if SECOND_PASS_BW is not None:
-        enhanced = enhance(enhanced, angular_bw=SECOND_PASS_BW)[0]
+    if SECOND_PASS_BW is None:
+        return _minutiae(enhanced, bmask, normal, coh, period, area_scale)
+    again = enhance(enhanced, angular_bw=SECOND_PASS_BW)[0]
+    second = _minutiae(again, bmask, normal, coh, period, area_scale)
+    if SECOND_PASS_KEEP is None:
+        return second
+    candidates: list = []
+    first = _minutiae(enhanced, bmask, normal, coh, period, area_scale, candidates)
+    if not candidates or len(first.minutiae) == 0:
+        return second
+    clean = _clean_blocks(*candidates[0], bmask, period)
+    m1, m2 = first.minutiae, second.minutiae
+    lost = np.ones(len(m1), bool)
+    if len(m2):
+        d = np.hypot(m1[:, None, 0] - m2[None, :, 0], m1[:, None, 1] - m2[None, :, 1])
+        lost = d.min(1) > 0.8 * period
+    bi, bj = _block_of(m1[:, 1].astype(int), m1[:, 0].astype(int), bmask.shape)
+    m = np.concatenate([m2, m1[lost & clean[bi, bj]]])
+    m = m[np.lexsort((m[:, 0], m[:, 1]))]  # row-major, as one extraction lists them
+    quality = finger_quality(bmask, coh, len(m), area_scale)
+    return Features(second.width, second.height, m, bmask, period, second.cores, quality)
+
+
+def _block_of(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]):
+    """The block of each pixel (ys, xs), the one whose pixel mask holds it (:func:`pixel_mask`)."""
+    rows, cols = shape
+    return np.minimum((ys + HOP // 2) // HOP, rows - 1), np.minimum(
+        (xs + HOP // 2) // HOP, cols - 1
+    )
+
+
+def _clean_blocks(ys: np.ndarray, xs: np.ndarray, bmask: np.ndarray, period: float) -> np.ndarray:
+    """The print's blocks where a skeleton is clean: its crossing-number candidates (the pixels
+    (ys, xs): endings and junction pixels before any filter) counted per block, smoothed
+    (Gaussian, sigma one block, normalised by the print's blocks around), at most
+    SECOND_PASS_KEEP per 100 squared ridge periods.  Dry, dotted or smudged places have
+    several times more than clear ridges (docs/matcher.md, "Session 8")."""
+    rows, cols = bmask.shape
+    bi, bj = _block_of(ys, xs, bmask.shape)
+    count = np.bincount(bi * cols + bj, minlength=rows * cols).reshape(rows, cols)
+    num, den = _gaussian_stack(
+        [count.astype(np.float64), bmask.astype(np.float64)], 1.0, "constant"
+    )
+    density = num / np.maximum(den, 1e-9) * (100 * period * period / (HOP * HOP))
+    return bmask & (density <= SECOND_PASS_KEEP)
+
+
+def _minutiae(
+    enhanced: np.ndarray,
+    bmask: np.ndarray,
+    normal: np.ndarray,
+    coh: np.ndarray,
+    period: float,
+    area_scale: float = 1.0,
+    candidates: list | None = None,
+) -> Features:
+    """The features of one enhanced image: binarisation, thinning, minutiae, their filters and
+    quality (the block fields are the first pass's); ``candidates``, when given, receives the
+    (ys, xs) of the skeleton's crossing-number candidates."""
+    h, w = enhanced.shape
     mask = pixel_mask(bmask, (h, w))
     cores = find_cores(normal, bmask)
     empty = Features(w, h, np.zeros((0, 5), np.float32), bmask, period, cores, 0)
@@ -773,6 +836,8 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     ys, xs = np.divmod(on[pick], wp)
     ys -= 1
     xs -= 1
+    if candidates is not None:
+        candidates.append((ys, xs))
     # distance to the border of the print (exact up to where the quality saturates)
     dist = border_distance(bmask, (h, w), ys, xs, 2.5 * period)
     margin = BORDER_MARGIN * period
