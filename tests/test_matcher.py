@@ -251,9 +251,12 @@ def _synthetic_pairs():
 @pytest.mark.parametrize("ppi", [300, 400, 569, 700, 1000])
 def test_genuine_scores_survive_other_resolutions(ppi):
     """A synthetic impression rescaled to ``ppi`` (bicubic) and declared so keeps its genuine
-    score against another impression at 500 ppi: each at least 70 % of the score at 500 ppi,
-    their mean at least 85 % (measured 0.77-1.49, mean about 1.0; 450-650 ppi extract at the
-    image's own resolution and scale the features, others rescale the image)."""
+    score against another impression at 500 ppi: each at least 40 % of the score at 500 ppi,
+    their mean at least 75 % (450-650 ppi extract at the image's own resolution and scale the
+    features, others rescale the image).  Measured with the two filtering passes (0.5.0):
+    0.45-1.20, means 0.78-1.0; with one pass it was 0.77-1.49.  The clean "easy" synthetic
+    prints lose more to the second pass's merge than real prints: on rescaled FVC prints the
+    two passes keep genuine scores as well as one did (the test below, docs/matcher.md)."""
     ratios = []
     for enrolled, probe, at500 in _synthetic_pairs():
         image = Image.fromarray(probe)
@@ -262,7 +265,36 @@ def test_genuine_scores_survive_other_resolutions(ppi):
         assert abs(scaled.width - image.width) <= 1 and abs(scaled.height - image.height) <= 1
         assert abs(scaled.period / at500.period - 1) < 0.1
         ratios.append(compare(enrolled, scaled) / compare(enrolled, at500))
-    assert min(ratios) >= 0.7 and np.mean(ratios) >= 0.85, ratios
+    assert min(ratios) >= 0.4 and np.mean(ratios) >= 0.75, ratios
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("folder", "ext"), [("fvc2000-db1-b", "tif"), ("fvc2004-db3-b", "png")])
+def test_rescaled_fvc_prints_keep_their_genuine_scores(shared, folder, ext):
+    """Issue 17's resolution bullet on real prints: impression 2 of each finger rescaled to
+    300-1000 ppi (bicubic) and declared so, compared with impression 1 at 500 ppi.  Over the
+    pairs that score at least 0.05 at 500 ppi, the mean ratio to the 500 ppi score is at least
+    0.85 at every resolution and no pair falls under 0.35 (measured: means 0.89-1.20, lowest
+    pair 0.38 at 300 ppi; one filtering pass gave means 0.85-1.04, lowest 0.45)."""
+    root = shared / "eval" / folder
+
+    def pixels(finger, impression):
+        return np.asarray(Image.open(root / f"{finger}_{impression}.{ext}").convert("L"))
+
+    ratios: dict[int, list[float]] = {}
+    for finger in range(101, 111):
+        enrolled, probe = extract(pixels(finger, 1)), pixels(finger, 2)
+        base = compare(enrolled, extract(probe))
+        if base < 0.05:
+            continue
+        image = Image.fromarray(probe)
+        for ppi in (300, 400, 700, 1000):
+            size = (round(image.width * ppi / 500), round(image.height * ppi / 500))
+            scaled = extract(np.asarray(image.resize(size, Image.BICUBIC)), ppi)
+            ratios.setdefault(ppi, []).append(compare(enrolled, scaled) / base)
+    assert all(len(r) >= 8 for r in ratios.values()), ratios
+    for ppi, r in ratios.items():
+        assert np.mean(r) >= 0.85 and min(r) >= 0.35, (ppi, r)
 
 
 def test_blank_and_bad_images():
@@ -448,11 +480,13 @@ def test_one_score_scale_for_match_and_search(templates, capsys):
 
 
 def test_the_second_filtering_pass_keeps_genuine_above_impostor(monkeypatch):
-    # features.SECOND_PASS_BW (off by default, docs/matcher.md "Session 7" and "Session 8"):
-    # the templates stay deterministic and ordered (each finger's genuine pair above its
-    # impostor pairs)
+    # features.SECOND_PASS_BW (on by default since 0.5.0, docs/matcher.md "Session 7" and
+    # "Session 8"): the templates stay deterministic and ordered (each finger's genuine pair
+    # above its impostor pairs)
     from gateway.matcher import features
 
+    assert np.pi / 4 == features.SECOND_PASS_BW
+    monkeypatch.setattr(features, "SECOND_PASS_BW", None)
     first = extract(_pixels(101, 1)).to_bytes()
     monkeypatch.setattr(features, "SECOND_PASS_BW", np.pi / 4)
     two = {(f, i): extract(_pixels(f, i)) for f in FINGERS for i in (1, 2)}

@@ -50,7 +50,7 @@ ANGULAR_BW_LOW_COH = np.pi / 4
 # block; None: the second pass's minutiae alone).  Merged, it is better than one pass on the
 # six FVC sets and on synthetic prints' EER, but it lowers synthetic genuine scores and those of
 # rescaled synthetic probes, so it is off (docs/matcher.md, "Session 7" and "Session 8")
-SECOND_PASS_BW: float | None = None
+SECOND_PASS_BW: float | None = np.pi / 4
 SECOND_PASS_KEEP: float | None = 16.0
 
 ENDING, BIFURCATION = 1, 2

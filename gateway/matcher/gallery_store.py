@@ -26,10 +26,11 @@ RESCORE = 3
 #: :meth:`Gallery.calibrate`; thresholds recorded on another scale (or on none: galleries
 #: calibrated before the scale was recorded) decide nothing.  A change to ``compare`` that
 #: moves its scores must change this name, so that every gallery is calibrated again.
-SCORE_SCALE = "compare-v1"
+#: "compare-v2" (0.5.0): the extraction's two filtering passes moved every score.
+SCORE_SCALE = "compare-v2"
 #: The scale of a search with ``rescore=0``: sums of the fast second stage's finger scores
 #: (:func:`gateway.matcher.gallery_search.pair_scores`), kept for measurements.
-FAST_SCALE = "minutiae-v1"
+FAST_SCALE = "minutiae-v2"
 SCALES = (SCORE_SCALE, FAST_SCALE)
 
 
