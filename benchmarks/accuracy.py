@@ -32,10 +32,11 @@ the largest score difference (a steadier speed comparison than two runs on a sha
 Noise floor (session 7): ``--offset N`` crops N pixels from the top and the left of every image
 before our extraction (NBIS still reads the whole image), which moves the 16-pixel block grid over
 the print; the spread of the figures over a few offsets (0, 5, 11) is the noise of a set, and a
-change is worth keeping only when it holds over them.  ``--second-pass BW`` turns on the
+change is worth keeping only when it holds over them.  ``--second-pass BW`` sets the
 extraction's second contextual filtering (``features.SECOND_PASS_BW``, angular half-width BW
-radians) for the comparison; ``--second-pass-keep D`` sets which of the first pass's minutiae it
-keeps (``features.SECOND_PASS_KEEP``: where the first skeleton has at most D crossing-number
+radians; ``none``: one pass, as before 0.5.0; default: the extraction's own, pi/4);
+``--second-pass-keep D`` sets which of the first pass's minutiae it keeps
+(``features.SECOND_PASS_KEEP``: where the first skeleton has at most D crossing-number
 candidates per 100 squared ridge periods; ``none``: the second pass's minutiae alone).
 
 Templates are cached under ``benchmarks/out/cache`` (or ``--cache DIR``) keyed by a digest of the
@@ -269,7 +270,7 @@ def run_ours(
     cache_root: Path | None = None,
     ab_mcc: Path | None = None,
     offset: int = 0,
-    second_pass: float | None = None,
+    second_pass: float | None = features.SECOND_PASS_BW,
     keep: float | None = features.SECOND_PASS_KEEP,
 ) -> dict:
     digest = _source_digest()
@@ -570,9 +571,10 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--second-pass",
-        type=float,
         metavar="BW",
-        help="second contextual filtering with this angular half-width (radians, >= pi/5)",
+        default=str(features.SECOND_PASS_BW),
+        help="second contextual filtering with this angular half-width (radians, >= pi/5; "
+        "'none': one pass; default: the extraction's, features.SECOND_PASS_BW)",
     )
     ap.add_argument(
         "--second-pass-keep",
@@ -584,7 +586,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not 0 <= args.offset <= 32:
         ap.error("--offset must be 0-32 pixels")
-    if args.second_pass is not None and not math.pi / 5 <= args.second_pass <= math.pi / 2:
+    try:
+        bw = None if args.second_pass.lower() == "none" else float(args.second_pass)
+    except ValueError:
+        ap.error("--second-pass must be a number or 'none'")
+    if bw is not None and not math.pi / 5 <= bw <= math.pi / 2:
         ap.error("--second-pass must be between pi/5 and pi/2 radians")
     try:
         keep = None if args.second_pass_keep.lower() == "none" else float(args.second_pass_keep)
@@ -616,7 +622,7 @@ def main(argv=None) -> int:
             args.cache,
             ab_mcc=args.ab_mcc,
             offset=args.offset,
-            second_pass=args.second_pass,
+            second_pass=bw,
             keep=keep,
         )
         fig = figures(ours["scores"])

@@ -46,6 +46,13 @@ def _tiny(t: Template) -> list[Template]:
     return [Template(t.width, t.height, t.minutiae[:n], t.block_mask) for n in (0, 1, 2, 3, 6)]
 
 
+def _shares_cylinder(a: mcc.Prepared, b: mcc.Prepared) -> bool:
+    """Whether two templates hold an identical cylinder (a template and a truncated copy of it
+    may: a minutia whose neighbours all survive the cut), the documented exception to TOL: the
+    distance of identical cylinders is a float32 cancellation."""
+    return bool((a.values[:, None, :] == b.values[None, :, :]).all(2).any())
+
+
 def _check_all(templates: list[Template]) -> int:
     """Every template against a batch of all the others, in both operand orders."""
     prepared = [t.prepared for t in templates]
@@ -182,7 +189,7 @@ def test_compare_many_is_compare(fvc, synth):
     for probe in fvc[:4] + synth[:2]:
         got = compare_many(probe, candidates)
         want = np.array([compare(probe, c) for c in candidates])
-        same = np.array([c is probe for c in candidates])
+        same = np.array([_shares_cylinder(c.prepared, probe.prepared) for c in candidates])
         assert np.abs(got - want)[~same].max() <= TOL
         assert np.abs(got - want)[same].max(initial=0) <= SELF_TOL
         # both operand orders occur, and prepacked batches give the same
@@ -261,6 +268,7 @@ def test_one_pair_score_is_the_plain_lss_r(fvc, synth, max_pairs, monkeypatch):
     for a in templates:
         for b in templates:
             if a is not b:
-                assert abs(mcc.score(a, b) - _reference_score(a, b)) <= TOL
+                tol = SELF_TOL if _shares_cylinder(a, b) else TOL
+                assert abs(mcc.score(a, b) - _reference_score(a, b)) <= tol
                 checked += 1
     assert checked == len(templates) * (len(templates) - 1)

@@ -48,8 +48,9 @@ ANGULAR_BW_LOW_COH = np.pi / 4
 # (none of its own within 0.8 periods) where the first pass's skeleton was clean, at most
 # SECOND_PASS_KEEP crossing-number candidates per 100 squared ridge periods (smoothed over a
 # block; None: the second pass's minutiae alone).  Merged, it is better than one pass on the
-# six FVC sets and on synthetic prints' EER, but it lowers synthetic genuine scores and those of
-# rescaled synthetic probes, so it is off (docs/matcher.md, "Session 7" and "Session 8")
+# six FVC sets (three-offset means) and on synthetic prints' EER; it lowers the clean "easy"
+# synthetic prints' genuine scores, rescaled ones most, which real prints do not show (on
+# since 0.5.0; docs/matcher.md, "Session 7" and "Session 8")
 SECOND_PASS_BW: float | None = np.pi / 4
 SECOND_PASS_KEEP: float | None = 16.0
 
