@@ -764,7 +764,8 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     first = _minutiae(enhanced, bmask, normal, coh, period, area_scale, candidates)
     if not candidates or len(first.minutiae) == 0:
         return second
-    clean = _clean_blocks(*candidates[0], bmask, period)
+    ys, xs = candidates[0]  # the first skeleton's crossing-number candidates
+    clean = _clean_blocks(ys, xs, bmask, period)
     m1, m2 = first.minutiae, second.minutiae
     lost = np.ones(len(m1), bool)
     if len(m2):
