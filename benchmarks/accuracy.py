@@ -537,6 +537,16 @@ def _pct(v: float) -> str:
     return f"{100 * v:5.2f} %"
 
 
+def _number_or_none(text: str) -> float | None:
+    """An option's value: a number, or 'none'."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number or 'none'") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -572,30 +582,25 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--second-pass",
         metavar="BW",
-        default=str(features.SECOND_PASS_BW),
+        type=_number_or_none,
+        default=features.SECOND_PASS_BW,
         help="second contextual filtering with this angular half-width (radians, >= pi/5; "
         "'none': one pass; default: the extraction's, features.SECOND_PASS_BW)",
     )
     ap.add_argument(
         "--second-pass-keep",
         metavar="D",
-        default=str(features.SECOND_PASS_KEEP),
+        type=_number_or_none,
+        default=features.SECOND_PASS_KEEP,
         help="with --second-pass: keep the first pass's minutiae where its skeleton has at most "
         "D crossing-number candidates per 100 squared periods ('none': the second's alone)",
     )
     args = ap.parse_args(argv)
     if not 0 <= args.offset <= 32:
         ap.error("--offset must be 0-32 pixels")
-    try:
-        bw = None if args.second_pass.lower() == "none" else float(args.second_pass)
-    except ValueError:
-        ap.error("--second-pass must be a number or 'none'")
+    bw, keep = args.second_pass, args.second_pass_keep
     if bw is not None and not math.pi / 5 <= bw <= math.pi / 2:
         ap.error("--second-pass must be between pi/5 and pi/2 radians")
-    try:
-        keep = None if args.second_pass_keep.lower() == "none" else float(args.second_pass_keep)
-    except ValueError:
-        ap.error("--second-pass-keep must be a number or 'none'")
     if keep is not None and not 0 <= keep <= 1000:
         ap.error("--second-pass-keep must be 0-1000 or 'none'")
     dbs = [ALIASES.get(d, d) for d in args.db] if args.db else list(SETS)
