@@ -35,6 +35,9 @@ WIN = 32  # analysis window (pixels)
 HOP = 16  # block size = hop between windows
 MIN_PERIOD, MAX_PERIOD = 4.0, 18.0  # ridge period band searched (pixels at 500 ppi)
 _CHUNK = 4  # block rows transformed at a time (even)
+_PICK = 0.875  # on a later pass (enhance's ``near``), the blocks of a chunk are picked out (the
+# others not transformed) only when fewer than this fraction of them are needed: picking costs
+# a gather and a scatter, about what an eighth of the transforms saves
 
 # contextual filter: radial Gaussian sigma (fraction of the block frequency) and the half-width of
 # the angular window (radians), widened where the orientation is uncertain
@@ -449,15 +452,32 @@ def _reach(period: float) -> int:
     return max(int(round(1.2 * period)) + 1 - s, 0)
 
 
-def enhance(img: np.ndarray, everywhere: bool = True, angular_bw: float = ANGULAR_BW):
+def _near_blocks(mask: np.ndarray, period: float) -> np.ndarray:
+    """The blocks whose window reaches a pixel within ``_reach(period)`` of the print (block i's
+    window covers the pixels from i*HOP - HOP to i*HOP + HOP - 1, the pixel mask of block j
+    those from j*HOP - HOP/2 to j*HOP + HOP/2 - 1)."""
+    d = (_reach(period) + HOP + HOP // 2 - 1) // HOP
+    return _box(mask, d, np.logical_or)  # binary_dilation, (2 d + 1) squared
+
+
+def enhance(
+    img: np.ndarray,
+    everywhere: bool = True,
+    angular_bw: float = ANGULAR_BW,
+    near: tuple[np.ndarray, float] | None = None,
+):
     """Contextual filtering of a mean-removed image (ridges positive).
 
     Returns the enhanced image, the block mask, the block ridge-normal orientation, the block
     coherence and the median ridge period.  With ``everywhere`` false, the enhanced image is
     only computed near the print: it is exact at the pixels within ``_reach(period)`` (along
-    each axis) of the pixel mask, and may be anything (zero) further out.  ``angular_bw`` is
-    the half-width of the angular window where the ridge flow is clear (radians, at least
-    pi / 5: the window's edge is found by clipping a cosine).
+    each axis) of the pixel mask, and may be anything (zero without ``near``) further out.
+    ``angular_bw`` is the half-width of the angular window where the ridge flow is clear
+    (radians, at least pi / 5: the window's edge is found by clipping a cosine).  ``near``:
+    with ``everywhere`` false, the print whose reach is exact, as the block mask and median
+    ridge period of an earlier pass over an image of the same size (default: this image's own);
+    ``img`` is then that pass's enhanced image, and its windows of zeros are not transformed
+    (their spectrum is zero).
 
     The blocks are transformed a few block rows at a time (_CHUNK): the working arrays stay small,
     which saves the page faults of large temporary arrays and keeps them in the cache.
@@ -471,8 +491,24 @@ def enhance(img: np.ndarray, everywhere: bool = True, angular_bw: float = ANGULA
     chunks = range(0, nby, _CHUNK)
     power = np.empty((nby, nbx, _BAND_IDX.size), np.float32)
     spectra = []
+    live = None  # the blocks whose window holds a pixel other than zero (None: all)
+    if near is not None:
+        # an earlier pass's output is zero where it was not synthesised, and a window of zeros
+        # has a zero spectrum: not transformed (only the windows a block or more away from
+        # that pass's blocks are looked at)
+        live = _box(_near_blocks(*near), 1, np.logical_or)
+        far = np.nonzero(~live)
+        live[far] = blocks[far].any(axis=(1, 2))
     for r in chunks:
-        spec = _spectra(blocks[r : r + _CHUNK])
+        rows = blocks[r : r + _CHUNK]
+        pick = None if live is None else live[r : r + _CHUNK]
+        if pick is None or pick.mean() >= _PICK:
+            spec = _spectra(rows)
+        else:
+            spec = np.zeros(rows.shape[:2] + (WIN, WIN // 2 + 1), np.complex64)
+            idx = np.nonzero(pick)
+            if idx[0].size:
+                spec[idx] = _spectra(rows[idx])
         spectra.append(spec)
         band = spec.reshape(-1, WIN * (WIN // 2 + 1))[:, _BAND_IDX]
         p = power[r : r + _CHUNK].reshape(-1, _BAND_IDX.size)
@@ -502,14 +538,11 @@ def enhance(img: np.ndarray, everywhere: bool = True, angular_bw: float = ANGULA
     inside = freq[mask] if mask.any() else freq.ravel()
     period = float(1.0 / np.median(inside))
 
-    # the blocks to synthesise: all, or those whose window reaches a pixel within the reach of
-    # the print (block i's window covers the pixels from i*HOP - HOP to i*HOP + HOP - 1, the
-    # pixel mask of block j those from j*HOP - HOP/2 to j*HOP + HOP/2 - 1)
+    # the blocks to synthesise: all, or those near the print (this image's, or ``near``)
     if everywhere:
         need = np.ones((nby, nbx), bool)
     else:
-        d = (_reach(period) + HOP + HOP // 2 - 1) // HOP
-        need = _box(mask, d, np.logical_or)  # binary_dilation, (2 d + 1) squared
+        need = _near_blocks(mask, period) if near is None else _near_blocks(*near)
 
     # filter, inverse transform and overlap-add (block row i covers rows i*HOP .. i*HOP+WIN-1
     # of the padded image; _CHUNK is even, so the parity of a row within a chunk is its own, and
@@ -523,7 +556,8 @@ def enhance(img: np.ndarray, everywhere: bool = True, angular_bw: float = ANGULA
         sl = (slice(r, r + _CHUNK), slice(c0, c1))
         spec = spec[:, c0:c1]
         sel = need[sl]
-        if sel.all():
+        # (on a later pass, the blocks outside the reach may as well be synthesised)
+        if sel.all() or (near is not None and sel.mean() >= _PICK):
             spec *= _filters(freq[sl], normal[sl], coh[sl], angular_bw)
             out = sfft.irfft2(spec, s=(WIN, WIN))
             out *= _WIN2
@@ -761,7 +795,8 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     enhanced, bmask, normal, coh, period = enhance(img, everywhere=False)
     if SECOND_PASS_BW is None:
         return _minutiae(enhanced, bmask, normal, coh, period, area_scale)
-    again = enhance(enhanced, angular_bw=SECOND_PASS_BW)[0]
+    # (the second enhanced image is read where the first one is: near the first pass's print)
+    again = enhance(enhanced, False, SECOND_PASS_BW, (bmask, period))[0]
     second = _minutiae(again, bmask, normal, coh, period, area_scale)
     if SECOND_PASS_KEEP is None:
         return second
