@@ -797,11 +797,15 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
         return _minutiae(enhanced, bmask, normal, coh, period, area_scale)
     # (the second enhanced image is read where the first one is: near the first pass's print)
     again = enhance(enhanced, False, SECOND_PASS_BW, (bmask, period))[0]
-    second = _minutiae(again, bmask, normal, coh, period, area_scale)
+    # (both passes share the block fields: their pixel mask and cores are computed once)
+    mask, cores = pixel_mask(bmask, (h, w)), find_cores(normal, bmask)
+    second = _minutiae(again, bmask, normal, coh, period, area_scale, mask=mask, cores=cores)
     if SECOND_PASS_KEEP is None:
         return second
     candidates: list = []
-    first = _minutiae(enhanced, bmask, normal, coh, period, area_scale, candidates)
+    first = _minutiae(
+        enhanced, bmask, normal, coh, period, area_scale, candidates, mask=mask, cores=cores
+    )
     if not candidates or len(first.minutiae) == 0:
         return second
     ys, xs = candidates[0]  # the first skeleton's crossing-number candidates
@@ -850,13 +854,19 @@ def _minutiae(
     period: float,
     area_scale: float = 1.0,
     candidates: list | None = None,
+    *,
+    mask: np.ndarray | None = None,
+    cores: np.ndarray | None = None,
 ) -> Features:
     """The features of one enhanced image: binarisation, thinning, minutiae, their filters and
     quality (the block fields are the first pass's); ``candidates``, when given, receives the
-    (ys, xs) of the skeleton's crossing-number candidates."""
+    (ys, xs) of the skeleton's crossing-number candidates.  ``mask`` and ``cores``: the pixel
+    mask and the cores of these block fields, when already computed."""
     h, w = enhanced.shape
-    mask = pixel_mask(bmask, (h, w))
-    cores = find_cores(normal, bmask)
+    if mask is None:
+        mask = pixel_mask(bmask, (h, w))
+    if cores is None:
+        cores = find_cores(normal, bmask)
     empty = Features(w, h, np.zeros((0, 5), np.float32), bmask, period, cores, 0)
     if not mask.any():
         return empty
