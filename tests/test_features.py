@@ -328,3 +328,12 @@ def test_the_merged_second_pass_adds_only_first_pass_minutiae_in_clean_places(mo
     assert rows[1e9] - alone <= first  # every added minutia is one of the first pass's
     for m in found.values():  # row-major order, as one extraction lists them
         assert np.all(np.diff(m[:, 1]) >= 0)
+
+
+def test_distinct_is_numpy_unique():
+    # the thinning's neighbour lists: np.unique's values by a sort
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 9, 500):
+        a = rng.integers(0, 40, (n, 9))
+        assert np.array_equal(features._distinct(a), np.unique(a))
+        assert features._distinct(a).dtype == np.unique(a).dtype
