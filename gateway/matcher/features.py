@@ -987,8 +987,9 @@ def _minutiae(
         j = near_index(p, kind)
         if j is not None:
             keep[j] = False
-    keep = np.array(keep, bool)  # type: ignore[assignment]
-    theta = np.array(theta_l)
+    sel = np.flatnonzero(np.array(keep, bool))
+    xs, ys, kinds, dist = xs[sel], ys[sel], kinds[sel], dist[sel]
+    theta = np.array(theta_l)[sel]
 
     # refine the direction with the smoothed orientation field (mod pi), keep the traced sense
     bi = np.clip(np.rint(ys / HOP).astype(int), 0, bmask.shape[0] - 1)
@@ -1002,10 +1003,6 @@ def _minutiae(
     close = np.abs(_angle_diff(refined, theta)) < np.pi / 4
     theta = np.where(close, refined, theta)
     theta = theta % (2 * np.pi)
-
-    sel = np.nonzero(keep)[0]  # type: ignore[arg-type]
-    xs, ys, theta, kinds, dist = xs[sel], ys[sel], theta[sel], kinds[sel], dist[sel]
-    bi, bj = bi[sel], bj[sel]
 
     # endings whose ridge runs out into the background (or off the image) are cut ridges
     if LOOK_AHEAD > 0 and xs.size:
