@@ -124,6 +124,26 @@ def test_enhance_near_the_print_equals_enhance_everywhere():
         assert np.array_equal(full[0][near], part[0][near])
 
 
+def test_second_pass_near_the_first_print_equals_it_everywhere():
+    # the extraction's second pass synthesises near the first pass's print only, and skips the
+    # transforms of the first output's windows of zeros: where it is read (within the reach of
+    # the first print) it is exactly the second pass computed everywhere
+    from gateway.synth import finger
+
+    for seed in range(3):
+        img = _mean_removed(finger(seed + 4, 1 + seed % 3, 2))
+        first, bmask, _, _, period = features.enhance(img, everywhere=False)
+        full = features.enhance(first, angular_bw=features.SECOND_PASS_BW or np.pi / 4)
+        part = features.enhance(first, False, features.SECOND_PASS_BW or np.pi / 4, (bmask, period))
+        for a, b in zip(full[1:], part[1:], strict=True):
+            assert np.array_equal(a, b)
+        reach = features._reach(period)
+        mask = features.pixel_mask(bmask, img.shape)
+        near = ndimage.binary_dilation(mask, np.ones((2 * reach + 1,) * 2, bool))
+        assert near.any() and not near.all() and (first[~near] == 0).any()
+        assert np.array_equal(full[0][near], part[0][near])
+
+
 @pytest.mark.parametrize("period", [5.0, 7.3, 9.0, 10.0, 10.4, 12.5, 14.0])
 def test_reach_covers_the_structure_tensor_of_every_minutia(period):
     # every pixel of the square of half-side round(1.2 period) + 1 around a pixel more than the
@@ -308,3 +328,12 @@ def test_the_merged_second_pass_adds_only_first_pass_minutiae_in_clean_places(mo
     assert rows[1e9] - alone <= first  # every added minutia is one of the first pass's
     for m in found.values():  # row-major order, as one extraction lists them
         assert np.all(np.diff(m[:, 1]) >= 0)
+
+
+def test_distinct_is_numpy_unique():
+    # the thinning's neighbour lists: np.unique's values by a sort
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 9, 500):
+        a = rng.integers(0, 40, (n, 9))
+        assert np.array_equal(features._distinct(a), np.unique(a))
+        assert features._distinct(a).dtype == np.unique(a).dtype

@@ -35,6 +35,9 @@ WIN = 32  # analysis window (pixels)
 HOP = 16  # block size = hop between windows
 MIN_PERIOD, MAX_PERIOD = 4.0, 18.0  # ridge period band searched (pixels at 500 ppi)
 _CHUNK = 4  # block rows transformed at a time (even)
+_PICK = 0.875  # on a later pass (enhance's ``near``), the blocks of a chunk are picked out (the
+# others not transformed) only when fewer than this fraction of them are needed: picking costs
+# a gather and a scatter, about what an eighth of the transforms saves
 
 # contextual filter: radial Gaussian sigma (fraction of the block frequency) and the half-width of
 # the angular window (radians), widened where the orientation is uncertain
@@ -134,6 +137,11 @@ def _row_order(lut: np.ndarray) -> np.ndarray:
 _ZS1_ROW, _ZS2_ROW = _row_order(_ZS1), _row_order(_ZS2)
 
 
+# bit k of an 8-neighbour code as a uint8 factor: NumPy has no vector loop for a uint8 shift,
+# and a multiplication (also modulo 256) gives the same bits several times faster
+_BIT = tuple(np.uint8(1 << k) for k in range(8))
+
+
 def _codes_at(flat: np.ndarray, idx: np.ndarray, wp: int) -> np.ndarray:
     """8-neighbour codes (bit 0 = N, then clockwise) of the pixels ``idx``: flat indices into a
     padded 0/1 uint8 array of width ``wp``."""
@@ -141,13 +149,13 @@ def _codes_at(flat: np.ndarray, idx: np.ndarray, wp: int) -> np.ndarray:
     m = wp + 1
     base = idx - m
     c = flat[m - wp :][base]
-    c |= flat[m - wp + 1 :][base] << 1
-    c |= flat[m + 1 :][base] << 2
-    c |= flat[m + wp + 1 :][base] << 3
-    c |= flat[m + wp :][base] << 4
-    c |= flat[m + wp - 1 :][base] << 5
-    c |= flat[m - 1 :][base] << 6
-    c |= flat[:][base] << 7
+    c |= flat[m - wp + 1 :][base] * _BIT[1]
+    c |= flat[m + 1 :][base] * _BIT[2]
+    c |= flat[m + wp + 1 :][base] * _BIT[3]
+    c |= flat[m + wp :][base] * _BIT[4]
+    c |= flat[m + wp - 1 :][base] * _BIT[5]
+    c |= flat[m - 1 :][base] * _BIT[6]
+    c |= flat[:][base] * _BIT[7]
     return c
 
 
@@ -156,12 +164,12 @@ def _row_codes(flat: np.ndarray, lo: int, hi: int, wp: int) -> np.ndarray:
     (three neighbours above in bits 0-2, left and right in bits 3-4, three below in bits 5-7)."""
     # horizontal triples of the rows above and below, pairs of the row itself
     t = flat[lo - wp - 1 : hi + wp - 1].copy()
-    t |= flat[lo - wp : hi + wp] << 1
-    t |= flat[lo - wp + 1 : hi + wp + 1] << 2
+    t |= flat[lo - wp : hi + wp] * _BIT[1]
+    t |= flat[lo - wp + 1 : hi + wp + 1] * _BIT[2]
     code = t[: hi - lo].copy()
-    code |= flat[lo - 1 : hi - 1] << 3
-    code |= flat[lo + 1 : hi + 1] << 4
-    t <<= 5
+    code |= flat[lo - 1 : hi - 1] * _BIT[3]
+    code |= flat[lo + 1 : hi + 1] * _BIT[4]
+    t *= _BIT[5]
     code |= t[2 * wp :]
     return code
 
@@ -171,6 +179,16 @@ _SPARSE = 8  # a sub-iteration looks only near the removed pixels when they are 
 _SORT = 16  # the neighbours of the removed pixels are sorted (not marked on an image) if they
 # are fewer than 1 / _SORT of the image
 _GATHER = 5  # otherwise it codes all ridge pixels by rows if they are over 1 / _GATHER of the span
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """``np.unique(a)``: the distinct values of an integer array, ascending, found by a sort
+    (NumPy 2's np.unique hashes first, several times slower on these arrays)."""
+    a = np.sort(a, axis=None)
+    keep = np.empty(a.size, bool)
+    keep[:1] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
 
 
 def thin(binary: np.ndarray) -> np.ndarray:
@@ -220,7 +238,7 @@ def _thin(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 n_near = (history[0].size + history[1].size) * ring.size  # type: ignore[union-attr]
                 if n_near * _SORT < on.size:  # few: sort the neighbours
                     near = np.concatenate(history)[:, None] + ring  # type: ignore[arg-type]
-                    near = np.unique(near)
+                    near = _distinct(near)
                     near = near[on[near]]
                 else:
                     near = np.zeros(on.size, bool)
@@ -444,15 +462,32 @@ def _reach(period: float) -> int:
     return max(int(round(1.2 * period)) + 1 - s, 0)
 
 
-def enhance(img: np.ndarray, everywhere: bool = True, angular_bw: float = ANGULAR_BW):
+def _near_blocks(mask: np.ndarray, period: float) -> np.ndarray:
+    """The blocks whose window reaches a pixel within ``_reach(period)`` of the print (block i's
+    window covers the pixels from i*HOP - HOP to i*HOP + HOP - 1, the pixel mask of block j
+    those from j*HOP - HOP/2 to j*HOP + HOP/2 - 1)."""
+    d = (_reach(period) + HOP + HOP // 2 - 1) // HOP
+    return _box(mask, d, np.logical_or)  # binary_dilation, (2 d + 1) squared
+
+
+def enhance(
+    img: np.ndarray,
+    everywhere: bool = True,
+    angular_bw: float = ANGULAR_BW,
+    near: tuple[np.ndarray, float] | None = None,
+):
     """Contextual filtering of a mean-removed image (ridges positive).
 
     Returns the enhanced image, the block mask, the block ridge-normal orientation, the block
     coherence and the median ridge period.  With ``everywhere`` false, the enhanced image is
     only computed near the print: it is exact at the pixels within ``_reach(period)`` (along
-    each axis) of the pixel mask, and may be anything (zero) further out.  ``angular_bw`` is
-    the half-width of the angular window where the ridge flow is clear (radians, at least
-    pi / 5: the window's edge is found by clipping a cosine).
+    each axis) of the pixel mask, and may be anything (zero without ``near``) further out.
+    ``angular_bw`` is the half-width of the angular window where the ridge flow is clear
+    (radians, at least pi / 5: the window's edge is found by clipping a cosine).  ``near``:
+    with ``everywhere`` false, the print whose reach is exact, as the block mask and median
+    ridge period of an earlier pass over an image of the same size (default: this image's own);
+    ``img`` is then that pass's enhanced image, and its windows of zeros are not transformed
+    (their spectrum is zero).
 
     The blocks are transformed a few block rows at a time (_CHUNK): the working arrays stay small,
     which saves the page faults of large temporary arrays and keeps them in the cache.
@@ -466,8 +501,24 @@ def enhance(img: np.ndarray, everywhere: bool = True, angular_bw: float = ANGULA
     chunks = range(0, nby, _CHUNK)
     power = np.empty((nby, nbx, _BAND_IDX.size), np.float32)
     spectra = []
+    live = None  # the blocks whose window holds a pixel other than zero (None: all)
+    if near is not None:
+        # an earlier pass's output is zero where it was not synthesised, and a window of zeros
+        # has a zero spectrum: not transformed (only the windows a block or more away from
+        # that pass's blocks are looked at)
+        live = _box(_near_blocks(*near), 1, np.logical_or)
+        far = np.nonzero(~live)
+        live[far] = blocks[far].any(axis=(1, 2))
     for r in chunks:
-        spec = _spectra(blocks[r : r + _CHUNK])
+        rows = blocks[r : r + _CHUNK]
+        pick = None if live is None else live[r : r + _CHUNK]
+        if pick is None or pick.mean() >= _PICK:
+            spec = _spectra(rows)
+        else:
+            spec = np.zeros(rows.shape[:2] + (WIN, WIN // 2 + 1), np.complex64)
+            idx = np.nonzero(pick)
+            if idx[0].size:
+                spec[idx] = _spectra(rows[idx])
         spectra.append(spec)
         band = spec.reshape(-1, WIN * (WIN // 2 + 1))[:, _BAND_IDX]
         p = power[r : r + _CHUNK].reshape(-1, _BAND_IDX.size)
@@ -497,14 +548,11 @@ def enhance(img: np.ndarray, everywhere: bool = True, angular_bw: float = ANGULA
     inside = freq[mask] if mask.any() else freq.ravel()
     period = float(1.0 / np.median(inside))
 
-    # the blocks to synthesise: all, or those whose window reaches a pixel within the reach of
-    # the print (block i's window covers the pixels from i*HOP - HOP to i*HOP + HOP - 1, the
-    # pixel mask of block j those from j*HOP - HOP/2 to j*HOP + HOP/2 - 1)
+    # the blocks to synthesise: all, or those near the print (this image's, or ``near``)
     if everywhere:
         need = np.ones((nby, nbx), bool)
     else:
-        d = (_reach(period) + HOP + HOP // 2 - 1) // HOP
-        need = _box(mask, d, np.logical_or)  # binary_dilation, (2 d + 1) squared
+        need = _near_blocks(mask, period) if near is None else _near_blocks(*near)
 
     # filter, inverse transform and overlap-add (block row i covers rows i*HOP .. i*HOP+WIN-1
     # of the padded image; _CHUNK is even, so the parity of a row within a chunk is its own, and
@@ -518,7 +566,8 @@ def enhance(img: np.ndarray, everywhere: bool = True, angular_bw: float = ANGULA
         sl = (slice(r, r + _CHUNK), slice(c0, c1))
         spec = spec[:, c0:c1]
         sel = need[sl]
-        if sel.all():
+        # (on a later pass, the blocks outside the reach may as well be synthesised)
+        if sel.all() or (near is not None and sel.mean() >= _PICK):
             spec *= _filters(freq[sl], normal[sl], coh[sl], angular_bw)
             out = sfft.irfft2(spec, s=(WIN, WIN))
             out *= _WIN2
@@ -756,12 +805,17 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     enhanced, bmask, normal, coh, period = enhance(img, everywhere=False)
     if SECOND_PASS_BW is None:
         return _minutiae(enhanced, bmask, normal, coh, period, area_scale)
-    again = enhance(enhanced, angular_bw=SECOND_PASS_BW)[0]
-    second = _minutiae(again, bmask, normal, coh, period, area_scale)
+    # (the second enhanced image is read where the first one is: near the first pass's print)
+    again = enhance(enhanced, False, SECOND_PASS_BW, (bmask, period))[0]
+    # (both passes share the block fields: their pixel mask and cores are computed once)
+    mask, cores = pixel_mask(bmask, (h, w)), find_cores(normal, bmask)
+    second = _minutiae(again, bmask, normal, coh, period, area_scale, mask=mask, cores=cores)
     if SECOND_PASS_KEEP is None:
         return second
     candidates: list = []
-    first = _minutiae(enhanced, bmask, normal, coh, period, area_scale, candidates)
+    first = _minutiae(
+        enhanced, bmask, normal, coh, period, area_scale, candidates, mask=mask, cores=cores
+    )
     if not candidates or len(first.minutiae) == 0:
         return second
     ys, xs = candidates[0]  # the first skeleton's crossing-number candidates
@@ -810,13 +864,19 @@ def _minutiae(
     period: float,
     area_scale: float = 1.0,
     candidates: list | None = None,
+    *,
+    mask: np.ndarray | None = None,
+    cores: np.ndarray | None = None,
 ) -> Features:
     """The features of one enhanced image: binarisation, thinning, minutiae, their filters and
     quality (the block fields are the first pass's); ``candidates``, when given, receives the
-    (ys, xs) of the skeleton's crossing-number candidates."""
+    (ys, xs) of the skeleton's crossing-number candidates.  ``mask`` and ``cores``: the pixel
+    mask and the cores of these block fields, when already computed."""
     h, w = enhanced.shape
-    mask = pixel_mask(bmask, (h, w))
-    cores = find_cores(normal, bmask)
+    if mask is None:
+        mask = pixel_mask(bmask, (h, w))
+    if cores is None:
+        cores = find_cores(normal, bmask)
     empty = Features(w, h, np.zeros((0, 5), np.float32), bmask, period, cores, 0)
     if not mask.any():
         return empty
@@ -927,8 +987,9 @@ def _minutiae(
         j = near_index(p, kind)
         if j is not None:
             keep[j] = False
-    keep = np.array(keep, bool)  # type: ignore[assignment]
-    theta = np.array(theta_l)
+    sel = np.flatnonzero(np.array(keep, bool))
+    xs, ys, kinds, dist = xs[sel], ys[sel], kinds[sel], dist[sel]
+    theta = np.array(theta_l)[sel]
 
     # refine the direction with the smoothed orientation field (mod pi), keep the traced sense
     bi = np.clip(np.rint(ys / HOP).astype(int), 0, bmask.shape[0] - 1)
@@ -942,10 +1003,6 @@ def _minutiae(
     close = np.abs(_angle_diff(refined, theta)) < np.pi / 4
     theta = np.where(close, refined, theta)
     theta = theta % (2 * np.pi)
-
-    sel = np.nonzero(keep)[0]  # type: ignore[arg-type]
-    xs, ys, theta, kinds, dist = xs[sel], ys[sel], theta[sel], kinds[sel], dist[sel]
-    bi, bj = bi[sel], bj[sel]
 
     # endings whose ridge runs out into the background (or off the image) are cut ridges
     if LOOK_AHEAD > 0 and xs.size:
