@@ -20,22 +20,21 @@ import numpy as np
 from .gallery_store import IMAGE_MARGIN, SCALES, SCORE_SCALE
 
 
-def decision_problem(threshold, score_scale, where: str) -> str | None:
+def decision_problem(threshold, score_scale, where: str, fix: str | None = None) -> str | None:
     """Why the thresholds of a gallery (or shard set) at ``where`` cannot decide the default
-    search, said for an administrator with the command that fixes it; None when they can."""
+    search, said for an administrator with what fixes it (``fix``, default the command that
+    calibrates ``where``); None when they can."""
     if threshold is None:
-        return (
-            f"{where}: the gallery is not calibrated (no decision threshold): "
-            f"run `ebts-gateway gallery calibrate {where}`"
-        )
-    if score_scale != SCORE_SCALE:
+        why = "the gallery is not calibrated (no decision threshold)"
+    elif score_scale != SCORE_SCALE:
         made = f"the {score_scale!r} scale" if score_scale else "an older score scale"
-        return (
-            f"{where}: its thresholds were calibrated on {made}, searches score on the "
-            f"{SCORE_SCALE!r} scale (sums of the compare() scores `ebts-gateway match` prints): "
-            f"run `ebts-gateway gallery calibrate {where}`"
+        why = (
+            f"its thresholds were calibrated on {made}, searches score on the "
+            f"{SCORE_SCALE!r} scale (sums of the compare() scores `ebts-gateway match` prints)"
         )
-    return None
+    else:
+        return None
+    return f"{where}: {why}: run {fix or f'`ebts-gateway gallery calibrate {where}`'}"
 
 
 class CalibrationMixin:

@@ -217,15 +217,12 @@ def read_manifest(path) -> dict:
 def _shard_set_problem(path, threshold, score_scale, source, count) -> str | None:
     """:func:`decision_problem` of a shard set: the fix is to calibrate the source gallery and
     split it again (the shards carry copies of its thresholds)."""
-    problem = decision_problem(threshold, score_scale, str(path))
-    if problem is None:
-        return None
     source = source or "SOURCE_GALLERY"
-    return (
-        f"{problem.rpartition(': run ')[0]}: run `ebts-gateway gallery calibrate {source}` "
-        f"then `ebts-gateway gallery shard {source} --shards {count} --out {path}` (the old "
-        f"shard set moved away first)"
+    fix = (
+        f"`ebts-gateway gallery calibrate {source}` then `ebts-gateway gallery shard {source} "
+        f"--shards {count} --out {path}` (the old shard set moved away first)"
     )
+    return decision_problem(threshold, score_scale, str(path), fix)
 
 
 def decision_problem_at(path) -> str | None:
