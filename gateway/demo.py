@@ -53,6 +53,12 @@ def in_dhs(identity: int) -> bool:
     return identity % 3 == 0
 
 
+def gallery_path(data_dir, kind: str) -> Path:
+    """Where the daemon keeps its demo gallery of ``kind`` ("fbi" or "dhs") under its data
+    directory."""
+    return Path(data_dir) / "galleries" / f"{kind}-demo"
+
+
 def is_built(path: Path) -> bool:
     """Whether the demo gallery at ``path`` is complete (written last, by a rename) and
     calibrated on the search's score scale."""

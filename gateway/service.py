@@ -710,8 +710,7 @@ def build_gateway(config) -> Gateway:
     if config.demo_gallery and not galleries:
         from gateway import demo
 
-        root = Path(config.data_dir) / "galleries"
-        demo_galleries = {kind: root / f"{kind}-demo" for kind in ("fbi", "dhs")}
+        demo_galleries = {kind: demo.gallery_path(config.data_dir, kind) for kind in ("fbi", "dhs")}
         if "search_positions" not in config.raw.get("matcher", {}):
             # The demo subjects are enrolled with four fingers: search with those.
             config = dataclasses.replace(config, search_positions=demo.POSITIONS)

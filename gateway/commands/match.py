@@ -115,7 +115,9 @@ def _configured_threshold(path: str) -> tuple[float, str]:
         return config.match_threshold, f"[matcher] threshold of {path}"
     gallery = config.gallery_fbi
     if gallery is None and config.demo_gallery and config.gallery_dhs is None:
-        gallery = Path(config.data_dir) / "galleries" / "fbi-demo"  # gateway.service
+        from gateway.demo import gallery_path
+
+        gallery = gallery_path(config.data_dir, "fbi")
         if not (gallery / "demo.json").exists():
             raise InputError(f"{path}: the demo FBI gallery is not built yet ({gallery})")
     if gallery is None:
