@@ -337,3 +337,66 @@ def test_distinct_is_numpy_unique():
         a = rng.integers(0, 40, (n, 9))
         assert np.array_equal(features._distinct(a), np.unique(a))
         assert features._distinct(a).dtype == np.unique(a).dtype
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_pairs_within_is_the_all_pairs_matrix(same):
+    """The grid search finds exactly the pairs an all-pairs distance matrix finds, with the same
+    distances: integer pixels (repeated points included) and float32 coordinates, radii at and
+    between the grid's cells."""
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        n, m = rng.integers(0, 60), rng.integers(1, 60)
+        if trial % 2:
+            ax = rng.integers(0, 120, n)
+            ay = rng.integers(0, 90, n)
+        else:
+            ax = rng.uniform(-20, 300, n).astype(np.float32)
+            ay = rng.uniform(0, 200, n).astype(np.float32)
+        bx, by = (ax, ay) if same else (ax[::-1][:m], ay[::-1][:m])
+        if not same and trial % 3 == 0:
+            bx, by = rng.integers(0, 120, m), rng.integers(0, 90, m)
+        r = float(rng.choice([0.5, 4.0, 9.0, 12.5, 18.0, 40.0]))
+        i, j, d = features.pairs_within(ax, ay, bx, by, r, same=same)
+        full = np.hypot(ax[:, None] - bx[None, :], ay[:, None] - by[None, :])
+        want = full <= r
+        if same:
+            np.fill_diagonal(want, False)
+        wi, wj = np.nonzero(want)
+        assert np.array_equal(i, wi) and np.array_equal(j, wj)
+        assert np.array_equal(d, full[wi, wj])
+
+
+def test_a_noisy_image_at_the_size_limit_is_extracted_in_bounded_memory():
+    """A noisy ridge texture has thousands of minutiae candidates; their clean-up (and the merge
+    of the two passes) once built all-pairs matrices of them, so a 2,000-pixel image of this kind
+    took over 20 GB and a 1,200-pixel one over 2 GB. Under a 1.2 GB address-space limit (a child
+    process: the limit is its own) the extraction must finish."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, numpy as np
+from scipy import ndimage
+resource.setrlimit(resource.RLIMIT_AS, (1_200_000_000, 1_200_000_000))
+from gateway.matcher import features
+n = 1200
+rng = np.random.default_rng(1)
+x = np.mgrid[0:n, 0:n][1].astype(np.float32)
+phase = ndimage.gaussian_filter(rng.standard_normal((n, n)).astype(np.float32), 3) * 40
+img = 128 + 100 * np.sin(2 * np.pi * x / 9 + phase) + rng.normal(0, 30, (n, n))
+f = features.extract_features(np.clip(img, 0, 255).astype(np.uint8), 500)
+print(len(f.minutiae))
+"""
+    env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    import os
+
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert int(run.stdout) > 3000  # the image is as noisy as intended

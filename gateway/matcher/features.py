@@ -742,6 +742,51 @@ def _angle_diff(a, b):
     return (a - b + np.pi) % (2 * np.pi) - np.pi
 
 
+def pairs_within(ax, ay, bx, by, r: float, same: bool = False):
+    """Every pair (i, j) of points a[i], b[j] at most ``r`` apart, with their distance
+    ``np.hypot(ax[i] - bx[j], ay[i] - by[j])`` (the same values as an all-pairs matrix, in
+    memory proportional to the pairs found): the points of b are bucketed on a grid of cells of
+    side ``r`` and each point of a looks into the 3 x 3 cells around its own.  ``same``: a and
+    b are one set, and the pairs (i, i) are left out."""
+    empty = np.zeros(0, np.intp)
+    if len(ax) == 0 or len(bx) == 0:
+        return empty, empty, np.zeros(0)
+    side = max(float(r), 1.0) * (1 + 1e-6)  # (a cell wider than r: rounding never splits a pair)
+    acx = np.floor(np.asarray(ax, np.float64) / side).astype(np.int64)
+    acy = np.floor(np.asarray(ay, np.float64) / side).astype(np.int64)
+    bcx = np.floor(np.asarray(bx, np.float64) / side).astype(np.int64)
+    bcy = np.floor(np.asarray(by, np.float64) / side).astype(np.int64)
+    x0, y0 = min(acx.min(), bcx.min()) - 1, min(acy.min(), bcy.min()) - 1
+    span = max(acx.max(), bcx.max()) - x0 + 2
+    key = (bcy - y0) * span + (bcx - x0)
+    order = np.argsort(key, kind="stable")
+    skey = key[order]
+    akey = (acy - y0) * span + (acx - x0)
+    ii, jj = [], []
+    for oy in (-1, 0, 1):
+        for ox in (-1, 0, 1):
+            want = akey + (oy * span + ox)
+            lo = np.searchsorted(skey, want, "left")
+            n = np.searchsorted(skey, want, "right") - lo
+            if not n.any():
+                continue
+            i = np.repeat(np.arange(len(ax)), n)
+            first = np.repeat(lo - np.cumsum(n) + n, n)  # each run's start, per element
+            jj.append(order[first + np.arange(i.size)])
+            ii.append(i)
+    if not ii:
+        return empty, empty, np.zeros(0)
+    i, j = np.concatenate(ii), np.concatenate(jj)
+    if same:
+        keep = i != j
+        i, j = i[keep], j[keep]
+    d = np.hypot(ax[i] - bx[j], ay[i] - by[j])
+    keep = d <= r
+    i, j, d = i[keep], j[keep], d[keep]
+    o = np.lexsort((j, i))  # a stable, row-major order whatever the grid
+    return i[o], j[o], d[o]
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -823,8 +868,8 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     m1, m2 = first.minutiae, second.minutiae
     lost = np.ones(len(m1), bool)
     if len(m2):
-        d = np.hypot(m1[:, None, 0] - m2[None, :, 0], m1[:, None, 1] - m2[None, :, 1])
-        lost = d.min(1) > 0.8 * period
+        i, _, _ = pairs_within(m1[:, 0], m1[:, 1], m2[:, 0], m2[:, 1], 0.8 * period)
+        lost[i] = False  # a minutia of the second pass within 0.8 periods
     bi, bj = _block_of(m1[:, 1].astype(int), m1[:, 0].astype(int), bmask.shape)
     m = np.concatenate([m2, m1[lost & clean[bi, bj]]])
     m = m[np.lexsort((m[:, 0], m[:, 1]))]  # row-major, as one extraction lists them
@@ -1017,22 +1062,22 @@ def _minutiae(
 
     # geometric clean-up on the remaining minutiae
     if xs.size > 1:
-        dx = xs[:, None] - xs[None, :]
-        dy = ys[:, None] - ys[None, :]
-        d = np.hypot(dx, dy)
-        np.fill_diagonal(d, np.inf)
+        # (every pair closer than 2 periods, both orders; never an all-pairs matrix: a noisy
+        # image the size limit allows has tens of thousands of minutiae)
+        i, j, d = pairs_within(xs, ys, xs, ys, 2.0 * period, same=True)
         bad = np.zeros(xs.size, bool)
         # clusters of minutiae in noisy places, and pairs that are too close
-        bad |= (d < CLOSE * period).any(1)
-        bad |= (d < 1.5 * period).sum(1) >= CLUSTER
+        bad[i[d < CLOSE * period]] = True
+        bad |= np.bincount(i[d < 1.5 * period], minlength=xs.size) >= CLUSTER
         # endings facing each other across a ridge break
         e = kinds == ENDING
-        opposite = np.abs(_angle_diff(theta[:, None], theta[None, :])) > 0.75 * np.pi
-        ahead = np.arctan2(-dy, -dx)  # direction from i to j
-        aligned = np.abs(_angle_diff(ahead, theta[:, None])) < np.pi / 4
-        facing = e[:, None] & e[None, :] & opposite & aligned & (d < 2.0 * period)
+        opposite = np.abs(_angle_diff(theta[i], theta[j])) > 0.75 * np.pi
+        ahead = np.arctan2(ys[j] - ys[i], xs[j] - xs[i])  # direction from i to j
+        aligned = np.abs(_angle_diff(ahead, theta[i])) < np.pi / 4
+        facing = e[i] & e[j] & opposite & aligned & (d < 2.0 * period)
         if FACING:
-            bad |= facing.any(1) | facing.any(0)
+            bad[i[facing]] = True
+            bad[j[facing]] = True
         sel = np.nonzero(~bad)[0]
         xs, ys, theta, kinds, bi, bj, dist = (a[sel] for a in (xs, ys, theta, kinds, bi, bj, dist))
 
