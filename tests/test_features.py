@@ -84,6 +84,9 @@ def test_border_distance_is_the_distance_transform(shape):
         near = edt <= limit
         assert np.array_equal(got[near], edt[near])
         assert (got[~near] > limit).all()
+    # a limit beyond the image is exact everywhere, and sizes nothing by itself
+    got = features.border_distance(block_mask, (h, w), ys, xs, 1e12).reshape(h, w)
+    assert np.array_equal(got, edt)
     assert features.border_distance(block_mask, (h, w), ys[:0], xs[:0], 10.0).shape == (0,)
 
 

@@ -375,7 +375,9 @@ def border_distance(
     # the image edge: the row or column just outside it
     edge = np.minimum(np.minimum(ys + 1, h - ys), np.minimum(xs + 1, w - xs))
     d2 = edge * edge
-    r = int(limit // HOP) + 1  # blocks within reach of a background pixel at most ``limit`` away
+    # blocks within reach of a background pixel at most ``limit`` away (beyond the whole grid
+    # there is nothing to reach: a huge limit never sizes the padding)
+    r = min(int(limit // HOP) + 1, max(rows, cols) + 1)
     bg = np.zeros((rows + 2 * r, cols + 2 * r), bool)  # the background, padded with False
     bg[r : r + rows, r : r + cols] = ~np.asarray(block_mask, bool)
     # pixel extent of every (padded) block row / column; the last ones reach the image edge
@@ -386,13 +388,15 @@ def border_distance(
     iy = np.minimum((ys + HOP // 2) // HOP, rows - 1) + r
     ix = np.minimum((xs + HOP // 2) // HOP, cols - 1) + r
     off = np.arange(-r, r + 1)
-    ny = (iy[:, None] + off)[:, :, None]  # (n, k, 1)
-    nx = (ix[:, None] + off)[:, None, :]  # (n, 1, k)
-    dy = np.maximum(np.maximum(ylo[ny] - ys[:, None, None], ys[:, None, None] - yhi[ny]), 0)
-    dx = np.maximum(np.maximum(xlo[nx] - xs[:, None, None], xs[:, None, None] - xhi[nx]), 0)
-    blk = np.where(bg[ny, nx], dy * dy + dx * dx, np.iinfo(np.int64).max)
-    if ys.size:
-        d2 = np.minimum(d2, blk.reshape(ys.size, -1).min(1))
+    step = max(1, (1 << 20) // off.size**2)  # points at a time: (step, k, k) arrays of ~8 MB
+    for lo in range(0, ys.size, step):
+        y, x = ys[lo : lo + step, None, None], xs[lo : lo + step, None, None]
+        ny = (iy[lo : lo + step, None] + off)[:, :, None]  # (n, k, 1)
+        nx = (ix[lo : lo + step, None] + off)[:, None, :]  # (n, 1, k)
+        dy = np.maximum(np.maximum(ylo[ny] - y, y - yhi[ny]), 0)
+        dx = np.maximum(np.maximum(xlo[nx] - x, x - xhi[nx]), 0)
+        blk = np.where(bg[ny, nx], dy * dy + dx * dx, np.iinfo(np.int64).max)
+        d2[lo : lo + step] = np.minimum(d2[lo : lo + step], blk.reshape(len(y), -1).min(1))
     return np.sqrt(d2.astype(np.float64))
 
 
