@@ -518,3 +518,32 @@ def test_the_merged_second_pass_keeps_synthetic_genuine_above_every_impostor(mon
             compare(two[f, i], two[g, j]) for g in FINGERS if g != f for i in (1, 2) for j in (1, 2)
         ]
         assert genuine > max(impostors), (f, genuine, impostors)
+
+
+def test_a_template_of_many_minutiae_is_prepared_in_bounded_memory():
+    """A template may hold up to 65,535 minutiae (a noisy image at the size limit gives 50,000).
+    The cylinders' neighbour count once took an all-pairs matrix of them (20,000 minutiae: over
+    6 GB); under a 1.2 GB address-space limit (a child process) preparing and comparing such a
+    template must finish, with at most MAX_CYLINDERS cylinders."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import resource, numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (1_200_000_000, 1_200_000_000))
+from gateway.matcher import Template, compare, mcc
+n, rng = 20000, np.random.default_rng(2)
+m = np.stack([rng.uniform(20, 2500, n), rng.uniform(20, 2500, n), rng.uniform(0, 6.28, n),
+              rng.integers(1, 3, n), rng.uniform(0.5, 1, n)], 1)
+t = Template(2540, 2540, m, np.ones((160, 160), bool), period=9.0, quality=50)
+small = Template(2540, 2540, m[:60], np.ones((160, 160), bool), period=9.0, quality=50)
+assert t.prepared.n == mcc.MAX_CYLINDERS
+print(compare(t, small))
+"""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert 0.0 <= float(run.stdout) <= 1.0

@@ -45,6 +45,8 @@ import threading
 import numpy as np
 from scipy.special import erf
 
+from .features import pairs_within
+
 R = 70.0  # cylinder radius (pixels at 500 ppi)
 NS = 8  # spatial cells per side
 ND = 4  # angular sections
@@ -120,11 +122,14 @@ def cylinders(x, y, theta, mask: np.ndarray, keep=None):
     valid = np.zeros(px.shape, bool)
     valid[inside] = mask[iy[inside], ix[inside]]
     valid &= _IN_DISC[None, :]
-    dist = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
-    neighbours = (dist <= R + 3 * SIGMA_S).sum(1) - 1
+    # (the neighbours from a grid, not an all-pairs matrix: a template may hold tens of
+    # thousands of minutiae, of which at most MAX_CYLINDERS get a cylinder)
+    i, _, _ = pairs_within(x, y, x, y, R + 3 * SIGMA_S, same=True)
+    neighbours = np.bincount(i, minlength=n)
     ok = (valid.sum(1) >= MIN_VALID_CELLS * _DISC_CELLS) & (neighbours >= MIN_NEIGHBOURS)
     rows = np.arange(n) if keep is None else np.asarray(keep(ok), np.intp)
     m = rows.size
+    dist = np.hypot(x[rows, None] - x[None, :], y[rows, None] - y[None, :])  # (rows, n)
     valid = valid[rows]
     # the cells inside the disc only (the others are never valid: their values are zero)
     px, py = px[rows][:, _IN_DISC], py[rows][:, _IN_DISC]
@@ -132,7 +137,7 @@ def cylinders(x, y, theta, mask: np.ndarray, keep=None):
     # only the minutiae within R + 3 sigma of a cylinder's own minutia reach one of its cells
     # (the spatial term is cut at 3 sigma): each row takes those first, in index order, and as
     # many others as the row with the most of them (their terms are zero)
-    near = dist[rows] <= R + 3 * SIGMA_S
+    near = dist <= R + 3 * SIGMA_S
     width = int(near.sum(1).max()) if m else 0
     nb = np.argsort(~near, axis=1, kind="stable")[:, :width]  # (rows, width)
     # spatial contributions: (rows, disc cells, width)
