@@ -117,6 +117,41 @@ def test_ridge_period_gate_is_the_same_in_both_scorers(fvc, synth):
         assert np.abs(got - want)[~same].max() <= TOL
 
 
+def test_closed_period_gate_skips_the_comparison(fvc, monkeypatch):
+    """A pair whose ridge periods differ beyond the gate scores 0 without the cylinder work
+    (the full steps give 0 too: the score times a factor of 0); an open or partly closed gate
+    still runs every step, with the same score as before the shortcut."""
+
+    def with_period(t: Template, period: float) -> Template:
+        return Template(t.width, t.height, t.minutiae, t.block_mask, t.source_ppi, t.cores, period)
+
+    # the same finger, so that the steps would give a clearly positive score
+    a, b, c = with_period(fvc[0], 7.0), with_period(fvc[1], 12.5), with_period(fvc[1], 8.3)
+    pa, pb, pc = a.prepared, b.prepared, c.prepared
+    assert mcc.period_factor(pa.log_period, pb.log_period) == 0.0
+    assert 0.0 < mcc.period_factor(pa.log_period, pc.log_period) < 1.0
+    full = mcc.detail(pa, pb)  # detail runs every step whatever the gate
+    assert full["score"] == 0.0 and len(full["pairs"]) >= 2
+    assert mcc.detail(pa, pc)["score"] > 0.05
+    want = {(x, y): mcc.detail(x, y)["score"] for x, y in [(pa, pc), (pc, pa)]}
+    calls = []
+    relaxed = mcc._relaxed
+
+    def counted(x, y):
+        calls.append((x, y))
+        return relaxed(x, y)
+
+    monkeypatch.setattr(mcc, "_relaxed", counted)
+    assert mcc.score(pa, pb) == mcc.score(pb, pa) == 0.0
+    assert compare(a, b) == compare(b, a) == 0.0
+    assert calls == []
+    for (x, y), s in want.items():
+        assert mcc.score(x, y) == s
+    assert len(calls) == 2
+    # the batched scorer (no shortcut) agrees
+    assert compare_many(a, [b, c]).tolist() == pytest.approx([0.0, compare(a, c)], abs=TOL)
+
+
 def test_edge_cases(fvc):
     big = fvc[4]
     tiny = _tiny(big)

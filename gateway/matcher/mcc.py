@@ -363,8 +363,12 @@ def _period_factors(log_a: float, log_b: np.ndarray) -> np.ndarray:
 def score(a: Prepared, b: Prepared) -> float:
     """Global similarity in [0, 1] by LSS-R: the best one-to-one pairs of cylinders are
     relaxed by their geometric compatibility and the best relaxed similarities averaged (times
-    the ridge-period gate :func:`period_factor`)."""
+    the ridge-period gate :func:`period_factor`; when the gate is closed, 0 at once: the same
+    score, none of the work)."""
     if a.n < 2 or b.n < 2:
+        return 0.0
+    gate = period_factor(a.log_period, b.log_period)
+    if gate == 0.0:
         return 0.0
     found = _relaxed(a, b)
     if found is None:
@@ -376,7 +380,7 @@ def score(a: Prepared, b: Prepared) -> float:
     # exactly rounded: the same float64 sum as numpy's whenever that one is exact (the top
     # values of one comparison span far fewer than the 29 binades that would take)
     s = math.fsum(lr[nr - k :].tolist()) * c**N_REL / k
-    return s * period_factor(a.log_period, b.log_period)
+    return s * gate
 
 
 def _relaxed(a: Prepared, b: Prepared):
