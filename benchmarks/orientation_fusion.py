@@ -55,8 +55,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))  # (this folder stays next: accuracy, synth_hardness)
 
 import accuracy  # noqa: E402
 import synth_hardness  # noqa: E402
@@ -682,6 +681,13 @@ def main(argv=None) -> int:
         "agreement under the pairs' fit / an exhaustive search; second: the all-minutiae "
         "orientation matcher's score mixed with compare's; cost: its rate beside compare's",
     )
+    ap.add_argument(
+        "--angle-bits",
+        type=int,
+        default=8,
+        choices=range(2, 9),
+        help="store the block angle in this many bits (default 8: u8)",
+    )
     args = ap.parse_args(argv)
     dbs = [accuracy.ALIASES.get(d, d) for d in args.db] if args.db else list(accuracy.SETS)
     print(
@@ -694,6 +700,11 @@ def main(argv=None) -> int:
         sets["synth"] = load_synth(args.synth, args.workers)
         fingers = sorted({f for f, _ in sets["synth"]})
         prs["synth"] = synth_hardness.pairs(fingers, list(range(8)))
+    if args.angle_bits < 8:  # coarser angles: the middle of each step
+        step = 1 << (8 - args.angle_bits)
+        for data in sets.values():
+            for k, (t, a, c) in data.items():
+                data[k] = (t, (a // step) * step + step // 2, c)
     if args.evidence == "cost":
         cost(sets, prs)
         return 0
