@@ -272,35 +272,9 @@ def score_pair_only(a: mcc.Prepared, b: mcc.Prepared, fusion: LocalFusion) -> fl
     if a.n < 2 or b.n < 2:
         return 0.0
     own = fusion.real(a, b)
-    ratio = fusion(a, b)
-    na, nb = a.n, b.n
-    j = ratio.argmin(1)
-    ar = np.arange(na)
-    prop = np.full((nb, na), 2.0, np.float32)
-    prop[j, ar] = ratio[ar, j]
-    ia = prop.argmin(1)
-    r0 = prop[np.arange(nb), ia]
-    ib = np.nonzero(r0 < 1)[0]
-    if ib.size > mcc.MAX_PAIRS:
-        ib = np.sort(ib[np.argsort(r0[ib], kind="stable")[: mcc.MAX_PAIRS]])
-    ia = ia[ib]
+    ia, ib, _ = _one_to_one(fusion(a, b), mcc.MAX_PAIRS)
     lr = np.maximum(1 - own[ia, ib], 0).astype(np.float32)
-    nr = ib.size
-    if nr < 2:
-        return 0.0
-    d = a.planes.take(ia, 1).take(ia, 2)
-    d -= b.planes.take(ib, 1).take(ib, 2)
-    rho = mcc._SYM_DIST.take(d[0], mode="clip")
-    ang = mcc._SYM_ANGLE.take(d[1:], mode="clip")
-    rho *= ang[0]
-    rho *= ang[1]
-    c = (1 - mcc.W_R) / (nr - 1)
-    rho.ravel()[:: nr + 1] = mcc.W_R / c
-    for _ in range(mcc.N_REL):
-        lr = rho.dot(lr)
-    k = min(mcc._NP[min(na, nb, mcc._NP_LAST)], nr)
-    lr.sort()
-    sc = math.fsum(lr[nr - k :].tolist()) * c**mcc.N_REL / k
+    sc = _relaxed_mean(lr, a.planes, b.planes, ia, ib, min(a.n, b.n))
     return sc * mcc.period_factor(a.log_period, b.log_period)
 
 
@@ -341,34 +315,8 @@ def score_all_minutiae(a: AllMinutiae, b: AllMinutiae, s0: float, min_frac: floa
     s = (s - s0) / (1 - s0)
     ok &= np.cos(a.theta[:, None] - b.theta[None, :]) >= 0
     ratio = np.where(ok & (s > 0), 1 - s, 1.0).astype(np.float32)
-    na, nb = a.n, b.n
-    j = ratio.argmin(1)
-    ar = np.arange(na)
-    prop = np.full((nb, na), 2.0, np.float32)
-    prop[j, ar] = ratio[ar, j]
-    ia = prop.argmin(1)
-    r0 = prop[np.arange(nb), ia]
-    ib = np.nonzero(r0 < 1)[0]
-    if ib.size > mcc.MAX_PAIRS:
-        ib = np.sort(ib[np.argsort(r0[ib], kind="stable")[: mcc.MAX_PAIRS]])
-    ia = ia[ib]
-    lr = (1 - r0[ib]).astype(np.float32)
-    nr = ib.size
-    if nr < 2:
-        return 0.0
-    d = a.planes.take(ia, 1).take(ia, 2)
-    d -= b.planes.take(ib, 1).take(ib, 2)
-    rho = mcc._SYM_DIST.take(d[0], mode="clip")
-    ang = mcc._SYM_ANGLE.take(d[1:], mode="clip")
-    rho *= ang[0]
-    rho *= ang[1]
-    c = (1 - mcc.W_R) / (nr - 1)
-    rho.ravel()[:: nr + 1] = mcc.W_R / c
-    for _ in range(mcc.N_REL):
-        lr = rho.dot(lr)
-    k = min(mcc._NP[min(na, nb, mcc._NP_LAST)], nr)
-    lr.sort()
-    return math.fsum(lr[nr - k :].tolist()) * c**mcc.N_REL / k
+    ia, ib, lr = _one_to_one(ratio, mcc.MAX_PAIRS)
+    return _relaxed_mean(lr, a.planes, b.planes, ia, ib, min(a.n, b.n))
 
 
 class Lean:
@@ -402,35 +350,8 @@ def lean_score(a: Lean, b: Lean, s0: float, min_frac: float) -> float:
     np.subtract(1, ratio, out=ratio)
     ratio *= 1 / (2 * (1 - s0))
     ratio[bad] = 1.0
-    j = ratio.argmin(1)
-    ar = np.arange(na)
-    prop = np.empty((nb, na), np.float32)
-    prop.fill(2.0)
-    prop[j, ar] = ratio[ar, j]
-    ia = prop.argmin(1)
-    r0 = prop[np.arange(nb), ia]
-    ib = (r0 < 1).nonzero()[0]
-    nr = ib.size
-    if nr < 2:
-        return 0.0
-    if nr > mcc.MAX_PAIRS:
-        ib = np.sort(ib[np.argsort(r0[ib], kind="stable")[: mcc.MAX_PAIRS]])
-        nr = mcc.MAX_PAIRS
-    ia = ia[ib]
-    lr = 1 - r0[ib]
-    d = a.planes.take(ia, 1).take(ia, 2)
-    d -= b.planes.take(ib, 1).take(ib, 2)
-    rho = mcc._SYM_DIST.take(d[0], mode="clip")
-    ang = mcc._SYM_ANGLE.take(d[1:], mode="clip")
-    rho *= ang[0]
-    rho *= ang[1]
-    c = (1 - mcc.W_R) / (nr - 1)
-    rho.ravel()[:: nr + 1] = mcc.W_R / c
-    for _ in range(mcc.N_REL):
-        lr = rho.dot(lr)
-    k = min(mcc._NP[min(na, nb, mcc._NP_LAST)], nr)
-    lr.sort()
-    return math.fsum(lr[nr - k :].tolist()) * c**mcc.N_REL / k
+    ia, ib, lr = _one_to_one(ratio, mcc.MAX_PAIRS)
+    return _relaxed_mean(lr, a.planes, b.planes, ia, ib, min(na, nb))
 
 
 def cost(sets: dict, prs: dict, passes: int = 3) -> None:
@@ -470,8 +391,10 @@ def cost(sets: dict, prs: dict, passes: int = 3) -> None:
         )
 
 
-def _one_to_one(ratio: np.ndarray):
-    """MCC's pairing on a ratio matrix (1 - similarity; >= 1: no pair): rows, columns, values."""
+def _one_to_one(ratio: np.ndarray, limit: int | None = None):
+    """MCC's pairing on a ratio matrix (1 - similarity; >= 1: no pair), the steps of
+    ``mcc._relaxed``: rows, columns and similarities of the pairs (the best ``limit`` of them,
+    kept in column order)."""
     na, nb = ratio.shape
     j = ratio.argmin(1)
     ar = np.arange(na)
@@ -480,7 +403,32 @@ def _one_to_one(ratio: np.ndarray):
     ia = prop.argmin(1)
     r0 = prop[np.arange(nb), ia]
     ib = np.nonzero(r0 < 1)[0]
+    if limit is not None and ib.size > limit:
+        ib = np.sort(ib[np.argsort(r0[ib], kind="stable")[:limit]])
     return ia[ib], ib, 1 - r0[ib]
+
+
+def _relaxed_mean(lr, planes_a, planes_b, ia, ib, n_small: int) -> float:
+    """MCC's relaxation of the pairs (ia, ib) with similarities ``lr`` on two sets of geometry
+    planes, and the mean of the n_P best (``n_small``: the smaller minutiae count); the steps
+    of ``mcc._relaxed`` and ``mcc.score`` without the ridge-period gate. 0 with fewer than two
+    pairs."""
+    nr = len(lr)
+    if nr < 2:
+        return 0.0
+    d = planes_a.take(ia, 1).take(ia, 2)
+    d -= planes_b.take(ib, 1).take(ib, 2)
+    rho = mcc._SYM_DIST.take(d[0], mode="clip")
+    ang = mcc._SYM_ANGLE.take(d[1:], mode="clip")
+    rho *= ang[0]
+    rho *= ang[1]
+    c = (1 - mcc.W_R) / (nr - 1)
+    rho.ravel()[:: nr + 1] = mcc.W_R / c
+    for _ in range(mcc.N_REL):
+        lr = rho.dot(lr)
+    k = min(mcc._NP[min(n_small, mcc._NP_LAST)], nr)
+    lr = np.sort(lr)
+    return math.fsum(lr[nr - k :].tolist()) * c**mcc.N_REL / k
 
 
 def score_joint(
@@ -516,20 +464,8 @@ def score_joint(
     a_ = np.array([k[0] for k, _ in items])
     b_ = np.array([k[1] for k, _ in items])
     lr = np.array([z for _, z in items], np.float32)
-    d = ma.planes.take(a_, 1).take(a_, 2)
-    d -= mb.planes.take(b_, 1).take(b_, 2)
-    rho = mcc._SYM_DIST.take(d[0], mode="clip")
-    ang = mcc._SYM_ANGLE.take(d[1:], mode="clip")
-    rho *= ang[0]
-    rho *= ang[1]
-    c = (1 - mcc.W_R) / (nr - 1)
-    rho.ravel()[:: nr + 1] = mcc.W_R / c
-    for _ in range(mcc.N_REL):
-        lr = rho.dot(lr)
-    k = min(mcc._NP[min(pa.n, pb.n, mcc._NP_LAST)], nr)
-    lr.sort()
     gate = mcc.period_factor(pa.log_period, pb.log_period)
-    return math.fsum(lr[nr - k :].tolist()) * c**mcc.N_REL / k * gate
+    return _relaxed_mean(lr, ma.planes, mb.planes, a_, b_, min(pa.n, pb.n)) * gate
 
 
 # ---------------------------------------------------------------------------------------------
