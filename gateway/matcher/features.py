@@ -903,11 +903,9 @@ def _ridge_clarity(
     where the first binarisation was a guess).  (None, None) without a print."""
     if not mask.any():
         return None, None
-    e = enhanced[mask]
-    o = img[mask].astype(np.float64)  # (float64 sums: the same on every BLAS)
+    e, o = enhanced[mask], img[mask]
     total = float(np.dot(o, o))
-    e64 = e.astype(np.float64)
-    energy = float(np.dot(e64, e64)) / total if total > 0 else None
+    energy = float(np.dot(e, e)) / total if total > 0 else None
     disagree = float(np.count_nonzero((e > 0) != (again[mask] > 0))) / e.size
     return disagree, energy
 
