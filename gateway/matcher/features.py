@@ -91,7 +91,8 @@ MIN_QUALITY = 0.0  # minutiae of lower quality are dropped (0: none)
 # most 1).  The MIDs are about the medians of the six FVC sets B, an unknown term (one pass)
 # counts as its MID, and QUALITY_CLARITY keeps those sets' quality distribution about where
 # the coherence alone put it.  Chosen on those 480 images at block-grid offsets 0, 5 and 11
-# (session 9, docs/matcher.md): weights 1-2 and 0.5-1 measured alike
+# (session 9, docs/matcher.md): disagreement weights 1.5-3 and energy weights 0.5-1 measured
+# alike
 QUALITY_COH_LO = 0.35
 QUALITY_CLARITY = 0.9
 QUALITY_ENERGY, QUALITY_ENERGY_MID = 0.75, 0.4
