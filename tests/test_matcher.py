@@ -173,6 +173,43 @@ def test_quality_is_zero_without_a_print_and_positive_for_a_real_crop():
     assert extract(_pixels(101, 1)).quality > t.quality
 
 
+def test_quality_ranks_broken_ridges_below_clear_ones(shared):
+    """FVC2004 DB3_B 108_7: its ridge flow is as coherent as a clear print's, but its ridges are
+    broken into grains; it is in two of the set's genuine failures at FMR 1 % (block-grid
+    offsets 5 and 11), 103_6 in none.  The mean coherence alone (before session 9) gave them
+    79 and 68 (offsets 0, 5 and 11); the filtered print's ridge clarity (the energy the
+    filtering keeps, the pixels the two passes binarise differently) ranks them the other
+    way: 72 and 81."""
+    folder = shared / "eval" / "fvc2004-db3-b"
+    quality = {}
+    for name in ("108_7", "103_6"):
+        t = extract(np.asarray(Image.open(folder / f"{name}.png").convert("L")), 500)
+        quality[name] = t.quality
+    assert 0 < quality["108_7"] < quality["103_6"] - 5, quality
+
+
+def test_quality_terms_of_the_filtered_print():
+    from gateway.matcher import features as fx
+
+    bmask = np.zeros((10, 10), bool)
+    bmask[2:8, 2:8] = True
+    coh = np.full((10, 10), 0.7)
+    mid = (fx.QUALITY_DISAGREE_MID, fx.QUALITY_ENERGY_MID)
+    neutral = fx.finger_quality(bmask, coh, 20)  # unknown terms (one pass) count as their MID
+    assert neutral == fx.finger_quality(bmask, coh, 20, 1.0, *mid) > 0
+    # less energy kept or more pixels turned over by the second pass: a lower quality
+    assert fx.finger_quality(bmask, coh, 20, 1.0, mid[0], mid[1] - 0.1) < neutral
+    assert fx.finger_quality(bmask, coh, 20, 1.0, mid[0] + 0.02, mid[1]) < neutral
+    assert fx.finger_quality(bmask, coh, 20, 1.0, mid[0] - 0.01, mid[1] + 0.1) > neutral
+    # ridge flow no clearer than noise is no print, whatever the filtered print looks like
+    assert fx.finger_quality(bmask, np.full((10, 10), fx.QUALITY_COH_LO), 20, 1.0, 0.0, 1.0) == 0
+    assert fx.finger_quality(bmask, coh, 0, 1.0, *mid) == 0
+    assert fx.finger_quality(np.zeros((10, 10), bool), coh, 20, 1.0, *mid) == 0
+    # at most 100, at least 0
+    assert fx.finger_quality(bmask, np.ones((10, 10)), 20, 1.0, 0.0, 1.0) <= 100
+    assert fx.finger_quality(bmask, coh, 20, 1.0, 1.0, 0.0) == 0
+
+
 def test_from_bytes_of_garbage_raises_value_error(templates):
     data = templates[104, 2].to_bytes()
     rng = np.random.default_rng(4)

@@ -81,11 +81,22 @@ CLOSE = 0.5  # two minutiae closer than this
 CLUSTER = 3  # this many other minutiae within 1.5 periods: a noisy place
 FACING = True  # two endings facing each other within 2 periods: a broken ridge
 MIN_QUALITY = 0.0  # minutiae of lower quality are dropped (0: none)
-# finger quality (0-100, :func:`finger_quality`): the product of a clarity term (mean block
-# coherence inside the print, 0 at QUALITY_COH_LO and 1 from QUALITY_COH_HI), an area term
+# finger quality (0-100, :func:`finger_quality`): the product of a clarity term, an area term
 # (square root of the print's area over QUALITY_AREA pixels at 500 ppi, at most 1) and a
-# minutiae term (count over QUALITY_MINUTIAE, at most 1)
-QUALITY_COH_LO, QUALITY_COH_HI = 0.35, 0.85
+# minutiae term (count over QUALITY_MINUTIAE, at most 1).  No print at or below a mean block
+# coherence of QUALITY_COH_LO (noise: 0.08-0.25); above it the clarity is that coherence
+# plus QUALITY_ENERGY x (the share of the print's energy the first contextual filtering keeps
+# - QUALITY_ENERGY_MID) minus QUALITY_DISAGREE x (the share of the print's pixels the two
+# filtering passes binarise differently - QUALITY_DISAGREE_MID), over QUALITY_CLARITY (at
+# most 1).  The MIDs are about the medians of the six FVC sets B, an unknown term (one pass)
+# counts as its MID, and QUALITY_CLARITY keeps those sets' quality distribution about where
+# the coherence alone put it.  Chosen on those 480 images at block-grid offsets 0, 5 and 11
+# (session 9, docs/matcher.md): disagreement weights 1.5-3 and energy weights 0.5-1 measured
+# alike
+QUALITY_COH_LO = 0.35
+QUALITY_CLARITY = 0.9
+QUALITY_ENERGY, QUALITY_ENERGY_MID = 0.75, 0.4
+QUALITY_DISAGREE, QUALITY_DISAGREE_MID = 2.0, 0.035
 QUALITY_AREA = 60000.0
 QUALITY_MINUTIAE = 12
 CORE_INDEX = 1  # sign of the doubled-angle winding of a core (image coordinates, y down)
@@ -858,7 +869,9 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     again = enhance(enhanced, False, SECOND_PASS_BW, (bmask, period))[0]
     # (both passes share the block fields: their pixel mask and cores are computed once)
     mask, cores = pixel_mask(bmask, (h, w)), find_cores(normal, bmask)
+    ridge = _ridge_clarity(img, enhanced, again, mask)  # (for the finger quality)
     second = _minutiae(again, bmask, normal, coh, period, area_scale, mask=mask, cores=cores)
+    second.quality = finger_quality(bmask, coh, len(second.minutiae), area_scale, *ridge)
     if SECOND_PASS_KEEP is None:
         return second
     candidates: list = []
@@ -877,8 +890,25 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     bi, bj = _block_of(m1[:, 1].astype(int), m1[:, 0].astype(int), bmask.shape)
     m = np.concatenate([m2, m1[lost & clean[bi, bj]]])
     m = m[np.lexsort((m[:, 0], m[:, 1]))]  # row-major, as one extraction lists them
-    quality = finger_quality(bmask, coh, len(m), area_scale)
+    quality = finger_quality(bmask, coh, len(m), area_scale, *ridge)
     return Features(second.width, second.height, m, bmask, period, second.cores, quality)
+
+
+def _ridge_clarity(
+    img: np.ndarray, enhanced: np.ndarray, again: np.ndarray, mask: np.ndarray
+) -> tuple[float | None, float | None]:
+    """For :func:`finger_quality`, over the print's pixels (``mask``): the share of the
+    mean-removed image's energy that the first contextual filtering keeps (``enhanced``: ridges
+    kept, dots, smudges and noise off the ridge band and orientation removed), and the share
+    of pixels whose sign (ridge or valley) the second filtering (``again``) turns over (places
+    where the first binarisation was a guess).  (None, None) without a print."""
+    if not mask.any():
+        return None, None
+    e, o = enhanced[mask], img[mask]
+    total = float(np.dot(o, o))
+    energy = float(np.dot(e, e)) / total if total > 0 else None
+    disagree = float(np.count_nonzero((e > 0) != (again[mask] > 0))) / e.size
+    return disagree, energy
 
 
 def _block_of(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]):
@@ -1096,19 +1126,34 @@ def _minutiae(
 
 
 def finger_quality(
-    bmask: np.ndarray, coh: np.ndarray, minutiae: int, area_scale: float = 1.0
+    bmask: np.ndarray,
+    coh: np.ndarray,
+    minutiae: int,
+    area_scale: float = 1.0,
+    disagree: float | None = None,
+    energy: float | None = None,
 ) -> int:
     """The quality of one finger impression, 0 (no usable print) to 100, from what the
     extraction measured: how clear the ridge flow is (the mean block coherence inside the
-    print), how much print there is (its area in pixels at 500 ppi) and how many minutiae
-    survived.  On the six FVC sets B, dropping the comparisons of the 10 % lowest-quality
-    images cuts FNMR at FMR 1 % by 13-73 % (``benchmarks/accuracy.py``; docs/matcher.md).
-    ``area_scale`` converts the block areas to pixels at 500 ppi."""
+    print, corrected by the ridge clarity of the filtered print: ``energy``, the share of the
+    print's energy that the contextual filtering keeps, and ``disagree``, the share of its
+    pixels that the two filtering passes binarise differently; None: unknown, neutral), how
+    much print there is (its area in pixels at 500 ppi) and how many minutiae survived.  On
+    the six FVC sets B, dropping the comparisons of the 10 % lowest-quality images cuts FNMR
+    at FMR 1 % by 11-100 % (block-grid offsets 0, 5 and 11; ``benchmarks/accuracy.py``,
+    ``benchmarks/quality_sweep.py``; docs/matcher.md).  ``area_scale`` converts the block
+    areas to pixels at 500 ppi."""
     blocks = int(np.count_nonzero(bmask))
     if blocks == 0 or minutiae == 0:
         return 0
-    clarity = float(np.mean(coh[bmask]))
-    clarity = min(max((clarity - QUALITY_COH_LO) / (QUALITY_COH_HI - QUALITY_COH_LO), 0.0), 1.0)
+    coherence = float(np.mean(coh[bmask]))
+    if coherence <= QUALITY_COH_LO:  # ridge flow no clearer than noise: no print
+        return 0
+    if energy is not None:
+        coherence += QUALITY_ENERGY * (energy - QUALITY_ENERGY_MID)
+    if disagree is not None:
+        coherence -= QUALITY_DISAGREE * (disagree - QUALITY_DISAGREE_MID)
+    clarity = min(max(coherence / QUALITY_CLARITY, 0.0), 1.0)
     area = min(1.0, math.sqrt(blocks * HOP * HOP * area_scale / QUALITY_AREA))
     count = min(1.0, minutiae / QUALITY_MINUTIAE)
     return int(round(100 * clarity * area * count))
