@@ -203,6 +203,13 @@ def test_quality_terms_of_the_filtered_print():
     assert fx.finger_quality(bmask, coh, 20, 1.0, mid[0] - 0.01, mid[1] + 0.1) > neutral
     # ridge flow no clearer than noise is no print, whatever the filtered print looks like
     assert fx.finger_quality(bmask, np.full((10, 10), fx.QUALITY_COH_LO), 20, 1.0, 0.0, 1.0) == 0
+    # and the quality rises from 0 with the coherence, not in a step (whatever the ridge terms)
+    big = np.ones((20, 20), bool)  # (an area term of 1)
+    above = [
+        fx.finger_quality(big, np.full((20, 20), fx.QUALITY_COH_LO + e), 20, 1.0, 0.0, 1.0)
+        for e in (0.005, 0.02, 0.05, 0.1, 0.2)
+    ]
+    assert above[0] <= 3 and above == sorted(above) and above[-1] > 50
     assert fx.finger_quality(bmask, coh, 0, 1.0, *mid) == 0
     assert fx.finger_quality(np.zeros((10, 10), bool), coh, 20, 1.0, *mid) == 0
     # at most 100, at least 0

@@ -88,12 +88,14 @@ MIN_QUALITY = 0.0  # minutiae of lower quality are dropped (0: none)
 # plus QUALITY_ENERGY x (the share of the print's energy the first contextual filtering keeps
 # - QUALITY_ENERGY_MID) minus QUALITY_DISAGREE x (the share of the print's pixels the two
 # filtering passes binarise differently - QUALITY_DISAGREE_MID), over QUALITY_CLARITY (at
-# most 1).  The MIDs are about the medians of the six FVC sets B, an unknown term (one pass)
-# counts as its MID, and QUALITY_CLARITY keeps those sets' quality distribution about where
-# the coherence alone put it.  Chosen on those 480 images at block-grid offsets 0, 5 and 11
-# (session 9, docs/matcher.md): disagreement weights 1.5-3 and energy weights 0.5-1 measured
-# alike
+# most 1), and faded in over the first QUALITY_FADE of coherence above QUALITY_COH_LO (so
+# that a print barely clearer than noise is near 0, not a step from 0 to about 40).  The MIDs
+# are about the medians of the six FVC sets B, an unknown term (one pass) counts as its MID,
+# and QUALITY_CLARITY keeps those sets' quality distribution about where the coherence alone
+# put it.  Chosen on those 480 images at block-grid offsets 0, 5 and 11 (session 9,
+# docs/matcher.md): disagreement weights 1.5-3 and energy weights 0.5-1 measured alike
 QUALITY_COH_LO = 0.35
+QUALITY_FADE = 0.15
 QUALITY_CLARITY = 0.9
 QUALITY_ENERGY, QUALITY_ENERGY_MID = 0.75, 0.4
 QUALITY_DISAGREE, QUALITY_DISAGREE_MID = 2.0, 0.035
@@ -1149,11 +1151,12 @@ def finger_quality(
     coherence = float(np.mean(coh[bmask]))
     if coherence <= QUALITY_COH_LO:  # ridge flow no clearer than noise: no print
         return 0
+    fade = min(1.0, (coherence - QUALITY_COH_LO) / QUALITY_FADE)
     if energy is not None:
         coherence += QUALITY_ENERGY * (energy - QUALITY_ENERGY_MID)
     if disagree is not None:
         coherence -= QUALITY_DISAGREE * (disagree - QUALITY_DISAGREE_MID)
-    clarity = min(max(coherence / QUALITY_CLARITY, 0.0), 1.0)
+    clarity = fade * min(max(coherence / QUALITY_CLARITY, 0.0), 1.0)
     area = min(1.0, math.sqrt(blocks * HOP * HOP * area_scale / QUALITY_AREA))
     count = min(1.0, minutiae / QUALITY_MINUTIAE)
     return int(round(100 * clarity * area * count))
