@@ -872,8 +872,9 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     # (both passes share the block fields: their pixel mask and cores are computed once)
     mask, cores = pixel_mask(bmask, (h, w)), find_cores(normal, bmask)
     ridge = _ridge_clarity(img, enhanced, again, mask)  # (for the finger quality)
-    second = _minutiae(again, bmask, normal, coh, period, area_scale, mask=mask, cores=cores)
-    second.quality = finger_quality(bmask, coh, len(second.minutiae), area_scale, *ridge)
+    second = _minutiae(
+        again, bmask, normal, coh, period, area_scale, mask=mask, cores=cores, clarity=ridge
+    )
     if SECOND_PASS_KEEP is None:
         return second
     candidates: list = []
@@ -948,11 +949,13 @@ def _minutiae(
     *,
     mask: np.ndarray | None = None,
     cores: np.ndarray | None = None,
+    clarity: tuple[float | None, float | None] = (None, None),
 ) -> Features:
     """The features of one enhanced image: binarisation, thinning, minutiae, their filters and
     quality (the block fields are the first pass's); ``candidates``, when given, receives the
     (ys, xs) of the skeleton's crossing-number candidates.  ``mask`` and ``cores``: the pixel
-    mask and the cores of these block fields, when already computed."""
+    mask and the cores of these block fields, when already computed; ``clarity``: the ridge
+    clarity terms of the finger quality (:func:`_ridge_clarity`; None: unknown)."""
     h, w = enhanced.shape
     if mask is None:
         mask = pixel_mask(bmask, (h, w))
@@ -1123,7 +1126,7 @@ def _minutiae(
         sel = np.nonzero(quality >= MIN_QUALITY)[0]
         xs, ys, theta, kinds, quality = (a[sel] for a in (xs, ys, theta, kinds, quality))
     minutiae = np.stack([xs, ys, theta, kinds, quality], axis=1).astype(np.float32)
-    quality = finger_quality(bmask, coh, xs.size, area_scale)
+    quality = finger_quality(bmask, coh, xs.size, area_scale, *clarity)
     return Features(w, h, minutiae, bmask, period, cores, quality)
 
 
