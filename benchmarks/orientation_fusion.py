@@ -295,14 +295,9 @@ class AllMinutiae:
         p = _P()
         p.xy, p.theta = np.stack([x, y], 1), th
         self.desc = Descriptor(p, field, radii, points, False, sigma)
-        self.n = n = len(m)
-        dx = x[:, None] - x[None, :]
-        dy = y[:, None] - y[None, :]
-        g = np.zeros((3, n, n), np.int16)
-        g[0] = np.rint(np.minimum(np.hypot(dx, dy), mcc._MAX_DIST) * mcc._DIST_SCALE)
-        g[1] = mcc._angle_units(th[:, None] - th[None, :])
-        g[2] = mcc._angle_units(th[:, None] - np.arctan2(-dy, -dx))
-        self.planes = g.view(np.uint16)
+        self.n = len(m)
+        g = mcc.pair_geometry(x, y, th)[:, :, :3].transpose(2, 0, 1)
+        self.planes = np.ascontiguousarray(g).view(np.uint16)
         self.theta = th
 
 

@@ -270,17 +270,26 @@ class Prepared:
         self.dirs = np.stack([_BIG * np.cos(t), _BIG * np.sin(t), np.full(n, _ROOT_COMMON)], 1)
         self.dirs = np.ascontiguousarray(self.dirs, np.float32)
         self.dirs_t = np.ascontiguousarray(np.stack([np.cos(t), np.sin(t), np.ones(n)]), np.float32)
-        dx = x[:, None] - x[None, :]
-        dy = y[:, None] - y[None, :]
-        geometry = np.zeros((n, n, 4), np.int16)
-        geometry[:, :, 0] = np.rint(np.minimum(np.hypot(dx, dy), _MAX_DIST) * _DIST_SCALE)
-        geometry[:, :, 1] = _angle_units(t[:, None] - t[None, :])
-        # angle between each minutia's direction and the segment to each other minutia
-        geometry[:, :, 2] = _angle_units(t[:, None] - np.arctan2(-dy, -dx))
+        geometry = pair_geometry(x, y, t)
         self.geometry = np.ascontiguousarray(geometry).view(np.uint64).reshape(n, n)
         # the same three quantities as planes (3, n, n) for :func:`score`: a pair selection's
         # differences and lookups then run on contiguous arrays (as uint16: see _SYM_DIST)
         self.planes = np.ascontiguousarray(geometry[:, :, :3].transpose(2, 0, 1)).view(np.uint16)
+
+
+def pair_geometry(x, y, t) -> np.ndarray:
+    """The pairwise geometry of minutiae (x, y, direction t) that the relaxation compares:
+    (n, n, 4) int16, the distance in 1/32 pixel, the relative direction and the radial angle
+    (each minutia's direction against the segment to the other) in units of 2 pi / 65536, and
+    a zero fourth plane (so that a row of four packs into a uint64)."""
+    n = len(x)
+    dx = x[:, None] - x[None, :]
+    dy = y[:, None] - y[None, :]
+    geometry = np.zeros((n, n, 4), np.int16)
+    geometry[:, :, 0] = np.rint(np.minimum(np.hypot(dx, dy), _MAX_DIST) * _DIST_SCALE)
+    geometry[:, :, 1] = _angle_units(t[:, None] - t[None, :])
+    geometry[:, :, 2] = _angle_units(t[:, None] - np.arctan2(-dy, -dx))
+    return geometry
 
 
 def _angle_units(a):
