@@ -104,6 +104,22 @@ def _synthetic_prints_dir() -> Path:
     return path
 
 
+def run_with_memory_limit(code: str, limit: int = 1_200_000_000):
+    """Run the Python ``code`` in a child process whose address space is limited to ``limit``
+    bytes (``RLIMIT_AS``, set before anything is imported; one BLAS thread, whose buffers count
+    against it): the limit is the child's own.  Returns the ``subprocess.CompletedProcess``
+    (stdout and stderr as text)."""
+    import subprocess
+    import sys
+
+    prefix = f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env["MKL_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-c", prefix + code], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
 def print_image(finger: int, impression: int) -> Path:
     """The image file of impression ``impression`` of finger ``finger`` of FVC2000 DB2 set B
     (``eval/fvc2000-db2-b/F_I.tif``); without ``../shared``, a synthetic print in its place:

@@ -375,13 +375,11 @@ def test_a_noisy_image_at_the_size_limit_is_extracted_in_bounded_memory():
     of the two passes) once built all-pairs matrices of them, so a 2,000-pixel image of this kind
     took over 20 GB and a 1,200-pixel one over 2 GB. Under a 1.2 GB address-space limit (a child
     process: the limit is its own) the extraction must finish."""
-    import subprocess
-    import sys
+    from tests.conftest import run_with_memory_limit
 
-    code = """
-import resource, numpy as np
+    run = run_with_memory_limit("""
+import numpy as np
 from scipy import ndimage
-resource.setrlimit(resource.RLIMIT_AS, (1_200_000_000, 1_200_000_000))
 from gateway.matcher import features
 n = 1200
 rng = np.random.default_rng(1)
@@ -390,16 +388,6 @@ phase = ndimage.gaussian_filter(rng.standard_normal((n, n)).astype(np.float32), 
 img = 128 + 100 * np.sin(2 * np.pi * x / 9 + phase) + rng.normal(0, 30, (n, n))
 f = features.extract_features(np.clip(img, 0, 255).astype(np.uint8), 500)
 print(len(f.minutiae))
-"""
-    env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    import os
-
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=600,
-    )
+""")
     assert run.returncode == 0, run.stderr[-2000:]
     assert int(run.stdout) > 3000  # the image is as noisy as intended

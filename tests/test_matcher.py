@@ -569,13 +569,10 @@ def test_a_template_of_many_minutiae_is_prepared_in_bounded_memory():
     The cylinders' neighbour count once took an all-pairs matrix of them (20,000 minutiae: over
     6 GB); under a 1.2 GB address-space limit (a child process) preparing and comparing such a
     template must finish, with at most MAX_CYLINDERS cylinders."""
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import run_with_memory_limit
 
-    code = """
-import resource, numpy as np
-resource.setrlimit(resource.RLIMIT_AS, (1_200_000_000, 1_200_000_000))
+    run = run_with_memory_limit("""
+import numpy as np
 from gateway.matcher import Template, compare, mcc
 n, rng = 20000, np.random.default_rng(2)
 m = np.stack([rng.uniform(20, 2500, n), rng.uniform(20, 2500, n), rng.uniform(0, 6.28, n),
@@ -584,10 +581,6 @@ t = Template(2540, 2540, m, np.ones((160, 160), bool), period=9.0, quality=50)
 small = Template(2540, 2540, m[:60], np.ones((160, 160), bool), period=9.0, quality=50)
 assert t.prepared.n == mcc.MAX_CYLINDERS
 print(compare(t, small))
-"""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-    )
+""")
     assert run.returncode == 0, run.stderr[-2000:]
     assert 0.0 <= float(run.stdout) <= 1.0
