@@ -342,11 +342,14 @@ def test_distinct_is_numpy_unique():
         assert features._distinct(a).dtype == np.unique(a).dtype
 
 
+@pytest.mark.parametrize("dense", [features._DENSE_PAIRS, 0])
 @pytest.mark.parametrize("same", [False, True])
-def test_pairs_within_is_the_all_pairs_matrix(same):
-    """The grid search finds exactly the pairs an all-pairs distance matrix finds, with the same
-    distances: integer pixels (repeated points included) and float32 coordinates, radii at and
-    between the grid's cells."""
+def test_pairs_within_is_the_all_pairs_matrix(same, dense, monkeypatch):
+    """The grid search (``dense`` 0) finds exactly the pairs an all-pairs distance matrix finds,
+    with the same distances, in the same order as the small inputs' matrix path: integer pixels
+    (repeated points included) and float32 coordinates, radii at and between the grid's
+    cells."""
+    monkeypatch.setattr(features, "_DENSE_PAIRS", dense)
     rng = np.random.default_rng(7)
     for trial in range(30):
         n, m = rng.integers(0, 60), rng.integers(1, 60)

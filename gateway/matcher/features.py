@@ -759,15 +759,26 @@ def _angle_diff(a, b):
     return (a - b + np.pi) % (2 * np.pi) - np.pi
 
 
+_DENSE_PAIRS = 1 << 16  # pairs_within: at most this many candidate pairs, an all-pairs matrix
+
+
 def pairs_within(ax, ay, bx, by, r: float, same: bool = False):
     """Every pair (i, j) of points a[i], b[j] at most ``r`` apart, with their distance
     ``np.hypot(ax[i] - bx[j], ay[i] - by[j])`` (the same values as an all-pairs matrix, in
     memory proportional to the pairs found): the points of b are bucketed on a grid of cells of
     side ``r`` and each point of a looks into the 3 x 3 cells around its own.  ``same``: a and
-    b are one set, and the pairs (i, i) are left out."""
+    b are one set, and the pairs (i, i) are left out.  Up to ``_DENSE_PAIRS`` candidate pairs
+    (every minutiae list of a real print) the matrix itself is cheaper and is used."""
     empty = np.zeros(0, np.intp)
     if len(ax) == 0 or len(bx) == 0:
         return empty, empty, np.zeros(0)
+    if len(ax) * len(bx) <= _DENSE_PAIRS:
+        full = np.hypot(ax[:, None] - bx[None, :], ay[:, None] - by[None, :])
+        near = full <= r
+        if same:
+            np.fill_diagonal(near, False)
+        i, j = np.nonzero(near)  # (row-major, as the grid's result is ordered)
+        return i, j, full[i, j]
     side = max(float(r), 1.0) * (1 + 1e-6)  # (a cell wider than r: rounding never splits a pair)
     acx = np.floor(np.asarray(ax, np.float64) / side).astype(np.int64)
     acy = np.floor(np.asarray(ay, np.float64) / side).astype(np.int64)
