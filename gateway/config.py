@@ -109,6 +109,9 @@ class Limits:
     mime_max_parts: int = 100  # MIME parts of one message
     max_pixels_per_transaction: int = 120_000_000  # all images, from their headers
     max_work_seconds: float = 60.0  # worker time of one transaction
+    # private memory of one worker process (RLIMIT_DATA: its heap and anonymous mappings, not
+    # the read-only memory-mapped galleries); 0: no limit
+    max_work_memory: int = 4 * 1024**3
     agency_share: float = 0.5  # of the workers one agency may hold (with 2+ agencies configured)
 
 
@@ -628,8 +631,11 @@ _LIMIT_MINIMA = {
     "mime_max_parts": 1,
     "max_pixels_per_transaction": 1,
     "max_work_seconds": 0.1,
+    "max_work_memory": 0,
     "agency_share": 0.01,
 }
+# a worker holds about 150 MB once its libraries are loaded: a smaller limit stops every job
+MIN_WORK_MEMORY = 256 * 1024**2
 
 
 def _parse_limits(raw: dict) -> Limits:
@@ -644,6 +650,12 @@ def _parse_limits(raw: dict) -> Limits:
         values[key] = type(default)(value)
     if values["agency_share"] > 1:
         raise ConfigError("limits.agency_share", "must be a fraction of the workers, at most 1")
+    if 0 < values["max_work_memory"] < MIN_WORK_MEMORY:
+        raise ConfigError(
+            "limits.max_work_memory",
+            f"must be 0 (no limit) or at least {MIN_WORK_MEMORY} bytes (a worker's libraries alone "
+            "take about 150 MB)",
+        )
     return Limits(**values)
 
 

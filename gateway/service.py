@@ -336,7 +336,7 @@ class Gateway(service.MultiService):
         # hashing, sealing and committing large payloads, off the reactor (gateway.offload)
         self.store_thread = StoreThread(self.journal, threshold=config.limits.spool_threshold)
         self.users = Users(self.journal)
-        self.pool = WorkerPool(config.workers)
+        self.pool = WorkerPool(config.workers, memory=config.limits.max_work_memory)
         self.dispatcher = Dispatcher(
             self.journal,
             config,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import time
 import zlib
 
@@ -142,6 +143,62 @@ async def test_a_job_past_its_time_is_killed_and_its_worker_replaced():
         pool.stop()
 
 
+def _allocate(megabytes: int) -> int:
+    """Touch ``megabytes`` MB of fresh memory in the worker; returns the bytes held."""
+    block = np.ones(megabytes * 2**20, np.uint8)
+    return int(block.sum())
+
+
+def _read_mapped(path: str) -> int:
+    """Read every byte of a memory-mapped array (read-only file mapping, as galleries are)."""
+    data = np.load(path, mmap_mode="r")
+    return int(data[::4096].sum()) + int(data[-1])
+
+
+_MEMORY_CAP = 400 * 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is Linux's")
+@pytest_twisted.ensureDeferred
+async def test_a_job_past_the_worker_memory_fails_with_memory_error_and_the_worker_goes_on(
+    tmp_path,
+):
+    # a gallery-sized file bigger than the cap, mapped read-only: it must not count
+    mapped = tmp_path / "big.npy"
+    array = np.lib.format.open_memmap(mapped, mode="w+", dtype=np.uint8, shape=(600 * 2**20,))
+    array[-1] = 7
+    del array
+    pool = WorkerPool(1, memory=_MEMORY_CAP)
+    try:
+        with pytest.raises(MemoryError):
+            await pool.run(_allocate, 600)
+        assert pool.crashes == 0 and pool.timeouts == 0
+        assert await pool.run(_allocate, 50) == 50 * 2**20  # the same worker, within its cap
+        assert await pool.run(_read_mapped, str(mapped)) == 7
+    finally:
+        pool.stop()
+    # without the cap, the same allocation is no error (the test can fail)
+    free = WorkerPool(1)
+    try:
+        assert await free.run(_allocate, 600) == 600 * 2**20
+    finally:
+        free.stop()
+
+
+def test_a_transaction_past_the_worker_memory_gets_an_errt_in_our_words(monkeypatch):
+    import gateway.routing.processing as processing
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.00 GiB for an array")
+
+    monkeypatch.setattr(processing, "_process", exhausted)
+    result = process(_job(make_car("NY-MEMORY-000001")))
+    assert result.response_tot == "ERRT"
+    assert result.steps[-1][:2] == ("REJECTED", "WORK_MEMORY")
+    msg = str(read(result.response).records[1].value("2.060"))
+    assert "TRANSACTION EXCEEDS THE MEMORY ALLOWED" in msg and "GiB" not in msg
+
+
 @pytest.mark.parametrize(
     ("limits", "key"),
     [
@@ -151,6 +208,9 @@ async def test_a_job_past_its_time_is_killed_and_its_worker_replaced():
         ({"idle_timeout": "soon"}, "limits.idle_timeout"),
         ({"agency_share": 1.5}, "limits.agency_share"),
         ({"max_pixels": 10}, "limits.max_pixels"),
+        ({"max_work_memory": 1024}, "limits.max_work_memory"),
+        ({"max_work_memory": -1}, "limits.max_work_memory"),
+        ({"max_work_memory": 2.5e9}, "limits.max_work_memory"),
     ],
 )
 def test_limits_keys_are_checked(limits, key):
@@ -164,6 +224,8 @@ def test_limits_defaults_and_values():
     limits = parse_config({"limits": {"max_work_seconds": 5, "max_attachments": 3}}).limits
     assert limits.max_work_seconds == 5.0 and isinstance(limits.max_work_seconds, float)
     assert limits.max_attachments == 3
+    assert parse_config({"limits": {"max_work_memory": 0}}).limits.max_work_memory == 0
+    assert Limits().max_work_memory == 4 * 2**30
 
 
 def _nested_messages(depth: int) -> bytes:

@@ -227,7 +227,7 @@ def _run(decoder, data: bytes, header: StreamHeader) -> np.ndarray:
     try:
         pixels = decoder.function(data, header)
         return np.asarray(pixels)
-    except ImagingError:
+    except (ImagingError, MemoryError):  # (past the worker's memory: the job's answer says so)
         raise
     except Exception as exc:  # any library's error is a value here (issue 4)
         raise ImagingError(

@@ -227,6 +227,8 @@ def decode_record(
         return _decode_record(record, ntr, max_side, recno, gray)
     except ImagingError as err:
         raise err.at(where) from err.__cause__
+    except MemoryError:
+        raise  # past the worker's memory: the job's answer says so (gateway.routing.processing)
     except Exception as exc:  # pragma: no cover - a bug here must still surface as a value
         raise ImagingError("IMG_INTERNAL", f"{type(exc).__name__}: {exc}", where) from exc
 

@@ -5,7 +5,10 @@ Decoding, extraction and search run in worker processes, each its own single-pro
 nothing with the reactor).  A worker that dies (a native decoder crashing on hostile input, the
 OOM killer) is replaced and only its job fails, with :class:`WorkerCrashed`; a job past its
 time (``timeout``, ``[limits] max_work_seconds``) has its worker killed and replaced and fails
-with :class:`WorkTimeout`.
+with :class:`WorkTimeout`.  ``memory`` (``[limits] max_work_memory``) caps each worker's private
+memory (``RLIMIT_DATA``): an allocation past it raises :class:`MemoryError` inside the job, which
+then ends as the job's own error (or its answer) instead of the kernel's OOM killer taking a
+process, or the machine, down.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,8 +27,33 @@ from twisted.internet import defer, reactor
 WORKER_NICE = 5  # CPU work yields to the reactor: intake and /health stay responsive
 
 
-def _worker_init() -> None:
+def limit_memory(limit: int | None) -> bool:
+    """Cap this process's private memory at ``limit`` bytes (``RLIMIT_DATA``, soft and hard);
+    False where the platform has no such limit.
+
+    On Linux 4.7 and later RLIMIT_DATA counts the heap and the private writable mappings (numpy's
+    large arrays are anonymous mappings) and not the shared or read-only file mappings: a gallery
+    opened with ``mmap_mode="r"`` (6 GB at a million subjects) does not count, which rules out
+    RLIMIT_AS.  The caps of the calling process stay as they are when ``limit`` is None."""
+    if not limit:
+        return False
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return False
+    if not sys.platform.startswith("linux") or not hasattr(resource, "RLIMIT_DATA"):
+        return False  # elsewhere it may count the heap alone: no cap rather than a wrong one
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    return True
+
+
+def _worker_init(memory: int | None = None) -> None:
     from gateway.imaging.codecs import prefer_in_process
+
+    limit_memory(memory)
 
     # Ctrl-C reaches every process of the terminal's group: only the daemon handles it (it
     # stops the pool), a worker printing its own KeyboardInterrupt would only add noise.
@@ -49,7 +78,8 @@ class WorkTimeout(RuntimeError):
 class _Slot:
     """One worker process (a single-process executor): killing it touches no other job."""
 
-    def __init__(self):
+    def __init__(self, memory: int | None = None):
+        self.memory = memory
         self.executor: ProcessPoolExecutor | None = None
         self.busy = False
         self.timed_out = False
@@ -60,6 +90,7 @@ class _Slot:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
+                initargs=(self.memory,),
             )
         return self.executor
 
@@ -81,13 +112,15 @@ class WorkerPool:
     """``processes`` worker processes; jobs beyond them wait in order of :meth:`run` calls.
 
     ``run(fn, *args, timeout=s)`` caps a job's time: past it the job's process is killed and
-    replaced, and its Deferred fails with :class:`WorkTimeout`.
+    replaced, and its Deferred fails with :class:`WorkTimeout`.  ``memory``: each worker's
+    private memory in bytes (:func:`limit_memory`; None: no cap).
     """
 
-    def __init__(self, processes: int = 2, *, clock=None):
+    def __init__(self, processes: int = 2, *, clock=None, memory: int | None = None):
         self.processes = max(1, int(processes))
+        self.memory = memory or None
         self._reactor = clock or reactor
-        self._slots = [_Slot() for _ in range(self.processes)]
+        self._slots = [_Slot(self.memory) for _ in range(self.processes)]
         self._waiting: deque = deque()
         self.crashes = 0
         self.timeouts = 0

@@ -123,24 +123,44 @@ def process(job: Job) -> Result:
         _process(job, result, started)
     except SearchUnavailable:
         raise  # not an answer: the transaction goes back to the queue (gateway.matcher.shards)
+    except MemoryError:
+        # past the worker's private memory ([limits] max_work_memory, gateway.matcher.pool):
+        # the arrays of the failed step are garbage now; the answer is built in what is left
+        _answer_internal(
+            job,
+            result,
+            started,
+            "WORK_MEMORY",
+            "processing needed more memory than a worker is allowed",
+            "TRANSACTION EXCEEDS THE MEMORY ALLOWED; CHECK IMAGE SIZES AND RESUBMIT",
+        )
     except Exception as exc:  # noqa: BLE001 - the daemon must answer whatever happens
-        from gateway.validation import ERROR, Finding
-
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         result.summary["internal_error"] = detail[:500]
-        finding = Finding(
-            ERROR,
+        _answer_internal(
+            job,
+            result,
+            started,
             "INTERNAL_ERROR",
-            Location(),
             "internal processing error",
-            hint="INTERNAL PROCESSING ERROR; RESUBMIT",
+            "INTERNAL PROCESSING ERROR; RESUBMIT",
         )
-        try:
-            _errt(job, _placeholder_submission(job.payload), [finding], result)
-        except Exception:  # noqa: BLE001
-            result.response = None
-        result.step(State.REJECTED, "INTERNAL_ERROR", started)
     return result
+
+
+def _answer_internal(
+    job: Job, result: Result, started: float, code: str, message: str, hint: str
+) -> None:
+    """An ERRT for a failure of our own (not of the submission's content), without the
+    submission's fields: it may be the decoding that failed."""
+    from gateway.validation import ERROR, Finding
+
+    finding = Finding(ERROR, code, Location(), message, hint=hint)
+    try:
+        _errt(job, _placeholder_submission(job.payload), [finding], result)
+    except Exception:  # noqa: BLE001
+        result.response = None
+    result.step(State.REJECTED, code, started)
 
 
 @dataclass

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import sys
 import time
 from email.message import EmailMessage
 
+import numpy as np
 import pytest
 import pytest_twisted
 from twisted.internet import threads
 
 from gateway.ansinist import read
+from gateway.matcher import synthetic
+from gateway.matcher.gallery import Gallery
 from gateway.store.journal import Journal
 from tests.integration.cars import make_car
 from tests.integration.helpers import gateway_config, send_smtp, started
@@ -449,6 +453,50 @@ async def test_worker_time_cap_answers_an_errt_once_and_replaces_the_worker(tmp_
         assert outcomes.count("worker attempt 1") == 1 and "worker attempt 2" not in outcomes
         assert "WORK_LIMIT" in outcomes
         assert gateway.pool.timeouts == 1
+    finally:
+        await gateway.stopService()
+
+
+def _car_with_a_large_print(tcn: str, side: int = 2000) -> bytes:
+    """A synthetic CAR whose first rolled image is a ``side`` x ``side`` ridge pattern,
+    uncompressed (within the image-size and pixel limits; its extraction needs a few hundred MB)."""
+    from gateway import synth
+    from gateway.ansinist import write
+
+    txn = synth.car_transaction(42, impression=1, ori="NY0303000", tcn=tcn)
+    first = next(r for r in txn.records if r.type == 14)
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    ridges = 128 + 100 * np.sin(2 * np.pi * np.hypot(x - side / 2, y - side / 3) / 9)
+    first["14.006"], first["14.007"] = str(side), str(side)
+    first["14.011"] = "NONE"
+    first["14.999"] = ridges.astype(np.uint8).tobytes()
+    return write(txn)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is Linux's")
+@pytest_twisted.ensureDeferred
+async def test_worker_memory_cap_answers_an_errt_and_the_worker_goes_on(tmp_path, sink):
+    gallery = Gallery()
+    synthetic.populate(gallery, 5, seed=3)
+    gallery.save(tmp_path / "fbi")
+    config = gateway_config(
+        tmp_path, sink.port.getHost().port, limits={"max_work_memory": 256 * 2**20}
+    )
+    gateway = await started(config, galleries={"fbi": str(tmp_path / "fbi")})
+    try:
+        port = gateway.port("smtp")
+        await send_smtp(port, [_car_with_a_large_print("NY-LIMITS-000004")])
+        await sink.wait_for(1)
+        assert "TRANSACTION EXCEEDS THE MEMORY ALLOWED" in _errt_messages(sink)
+        (msg,) = gateway.journal.messages()
+        outcomes = [t["outcome"] for t in gateway.journal.transitions(msg.id)]
+        assert "WORK_MEMORY" in outcomes and "worker attempt 2" not in outcomes
+        assert gateway.pool.crashes == 0 and gateway.pool.timeouts == 0
+        # the same worker answers the next transaction as usual
+        await send_smtp(port, [make_car("NY-LIMITS-000005")])
+        await sink.wait_for(2)
+        answer = read(sink.messages[1]["attachments"][0])
+        assert answer.tot == "SRE" and answer.tcr == "NY-LIMITS-000005"
     finally:
         await gateway.stopService()
 
