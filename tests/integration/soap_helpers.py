@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import tempfile
 import urllib.request
+from pathlib import Path
+from urllib.parse import urljoin
 
 from lxml import etree
 from twisted.internet import defer, reactor
@@ -96,25 +99,57 @@ class ResponseReceiver:
         return d.addTimeout(timeout, reactor)
 
 
-class _UrlResolver(etree.Resolver):
-    """Fetches http:// schema documents with urllib (libxml2 itself has no HTTP client)."""
+_SCHEMA_REFS = (f"{{{XS}}}import", f"{{{XS}}}include", f"{{{XS}}}redefine")
+MAX_SCHEMA_DOCUMENTS = 200  # a WSDL importing more than this is a bug of the server
 
-    def resolve(self, url, pubid, context):
-        if url.startswith("http://"):
-            with urllib.request.urlopen(url, timeout=30) as response:
-                return self.resolve_string(response.read(), context, base_url=url)
-        return None
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
 
 
 def schema_from_wsdl_url(wsdl_url: str) -> etree.XMLSchema:
-    """Compile the schema of a served WSDL, imports fetched from the server (blocking)."""
-    with urllib.request.urlopen(wsdl_url, timeout=30) as response:
-        wsdl = etree.fromstring(response.read())
+    """Compile the schema of a served WSDL (blocking): the WSDL and every XSD it imports are
+    fetched from the server first, then compiled from local copies of exactly those documents.
+
+    Not with an lxml Resolver fetching the imports during the compile (as before): lxml sets
+    libxml2's process-wide external entity loader to its own around every parse and then
+    restores the one it found, so a parse ending in another thread of this process (the
+    gateway's, the receiver's) can put libxml2's default loader back in the middle of the
+    compile.  That loader cannot fetch http://: the import was skipped and the compile failed
+    (4 of 83 runs of test_soap_gateway.py) ("... ComplexObjectType does not resolve to
+    a(n) simple type definition").  Local files load the same with either loader.
+    """
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    wsdl = etree.fromstring(_fetch(wsdl_url), parser)
     (inline,) = wsdl.findall(f"{{{WSDL_NS}}}types/{{{XS}}}schema")
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    parser.resolvers.add(_UrlResolver())
-    doc = etree.fromstring(etree.tostring(inline), parser, base_url=wsdl_url)
-    return etree.XMLSchema(doc)
+    # the schema element alone, with the namespace declarations it inherits from the WSDL
+    inline = etree.fromstring(etree.tostring(inline), parser)
+    names: dict[str, str] = {}  # URL of a document -> its file name
+    pending: list[str] = []
+
+    def localize(root: etree._Element, base: str) -> bytes:
+        for ref in root.iter(*_SCHEMA_REFS):
+            location = ref.get("schemaLocation")
+            if not location:
+                continue
+            url = urljoin(base, location)
+            if url not in names:
+                if len(names) >= MAX_SCHEMA_DOCUMENTS:
+                    raise ValueError(f"{wsdl_url} imports more than {MAX_SCHEMA_DOCUMENTS} XSDs")
+                names[url] = f"{len(names)}.xsd"
+                pending.append(url)
+            ref.set("schemaLocation", names[url])
+        return etree.tostring(root)
+
+    with tempfile.TemporaryDirectory(prefix="wsdl-schema-") as folder:
+        entry = Path(folder, "types.xsd")
+        entry.write_bytes(localize(inline, wsdl_url))
+        while pending:
+            url = pending.pop()
+            document = etree.fromstring(_fetch(url), parser)
+            Path(folder, names[url]).write_bytes(localize(document, url))
+        return etree.XMLSchema(etree.parse(str(entry), parser))
 
 
 def body_element(raw: bytes) -> etree._Element:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import re
 import sqlite3
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -306,3 +309,67 @@ async def test_receive_response_is_retried_until_accepted(tmp_path):
     finally:
         await gateway.stopService()
         await receiver.stop()
+
+
+# Run in a fresh interpreter: libxml2's loader is lxml's at rest there until the race happened
+# once (after that lxml keeps restoring its own, and the old helper could no longer fail).
+_SCHEMA_WHILE_ANOTHER_THREAD_PARSES = r"""
+import http.server, sys, threading
+from urllib.parse import parse_qs, urlsplit
+from lxml import etree
+from gateway.transports.soap.contract import contract
+from tests.integration.soap_helpers import schema_from_wsdl_url
+
+served = contract("NGIUserService")
+inside, go = threading.Event(), threading.Event()
+
+class Held(etree.Resolver):
+    def resolve(self, url, pubid, context):
+        inside.set()
+        go.wait(30)
+        return self.resolve_string("", context)
+
+def parse():
+    parser = etree.XMLParser(load_dtd=True, no_network=True)
+    parser.resolvers.add(Held())
+    etree.fromstring(b'<!DOCTYPE a SYSTEM "held.dtd"><a/>', parser)
+
+other = threading.Thread(target=parse)
+
+class Served(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        parts = urlsplit(self.path)
+        xsd = parse_qs(parts.query).get("xsd", [None])[0]
+        if xsd is not None and not go.is_set():
+            go.set()  # the other thread's parse ends while the schema is being fetched
+            other.join(30)
+        data = served.document(xsd, f"http://127.0.0.1:{self.server.server_port}{parts.path}")
+        self.send_response(200 if data else 404)
+        self.end_headers()
+        self.wfile.write(data or b"")
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Served)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+other.start()
+assert inside.wait(30)  # that parse is under way (lxml's loader set, libxml2's saved)
+try:
+    schema_from_wsdl_url(f"http://127.0.0.1:{server.server_port}/ngi/NGIUserService?wsdl")
+except etree.XMLSchemaParseError as exc:
+    sys.exit(f"not compiled: {exc}")
+"""
+
+
+def test_served_schema_compiles_while_another_thread_parses_xml():
+    """The flake of test_xml_package_through_ngi_user_service, made deterministic: an XML
+    parse in another thread ends while schema_from_wsdl_url fetches the imports."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SCHEMA_WHILE_ANOTHER_THREAD_PARSES],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
