@@ -278,6 +278,9 @@ class _RecordReader:
         self.recno = recno
         self.warnings = warnings
         self.claimed: set[_El] = set()
+        # element -> {prefixed name: children of that name}: every table row walks the same
+        # few containers, and a record of many rows (Type-2) read them all again for each row
+        self._kids: dict[_El, dict[str, list[_El]]] = {}
         self.image = None
         for child in _children(rec_el):
             if _pname(child) in IMAGES.get(rtype, ()):
@@ -291,12 +294,20 @@ class _RecordReader:
             if step == "@":
                 nodes = [self.image] if self.image is not None else []
                 continue
-            nodes = [c for n in nodes for c in _children(n) if _pname(c) == step]
+            nodes = [c for n in nodes for c in self._named(n).get(step, ())]
             # The writer shares every container above the repeating element: a container that
             # repeats here cannot be rebuilt from fields, so it stays a verbatim fragment.
             if not nodes or (i < last and len(nodes) > 1):
                 return []
         return nodes
+
+    def _named(self, el: _El) -> dict[str, list[_El]]:
+        kids = self._kids.get(el)
+        if kids is None:
+            kids = self._kids[el] = {}
+            for child in _children(el):
+                kids.setdefault(_pname(child), []).append(child)
+        return kids
 
     def _leaves(self, unit: _El) -> list[tuple[tuple[str, ...], _El]]:
         """(relative path, element) of the leaf elements of ``unit``, skipping claimed subtrees."""
