@@ -895,6 +895,7 @@ def write_xml(txn: Transaction) -> bytes:
             hint="the transaction has no Type-1 record first",
         )
     root = etree.Element(_clark(f"itl:{ROOT_NAME}"), nsmap={**NS, "xsi": XSI})
+    known = set(txn.warnings)
     for recno, record in enumerate(records, start=1):
         if record.type not in RECORD_ELEMENT:
             # EBTS 10.0 / ANSI/NIST-ITL 1-2011 XML has no element for Types 3, 5, 6 (deprecated in
@@ -913,7 +914,8 @@ def write_xml(txn: Transaction) -> bytes:
                 f"field {tag} has no exact XML mapping; carried as a processing instruction",
                 Location(recno, record.type, tag),
             )
-            if warning not in txn.warnings:
+            if warning not in known:  # a set: one warning per unmapped field, in any number
+                known.add(warning)
                 txn.warnings.append(warning)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
@@ -941,6 +943,7 @@ def write_xml_2008(txn: Transaction) -> bytes:
     nsmap["s"] = NS["s"]
     root = etree.Element(writer.clark(f"itl:{ROOT_NAME}"), nsmap=nsmap)
     reader = _reader_2008()
+    known = set(txn.warnings)
     for recno, record in enumerate(records, start=1):
         try:
             el = writer.build(record)
@@ -962,7 +965,8 @@ def write_xml_2008(txn: Transaction) -> bytes:
                 f"field {tag} has no exact 2-2008 XML mapping; carried as a processing instruction",
                 Location(recno, record.type, tag),
             )
-            if warning not in txn.warnings:
+            if warning not in known:  # a set: one warning per unmapped field, in any number
+                known.add(warning)
                 txn.warnings.append(warning)
         root.append(el)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
