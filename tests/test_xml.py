@@ -386,3 +386,33 @@ def test_unmapped_field_warnings_are_not_compared_with_every_earlier_one(encodin
     ansinist.write(txn, encoding)
     assert sum(w.code == "XML_UNMAPPED_FIELD" for w in txn.warnings) == 300
     assert len(compared) < 300
+
+
+@pytest.mark.parametrize("generation", ["2011", "2-2008"])
+def test_record_numbers_int_cannot_read_are_format_errors_or_values(generation):
+    # "²" passes str.isdigit() and int() refuses it: an unknown record element's category code
+    # and a binary record's IDC in 2-2008 XML raised ValueError out of read()
+    itl = f"http://biometrics.nist.gov/standard/{generation}"
+    ansi = {
+        "2011": "http://niem.gov/niem/biometrics/1.0",
+        "2-2008": "http://niem.gov/niem/ansi-nist/2.0",
+    }
+    head = (
+        f'<itl:NISTBiometricInformationExchangePackage xmlns:itl="{itl}" '
+        f'xmlns:ansi-nist="{ansi[generation]}" xmlns:nc="http://niem.gov/niem/niem-core/2.0">'
+    )
+    tail = "</itl:NISTBiometricInformationExchangePackage>"
+    code = "<ansi-nist:RecordCategoryCode>{}</ansi-nist:RecordCategoryCode>"
+    t1 = f"<itl:PackageInformationRecord>{code.format('01')}</itl:PackageInformationRecord>"
+    unknown = f"<itl:Whatever>{code.format(chr(0xB2))}</itl:Whatever>"
+    with pytest.raises(FormatError):
+        ansinist.read((head + t1 + unknown + tail).encode())
+    if generation == "2-2008":
+        t4 = (
+            "<itl:PackageHighResolutionGrayscaleImageRecord><ansi-nist:RecordCategoryCode>04"
+            "</ansi-nist:RecordCategoryCode><ansi-nist:ImageReferenceIdentification>"
+            "<nc:IdentificationID>\u00b2</nc:IdentificationID></ansi-nist:ImageReferenceIdentification>"
+            "</itl:PackageHighResolutionGrayscaleImageRecord>"
+        )
+        txn = ansinist.read((head + t1 + t4 + tail).encode())
+        assert txn.records[1].type == 4

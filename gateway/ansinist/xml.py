@@ -49,7 +49,7 @@ from ._xml2008 import Reader2008, Writer2008
 from .errors import CodecWarning, FormatError, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES
 from .model import Field, Record, Transaction
-from .traditional import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SIZE
+from .traditional import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SIZE, _ascii_digits
 
 # lxml ships no type information: its elements are typed as Any.
 _El = Any
@@ -667,7 +667,7 @@ def _category(rec_el: _El) -> int | None:
     for child in _children(rec_el):
         if _pname(child) == _CATEGORY:
             text = (child.text or "").strip()
-            if text.isdigit() and 1 <= int(text) <= 99:
+            if _ascii_digits(text) and 1 <= int(text) <= 99:
                 return int(text)
     return None
 
@@ -742,7 +742,7 @@ class _Builder:
         is_data = entry.tag.endswith(".999") or (
             self.rtype in (4, 7) and entry.tag.endswith(".009")
         )
-        if self.rtype in BINARY_TYPES and entry.tag.endswith(".002") and field.value.isdigit():
+        if self.rtype in BINARY_TYPES and entry.tag.endswith(".002") and _ascii_digits(field.value):
             # Binary IDC is a number (1-2011 Table 16); XML carries it as two digits.
             return [[f"{int(field.value):02d}"]]
         if is_data:
