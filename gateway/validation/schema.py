@@ -117,9 +117,11 @@ def validate_xml_schema(data: bytes) -> list[Finding]:
     return findings
 
 
-# libxml2 quotes the offending value ("The value 'X' is not ...", "Element 'e': 'X' is not a valid
-# value of ..."); a value may be a name, an SSN or a date of birth, so it is left out.
-_QUOTED_VALUE = re.compile(r"(?:The value |(?<=: ))'[^']*'(?= is not| has a length)")
+# libxml2 quotes the offending value ("The value 'X' is not ...", "... 'X' has a length ...",
+# "... 'X' is greater than ...", "Element 'e': 'X' is not a valid value of ..."); a value may be a
+# name, an SSN or a date of birth, so it is left out.  It is quoted as is: O'BRIEN holds a quote,
+# so the value runs to the last quote before " is ", " has " or " must " (greedy), not the first.
+_QUOTED_VALUE = re.compile(r"(?:The value |(?<=: ))'.*'(?= (?:is|has|must) )", re.DOTALL)
 
 
 def _scrub(message: str) -> str:
