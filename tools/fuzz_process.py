@@ -13,10 +13,10 @@ FBI gallery, so that the fingers are decoded and extracted too.
 
 Contract: ``process`` never raises and always returns a Result whose response is an SRE or an
 ERRT that reads back, or no response where the TOT requires none; an INTERNAL_ERROR answer
-(``summary["internal_error"]``) or WORK_MEMORY under the ``--memory`` cap, a case slower than
-``--hang`` seconds, a crashed child, or the canary's text in an ERRT, in ``result.summary`` or in
-the steps (they are logged) is a bug, saved under ``--out`` (``--replay FILE`` runs one saved case;
-a ``.gallery`` suffix in its name means it ran with the gallery).
+(``summary["internal_error"]``) or WORK_MEMORY under the ``--memory`` cap, a case taking more
+than ``--hang`` CPU seconds, a crashed child, or the canary's text in an ERRT, in
+``result.summary`` or in the steps (they are logged) is a bug, saved under ``--out``
+(``--replay FILE`` runs one saved case; a ``.gallery`` suffix means it ran with the gallery).
 
     python tools/fuzz_process.py --count 3000 --seed 1
 """
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--hang", type=float, default=30.0, help="seconds that count as a hang")
+    ap.add_argument("--hang", type=float, default=30.0, help="CPU s that count as a hang")
     ap.add_argument("--memory", type=int, default=1024, help="MiB a case may allocate (0: no cap)")
     ap.add_argument("--gallery-share", type=float, default=0.15, help="share run with a gallery")
     ap.add_argument("--fingers", default="1,2,4", help="finger counts of the card CARs")
@@ -388,7 +388,7 @@ def _campaign(args) -> int:
         outcome, detail, took, _ = runner.run((b"G" if gallery else b"-") + payload)
         slowest = max(slowest, (took, f"case {case} {kind} of {name}"))
         if outcome != "BUG" and took > args.hang:
-            outcome, detail = "BUG", f"took {took:.1f} s (hang)"
+            outcome, detail = "BUG", f"took {took:.1f} CPU s (hang)"
         outcomes[outcome] += 1
         if outcome == "ERRT":
             errts[detail] += 1
@@ -411,7 +411,7 @@ def _campaign(args) -> int:
         + ", ".join(f"{k} {v}" for k, v in outcomes.most_common())
     )
     print("ERRT states:", ", ".join(f"{c} {n}" for c, n in errts.most_common(25)))
-    print(f"slowest {slowest[0]:.2f} s ({slowest[1]})")
+    print(f"slowest {slowest[0]:.2f} CPU s ({slowest[1]})")
     print(f"distinct bugs {len(bugs)}")
     for key, names in bugs.items():
         print(f"  {len(names)} x {key}  (e.g. {names[0]})")
