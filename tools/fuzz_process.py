@@ -4,12 +4,13 @@
 Each case is one :func:`gateway.routing.processing.process` call, as a worker makes it, on a
 mutated submission: CARs built from NIST's tenprint card (``tests/integration/cars.make_car``) and
 the synthetic ones (``gateway.synth``) plus the validation fixtures, traditional and XML, with a
-canary Type-2 (name, date of birth, SSN).  Mutations: field values (empty, long, huge or negative
-numbers, separators, control and non-ASCII characters, the field's own value altered), repeated
-subfields, fields removed or added, records removed or duplicated, TOT and version, image header
-fields and image bytes, then bytes of the encoded file (or the XML mutations of
-``tools/fuzz_xml.py``).  A share of the cases (``--gallery-share``) runs with a small synthetic
-FBI gallery, so that the fingers are decoded and extracted too.
+canary Type-2 (name, date of birth, SSN), and the corpus files of ../shared as they are (every TOT
+and record type; their Type-2 gets the canary too). Mutations: field values (empty, long, huge or
+negative numbers, separators, control and non-ASCII characters, the field's own value altered),
+repeated subfields, fields removed or added, records removed or duplicated, TOT and version, image
+header fields and image bytes, then bytes of the encoded file (or the XML mutations of
+``tools/fuzz_xml.py``). A share of the cases (``--gallery-share``) runs with a small synthetic FBI
+gallery, so that the fingers are decoded and extracted too.
 
 Contract: ``process`` never raises and always returns a Result whose response is an SRE or an
 ERRT that reads back, or no response where the TOT requires none; an INTERNAL_ERROR answer
@@ -111,7 +112,7 @@ def _personal(car_type2: Record) -> None:
         car_type2[tag] = value
 
 
-def bases(fingers: list[int]) -> list[tuple[str, bytes]]:
+def bases(fingers: list[int], corpus: bool = True) -> list[tuple[str, bytes]]:
     """The unmutated submissions: (name, bytes)."""
     from gateway import synth
 
@@ -138,6 +139,17 @@ def bases(fingers: list[int]) -> list[tuple[str, bytes]]:
         t1["1.002"] = "0500"
         t1["1.013"] = [("NORAM", "EBTS 10.0")]
         out.append((f"{name}.xml", write(txn, "xml")))
+    if corpus:  # every TOT and record type of the corpus, as they are (Type-2: the canary)
+        shared = REPO.parent / "shared" / "conformance"
+        for path in sorted(shared.glob("traditional/*/*")) + sorted(shared.glob("xml/*/*/*.xml")):
+            try:
+                txn = read(path.read_bytes())
+                for t2 in (r for r in txn.records if r.type == 2):
+                    _personal(t2)
+                kind = "xml" if txn.encoding == "xml" else "trad"
+                out.append((f"{path.name}.{kind}", write(txn)))
+            except (FormatError, ValueError, OSError):
+                continue
     return out
 
 
@@ -256,6 +268,13 @@ def mutate(name: str, data: bytes, rng: random.Random) -> tuple[str, bytes]:
                 data = write(txn, "traditional", canonical=True)
         except (FormatError, ValueError, KeyError, TypeError) as exc:
             kinds.append(f"unwritable-{type(exc).__name__}")
+    if xml and rng.random() < 0.15:  # a personal value as the XML carries it, altered
+        value = rng.choice([b"1980-02-29", b"CANARYSUR", b"CANARYGIVEN", b"212345679"])
+        altered = rng.choice(
+            [b"O'" + value, value + b"'", value * 30, value + b" x", value[:4] + b"'" + value[4:]]
+        )
+        data = data.replace(value, altered)
+        kinds.append("xml-personal")
     if rng.random() < 0.3 or not kinds:
         if xml:
             what, data = xml_mutate(Sample(name, data), rng)
@@ -285,6 +304,13 @@ GALLERY = ""  # set in main()
 
 
 def _job(payload: bytes, gallery: bool) -> Job:
+    """The Job the daemon makes (gateway.routing.pipeline), with its default limits; with the
+    gallery, the FBI and DHS legs both search it (NY and WV activated) and IAQs are built."""
+    import datetime as dt
+
+    from gateway.config import Jurisdiction, Limits
+
+    activated = dt.date(2026, 1, 1)
     return Job(
         message_id="M-FUZZ",
         payload=payload,
@@ -292,8 +318,12 @@ def _job(payload: bytes, gallery: bool) -> Job:
         gateway_ori="WVIAFIS0Z",
         today=TODAY,
         fbi_gallery=GALLERY if gallery else None,
+        dhs_gallery=GALLERY if gallery else None,
+        jurisdictions=(Jurisdiction("NY", activated), Jurisdiction("WV", activated)),
+        lesc=gallery,
         new_subject_id="0000001GW" if gallery else None,
         search_positions=(1, 2, 6, 7),
+        max_pixels=Limits().max_pixels_per_transaction,
     )
 
 
@@ -354,6 +384,7 @@ def main(argv=None) -> int:
     ap.add_argument("--memory", type=int, default=1024, help="MiB a case may allocate (0: no cap)")
     ap.add_argument("--gallery-share", type=float, default=0.15, help="share run with a gallery")
     ap.add_argument("--fingers", default="1,2,4", help="finger counts of the card CARs")
+    ap.add_argument("--no-corpus", action="store_true", help="the CARs only, not ../shared")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "fuzz-process")
     ap.add_argument("--replay", type=Path, help="run one saved case in this process and exit")
     args = ap.parse_args(argv)
@@ -370,11 +401,15 @@ def main(argv=None) -> int:
 
 
 def _campaign(args) -> int:
-    base = bases([int(k) for k in args.fingers.split(",")])
+    base = bases([int(k) for k in args.fingers.split(",")], corpus=not args.no_corpus)
     runner = Runner(args.memory << 20, max(60.0, 2 * args.hang), check)
-    for name, data in base:  # the unmutated submissions are answered with an SRE
+    answers: Counter = Counter()
+    for name, data in base:  # the unmutated CARs are answered with an SRE
         outcome, detail, _, _ = runner.run(b"G" + data)
-        print(f"base {name}: {len(data)} bytes, {outcome} {detail}", flush=True)
+        answers[outcome] += 1
+        if name.startswith(("card", "synth", "car-")) or outcome == "BUG":
+            print(f"base {name}: {len(data)} bytes, {outcome} {detail}", flush=True)
+    print(f"{len(base)} unmutated submissions: {dict(answers)}", flush=True)
     rng = random.Random(args.seed)
     outcomes: Counter = Counter()
     errts: Counter = Counter()
