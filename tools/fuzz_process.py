@@ -165,11 +165,12 @@ def _pick_field(record: Record, rng: random.Random):
     return rng.choice(tags) if tags else None
 
 
-def _field_mutation(txn, rng: random.Random) -> str:
+FIELD_KINDS = ("value", "value", "own", "repeat", "remove", "add", "record", "tot", "image", "data")
+
+
+def _field_mutation(txn, rng: random.Random, kinds=FIELD_KINDS) -> str:
     records = txn.records
-    kind = rng.choice(
-        ["value", "value", "own", "repeat", "remove", "add", "record", "tot", "image", "data"]
-    )
+    kind = rng.choice(kinds)
     record = rng.choice(records if rng.random() < 0.3 else [r for r in records if r.type <= 2])
     if kind == "tot":
         records[0]["1.004"] = rng.choice(TOTS)
@@ -254,31 +255,33 @@ def _field_mutation(txn, rng: random.Random) -> str:
     return kind
 
 
-def mutate(name: str, data: bytes, rng: random.Random) -> tuple[str, bytes]:
+def mutate(
+    name: str, data: bytes, rng: random.Random, kinds=FIELD_KINDS, byte_share: float = 0.3
+) -> tuple[str, bytes]:
     xml = name.endswith(".xml")
-    kinds = []
+    done: list[str] = []
     if rng.random() < 0.85:
         txn = read(data)
         for _ in range(rng.choice([1, 1, 2, 3])):
-            kinds.append(_field_mutation(txn, rng))
+            done.append(_field_mutation(txn, rng, kinds))
         try:
             if xml:
                 data = write(txn, rng.choice(["xml", "xml", "xml-2008"]))
             else:
                 data = write(txn, "traditional", canonical=True)
         except (FormatError, ValueError, KeyError, TypeError) as exc:
-            kinds.append(f"unwritable-{type(exc).__name__}")
+            done.append(f"unwritable-{type(exc).__name__}")
     if xml and rng.random() < 0.15:  # a personal value as the XML carries it, altered
         value = rng.choice([b"1980-02-29", b"CANARYSUR", b"CANARYGIVEN", b"212345679"])
         altered = rng.choice(
             [b"O'" + value, value + b"'", value * 30, value + b" x", value[:4] + b"'" + value[4:]]
         )
         data = data.replace(value, altered)
-        kinds.append("xml-personal")
-    if rng.random() < 0.3 or not kinds:
+        done.append("xml-personal")
+    if rng.random() < byte_share or not done:
         if xml:
             what, data = xml_mutate(Sample(name, data), rng)
-            kinds.append(f"xml-{what}")
+            done.append(f"xml-{what}")
         else:
             buf = bytearray(data)
             how = rng.choice(["flip", "flips", "insert", "delete", "truncate"])
@@ -295,8 +298,8 @@ def mutate(name: str, data: bytes, rng: random.Random) -> tuple[str, bytes]:
             else:
                 del buf[pos:]
             data = bytes(buf)
-            kinds.append(f"bytes-{how}")
-    return "+".join(kinds), data
+            done.append(f"bytes-{how}")
+    return "+".join(done), data
 
 
 # -- the child --------------------------------------------------------------------------------
@@ -385,6 +388,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gallery-share", type=float, default=0.15, help="share run with a gallery")
     ap.add_argument("--fingers", default="1,2,4", help="finger counts of the card CARs")
     ap.add_argument("--no-corpus", action="store_true", help="the CARs only, not ../shared")
+    ap.add_argument("--kinds", default="all", help="field mutations: a comma list, or all")
+    ap.add_argument("--byte-share", type=float, default=0.3, help="share of byte mutations after")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "fuzz-process")
     ap.add_argument("--replay", type=Path, help="run one saved case in this process and exit")
     args = ap.parse_args(argv)
@@ -411,6 +416,7 @@ def _campaign(args) -> int:
             print(f"base {name}: {len(data)} bytes, {outcome} {detail}", flush=True)
     print(f"{len(base)} unmutated submissions: {dict(answers)}", flush=True)
     rng = random.Random(args.seed)
+    kinds = tuple(args.kinds.split(",")) if args.kinds != "all" else FIELD_KINDS
     outcomes: Counter = Counter()
     errts: Counter = Counter()
     bugs: dict[str, list[str]] = {}
@@ -418,7 +424,7 @@ def _campaign(args) -> int:
     started = time.perf_counter()
     for case in range(args.count):
         name, data = rng.choice(base)
-        kind, payload = mutate(name, data, rng)
+        kind, payload = mutate(name, data, rng, kinds, args.byte_share)
         gallery = rng.random() < args.gallery_share
         outcome, detail, took, _ = runner.run((b"G" if gallery else b"-") + payload)
         slowest = max(slowest, (took, f"case {case} {kind} of {name}"))
