@@ -441,3 +441,25 @@ def test_schema_errors_find_their_elements_in_one_walk_of_the_document(monkeypat
     lines = {f.location.line for f in findings}
     assert len(lines) == 30
     assert all(f.location.path.endswith("/ansi-nist:CaptureDate/nc:Date") for f in findings)
+
+
+@pytest.mark.parametrize(
+    "count, code",
+    [
+        (20_000, "XML_UNMAPPED_LIMIT"),
+        (150_000, "XML_TOO_MANY_ELEMENTS"),
+        (260_000, "XML_TOO_MANY_ELEMENTS"),
+    ],
+)
+def test_a_package_of_countless_elements_is_refused_early(count, code):
+    # fuzz_xml: each unknown element cost 11 us and a T.899 subfield, so 16 million "<a/>" in a
+    # 64 MB package meant minutes of a worker; at most one element per 32 bytes of the size
+    # limit (the corpus: one per 82 at the densest) and 10,000 kept verbatim per package
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    at = data.index(b"<itl:PackageDescriptiveTextRecord>") + 35
+    with pytest.raises(FormatError) as caught:
+        ansinist.read(data[:at] + b"<a/>" * count + data[at:], max_size=1_100_000)
+    assert caught.value.code == code
+    assert caught.value.location.record == (2 if code == "XML_UNMAPPED_LIMIT" else None)

@@ -30,7 +30,8 @@ There is no LEN in XML (x.001 is dropped and recomputed by the traditional write
 type travels in ``ansi-nist:RecordCategoryCode`` (written as two digits).
 
 Parsing is hardened: no DTD (a DOCTYPE is refused, which also stops entity expansion and XXE), no
-network, no huge-tree mode.  Any problem raises :class:`FormatError`.
+network, no huge-tree mode, at most one element per 32 bytes of the size limit and 10,000 elements
+kept verbatim per package.  Any problem raises :class:`FormatError`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ ORDER: dict[str, dict[str, int]] = {
 }
 
 FRAGMENT_NUM = 899  # user-defined field number carrying unmapped XML (1-2011: 200-900 UDF)
+# Bounds of the work a package may ask for (tools/fuzz_xml.py): each element kept verbatim
+# costs about 11 us and a field subfield, so 16 million "<a/>" (64 MB) took minutes.  The densest
+# package of the corpus has one element per 82 bytes; unknown elements are a few per record.
+BYTES_PER_ELEMENT = 32  # at most one element per 32 bytes of the size limit
+MIN_ELEMENTS = 100_000
+MAX_UNMAPPED = 10_000  # elements kept verbatim (T.899) in the whole package
 PI_TARGET = "ansinist-field"
 _CATEGORY = "ansi-nist:RecordCategoryCode"
 _IDC_PATH = "ansi-nist:ImageReferenceIdentification"
@@ -231,6 +238,9 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
         raise FormatError(
             "TOO_LARGE", f"{len(data)} bytes exceeds the limit of {max_size}", Location(offset=0)
         )
+    most = max(MIN_ELEMENTS, max_size // BYTES_PER_ELEMENT)
+    if data.count(b"<") > 2 * most:  # an element has one or two tags: refused before the tree
+        raise _too_many_elements(most)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
@@ -245,6 +255,9 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
         raise FormatError("XML_SYNTAX", f"cannot parse XML: {exc}", Location(offset=0)) from None
     if root is None:
         raise FormatError("XML_SYNTAX", "empty XML document", Location(offset=0))
+    for count, _ in enumerate(root.iter(), start=1):
+        if count > most:  # the markup count above is an upper bound; this is the exact one
+            raise _too_many_elements(most)
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         # A DTD is never part of the NIEM package; refusing it rules out entity tricks (XXE).
@@ -252,6 +265,15 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
             "XML_DTD", "XML documents with a DOCTYPE/DTD are not accepted", Location(offset=0)
         )
     return root
+
+
+def _too_many_elements(most: int) -> FormatError:
+    return FormatError(
+        "XML_TOO_MANY_ELEMENTS",
+        f"more XML elements than the limit of {most}",
+        Location(offset=0),
+        hint=f"XML package has more than {most} elements",
+    )
 
 
 def generation(root: _El) -> str:
@@ -278,6 +300,8 @@ class _RecordReader:
         self.recno = recno
         self.warnings = warnings
         self.claimed: set[_El] = set()
+        self.room = MAX_UNMAPPED  # elements it may keep verbatim (what the package has left)
+        self.kept = 0
         # element -> {prefixed name: children of that name}: every table row walks the same
         # few containers, and a record of many rows (Type-2) read them all again for each row
         self._kids: dict[_El, dict[str, list[_El]]] = {}
@@ -463,7 +487,9 @@ class _RecordReader:
         _apply_pis(self.rec_el, record, self.recno, self.warnings)
 
     def _fragments(self, record: Record) -> None:
-        _keep_unmapped(self.rec_el, self.claimed, record, self.recno, self.warnings)
+        self.kept = _keep_unmapped(
+            self.rec_el, self.claimed, record, self.recno, self.warnings, self.room
+        )
 
 
 def _apply_pis(rec_el: _El, record: Record, recno: int, warnings: list[CodecWarning]) -> None:
@@ -493,15 +519,28 @@ def _apply_pis(rec_el: _El, record: Record, recno: int, warnings: list[CodecWarn
 
 
 def _keep_unmapped(
-    rec_el: _El, claimed: set[_El], record: Record, recno: int, warnings: list[CodecWarning]
-) -> None:
-    """Keep the elements nobody claimed verbatim in ``T.899`` and say so (module doc)."""
+    rec_el: _El,
+    claimed: set[_El],
+    record: Record,
+    recno: int,
+    warnings: list[CodecWarning],
+    room: int = MAX_UNMAPPED,
+) -> int:
+    """Keep the elements nobody claimed verbatim in ``T.899`` and say so (module doc); at most
+    ``room`` of them (what the package has left of :data:`MAX_UNMAPPED`).  Returns how many."""
     rtype = record.type
     frags: list[tuple[str, str]] = []
     names: list[str] = []
 
     def walk(el: _El, path: tuple[str, ...]) -> None:
         for child in _children(el):
+            if len(frags) >= room:
+                raise FormatError(
+                    "XML_UNMAPPED_LIMIT",
+                    f"more than {MAX_UNMAPPED} elements of the package have no field",
+                    Location(recno, rtype),
+                    hint=f"record {recno}: too many XML elements with no ANSI/NIST-ITL field",
+                )
             if child in claimed:
                 if len(_children(child)):
                     walk(child, path + (_pname(child),))
@@ -514,7 +553,7 @@ def _keep_unmapped(
 
     walk(rec_el, ())
     if not frags:
-        return
+        return 0
     tag = f"{rtype}.{FRAGMENT_NUM:03d}"
     shown = ", ".join(sorted(set(names)))[:300]
     if rtype in BINARY_TYPES:
@@ -525,7 +564,7 @@ def _keep_unmapped(
                 Location(recno, rtype),
             )
         )
-        return
+        return len(frags)
     record[tag] = frags
     warnings.append(
         CodecWarning(
@@ -534,6 +573,7 @@ def _keep_unmapped(
             Location(recno, rtype, tag),
         )
     )
+    return len(frags)
 
 
 def _fragment_text(el: _El) -> str:
@@ -586,6 +626,7 @@ def read_xml(
             Location(),
         )
     reader_2008 = _reader_2008() if gen == "2008" else None
+    room = MAX_UNMAPPED
     for recno, rec_el in enumerate(elements, start=1):
         name = _pname(rec_el)
         if reader_2008 is not None:
@@ -610,10 +651,13 @@ def read_xml(
         if reader_2008 is not None:
             record, claimed = reader_2008.read(rec_el, rtype, recno, warnings)
             _apply_pis(rec_el, record, recno, warnings)
-            _keep_unmapped(rec_el, claimed, record, recno, warnings)
+            room -= _keep_unmapped(rec_el, claimed, record, recno, warnings, room)
             records.append(record)
         else:
-            records.append(_RecordReader(rec_el, rtype, recno, warnings).read())
+            reader = _RecordReader(rec_el, rtype, recno, warnings)
+            reader.room = room
+            records.append(reader.read())
+            room -= reader.kept
     if not records:
         raise FormatError("XML_EMPTY", "the package holds no records", Location())
     txn = Transaction(records, encoding="xml")
