@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Fuzz the XML reader with mutated NIEM/ITL packages (run on demand, not in CI).
 
-The packages are the corpus XML files (FBI EBTS 10.0 NGI templates, NBIS's ITL 2-2008 file) and
-the XML the codec writes from the traditional corpus files (``write(txn, "xml")`` and
-``"xml-2008"``).  Mutations: bytes (flips, insertions, deletions, truncation, splices), elements
-(duplicated, removed, reordered, moved), attributes and namespaces, values (huge or negative
-numbers, very long text, control characters, corrupted or truncated base64), ``ansinist-field``
-processing instructions, record-level duplication, deep nesting, encoding declarations and entity
-tricks (billion laughs, external entities to a canary file and to a canary listener on
-127.0.0.1: they must be refused, never expanded or fetched).
+The packages are the corpus XML files (FBI EBTS 10.0 NGI templates, NBIS's ITL 2-2008 file) and the
+XML the codec writes from the traditional corpus files (``write(txn, "xml")`` and ``"xml-2008"``).
+Mutations: bytes (flips, insertions, deletions, truncation, splices), elements (duplicated,
+removed, reordered, moved), attributes and namespaces, values (huge or negative numbers, very long
+text, control characters, corrupted or truncated base64), ``ansinist-field`` processing
+instructions, record-level duplication, deep nesting, floods of tiny elements, encoding
+declarations and entity tricks (billion laughs, external entities to a canary file and to a canary
+listener on 127.0.0.1: they must be refused, never expanded or fetched).
 
 Contract: :func:`gateway.ansinist.read` returns a Transaction, which writes back in its own
 encoding, or raises the codec's FormatError; :func:`gateway.ansinist.peek` never raises.  Any other
@@ -287,6 +287,19 @@ def _deep(sample: Sample, rng: random.Random) -> bytes:
     )
 
 
+def _flood(sample: Sample, rng: random.Random) -> bytes:
+    """Countless tiny elements (unknown or table names) in one place of the package."""
+    data = sample.data
+    opens = [m.end() for m in re.finditer(rb"<[A-Za-z][^<>]*[^/]>", data)]
+    if not opens:
+        return data
+    pos = rng.choice(opens)
+    unit = rng.choice([b"<a/>", b"<a>1</a>", b"<nc:IdentificationID/>", b"<!--c--><a/>", b"<?p?>"])
+    count = rng.choice([1000, 20_000, 300_000, 3_000_000])
+    count = min(count, (60 << 20) // len(unit))
+    return data[:pos] + unit * count + data[pos:]
+
+
 def _decl(sample: Sample, rng: random.Random) -> bytes:
     data = sample.data
     if data.startswith(b"<?xml"):
@@ -324,7 +337,7 @@ TREE_KINDS = [
 
 
 def mutate(sample: Sample, rng: random.Random) -> tuple[str, bytes]:
-    kind = rng.choice(BYTE_KINDS + TREE_KINDS + ["entity", "deep", "decl", "multi"])
+    kind = rng.choice(BYTE_KINDS + TREE_KINDS + ["entity", "deep", "flood", "decl", "multi"])
     if kind == "multi":  # two tree mutations in a row
         first = rng.choice(TREE_KINDS)
         once = Sample(sample.name, _tree_mutation(sample, rng, first))
@@ -336,6 +349,8 @@ def mutate(sample: Sample, rng: random.Random) -> tuple[str, bytes]:
         return kind, _entity_doc(sample, rng)
     if kind == "deep":
         return kind, _deep(sample, rng)
+    if kind == "flood":
+        return kind, _flood(sample, rng)
     if kind == "decl":
         return kind, _decl(sample, rng)
     data = bytearray(sample.data)
