@@ -74,8 +74,8 @@ def test_xml_schema_messages_do_not_quote_values():
 
 @pytest.mark.parametrize("value", ["O'QUIRKE", "1980-02-2'9", "19'80 x' is not"])
 def test_xml_schema_messages_do_not_quote_a_value_holding_a_quote(value):
-    # fuzz_process: the quoted value was cut at its first quote, so an O'BRIEN came back in the
-    # ERRT and the findings ("Element 'nc:Date': 'O'QUIRKE' is not a valid value ...")
+    # found writing fuzz_process's canary: the quoted value was cut at its first quote, so an
+    # O'BRIEN came back in the ERRT and findings ("Element 'nc:Date': 'O'QUIRKE' is not ...")
     data = (FIXTURES / "car-valid-xml.xml").read_bytes()
     assert data.count(b"1980-02-29") == 1  # the date of birth
     report = validate_bytes(data.replace(b"1980-02-29", value.encode()), today=TODAY)

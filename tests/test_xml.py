@@ -452,9 +452,9 @@ def test_schema_errors_find_their_elements_in_one_walk_of_the_document(monkeypat
     ],
 )
 def test_a_package_of_countless_elements_is_refused_early(count, code):
-    # fuzz_xml: each unknown element cost 11 us and a T.899 subfield, so 16 million "<a/>" in a
-    # 64 MB package meant minutes of a worker; at most one element per 32 bytes of the size
-    # limit (the corpus: one per 82 at the densest) and 10,000 kept verbatim per package
+    # found by review: each unknown element cost 11 us and a T.899 subfield, so 16 million
+    # "<a/>" in a 64 MB package meant minutes of a worker; at most one element per 32 bytes of
+    # the size limit (the corpus: one per 82 at the densest) and 10,000 kept verbatim per package
     from tests.conftest import FIXTURES
 
     data = (FIXTURES / "car-valid-xml.xml").read_bytes()
