@@ -463,3 +463,16 @@ def test_a_package_of_countless_elements_is_refused_early(count, code):
         ansinist.read(data[:at] + b"<a/>" * count + data[at:], max_size=1_100_000)
     assert caught.value.code == code
     assert caught.value.location.record == (2 if code == "XML_UNMAPPED_LIMIT" else None)
+
+
+def test_one_unmapped_element_of_countless_children_is_refused():
+    # fuzz_xml (flood): 300,000 elements inside one element of no field made one T.899 fragment
+    # whose serialization took minutes (lxml's namespace clean-up); its elements count too
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    at = data.index(b"<itl:PackageInformationRecord>") + 30
+    flood = b"<nc:Unknown>" + b"<nc:IdentificationID/>" * 20_000 + b"</nc:Unknown>"
+    with pytest.raises(FormatError) as caught:
+        ansinist.read(data[:at] + flood + data[at:])
+    assert caught.value.code == "XML_UNMAPPED_LIMIT" and caught.value.location.record == 1
