@@ -40,6 +40,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterator
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -333,23 +334,25 @@ class _RecordReader:
                 kids.setdefault(_pname(child), []).append(child)
         return kids
 
-    def _leaves(self, unit: _El) -> list[tuple[tuple[str, ...], _El]]:
-        """(relative path, element) of the leaf elements of ``unit``, skipping claimed subtrees."""
-        out: list[tuple[tuple[str, ...], _El]] = []
-        stack: list[tuple[_El, tuple[str, ...]]] = [(unit, ())]
-        while stack:
-            el, rel = stack.pop()
-            kids = _children(el)
-            if not kids:
-                out.append((rel, el))
+    def _leaves(
+        self, unit: _El, rel: tuple[str, ...] = ()
+    ) -> Iterator[tuple[tuple[str, ...], _El]]:
+        """(relative path, element) of the leaf elements of ``unit``, skipping claimed subtrees.
+
+        Lazily: the caller stops at the first leaf its row has no item for, so a unit flooded
+        with 300,000 elements costs one, not a walk of all of them per table row (fuzz_xml)."""
+        has_kids = False
+        for kid in unit:
+            if not isinstance(kid.tag, str):
                 continue
-            if el.text and el.text.strip():
-                raise _NoFit  # mixed content
-            for kid in reversed(kids):
-                if kid in self.claimed:
-                    continue
-                stack.append((kid, rel + (_pname(kid),)))
-        return out
+            if not has_kids:
+                has_kids = True
+                if unit.text and unit.text.strip():
+                    raise _NoFit  # mixed content
+            if kid not in self.claimed:
+                yield from self._leaves(kid, rel + (_pname(kid),))
+        if not has_kids:
+            yield rel, unit
 
     def _items(self, entry: _Entry, unit: _El) -> list[str]:
         if unit.attrib:
