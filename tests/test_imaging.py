@@ -706,3 +706,14 @@ def test_finger_position_of_type4_and_type14(rtype, value, expected):
     if value is not None:
         record["4.004" if rtype == 4 else "14.013"] = value
     assert finger_position(record) == expected
+
+
+@pytest.mark.parametrize("code", ["\u00b2", "9" * 5000])
+def test_a_compression_code_int_cannot_read_is_unknown(code):
+    # "²" passes str.isdigit() and int() refuses it (as it refuses 5,000 digits): a ValueError
+    # instead of the decoder's own error
+    from gateway.imaging import ImagingError
+    from gateway.imaging.codecs import canonical_compression
+
+    with pytest.raises(ImagingError):
+        canonical_compression(code)

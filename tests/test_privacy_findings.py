@@ -70,3 +70,27 @@ def test_xml_schema_messages_do_not_quote_values():
     assert schema  # the XML schema rejects the bad date of birth
     for value in PERSONAL.values():
         assert not any(value in t for t in _texts(report))
+
+
+@pytest.mark.parametrize("value", ["O'QUIRKE", "1980-02-2'9", "19'80 x' is not"])
+def test_xml_schema_messages_do_not_quote_a_value_holding_a_quote(value):
+    # found writing fuzz_process's canary: the quoted value was cut at its first quote, so an
+    # O'BRIEN came back in the ERRT and findings ("Element 'nc:Date': 'O'QUIRKE' is not ...")
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    assert data.count(b"1980-02-29") == 1  # the date of birth
+    report = validate_bytes(data.replace(b"1980-02-29", value.encode()), today=TODAY)
+    assert any(f.code == "L4_SCHEMA" for f in report.findings)
+    for text in _texts(report):
+        assert "QUIRKE" not in text and value not in text, text
+
+
+def test_xml_schema_scrub_covers_every_facet_message():
+    from gateway.validation.schema import _scrub
+
+    for message in (
+        "Element 'a': [facet 'maxInclusive'] The value 'Q'9' is greater than the maximum value",
+        "Element 'a': [facet 'totalDigits'] The value 'Q'9' has more digits than are allowed",
+        "Element 'a': [facet 'maxExclusive'] The value 'Q'9' must be less than '10'.",
+        "Element 'a', attribute 'b': 'Q'9' is not a valid value of the atomic type 'xs:int'.",
+    ):
+        assert "Q'9" not in _scrub(message) and "Q" not in _scrub(message).split("'a'")[-1]

@@ -171,6 +171,24 @@ def test_level2_rules(record, tag, value, code):
     assert str(report.findings[0].location).endswith(f"field {tag}")
 
 
+@pytest.mark.parametrize(
+    "record, tag, value",
+    [
+        (0, "1.003", [("1", "9" * 5000), ("2", "00"), ("14", "01")]),
+        (0, "1.003", [("1", "\u00b2"), ("2", "00"), ("14", "01")]),
+        (0, "1.002", "040\u00b2"),
+        (0, "1.014", "20260110\u00b220000Z"),
+    ],
+)
+def test_numbers_int_cannot_read_are_findings_not_exceptions(record, tag, value):
+    # fuzz_process: "²" passes str.isdigit() and int() refuses it, as it refuses 5,000 digits;
+    # each ValueError escaped validation and the CAR got an INTERNAL_ERROR answer
+    txn = car()
+    txn.records[record][tag] = value
+    report = validate(txn, today=TODAY)
+    assert not report.valid and all(f.severity for f in report.findings)
+
+
 def test_level2_dat_at_most_one_day_ahead():
     assert roundtrip(car(dat="20260116")).valid  # today + 1
     report = roundtrip(car(dat="20260117"))

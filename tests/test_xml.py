@@ -352,3 +352,148 @@ def test_peek_reads_the_type1_of_an_xml_package_without_its_images():
     assert peek(data) == {t: f.value for t, f in full.fields.items() if not f.binary}
     assert peek(data)["1.008"] == "WV0340000"
     assert peek(b"<not-ansi-nist/>") == {} and peek(b"<unclosed") == {}
+
+
+def test_a_record_lists_each_container_once_not_once_per_table_row(monkeypatch):
+    # fuzz_xml: 1,200 copies of a Type-2 record read in 3.8 s, each of its ~100 table rows
+    # listing the record element's children again; now each element's children are listed once.
+    from gateway.ansinist import xml
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    root = etree.fromstring(data)
+    type2 = [r for r in root if etree.QName(r).localname == "PackageDescriptiveTextRecord"][0]
+    listed = []
+    real = xml._children
+    monkeypatch.setattr(xml, "_children", lambda el: listed.append(el) or real(el))
+    record = xml._RecordReader(type2, 2, 2, []).read()
+    assert record.value("2.018")
+    assert listed.count(type2) <= 5
+
+
+@pytest.mark.parametrize("encoding", ["xml", "xml-2008"])
+def test_unmapped_field_warnings_are_not_compared_with_every_earlier_one(encoding, monkeypatch):
+    # fuzz_xml: 1,200 records of 13 unmapped fields each took 119 s to write, every new warning
+    # compared with all the earlier ones (121 million __eq__); a set of the known ones now.
+    from gateway.ansinist import CodecWarning, Transaction
+
+    txn = Transaction.new(tot="CAR", dai="WVIAFIS0Z", ori="NY0303000", tcn="T1", dat="20261124")
+    for _ in range(300):
+        txn.add_record(2, fields={"2.901": "X"})  # a user-defined field: no XML element
+    compared = []
+    real = CodecWarning.__eq__
+    monkeypatch.setattr(CodecWarning, "__eq__", lambda a, b: compared.append(1) or real(a, b))
+    ansinist.write(txn, encoding)
+    assert sum(w.code == "XML_UNMAPPED_FIELD" for w in txn.warnings) == 300
+    assert len(compared) < 300
+
+
+@pytest.mark.parametrize("generation", ["2011", "2-2008"])
+def test_record_numbers_int_cannot_read_are_format_errors_or_values(generation):
+    # "²" passes str.isdigit() and int() refuses it: an unknown record element's category code
+    # and a binary record's IDC in 2-2008 XML raised ValueError out of read()
+    itl = f"http://biometrics.nist.gov/standard/{generation}"
+    ansi = {
+        "2011": "http://niem.gov/niem/biometrics/1.0",
+        "2-2008": "http://niem.gov/niem/ansi-nist/2.0",
+    }
+    head = (
+        f'<itl:NISTBiometricInformationExchangePackage xmlns:itl="{itl}" '
+        f'xmlns:ansi-nist="{ansi[generation]}" xmlns:nc="http://niem.gov/niem/niem-core/2.0">'
+    )
+    tail = "</itl:NISTBiometricInformationExchangePackage>"
+    code = "<ansi-nist:RecordCategoryCode>{}</ansi-nist:RecordCategoryCode>"
+    t1 = f"<itl:PackageInformationRecord>{code.format('01')}</itl:PackageInformationRecord>"
+    unknown = f"<itl:Whatever>{code.format(chr(0xB2))}</itl:Whatever>"
+    with pytest.raises(FormatError):
+        ansinist.read((head + t1 + unknown + tail).encode())
+    if generation == "2-2008":
+        t4 = (
+            "<itl:PackageHighResolutionGrayscaleImageRecord><ansi-nist:RecordCategoryCode>04"
+            "</ansi-nist:RecordCategoryCode><ansi-nist:ImageReferenceIdentification>"
+            "<nc:IdentificationID>\u00b2</nc:IdentificationID></ansi-nist:ImageReferenceIdentification>"
+            "</itl:PackageHighResolutionGrayscaleImageRecord>"
+        )
+        txn = ansinist.read((head + t1 + t4 + tail).encode())
+        assert txn.records[1].type == 4
+
+
+def test_schema_errors_find_their_elements_in_one_walk_of_the_document(monkeypatch):
+    # fuzz_process: every schema error walked the whole tree to name its element (1,205 errors
+    # in an 18 MB package: 31 s of a worker); the elements are indexed by line once
+    from copy import deepcopy
+
+    from gateway.validation import schema
+    from tests.conftest import FIXTURES
+
+    root = etree.fromstring((FIXTURES / "car-valid-xml.xml").read_bytes())
+    finger = root[2]
+    for i in range(30):
+        copy = deepcopy(finger)
+        for date in copy.iter("{*}Date"):
+            date.text = f"bad{i}"
+        root.append(copy)
+    walks = []
+    real = schema._by_line
+    monkeypatch.setattr(schema, "_by_line", lambda r: walks.append(r) or real(r))
+    findings = validate_xml_schema(etree.tostring(root, pretty_print=True))
+    assert len(findings) == 30 and len(walks) == 1
+    lines = {f.location.line for f in findings}
+    assert len(lines) == 30
+    assert all(f.location.path.endswith("/ansi-nist:CaptureDate/nc:Date") for f in findings)
+
+
+@pytest.mark.parametrize(
+    "count, code",
+    [
+        (20_000, "XML_UNMAPPED_LIMIT"),
+        (150_000, "XML_TOO_MANY_ELEMENTS"),
+        (260_000, "XML_TOO_MANY_ELEMENTS"),
+    ],
+)
+def test_a_package_of_countless_elements_is_refused_early(count, code):
+    # found by review: each unknown element cost 11 us and a T.899 subfield, so 16 million
+    # "<a/>" in a 64 MB package meant minutes of a worker; at most one element per 32 bytes of
+    # the size limit (the corpus: one per 82 at the densest) and 10,000 kept verbatim per package
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    at = data.index(b"<itl:PackageDescriptiveTextRecord>") + 35
+    with pytest.raises(FormatError) as caught:
+        ansinist.read(data[:at] + b"<a/>" * count + data[at:], max_size=1_100_000)
+    assert caught.value.code == code
+    assert caught.value.location.record == (2 if code == "XML_UNMAPPED_LIMIT" else None)
+
+
+def test_one_unmapped_element_of_countless_children_is_refused():
+    # fuzz_xml (flood): 300,000 elements inside one element of no field made one T.899 fragment
+    # whose serialization took minutes (lxml's namespace clean-up); its elements count too
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    at = data.index(b"<itl:PackageInformationRecord>") + 30
+    flood = b"<nc:Unknown>" + b"<nc:IdentificationID/>" * 20_000 + b"</nc:Unknown>"
+    with pytest.raises(FormatError) as caught:
+        ansinist.read(data[:at] + flood + data[at:])
+    assert caught.value.code == "XML_UNMAPPED_LIMIT" and caught.value.location.record == 1
+
+
+def test_a_flooded_field_element_is_not_walked_to_its_end(monkeypatch):
+    # fuzz_xml (flood): 300,000 elements inside the element of a field (1.010 TCR) were listed
+    # in full, every one named, before the first of them showed the element fits no row (1.5
+    # CPU s for 3.6 MB); the walk is lazy and stops there
+    from gateway.ansinist import xml
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    at = data.index(b"<nc:MeasurePointValue>") + len(b"<nc:MeasurePointValue>")
+    named = []
+    real = xml._pname
+    monkeypatch.setattr(xml, "_pname", lambda el: named.append(1) or real(el))
+
+    def names(count: int) -> int:
+        named.clear()
+        ansinist.read(data[:at] + b"<nc:X/>" * count + data[at:])
+        return len(named)
+
+    assert names(4000) - names(2000) < 100

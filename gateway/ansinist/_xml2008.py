@@ -36,6 +36,7 @@ from lxml import etree  # type: ignore[import-untyped]
 from .errors import CodecWarning, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES
 from .model import Record
+from .traditional import _ascii_digits
 
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})\Z")
 _DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z\Z")
@@ -202,7 +203,7 @@ class _Run:
                 return "".join(m.groups()) + "Z"
             self._bad(tag, "is not a UTC date-time YYYY-MM-DDThh:mm:ssZ")
         elif fmt == "idc":
-            if self.rtype in BINARY_TYPES and text.isdigit():
+            if self.rtype in BINARY_TYPES and _ascii_digits(text):
                 return str(int(text))  # binary IDC is a number (1-2011 Table 16)
             return text.rjust(2, "0")
         elif fmt in _BOOL:
@@ -357,7 +358,7 @@ class Writer2008:
 
         def first_number(tag: str) -> int | None:
             value = record.value(tag) or ""
-            return int(value) if value.isdigit() else None
+            return int(value) if _ascii_digits(value) else None
 
         choice = None
         if rtype == 8:

@@ -30,7 +30,8 @@ There is no LEN in XML (x.001 is dropped and recomputed by the traditional write
 type travels in ``ansi-nist:RecordCategoryCode`` (written as two digits).
 
 Parsing is hardened: no DTD (a DOCTYPE is refused, which also stops entity expansion and XXE), no
-network, no huge-tree mode.  Any problem raises :class:`FormatError`.
+network, no huge-tree mode, at most one element per 32 bytes of the size limit and 10,000 elements
+kept verbatim per package.  Any problem raises :class:`FormatError`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterator
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ from ._xml2008 import Reader2008, Writer2008
 from .errors import CodecWarning, FormatError, Location
 from .layouts import BINARY_LAYOUTS, BINARY_TYPES
 from .model import Field, Record, Transaction
-from .traditional import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SIZE
+from .traditional import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SIZE, _ascii_digits
 
 # lxml ships no type information: its elements are typed as Any.
 _El = Any
@@ -76,6 +78,12 @@ ORDER: dict[str, dict[str, int]] = {
 }
 
 FRAGMENT_NUM = 899  # user-defined field number carrying unmapped XML (1-2011: 200-900 UDF)
+# Bounds of the work a package may ask for (tools/fuzz_xml.py): each element kept verbatim
+# costs about 11 us and a field subfield, so 16 million "<a/>" (64 MB) took minutes.  The densest
+# package of the corpus has one element per 82 bytes; unknown elements are a few per record.
+BYTES_PER_ELEMENT = 32  # at most one element per 32 bytes of the size limit
+MIN_ELEMENTS = 100_000
+MAX_UNMAPPED = 10_000  # elements kept verbatim (T.899) in the whole package
 PI_TARGET = "ansinist-field"
 _CATEGORY = "ansi-nist:RecordCategoryCode"
 _IDC_PATH = "ansi-nist:ImageReferenceIdentification"
@@ -231,6 +239,9 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
         raise FormatError(
             "TOO_LARGE", f"{len(data)} bytes exceeds the limit of {max_size}", Location(offset=0)
         )
+    most = max(MIN_ELEMENTS, max_size // BYTES_PER_ELEMENT)
+    if data.count(b"<") > 2 * most:  # an element has one or two tags: refused before the tree
+        raise _too_many_elements(most)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
@@ -245,6 +256,9 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
         raise FormatError("XML_SYNTAX", f"cannot parse XML: {exc}", Location(offset=0)) from None
     if root is None:
         raise FormatError("XML_SYNTAX", "empty XML document", Location(offset=0))
+    for count, _ in enumerate(root.iter(), start=1):
+        if count > most:  # the markup count above is an upper bound; this is the exact one
+            raise _too_many_elements(most)
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         # A DTD is never part of the NIEM package; refusing it rules out entity tricks (XXE).
@@ -252,6 +266,15 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
             "XML_DTD", "XML documents with a DOCTYPE/DTD are not accepted", Location(offset=0)
         )
     return root
+
+
+def _too_many_elements(most: int) -> FormatError:
+    return FormatError(
+        "XML_TOO_MANY_ELEMENTS",
+        f"more XML elements than the limit of {most}",
+        Location(offset=0),
+        hint=f"XML package has more than {most} elements",
+    )
 
 
 def generation(root: _El) -> str:
@@ -278,6 +301,11 @@ class _RecordReader:
         self.recno = recno
         self.warnings = warnings
         self.claimed: set[_El] = set()
+        self.room = MAX_UNMAPPED  # elements it may keep verbatim (what the package has left)
+        self.kept = 0
+        # element -> {prefixed name: children of that name}: every table row walks the same
+        # few containers, and a record of many rows (Type-2) read them all again for each row
+        self._kids: dict[_El, dict[str, list[_El]]] = {}
         self.image = None
         for child in _children(rec_el):
             if _pname(child) in IMAGES.get(rtype, ()):
@@ -291,30 +319,40 @@ class _RecordReader:
             if step == "@":
                 nodes = [self.image] if self.image is not None else []
                 continue
-            nodes = [c for n in nodes for c in _children(n) if _pname(c) == step]
+            nodes = [c for n in nodes for c in self._named(n).get(step, ())]
             # The writer shares every container above the repeating element: a container that
             # repeats here cannot be rebuilt from fields, so it stays a verbatim fragment.
             if not nodes or (i < last and len(nodes) > 1):
                 return []
         return nodes
 
-    def _leaves(self, unit: _El) -> list[tuple[tuple[str, ...], _El]]:
-        """(relative path, element) of the leaf elements of ``unit``, skipping claimed subtrees."""
-        out: list[tuple[tuple[str, ...], _El]] = []
-        stack: list[tuple[_El, tuple[str, ...]]] = [(unit, ())]
-        while stack:
-            el, rel = stack.pop()
-            kids = _children(el)
-            if not kids:
-                out.append((rel, el))
+    def _named(self, el: _El) -> dict[str, list[_El]]:
+        kids = self._kids.get(el)
+        if kids is None:
+            kids = self._kids[el] = {}
+            for child in _children(el):
+                kids.setdefault(_pname(child), []).append(child)
+        return kids
+
+    def _leaves(
+        self, unit: _El, rel: tuple[str, ...] = ()
+    ) -> Iterator[tuple[tuple[str, ...], _El]]:
+        """(relative path, element) of the leaf elements of ``unit``, skipping claimed subtrees.
+
+        Lazily: the caller stops at the first leaf its row has no item for, so a unit flooded
+        with 300,000 elements costs one, not a walk of all of them per table row (fuzz_xml)."""
+        has_kids = False
+        for kid in unit:
+            if not isinstance(kid.tag, str):
                 continue
-            if el.text and el.text.strip():
-                raise _NoFit  # mixed content
-            for kid in reversed(kids):
-                if kid in self.claimed:
-                    continue
-                stack.append((kid, rel + (_pname(kid),)))
-        return out
+            if not has_kids:
+                has_kids = True
+                if unit.text and unit.text.strip():
+                    raise _NoFit  # mixed content
+            if kid not in self.claimed:
+                yield from self._leaves(kid, rel + (_pname(kid),))
+        if not has_kids:
+            yield rel, unit
 
     def _items(self, entry: _Entry, unit: _El) -> list[str]:
         if unit.attrib:
@@ -452,7 +490,9 @@ class _RecordReader:
         _apply_pis(self.rec_el, record, self.recno, self.warnings)
 
     def _fragments(self, record: Record) -> None:
-        _keep_unmapped(self.rec_el, self.claimed, record, self.recno, self.warnings)
+        self.kept = _keep_unmapped(
+            self.rec_el, self.claimed, record, self.recno, self.warnings, self.room
+        )
 
 
 def _apply_pis(rec_el: _El, record: Record, recno: int, warnings: list[CodecWarning]) -> None:
@@ -482,14 +522,24 @@ def _apply_pis(rec_el: _El, record: Record, recno: int, warnings: list[CodecWarn
 
 
 def _keep_unmapped(
-    rec_el: _El, claimed: set[_El], record: Record, recno: int, warnings: list[CodecWarning]
-) -> None:
-    """Keep the elements nobody claimed verbatim in ``T.899`` and say so (module doc)."""
+    rec_el: _El,
+    claimed: set[_El],
+    record: Record,
+    recno: int,
+    warnings: list[CodecWarning],
+    room: int = MAX_UNMAPPED,
+) -> int:
+    """Keep the elements nobody claimed verbatim in ``T.899`` and say so (module doc); at most
+    ``room`` elements, counted with their descendants (what the package has left of
+    :data:`MAX_UNMAPPED`: serializing one fragment of 300,000 elements took minutes).  Returns
+    how many elements were kept."""
     rtype = record.type
     frags: list[tuple[str, str]] = []
     names: list[str] = []
+    used = 0
 
     def walk(el: _El, path: tuple[str, ...]) -> None:
+        nonlocal used
         for child in _children(el):
             if child in claimed:
                 if len(_children(child)):
@@ -498,12 +548,21 @@ def _keep_unmapped(
             if any(d in claimed for d in child.iter()):
                 walk(child, path + (_pname(child),))
                 continue
+            for _ in child.iter():
+                used += 1
+                if used > room:
+                    raise FormatError(
+                        "XML_UNMAPPED_LIMIT",
+                        f"more than {MAX_UNMAPPED} elements of the package have no field",
+                        Location(recno, rtype),
+                        hint=f"record {recno}: too many XML elements with no ANSI/NIST-ITL field",
+                    )
             frags.append(("/".join(path), _fragment_text(child)))
             names.append(_pname(child))
 
     walk(rec_el, ())
     if not frags:
-        return
+        return 0
     tag = f"{rtype}.{FRAGMENT_NUM:03d}"
     shown = ", ".join(sorted(set(names)))[:300]
     if rtype in BINARY_TYPES:
@@ -514,7 +573,7 @@ def _keep_unmapped(
                 Location(recno, rtype),
             )
         )
-        return
+        return used
     record[tag] = frags
     warnings.append(
         CodecWarning(
@@ -523,6 +582,7 @@ def _keep_unmapped(
             Location(recno, rtype, tag),
         )
     )
+    return used
 
 
 def _fragment_text(el: _El) -> str:
@@ -575,6 +635,7 @@ def read_xml(
             Location(),
         )
     reader_2008 = _reader_2008() if gen == "2008" else None
+    room = MAX_UNMAPPED
     for recno, rec_el in enumerate(elements, start=1):
         name = _pname(rec_el)
         if reader_2008 is not None:
@@ -599,10 +660,13 @@ def read_xml(
         if reader_2008 is not None:
             record, claimed = reader_2008.read(rec_el, rtype, recno, warnings)
             _apply_pis(rec_el, record, recno, warnings)
-            _keep_unmapped(rec_el, claimed, record, recno, warnings)
+            room -= _keep_unmapped(rec_el, claimed, record, recno, warnings, room)
             records.append(record)
         else:
-            records.append(_RecordReader(rec_el, rtype, recno, warnings).read())
+            reader = _RecordReader(rec_el, rtype, recno, warnings)
+            reader.room = room
+            records.append(reader.read())
+            room -= reader.kept
     if not records:
         raise FormatError("XML_EMPTY", "the package holds no records", Location())
     txn = Transaction(records, encoding="xml")
@@ -656,7 +720,7 @@ def _category(rec_el: _El) -> int | None:
     for child in _children(rec_el):
         if _pname(child) == _CATEGORY:
             text = (child.text or "").strip()
-            if text.isdigit() and 1 <= int(text) <= 99:
+            if _ascii_digits(text) and 1 <= int(text) <= 99:
                 return int(text)
     return None
 
@@ -731,7 +795,7 @@ class _Builder:
         is_data = entry.tag.endswith(".999") or (
             self.rtype in (4, 7) and entry.tag.endswith(".009")
         )
-        if self.rtype in BINARY_TYPES and entry.tag.endswith(".002") and field.value.isdigit():
+        if self.rtype in BINARY_TYPES and entry.tag.endswith(".002") and _ascii_digits(field.value):
             # Binary IDC is a number (1-2011 Table 16); XML carries it as two digits.
             return [[f"{int(field.value):02d}"]]
         if is_data:
@@ -884,6 +948,7 @@ def write_xml(txn: Transaction) -> bytes:
             hint="the transaction has no Type-1 record first",
         )
     root = etree.Element(_clark(f"itl:{ROOT_NAME}"), nsmap={**NS, "xsi": XSI})
+    known = set(txn.warnings)
     for recno, record in enumerate(records, start=1):
         if record.type not in RECORD_ELEMENT:
             # EBTS 10.0 / ANSI/NIST-ITL 1-2011 XML has no element for Types 3, 5, 6 (deprecated in
@@ -902,7 +967,8 @@ def write_xml(txn: Transaction) -> bytes:
                 f"field {tag} has no exact XML mapping; carried as a processing instruction",
                 Location(recno, record.type, tag),
             )
-            if warning not in txn.warnings:
+            if warning not in known:  # a set: one warning per unmapped field, in any number
+                known.add(warning)
                 txn.warnings.append(warning)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
@@ -930,6 +996,7 @@ def write_xml_2008(txn: Transaction) -> bytes:
     nsmap["s"] = NS["s"]
     root = etree.Element(writer.clark(f"itl:{ROOT_NAME}"), nsmap=nsmap)
     reader = _reader_2008()
+    known = set(txn.warnings)
     for recno, record in enumerate(records, start=1):
         try:
             el = writer.build(record)
@@ -951,7 +1018,8 @@ def write_xml_2008(txn: Transaction) -> bytes:
                 f"field {tag} has no exact 2-2008 XML mapping; carried as a processing instruction",
                 Location(recno, record.type, tag),
             )
-            if warning not in txn.warnings:
+            if warning not in known:  # a set: one warning per unmapped field, in any number
+                known.add(warning)
                 txn.warnings.append(warning)
         root.append(el)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))

@@ -58,7 +58,7 @@ def canonical_compression(value) -> str:
             return NUMERIC_CODES[value]
     elif isinstance(value, str):
         text = value.strip().upper()
-        if text.isdigit() and int(text) in NUMERIC_CODES:
+        if text.isascii() and text.isdigit() and len(text) < 4 and int(text) in NUMERIC_CODES:
             return NUMERIC_CODES[int(text)]
         if text in CODES or text == TIFF:
             return text

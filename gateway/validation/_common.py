@@ -138,6 +138,12 @@ def describe_ctype(ctype: str, sca: str | None = None) -> str:
     return f"{ctype} ({text})" if ctype in CTYPE_WORDS else text
 
 
+def digits(value: str, most: int = 18) -> bool:
+    """ASCII digits, at most ``most`` of them: ``str.isdigit()`` is also true of "\u00b2" or
+    "\u0663", which ``int()`` refuses or misreads, and ``int()`` refuses 4,301 digits or more."""
+    return 0 < len(value) <= most and value.isascii() and value.isdigit()
+
+
 # -- dates ----------------------------------------------------------------------------------------
 def parse_date(value: str) -> date | None:
     """A ``CCYYMMDD`` date that exists, else ``None``."""
@@ -151,7 +157,7 @@ def parse_date(value: str) -> date | None:
 
 def gmt_ok(value: str) -> bool:
     """``CCYYMMDDhhmmssZ`` with a real date and time."""
-    if len(value) != 15 or value[-1] != "Z" or not value[:14].isdigit():
+    if len(value) != 15 or value[-1] != "Z" or not digits(value[:14]):
         return False
     if parse_date(value[:8]) is None:
         return False
@@ -186,7 +192,7 @@ def parse_values(spec: str, tables: dict[str, Values] | None = None) -> Values:
 def value_in(value: str, codes: frozenset[str], ranges: tuple[tuple[int, int], ...]) -> bool:
     if value in codes:
         return True
-    if ranges and value.isdigit():
+    if ranges and digits(value):
         number = int(value)
         return any(lo <= number <= hi for lo, hi in ranges)
     return False
@@ -194,6 +200,6 @@ def value_in(value: str, codes: frozenset[str], ranges: tuple[tuple[int, int], .
 
 def version_number(ver: str | None) -> int:
     """1.002 VER as a comparable number; unknown versions count as the newest."""
-    if ver and ver.isdigit() and len(ver) == 4:
+    if ver and digits(ver) and len(ver) == 4:
         return int(ver)
     return 9999

@@ -36,6 +36,7 @@ from gateway.ansinist import Field, Location, Record, Transaction
 from ._common import (
     charset_ok,
     describe_ctype,
+    digits,
     error,
     gmt_ok,
     len_expected,
@@ -415,7 +416,7 @@ class _Cite:
 def _in_map(value: str, values: frozenset[str]) -> bool:
     if value in values:
         return True
-    return value.isdigit() and _numeric_keys(values).__contains__(int(value))
+    return digits(value) and _numeric_keys(values).__contains__(int(value))
 
 
 @lru_cache(maxsize=512)

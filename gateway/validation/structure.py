@@ -26,7 +26,7 @@ from typing import Any
 
 from gateway.ansinist import Location, Transaction
 
-from ._common import error, finding, location, warning
+from ._common import digits, error, finding, location, warning
 from .findings import ERROR, WARNING, Finding
 from .strictness import IGNORE, REJECT, Strictness
 
@@ -123,7 +123,7 @@ def check(txn: Transaction, strictness: Strictness) -> list[Finding]:
     elif cnt is not None:
         entries = []
         for sub in cnt.subfields:
-            if len(sub) != 2 or not sub[0].isdigit() or not sub[1].isdigit():
+            if len(sub) != 2 or not digits(sub[0]) or not digits(sub[1]):
                 add(
                     error(
                         "L1_CNT_SYNTAX",
