@@ -102,22 +102,6 @@ QUALITY_DISAGREE, QUALITY_DISAGREE_MID = 2.0, 0.035
 QUALITY_AREA = 60000.0
 QUALITY_MINUTIAE = 12
 CORE_INDEX = 1  # sign of the doubled-angle winding of a core (image coordinates, y down)
-# creases of dry skin: long straight bands of valley grey crossing the ridge flow at a large
-# angle (a crease cuts every ridge it crosses: the endings on both sides are spurious).  On
-# the mean-removed image smoothed and halved, the mean along a line of CREASE_LENGTH periods
-# at CREASE_ANGLES directions more than CREASE_CROSS radians off the local ridge direction,
-# below -CREASE_LEVEL times the local RMS grey (over 3 periods): a crease pixel.  With
-# CREASE_VETO, the minutiae within CREASE_MARGIN periods of one are dropped (CREASE_WEIGHT
-# None) or their quality is multiplied by CREASE_WEIGHT (the cylinders take the best first)
-CREASE_VETO = False
-CREASE_LENGTH = 5.0
-CREASE_ANGLES = 12
-CREASE_CROSS = np.pi / 4
-CREASE_LEVEL = 0.8
-CREASE_MARGIN = 0.75
-CREASE_WEIGHT: float | None = None
-CREASE_SIDE: float | None = None
-CREASE_PIECE = 2.0
 
 
 @dataclass
@@ -920,72 +904,8 @@ def _extract(img: np.ndarray, area_scale: float = 1.0) -> Features:
     bi, bj = _block_of(m1[:, 1].astype(int), m1[:, 0].astype(int), bmask.shape)
     m = np.concatenate([m2, m1[lost & clean[bi, bj]]])
     m = m[np.lexsort((m[:, 0], m[:, 1]))]  # row-major, as one extraction lists them
-    if CREASE_VETO:
-        m = _crease_veto(m, _creases(img, normal, mask, period), period)
     quality = finger_quality(bmask, coh, len(m), area_scale, *ridge)
     return Features(second.width, second.height, m, bmask, period, second.cores, quality)
-
-
-def _creases(img: np.ndarray, normal: np.ndarray, mask: np.ndarray, period: float) -> np.ndarray:
-    """The crease pixels of a mean-removed image (ridges positive) at half resolution (every
-    second pixel of every second row): where a straight line of CREASE_LENGTH periods across
-    the local ridge flow (more than CREASE_CROSS off the block ridge direction) runs in valley
-    grey all along (its mean below -CREASE_LEVEL times the local RMS grey).  Across ridges
-    such a line averages ridges and valleys to about zero; along a crease it stays in the
-    valley grey.  ``normal``: the block ridge-normal field; ``mask``: the pixel mask."""
-    s = ndimage.gaussian_filter(img, 1.0)[::2, ::2]
-    h2, w2 = s.shape
-    half = period / 2
-    rms = np.sqrt(ndimage.uniform_filter(s * s, max(3, int(round(3 * half)))) + 1e-6)
-    ys, xs = np.mgrid[0:h2, 0:w2]
-    bi, bj = _block_of(2 * ys, 2 * xs, normal.shape)
-    ridge = normal[bi, bj] + np.pi / 2
-    r = max(2, int(round(CREASE_LENGTH * half / 2)))
-    side = min(r, half / 2)
-    pad = np.pad(s, r, mode="constant")
-    best = np.zeros(s.shape, np.float32)
-    for k in range(CREASE_ANGLES):
-        phi = np.pi * k / CREASE_ANGLES
-        c, sn = math.cos(phi), math.sin(phi)
-        acc = np.zeros(s.shape, np.float32)
-        for t in range(-r, r + 1):
-            dy, dx = int(round(t * sn)), int(round(t * c))
-            acc += pad[r + dy : r + dy + h2, r + dx : r + dx + w2]
-        acc /= (2 * r + 1) * rms
-        ok = np.abs(_angle_diff(2 * phi, 2 * ridge)) > 2 * CREASE_CROSS
-        if CREASE_SIDE is not None:
-            # the parallel lines half a period to either side: across ridges (about zero) or
-            # still in the crease, never on a ridge (a line along a valley has ridges there)
-            dy, dx = int(round(side * c)), int(round(-side * sn))
-            lines = np.pad(acc, r, mode="constant")
-            for sy, sx in ((dy, dx), (-dy, -dx)):
-                ok &= lines[r + sy : r + sy + h2, r + sx : r + sx + w2] < CREASE_SIDE
-        np.maximum(best, np.where(ok, -acc, 0), out=best)
-    crease = (best > CREASE_LEVEL) & mask[::2, ::2]
-    # a crease is long: pieces shorter than a period (dots, pores) are none
-    labels, n = ndimage.label(crease, np.ones((3, 3), bool))
-    if n:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        sizes[0] = 0
-        crease = sizes[labels] >= CREASE_PIECE * half
-    return crease
-
-
-def _crease_veto(m: np.ndarray, crease: np.ndarray, period: float) -> np.ndarray:
-    """The minutiae ``m`` (rows x, y, theta, kind, quality) without those within CREASE_MARGIN
-    periods of a crease pixel (half-resolution map), or with their quality times
-    CREASE_WEIGHT."""
-    if len(m) == 0 or not crease.any():
-        return m
-    dist = ndimage.distance_transform_edt(~crease) * 2
-    y2 = np.clip(np.rint(m[:, 1] / 2).astype(int), 0, crease.shape[0] - 1)
-    x2 = np.clip(np.rint(m[:, 0] / 2).astype(int), 0, crease.shape[1] - 1)
-    near = dist[y2, x2] <= CREASE_MARGIN * period
-    if CREASE_WEIGHT is None:
-        return m[~near]
-    m = m.copy()
-    m[near, 4] *= CREASE_WEIGHT
-    return m
 
 
 def _ridge_clarity(
