@@ -80,8 +80,6 @@ LOOK_AHEAD = 2.0  # an ending whose ridge would run out of the print within this
 CLOSE = 0.5  # two minutiae closer than this
 CLUSTER = 3  # this many other minutiae within 1.5 periods: a noisy place
 FACING = True  # two endings facing each other within 2 periods: a broken ridge
-FACING_REACH = 2.0  # (periods) how far apart facing endings may be
-FACING_ALIGN = np.pi / 4  # how far off its own direction the other ending may lie
 MIN_QUALITY = 0.0  # minutiae of lower quality are dropped (0: none)
 # finger quality (0-100, :func:`finger_quality`): the product of a clarity term, an area term
 # (square root of the print's area over QUALITY_AREA pixels at 500 ppi, at most 1) and a
@@ -1116,7 +1114,7 @@ def _minutiae(
     if xs.size > 1:
         # (every pair closer than 2 periods, both orders; never an all-pairs matrix: a noisy
         # image the size limit allows has tens of thousands of minutiae)
-        i, j, d = pairs_within(xs, ys, xs, ys, max(2.0, FACING_REACH) * period, same=True)
+        i, j, d = pairs_within(xs, ys, xs, ys, 2.0 * period, same=True)
         bad = np.zeros(xs.size, bool)
         # clusters of minutiae in noisy places, and pairs that are too close
         bad[i[d < CLOSE * period]] = True
@@ -1125,8 +1123,8 @@ def _minutiae(
         e = kinds == ENDING
         opposite = np.abs(_angle_diff(theta[i], theta[j])) > 0.75 * np.pi
         ahead = np.arctan2(ys[j] - ys[i], xs[j] - xs[i])  # direction from i to j
-        aligned = np.abs(_angle_diff(ahead, theta[i])) < FACING_ALIGN
-        facing = e[i] & e[j] & opposite & aligned & (d < FACING_REACH * period)
+        aligned = np.abs(_angle_diff(ahead, theta[i])) < np.pi / 4
+        facing = e[i] & e[j] & opposite & aligned & (d < 2.0 * period)
         if FACING:
             bad[i[facing]] = True
             bad[j[facing]] = True
