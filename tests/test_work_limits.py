@@ -4,6 +4,8 @@ and the worker time cap (issue 14)."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import struct
 import sys
 import time
@@ -139,6 +141,21 @@ async def test_a_job_past_its_time_is_killed_and_its_worker_replaced():
             await pool.run(time.sleep, 60, timeout=1.0)
         assert pool.timeouts == 1 and pool.crashes == 0
         assert await pool.run(abs, -3) == 3  # a fresh worker takes the next job
+    finally:
+        pool.stop()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32", reason="POSIX")
+@pytest_twisted.ensureDeferred
+async def test_a_ctrl_c_while_a_worker_starts_does_not_kill_it():
+    # Ctrl-C reaches the whole process group, workers included: one still starting (importing,
+    # before its initializer) must not die of it or print a KeyboardInterrupt traceback
+    pool = WorkerPool(1)
+    try:
+        done = pool.run(abs, -5)
+        (process,) = pool._slots[0].executor._processes.values()  # started by the submit
+        os.kill(process.pid, signal.SIGINT)
+        assert await done == 5 and pool.crashes == 0
     finally:
         pool.stop()
 

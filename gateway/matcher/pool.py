@@ -13,10 +13,12 @@ process, or the machine, down.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -65,6 +67,23 @@ def _worker_init(memory: int | None = None) -> None:
     # A worker is disposable (the pool replaces it if a native decoder crashes), so it decodes
     # WSQ and lossless JPEG in process rather than in a fork per image.
     prefer_in_process()
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """SIGINT ignored while a worker process may be started (a submit starts one when the
+    slot has none): the child inherits the disposition across exec and Python then installs no
+    KeyboardInterrupt handler, so a Ctrl-C to the process group while a worker is still
+    importing neither kills it nor prints a traceback; :func:`_worker_init` keeps it ignored.
+    Only the main thread may set a handler; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class WorkerCrashed(RuntimeError):
@@ -146,11 +165,12 @@ class WorkerPool:
         # spawned children at start; this process's BLAS is already initialised)
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
-        try:
-            future = slot.pool().submit(fn, *args)
-        except (BrokenProcessPool, RuntimeError):
-            slot.replace()
-            future = slot.pool().submit(fn, *args)
+        with _children_ignore_sigint():
+            try:
+                future = slot.pool().submit(fn, *args)
+            except (BrokenProcessPool, RuntimeError):
+                slot.replace()
+                future = slot.pool().submit(fn, *args)
         slot.busy = True
         self.running += 1
         timer = None
