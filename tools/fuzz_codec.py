@@ -51,6 +51,22 @@ class Sample:
         return None
 
 
+def byte_mutation(data: bytearray, kind: str, rng: random.Random) -> bool:
+    """The mutations any format gets, in place: ``truncate`` (cut at a random offset),
+    ``flip`` (one random byte), ``flips`` (2-32 of them).  False for any other kind (also used
+    by tools/fuzz_xml.py)."""
+    if kind == "truncate":
+        del data[rng.randrange(len(data)) :]
+    elif kind == "flip":
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    elif kind == "flips":
+        for _ in range(rng.randint(2, 32)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    else:
+        return False
+    return True
+
+
 def mutate(sample: Sample, rng: random.Random) -> tuple[str, bytes]:
     data = bytearray(sample.data)
     kind = rng.choice(
@@ -69,13 +85,8 @@ def mutate(sample: Sample, rng: random.Random) -> tuple[str, bytes]:
         ]
     )
     offset, length, binary = rng.choice(sample.records)
-    if kind == "truncate":
-        del data[rng.randrange(len(data)) :]
-    elif kind == "flip":
-        data[rng.randrange(len(data))] = rng.randrange(256)
-    elif kind == "flips":
-        for _ in range(rng.randint(2, 32)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
+    if byte_mutation(data, kind, rng):
+        pass
     elif kind in ("len", "huge_len"):
         value = rng.choice([0, 1, 17, 2**31, 2**32 - 1, 999999999, length + rng.randint(-50, 50)])
         if kind == "huge_len":

@@ -44,23 +44,15 @@ from fuzz_xml import mutate as xml_mutate  # noqa: E402
 
 from gateway.ansinist import FormatError, Record, read, write  # noqa: E402
 from gateway.routing.processing import Job, process  # noqa: E402
+from tests.integration.cars import SYNTHETIC_TYPE2  # noqa: E402
 
-# The canary Type-2: personal fields whose values must never reach an ERRT, a log or a summary.
+# The canary Type-2: the test CARs' Type-2 with personal fields whose values must never reach an
+# ERRT, a log or a summary (an SSN added).
 CANARY_TYPE2 = {
-    "2.005": "Y",
+    **SYNTHETIC_TYPE2,
     "2.016": "212345679",  # SOC (SSN)
     "2.018": "CANARYSUR, CANARYGIVEN Q",
-    "2.020": "NY",
     "2.022": "19800229",  # DOB
-    "2.024": "M",
-    "2.025": "W",
-    "2.027": "510",
-    "2.029": "170",
-    "2.031": "BRO",
-    "2.032": "BLK",
-    "2.045": "20261120",
-    "2.047": [("20261120", "ROBBERY")],
-    "2.073": "NY0303000",
 }
 CANARIES = ["CANARYSUR", "CANARYGIVEN", "19800229", "212345679"]
 TODAY = "2026-11-25"

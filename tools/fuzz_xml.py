@@ -40,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fuzz_codec import byte_mutation  # noqa: E402  (this folder: the format-free mutations)
 from lxml import etree  # noqa: E402
 
 from gateway.ansinist import FormatError, peek, read, write  # noqa: E402
@@ -354,13 +355,8 @@ def mutate(sample: Sample, rng: random.Random) -> tuple[str, bytes]:
     if kind == "decl":
         return kind, _decl(sample, rng)
     data = bytearray(sample.data)
-    if kind == "truncate":
-        del data[rng.randrange(len(data)) :]
-    elif kind == "flip":
-        data[rng.randrange(len(data))] = rng.randrange(256)
-    elif kind == "flips":
-        for _ in range(rng.randint(2, 32)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
+    if byte_mutation(data, kind, rng):
+        pass
     elif kind == "insert":
         pos = rng.randrange(len(data))
         data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
