@@ -53,8 +53,8 @@ class Sample:
 
 def byte_mutation(data: bytearray, kind: str, rng: random.Random) -> bool:
     """The mutations any format gets, in place: ``truncate`` (cut at a random offset),
-    ``flip`` (one random byte), ``flips`` (2-32 of them).  False for any other kind (also used
-    by tools/fuzz_xml.py)."""
+    ``flip`` (one random byte), ``flips`` (2-32 of them), ``insert`` (1-16 random bytes),
+    ``delete`` (1-64 bytes).  False for any other kind (also used by tools/fuzz_xml.py)."""
     if kind == "truncate":
         del data[rng.randrange(len(data)) :]
     elif kind == "flip":
@@ -62,6 +62,12 @@ def byte_mutation(data: bytearray, kind: str, rng: random.Random) -> bool:
     elif kind == "flips":
         for _ in range(rng.randint(2, 32)):
             data[rng.randrange(len(data))] = rng.randrange(256)
+    elif kind == "insert":
+        pos = rng.randrange(len(data))
+        data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+    elif kind == "delete":
+        pos = rng.randrange(len(data))
+        del data[pos : pos + rng.randint(1, 64)]
     else:
         return False
     return True
@@ -126,12 +132,6 @@ def mutate(sample: Sample, rng: random.Random) -> tuple[str, bytes]:
                 del data[end]
             else:
                 data[end] = rng.choice([GS, RS, 0x41])
-    elif kind == "insert":
-        pos = rng.randrange(len(data))
-        data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
-    elif kind == "delete":
-        pos = rng.randrange(len(data))
-        del data[pos : pos + rng.randint(1, 64)]
     elif kind == "separator":
         pos = rng.randrange(offset, min(offset + length, len(data)))
         data[pos] = rng.choice([FS, GS, RS, US, ord(":"), ord(".")])

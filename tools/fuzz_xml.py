@@ -357,12 +357,6 @@ def mutate(sample: Sample, rng: random.Random) -> tuple[str, bytes]:
     data = bytearray(sample.data)
     if byte_mutation(data, kind, rng):
         pass
-    elif kind == "insert":
-        pos = rng.randrange(len(data))
-        data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
-    elif kind == "delete":
-        pos = rng.randrange(len(data))
-        del data[pos : pos + rng.randint(1, 64)]
     else:  # splice
         a, b = rng.randrange(len(data)), rng.randrange(len(data))
         data[a:a] = data[b : b + rng.randint(1, 512)]
