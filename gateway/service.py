@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -597,6 +596,22 @@ class Claims:
         )
 
 
+def builder_command(subjects: int, paths: dict[str, Path]) -> list[str]:
+    """The command line of the demo gallery builder (``python -m gateway.demo``).
+
+    Ctrl-C reaches the whole process group; only the daemon handles it, and stops the builder
+    with SIGTERM.  The builder must start with SIGINT ignored: a Ctrl-C while Python is still
+    importing would print a KeyboardInterrupt traceback into the daemon's log.  Twisted's
+    spawnProcess resets ignored signals to their default in the child, so the disposition is
+    set by ``sh`` (``trap '' INT``) and kept across its ``exec`` of Python, which then installs
+    no KeyboardInterrupt handler; a signal before the trap ends ``sh`` quietly."""
+    args = [sys.executable, "-m", "gateway.demo", "--subjects", str(subjects)]
+    args += [str(paths["fbi"]), str(paths["dhs"])]
+    if os.name != "posix":
+        return args
+    return ["/bin/sh", "-c", 'trap "" INT; exec "$0" "$@"', *args]
+
+
 class _DemoBuilder(protocol.ProcessProtocol):
     """The background process building the demo galleries; its progress lines are logged."""
 
@@ -604,19 +619,8 @@ class _DemoBuilder(protocol.ProcessProtocol):
         self.done: defer.Deferred = defer.Deferred()
         self._partial = b""
         self._stopping = False
-        args = [sys.executable, "-m", "gateway.demo", "--subjects", str(subjects)]
-        args += [str(paths["fbi"]), str(paths["dhs"])]
-        # Ctrl-C reaches the whole process group; only the daemon handles it.  The builder
-        # starts with SIGINT ignored (a disposition exec keeps, and Python then installs no
-        # KeyboardInterrupt handler), so a Ctrl-C while it is still importing cannot
-        # interrupt it half-way (it is stopped by SIGTERM, see stop()).
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
-            transport = reactor.spawnProcess(self, sys.executable, args, env=dict(os.environ))
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+        args = builder_command(subjects, paths)
+        transport = reactor.spawnProcess(self, args[0], args, env=dict(os.environ))
         self.pid = transport.pid
 
     def childDataReceived(self, fd, data):  # noqa: N802 - Twisted API
