@@ -240,6 +240,13 @@ def _source_digest() -> str:
     return h.hexdigest()[:12]
 
 
+def cropped(path, offset: int = 0) -> np.ndarray:
+    """An evaluation image as every benchmark here extracts it: gray, ``offset`` pixels cropped
+    from the top and the left (``--offset``: the 16-pixel block grid falls elsewhere)."""
+    pixels = np.asarray(Image.open(path).convert("L"))
+    return np.ascontiguousarray(pixels[offset:, offset:])
+
+
 def _extract_one(job):
     path, cache, offset, second_pass, keep = job
     if cache is not None and cache.exists():
@@ -247,8 +254,7 @@ def _extract_one(job):
         return str(path), cache.read_bytes(), meta["seconds"]
     features.SECOND_PASS_BW = second_pass
     features.SECOND_PASS_KEEP = keep
-    pixels = np.asarray(Image.open(path).convert("L"))
-    pixels = np.ascontiguousarray(pixels[offset:, offset:])
+    pixels = cropped(path, offset)
     t0 = time.process_time()
     # the comparison descriptors (MCC cylinders) are part of making a template comparable
     template = extract(pixels, 500).prepare()

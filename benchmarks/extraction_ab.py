@@ -35,7 +35,6 @@ from multiprocessing import Pool  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # (the repository before this folder: benchmarks/gateway.py)
@@ -57,9 +56,7 @@ def _extract_one(job):
     if cache.exists():
         return str(path), cache.read_bytes()
     _override(overrides)
-    pixels = np.asarray(Image.open(path).convert("L"))
-    pixels = np.ascontiguousarray(pixels[offset:, offset:])
-    data = extract(pixels, 500).to_bytes()
+    data = extract(accuracy.cropped(path, offset), 500).to_bytes()
     cache.write_bytes(data)
     return str(path), data
 

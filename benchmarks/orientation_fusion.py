@@ -52,7 +52,6 @@ from multiprocessing import Pool  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # (this folder stays next: accuracy, synth_hardness)
@@ -96,8 +95,7 @@ def _with_field(pixels: np.ndarray):
 
 def _fvc_job(job):
     path, offset = job
-    pixels = np.asarray(Image.open(path).convert("L"))
-    return _with_field(np.ascontiguousarray(pixels[offset:, offset:]))
+    return _with_field(accuracy.cropped(path, offset))
 
 
 def _synth_job(job):

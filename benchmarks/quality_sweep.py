@@ -38,7 +38,6 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -153,10 +152,8 @@ def collect(db: str, offset: int) -> dict:
     prs = pairs(files)
     stats, templates = {}, {}
     for key, path in files.items():
-        pixels = np.asarray(Image.open(path).convert("L"))
-        pixels = np.ascontiguousarray(pixels[offset:, offset:])
         with _Recorder() as rec:
-            t = extract(pixels, 500)
+            t = extract(accuracy.cropped(path, offset), 500)
         s = _stats(rec)
         s["quality"] = t.quality
         s["n"] = len(t)
