@@ -354,6 +354,85 @@ def test_peek_reads_the_type1_of_an_xml_package_without_its_images():
     assert peek(b"<not-ansi-nist/>") == {} and peek(b"<unclosed") == {}
 
 
+ITL = "http://biometrics.nist.gov/standard/2011"
+
+
+def _first_record_end(data: bytes) -> int:
+    end = b"</itl:PackageInformationRecord>"
+    return data.index(end) + len(end)
+
+
+def test_peek_parses_an_xml_package_no_further_than_its_first_record():
+    # Intake peeks in the reactor thread: a 13 MB package of 1.9 million empty elements after
+    # its Type-1 took 2.5 s to peek (the whole tree built and listed); only the first record
+    # is parsed now.  What follows it is left to the full read: here it is not even XML.
+    from gateway.ansinist import peek, read
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    expected = {t: f.value for t, f in read(data).records[0].fields.items() if not f.binary}
+    cut = _first_record_end(data)
+    assert peek(data[:cut] + b"\x00" * 300_000 + b"<<<") == expected
+    flood = data[:cut] + b"<a/>" * 2_000_000  # over the element limit of the whole document
+    assert peek(flood) == expected
+    with pytest.raises(FormatError) as err:
+        ansinist.read(flood)
+    assert err.value.code in ("XML_TOO_MANY_ELEMENTS", "XML_SYNTAX")
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (b'<!DOCTYPE a [<!ENTITY x "y">]><a>&x;</a>', "XML_DTD"),
+        (b"<other/>", "XML_ROOT"),
+        (b"<unclosed", "XML_SYNTAX"),
+        (b'<i:NISTBiometricInformationExchangePackage xmlns:i="%s">' % ITL.encode(), "XML_SYNTAX"),
+        (b"", "XML_SYNTAX"),
+    ],
+)
+def test_peek_of_xml_still_refuses_what_the_full_read_refuses_before_its_first_record(data, code):
+    # (the root of an unfinished package: its end never comes)
+    from gateway.ansinist.xml import peek_xml
+
+    with pytest.raises(FormatError) as err:
+        peek_xml(data)
+    assert err.value.code == code
+
+
+def test_peek_of_xml_refuses_a_doctype_and_counts_the_elements_of_the_first_record():
+    from gateway.ansinist import peek
+    from gateway.ansinist.xml import MIN_ELEMENTS, peek_xml
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    start = data.index(b"<itl:NISTBiometricInformationExchangePackage")
+    with_dtd = data[:start] + b"<!DOCTYPE x>" + data[start:]
+    assert peek(with_dtd) == {}
+    with pytest.raises(FormatError) as err:
+        peek_xml(with_dtd)
+    assert err.value.code == "XML_DTD"
+    cut = _first_record_end(data) - len(b"</itl:PackageInformationRecord>")
+    flooded = data[:cut] + b"<a/>" * (MIN_ELEMENTS + 10) + data[cut:]
+    with pytest.raises(FormatError) as err:
+        peek_xml(flooded, max_size=len(flooded))
+    assert err.value.code == "XML_TOO_MANY_ELEMENTS"
+    truncated = data[: cut - 40]
+    with pytest.raises(FormatError) as err:
+        peek_xml(truncated)
+    assert err.value.code == "XML_SYNTAX"
+
+
+def test_peek_reads_the_type1_of_a_2008_package():
+    from gateway.ansinist import peek, read
+    from tests.conftest import REPO
+
+    path = REPO / "tests/data/conformance/xml/nbis-itl-2-2008/All-Supported-Records-test-comp.xml"
+    data = path.read_bytes()
+    full = read(data).records[0]
+    assert peek(data) == {t: f.value for t, f in full.fields.items() if not f.binary}
+    assert peek(data).get("1.009")
+
+
 def test_a_record_lists_each_container_once_not_once_per_table_row(monkeypatch):
     # fuzz_xml: 1,200 copies of a Type-2 record read in 3.8 s, each of its ~100 table rows
     # listing the record element's children again; now each element's children are listed once.

@@ -687,23 +687,92 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
     """Type-1 values (tag -> first item) of an XML package, reading its first record only.
 
     What intake needs to authorize a submission (1.008 ORI, 1.009 TCN) without decoding the
-    images of the other records; raises only :class:`FormatError`.
+    images of the other records; raises only :class:`FormatError`.  The document is parsed
+    only as far as the end of its first record (a pull parser fed :data:`PEEK_CHUNK` bytes at a
+    time), so a peek costs what the Type-1 record costs, whatever follows it: intake peeks in
+    the reactor thread, and a whole 64 MB package of small elements took seconds to parse.
+    The rest of the document is checked by the full read (:func:`read_xml`), in a worker.
     """
-    root = parse_document(data, max_size)
-    elements = _children(root)
-    if not elements:
+    if len(data) > max_size:
+        raise FormatError(
+            "TOO_LARGE", f"{len(data)} bytes exceeds the limit of {max_size}", Location(offset=0)
+        )
+    most = max(MIN_ELEMENTS, max_size // BYTES_PER_ELEMENT)
+    parser = etree.XMLPullParser(
+        events=("start", "end"),
+        resolve_entities=False,
+        no_network=True,
+        huge_tree=False,
+        load_dtd=False,
+        dtd_validation=False,
+        remove_blank_text=False,
+    )
+    root: _El | None = None
+    first: _El | None = None
+    depth = elements = 0
+    view = memoryview(data)
+    for offset in [*range(0, len(data), PEEK_CHUNK), -1]:
+        broken: Exception | None = None
+        try:
+            if offset < 0:
+                parser.close()  # the end of the document: an unclosed one raises here
+            else:
+                parser.feed(bytes(view[offset : offset + PEEK_CHUNK]))
+        except (etree.LxmlError, ValueError) as exc:
+            # the events before a fault in what was fed are still read (the first record may
+            # end before it); a failed close() reports every open element as ended: none read
+            broken = exc
+        for event, el in () if broken is not None and offset < 0 else parser.read_events():
+            if event == "end":
+                depth -= 1
+                if depth == 1:
+                    first = el
+                    break
+                continue
+            elements += 1
+            if elements > most:
+                raise _too_many_elements(most)
+            depth += 1
+            if root is None:
+                root = el
+                docinfo = el.getroottree().docinfo
+                if docinfo.doctype or docinfo.internalDTD is not None:
+                    raise FormatError(  # as parse_document: never a DTD (entity tricks)
+                        "XML_DTD",
+                        "XML documents with a DOCTYPE/DTD are not accepted",
+                        Location(offset=0),
+                    )
+                generation(root)  # not an ANSI/NIST-ITL package: refused at once
+        if first is not None or (depth == 0 and root is not None):
+            break
+        if isinstance(broken, etree.XMLSyntaxError):
+            line = getattr(broken, "lineno", None)
+            raise FormatError(
+                "XML_SYNTAX",
+                f"not well-formed XML (line {line}): {getattr(broken, 'msg', broken)}",
+                Location(offset=0),
+                hint=f"XML document is not well-formed at line {line}",
+            )
+        if broken is not None:
+            raise FormatError("XML_SYNTAX", f"cannot parse XML: {broken}", Location(offset=0))
+    if root is None:
+        raise FormatError("XML_SYNTAX", "empty XML document", Location(offset=0))
+    if first is None:
         raise FormatError("XML_EMPTY", "the package holds no records", Location())
     warnings: list[CodecWarning] = []
     if generation(root) == "2008":
         reader = _reader_2008()
-        if reader.record_type(elements[0]) != 1:
+        if reader.record_type(first) != 1:
             raise FormatError("XML_RECORD_ORDER", "no Type-1 record first", Location(1))
-        record, _ = reader.read(elements[0], 1, 1, warnings)
+        record, _ = reader.read(first, 1, 1, warnings)
     else:
-        if RECORDS.get(_pname(elements[0])) != 1:
+        if RECORDS.get(_pname(first)) != 1:
             raise FormatError("XML_RECORD_ORDER", "no Type-1 record first", Location(1))
-        record = _RecordReader(elements[0], 1, 1, warnings).read()
+        record = _RecordReader(first, 1, 1, warnings).read()
     return {tag: field.value for tag, field in record.fields.items() if not field.binary}
+
+
+PEEK_CHUNK = 1 << 16  # bytes fed to the pull parser at a time by peek_xml
 
 
 def _reader_2008() -> Reader2008:
