@@ -576,3 +576,30 @@ def test_a_flooded_field_element_is_not_walked_to_its_end(monkeypatch):
         return len(named)
 
     assert names(4000) - names(2000) < 100
+
+
+def test_a_processing_instruction_for_another_record_type_gets_the_traditional_finding():
+    # Kept (lossless, as the traditional reader keeps 13.005 in a Type-9), but no longer
+    # silently: the same TAG_TYPE_MISMATCH warning, hence the same validation finding.
+    from gateway.ansinist import read
+    from gateway.validation import validate
+    from tests.conftest import FIXTURES
+
+    data = (FIXTURES / "car-valid-xml.xml").read_bytes()
+    forged = data.replace(END_OF_TYPE1, _pi("2.018", b"DOE, JOHN") + END_OF_TYPE1, 1)
+    txn = read(forged)
+    assert txn.records[0].value("2.018") == "DOE, JOHN"
+    (found,) = [w for w in txn.warnings if w.code == "TAG_TYPE_MISMATCH"]
+    assert found.location.tag == "2.018" and found.location.record == 1
+    assert "DOE" not in str(found)
+    codes = {f.code for f in validate(txn, source=forged).findings}
+    assert "L1_TAG_TYPE_MISMATCH" in codes
+
+
+END_OF_TYPE1 = b"</itl:PackageInformationRecord>"
+
+
+def _pi(tag: str, value: bytes) -> bytes:
+    import base64
+
+    return b'<?ansinist-field tag="%s" base64="%s"?>' % (tag.encode(), base64.b64encode(value))

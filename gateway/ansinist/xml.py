@@ -515,6 +515,16 @@ def _apply_pis(rec_el: _El, record: Record, recno: int, warnings: list[CodecWarn
                     )
                 )
                 continue
+            if int(tag.partition(".")[0]) != rtype:
+                # kept, as the traditional reader keeps it (libbiomeval type9-13: 13.005 in a
+                # Type-9), with the same finding
+                warnings.append(
+                    CodecWarning(
+                        "TAG_TYPE_MISMATCH",
+                        f"field {tag.partition('#')[0]} inside a Type-{rtype} record",
+                        Location(recno, rtype, tag.partition("#")[0]),
+                    )
+                )
             data_tag = BINARY_LAYOUTS[rtype].data_tag if rtype in BINARY_TYPES else None
             field = Field(tag, raw=value, binary=tag.endswith(".999") or tag == data_tag)
             field.dirty = True
