@@ -210,3 +210,32 @@ def test_a_raised_floor_and_the_proportional_finger_count(setting):
     result = process(job)
     assert result.summary["unusable"] == list(range(1, 11))
     assert any("QUALITY" in line and "BELOW 101" in line for line in _errt_lines(result))
+
+
+@pytest.mark.parametrize("cut", ["after_type1", "inside_type1", "garbage"])
+def test_an_unreadable_xml_package_gets_an_xml_errt_addressed_from_its_type1(cut):
+    """XML in, XML out, also for a package that does not read: its ERRT was traditional and
+    named no TCN, since the stand-in submission was made out of traditional Type-1 bytes only;
+    now from the package's first record when it reads (a package cut after its Type-1)."""
+    from gateway.ansinist import read as read_any
+    from gateway.validation import validate
+    from tests.integration.cars import make_car
+
+    full = write(read_any(make_car("NY-0000126")), "xml")
+    end = full.index(b"</itl:PackageInformationRecord>")
+    payload = {
+        "after_type1": full[: end + 200],
+        "inside_type1": full[: end - 100],
+        "garbage": b"<garbage/>",
+    }[cut]
+    result = process(
+        Job(message_id="M1", payload=payload, response_tcn="GW-1", gateway_ori="WVIAFIS0Z")
+    )
+    assert result.response_tot == "ERRT" and result.encoding == "xml"
+    assert result.response.startswith(b"<?xml")
+    errt = read(result.response)
+    assert validate(errt, profile="ebts-10", source=result.response).valid
+    named = cut == "after_type1"
+    assert errt.records[0].value("1.010") == ("NY-0000126" if named else None)
+    assert result.identity["tcn"] == ("NY-0000126" if named else None)
+    assert result.identity["encoding"] == "xml"

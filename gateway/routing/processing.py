@@ -15,9 +15,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.ansinist import FormatError, Transaction, read, write
+from gateway.ansinist import FormatError, Transaction, detect_encoding, peek, read, write
 from gateway.ansinist.errors import Location
-from gateway.ansinist.traditional import peek_type1
 from gateway.matcher.shards import SearchUnavailable
 from gateway.store.states import State
 
@@ -84,8 +83,10 @@ def _today(job: Job) -> dt.date:
 
 
 def _placeholder_submission(payload: bytes) -> Transaction:
-    """A Type-1-only stand-in for a file that does not read, to address its ERRT."""
-    t1 = peek_type1(payload)
+    """A Type-1-only stand-in for a file that does not read, to address its ERRT: in the
+    submission's encoding (an XML package is answered in XML, as a readable one is), with the
+    Type-1 values :func:`gateway.ansinist.peek` makes out (an XML package's first record)."""
+    t1 = peek(payload)
     return Transaction.new(
         tot=t1.get("1.004") or "UNKNOWN",
         dai=t1.get("1.007") or "UNKNOWN",
@@ -93,7 +94,12 @@ def _placeholder_submission(payload: bytes) -> Transaction:
         tcn=t1.get("1.009") or "UNKNOWN",
         dat=t1.get("1.005") or "19700101",
         ver="0400",
+        encoding=_encoding_of(payload),
     )
+
+
+def _encoding_of(payload: bytes) -> str:
+    return "xml" if detect_encoding(payload) == "xml" else "traditional"
 
 
 def _errt(job: Job, submission: Transaction, findings, result: Result) -> None:
@@ -565,13 +571,13 @@ def _process_iar(job: Job, result: Result, t: float) -> None:
 
 
 def _identity_from_peek(payload: bytes) -> dict:
-    t1 = peek_type1(payload)
+    t1 = peek(payload)
     return {
         "ori": t1.get("1.008"),
         "tcn": t1.get("1.009"),
         "tot": t1.get("1.004"),
         "dai": t1.get("1.007"),
-        "encoding": "traditional",
+        "encoding": _encoding_of(payload),
     }
 
 

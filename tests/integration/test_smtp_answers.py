@@ -67,7 +67,12 @@ async def test_answer_mails_name_tot_tcn_and_refer_to_the_submission(tmp_path, s
         await _send(port, xml, "<car-0002@livescan.ny.example>", filename="sub.xml")
         broken = make_car("NY-0000125")[:5000]
         await _send(port, broken, None)  # an ERRT, and no Message-ID to refer to
-        await sink.wait_for(3)
+        # An XML package cut after its Type-1: the peek reads the Type-1 (it parses no
+        # further), so its ERRT names the TCN as the traditional file's does.
+        cut = ansinist.write(ansinist.read(make_car("NY-0000126")), "xml")
+        cut = cut[: cut.index(b"</itl:PackageInformationRecord>") + 200]
+        await _send(port, cut, "<car-0004@livescan.ny.example>", filename="cut.xml")
+        await sink.wait_for(4)
         by_reference = {m["message"]["In-Reply-To"]: m["message"] for m in sink.messages}
         sre = by_reference["<car-0001@livescan.ny.example>"]
         assert sre["Subject"] == "EBTS SRE for TCN NY-0000123"
@@ -82,12 +87,20 @@ async def test_answer_mails_name_tot_tcn_and_refer_to_the_submission(tmp_path, s
         errt = by_reference[None]
         assert errt["Subject"] == "EBTS ERRT for TCN NY-0000125" and errt["References"] is None
         assert [p.get_filename() for p in errt.iter_attachments()] == ["NY-0000125.errt.eft"]
+        cut_errt = by_reference["<car-0004@livescan.ny.example>"]
+        assert cut_errt["Subject"] == "EBTS ERRT for TCN NY-0000126"
+        assert [p.get_filename() for p in cut_errt.iter_attachments()] == ["NY-0000126.errt.xml"]
         # An ERRT for a TCN that breaks a rule has no TCR: the journal's TCN names it.
         subject, name = answer_names(b"not EBTS", tcn="NY-1", fallback="M1")
         assert (subject, name) == ("EBTS response for TCN NY-1", "NY-1.response.eft")
         # Stored with the submission, as received.
         ids = {m.mail_message_id for m in gateway.journal.messages(limit=10)}
-        assert ids == {"<car-0001@livescan.ny.example>", "<car-0002@livescan.ny.example>", None}
+        assert ids == {
+            "<car-0001@livescan.ny.example>",
+            "<car-0002@livescan.ny.example>",
+            "<car-0004@livescan.ny.example>",
+            None,
+        }
     finally:
         await gateway.stopService()
 
