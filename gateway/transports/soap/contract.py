@@ -14,6 +14,7 @@ requests are answered in 1.2).
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,22 +141,6 @@ def safe_parser_keep_comments() -> etree.XMLParser:
     )
 
 
-class _BundleResolver(etree.Resolver):
-    """Serves the bundle's XSDs to the schema compiler, control-number pattern corrected."""
-
-    def __init__(self, xsd_root: Path):
-        super().__init__()
-        self.xsd_root = xsd_root.resolve()
-
-    def resolve(self, url, pubid, context):
-        path = Path(url.removeprefix("file://")).resolve()
-        if not path.is_relative_to(self.xsd_root) or not path.is_file():
-            return None
-        root = _parse_file(path).getroot()
-        _correct_control_number_pattern(root)
-        return self.resolve_string(etree.tostring(root), context, base_url=str(path))
-
-
 @dataclass
 class Contract:
     """A service's prepared WSDL and XSDs (URL placeholders) and its compiled schema."""
@@ -181,7 +166,8 @@ class Contract:
 
 def _prepare(spec: ServiceSpec) -> Contract:
     wsdl_path = schema_path(spec.wsdl)
-    xsd_root = wsdl_path.parents[3] / "xsd"
+    bundle = wsdl_path.parents[3]
+    xsd_root = (bundle / "xsd").resolve()
     wsdl_tree = _parse_file(wsdl_path)
     root = wsdl_tree.getroot()
 
@@ -191,26 +177,26 @@ def _prepare(spec: ServiceSpec) -> Contract:
         raise ValueError(f"{spec.wsdl}: expected one xsd:schema in wsdl:types")
     inline = etree.fromstring(etree.tostring(schemas[0]))
     _correct_control_number_pattern(inline)
-    parser = safe_parser_keep_comments()
-    parser.resolvers.add(_BundleResolver(xsd_root))
-    schema_doc = etree.fromstring(etree.tostring(inline), parser, base_url=str(wsdl_path))
-    schema = etree.XMLSchema(schema_doc)
 
-    # The served documents: every schemaLocation becomes SERVICE?xsd=PATH.
+    # The served documents: every schemaLocation becomes SERVICE?xsd=PATH.  Each XSD is also
+    # kept as corrected, with its own relative schemaLocations, for the compile below.
     xsds: dict[str, bytes] = {}
+    corrected: dict[str, bytes] = {}
     pending: list[tuple[etree._Element, Path, str | None]] = [(root, wsdl_path, None)]
     seen: set[str] = set()
     while pending:
         doc_root, doc_path, key = pending.pop()
         _correct_control_number_pattern(doc_root)
+        if key is not None:
+            corrected[key] = etree.tostring(doc_root)
         for ref in doc_root.iter(f"{{{XS}}}import", f"{{{XS}}}include", f"{{{XS}}}redefine"):
             location = ref.get("schemaLocation")
             if not location:
                 continue
             target = (doc_path.parent / location).resolve()
-            if not target.is_relative_to(xsd_root.resolve()) or not target.is_file():
+            if not target.is_relative_to(xsd_root) or not target.is_file():
                 raise ValueError(f"{doc_path}: import outside the bundle: {location}")
-            rel = target.relative_to(xsd_root.resolve()).as_posix()
+            rel = target.relative_to(xsd_root).as_posix()
             ref.set("schemaLocation", f"{_PLACEHOLDER}?xsd={rel}")
             if rel not in seen:
                 seen.add(rel)
@@ -223,7 +209,32 @@ def _prepare(spec: ServiceSpec) -> Contract:
             wsdl = data
         else:
             xsds[key] = data
-    return Contract(spec, schema, wsdl, xsds)
+    return Contract(spec, _compile(inline, wsdl_path.relative_to(bundle), corrected), wsdl, xsds)
+
+
+def _compile(
+    inline: etree._Element, wsdl_rel: Path, corrected: dict[str, bytes]
+) -> etree.XMLSchema:
+    """The schema of the WSDL's types, compiled from the corrected documents written to a
+    temporary copy of the bundle's layout (the inline schema where the WSDL is, every XSD under
+    ``xsd/``), so that its relative imports resolve to the corrected copies.
+
+    Not through an lxml Resolver that corrects the documents as they are loaded (as before):
+    lxml sets libxml2's process-wide entity loader to its own around every parse and restores
+    the one it found, so a parse ending in another thread during the compile could put
+    libxml2's default loader back, which reads the bundle's original files: the broken
+    control-number pattern (tests/integration/soap_helpers.py had that race over HTTP).  Local
+    files load alike with either loader."""
+    with tempfile.TemporaryDirectory(prefix="ebts-gateway-contract-") as folder:
+        base = Path(folder)
+        for rel, data in corrected.items():
+            path = base / "xsd" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        entry = base / wsdl_rel.with_suffix(".types.xsd")
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_bytes(etree.tostring(inline))
+        return etree.XMLSchema(etree.parse(str(entry), safe_parser_keep_comments()))
 
 
 _contracts: dict[str, Contract] = {}
