@@ -708,8 +708,10 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
             "TOO_LARGE", f"{len(data)} bytes exceeds the limit of {max_size}", Location(offset=0)
         )
     most = max(MIN_ELEMENTS, max_size // BYTES_PER_ELEMENT)
+    if data.count(b"<") > 2 * most:  # as parse_document: refused before a tree is built
+        raise _too_many_elements(most)
     parser = etree.XMLPullParser(
-        events=("start", "end"),
+        events=("start", "end", "comment", "pi"),  # every node counts, as in parse_document
         resolve_entities=False,
         no_network=True,
         huge_tree=False,
@@ -739,9 +741,25 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
                     first = el
                     break
                 continue
-            elements += 1
-            if elements > most:
-                raise _too_many_elements(most)
+            elements += 1  # (a start, a comment or a processing instruction)
+            if elements > PEEK_ELEMENTS:
+                raise FormatError(
+                    "XML_TOO_MANY_ELEMENTS",
+                    f"more than {PEEK_ELEMENTS} XML elements before the end of the first record",
+                    Location(1, 1),
+                )
+            if event != "start":
+                continue
+            tag = el.tag
+            if tag[0] != "{" and ":" in tag:
+                # an undefined prefix: fromstring refuses it (parse_document), the pull parser
+                # leaves it in the name (and QName() of it raises ValueError)
+                raise FormatError(
+                    "XML_SYNTAX",
+                    f"not well-formed XML: namespace prefix {tag.partition(':')[0]!r} not defined",
+                    Location(offset=0),
+                    hint="XML document uses an undefined namespace prefix",
+                )
             depth += 1
             if root is None:
                 root = el
@@ -783,6 +801,9 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
 
 
 PEEK_CHUNK = 1 << 16  # bytes fed to the pull parser at a time by peek_xml
+# elements peek_xml parses at most: a Type-1 has a few dozen, and 1.003 CNT three or four per
+# record (at most DEFAULT_MAX_RECORDS, 10,000)
+PEEK_ELEMENTS = MIN_ELEMENTS
 
 
 def _reader_2008() -> Reader2008:
