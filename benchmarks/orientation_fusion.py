@@ -38,7 +38,8 @@ FMR100 ext (the sum of the 18 figures last):
   relaxation; same scores as ``--evidence second``'s cos 2d row up to float rounding) with these
   keys: ``n_rel`` relaxation steps, ``pairs`` pairs relaxed at most, ``limit`` minutiae kept by
   quality, ``radii``/``points`` the descriptor's circles, ``one_call`` (num and den from one
-  product), ``cosnorm`` (no den product: the mean over sqrt(cnt_a cnt_b) points), ``prefilter``
+  product), ``views`` (no transposed copies: ``dot`` on a transposed view), ``cosnorm`` (no den
+  product: the mean over sqrt(cnt_a cnt_b) points), ``prefilter``
   (minutiae with too few points in their own print left out: exact), ``gate`` (o computed only
   where ``compare``'s score is at least this; else o = 0), ``rigid`` (no relaxation: the o-pairs
   weighted by their agreement with a rigid fit to MCC's relaxed pairs), ``w`` (fusion weights).
@@ -562,7 +563,7 @@ _F1 = np.ones((), np.float32)
 
 
 def fast_ratio(
-    a: Fast, b: Fast, s0: float, min_frac: float, one_call=False, cosnorm=False
+    a: Fast, b: Fast, s0: float, min_frac: float, one_call=False, cosnorm=False, views=False
 ) -> np.ndarray:
     """The o-matcher's (na, nb) ratio matrix (1 - rescaled similarity; >= 1: no pair), as
     :func:`lean_score` computes it, with MCC's direction test as a product (``mcc._ratio``)."""
@@ -577,6 +578,9 @@ def fast_ratio(
     if one_call:  # num and den side by side from one product (the zero blocks cost flops)
         x = a.both.dot(b.both_t)
         num, den = x[:, :nb], x[:, nb:]
+    elif views:  # no transposed copies kept: BLAS reads the transposed view
+        num = a.vec.dot(b.vec.T)
+        den = a.valid.dot(b.valid.T)
     else:
         num = a.vec.dot(b.vec_t)
         den = a.valid.dot(b.valid_t)
@@ -677,7 +681,13 @@ def fast_score(a: Fast, b: Fast, cfg: dict, fit=None) -> float:
     if gate == 0.0:
         return 0.0
     ratio = fast_ratio(
-        a, b, cfg.get("s0", 0.75), 0.5, cfg.get("one_call", False), cfg.get("cosnorm", False)
+        a,
+        b,
+        cfg.get("s0", 0.75),
+        0.5,
+        cfg.get("one_call", False),
+        cfg.get("cosnorm", False),
+        cfg.get("views", False),
     )
     if cfg.get("rowbest"):
         got = rowbest_pairs(ratio, cfg.get("pairs", mcc.MAX_PAIRS))
@@ -852,6 +862,8 @@ _R2 = ((27, 45), (16, 22))
 FRONTIER_VARIANTS = [
     {"name": "F0 reference layout (3 circles 48 points, 5 steps, 32 pairs)"},
     {"name": "F0 one product for num and den", "one_call": True},
+    {"name": "F0 without transposed copies (views into dot)", "views": True},
+    {"name": "24 pairs, without transposed copies", "pairs": 24, "views": True},
     {"name": "N_REL 3", "n_rel": 3},
     {"name": "N_REL 2", "n_rel": 2},
     {"name": "24 pairs", "pairs": 24},
