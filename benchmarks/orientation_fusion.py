@@ -32,6 +32,25 @@ FMR100 ext (the sum of the 18 figures last):
   (rescaled by ``(s - s0) / (1 - s0)``), MCC's relaxation and n_P mean on them; its score ``o``
   mixed with ``compare``'s as ``(1 - w) score + w o``.
 
+* FRONTIER (``--evidence frontier``, session 11): cheaper forms of the second matcher, each a
+  dict of FRONTIER_VARIANTS laid out as a package would keep it (:class:`Fast`: the cos 2d
+  descriptor, s0 0.75, MCC's direction test as a product, MCC's pairing, lookup tables and
+  relaxation; same scores as ``--evidence second``'s cos 2d row up to float rounding) with these
+  keys: ``n_rel`` relaxation steps, ``pairs`` pairs relaxed at most, ``limit`` minutiae kept by
+  quality, ``radii``/``points`` the descriptor's circles, ``one_call`` (num and den from one
+  product), ``views`` (no transposed copies: ``dot`` on a transposed view), ``cosnorm`` (no den
+  product: the mean over sqrt(cnt_a cnt_b) points), ``prefilter``
+  (minutiae with too few points in their own print left out: exact), ``gate`` (o computed only
+  where ``compare``'s score is at least this; else o = 0), ``rigid`` (no relaxation: the o-pairs
+  weighted by their agreement with a rigid fit to MCC's relaxed pairs), ``w`` (fusion weights).
+  Printed: a row per variant and weight, then (``--passes N``, default 3; 0: none) a cost
+  table, CPU microseconds per pair of ``compare`` and of each variant's o on the same FVC pairs,
+  all interleaved in one process, the fastest of N passes, and the ratio o / ``compare``.
+  ``--variant NAME`` (repeatable) runs only the variants so named.  For example::
+
+      .venv/bin/python benchmarks/orientation_fusion.py --evidence frontier --synth 0 \
+          --passes 7 --variant "24 pairs" --variant "24 pairs, o where compare >= 0.016"
+
 ``--synth N`` adds the image-level synthetic fingers of ``benchmarks/synth_hardness.py`` (its EER
 in the last column; default 20 fingers, 0: none).
 """
@@ -462,6 +481,452 @@ def score_joint(
 
 
 # ---------------------------------------------------------------------------------------------
+# (d) the frontier: cheaper forms of the second matcher (session 11)
+
+
+class Fast:
+    """The second matcher's operand of one template laid out as a package would keep it, for
+    :func:`fast_score`: every minutia (or the ``limit`` best by quality), the cos 2d descriptor
+    on ``radii`` x ``points`` as ``vec`` (n, 2K) = [v cos; v sin] and ``valid`` (n, K), both
+    also transposed, ``dirs`` (n, 3) / ``dirs_t`` (3, n) for MCC's direction test as a product
+    (``den`` >= the threshold and ``BIG cos(d theta) + threshold`` >= it), ``cnt`` (n,) the
+    points inside the print, the minutiae ``xy`` and ``theta``, the geometry ``planes`` of
+    ``mcc.Prepared`` and the ridge period's logarithm."""
+
+    __slots__ = (
+        "n", "k", "vec", "vec_t", "valid", "valid_t", "dirs", "dirs_t", "cnt", "xy", "theta",
+        "planes", "log_period", "both", "both_t", "n_all", "cn", "cn_t",
+    )  # fmt: skip
+
+    def __init__(
+        self, t: Template, ang, coh, radii, points, limit=0, prefilter=False, min_frac=0.5
+    ):
+        m = t.minutiae
+        field = field_vectors(ang, coh, t.block_mask)
+        # for n_P: the count the reference layout averages over
+        self.n_all = min(len(m), limit) if limit else len(m)
+        if prefilter and len(m):
+            # a minutia with fewer than min_frac K points inside its own print never pairs
+            # (the test ``den >= min_frac K`` needs them in both): leave it out of the products
+            # (exact: the same pairs; with ``limit``, the best of those left)
+            x, y, th = m[:, 0], m[:, 1], m[:, 2]
+
+            class _Q:
+                pass
+
+            q = _Q()
+            q.xy, q.theta = np.stack([x, y], 1), th
+            cnt = Descriptor(q, field, radii, points, False, None).count.sum(1)
+            m = m[cnt >= min_frac * sum(points)]
+        if limit and len(m) > limit:
+            m = m[np.sort(np.argsort(-m[:, 4], kind="stable")[:limit])]
+        x, y, th = m[:, 0], m[:, 1], m[:, 2]
+
+        class _P:
+            pass
+
+        p = _P()
+        p.xy, p.theta = np.stack([x, y], 1), th
+        d = Descriptor(p, field, radii, points, False, None)
+        self.n, self.k = len(m), d.k
+        f32 = np.float32
+        self.vec = np.ascontiguousarray(d.vec, f32)
+        self.vec_t = np.ascontiguousarray(d.vec.T, f32)
+        self.valid = np.ascontiguousarray(d.valid, f32)
+        self.valid_t = np.ascontiguousarray(d.valid.T, f32)
+        thr = min_frac * d.k
+        self.dirs = np.ascontiguousarray(
+            np.stack([mcc._BIG * np.cos(th), mcc._BIG * np.sin(th), np.full(len(th), thr)], 1), f32
+        )
+        ones = np.ones(len(th))
+        self.dirs_t = np.ascontiguousarray(np.stack([np.cos(th), np.sin(th), ones]), f32)
+        # [vec | valid] against [[vec_t, 0], [0, valid_t]]: num and den from one product
+        self.both = np.ascontiguousarray(np.concatenate([self.vec, self.valid], 1))
+        kk, n = d.k, len(m)
+        bt = np.zeros((3 * kk, 2 * n), f32)
+        bt[: 2 * kk, :n] = self.vec_t
+        bt[2 * kk :, n:] = self.valid_t
+        self.both_t = bt
+        self.cnt = d.count.sum(1).astype(f32)
+        # cosine-normalised (no den product): vec / sqrt(cnt), the left operand times -1 /
+        # (2 (1 - s0)) with s0 0.75, so that one product plus a constant is the ratio
+        unit = self.vec / np.sqrt(np.maximum(self.cnt, 1))[:, None]
+        self.cn = np.ascontiguousarray(unit * np.float32(-1 / (2 * (1 - 0.75))), f32)
+        self.cn_t = np.ascontiguousarray(unit.T, f32)
+        self.xy, self.theta = p.xy, th
+        g = mcc.pair_geometry(x, y, th)[:, :, :3].transpose(2, 0, 1)
+        self.planes = np.ascontiguousarray(g).view(np.uint16)
+        self.log_period = t.prepared.log_period
+
+
+_F1 = np.ones((), np.float32)
+
+
+def fast_ratio(
+    a: Fast, b: Fast, s0: float, min_frac: float, one_call=False, cosnorm=False, views=False
+) -> np.ndarray:
+    """The o-matcher's (na, nb) ratio matrix (1 - rescaled similarity; >= 1: no pair), as
+    :func:`lean_score` computes it, with MCC's direction test as a product (``mcc._ratio``)."""
+    nb = b.n
+    if cosnorm:  # mean cos 2d over sqrt(cnt_a cnt_b) points (s0 0.75 folded into a.cn)
+        ratio = a.cn.dot(b.cn_t)
+        ratio += np.float32(1 / (2 * (1 - 0.75)))
+        bad = a.dirs.dot(b.dirs_t)
+        np.less(bad, np.float32(min_frac * a.k), out=bad)
+        np.maximum(ratio, bad, out=ratio)
+        return ratio
+    if one_call:  # num and den side by side from one product (the zero blocks cost flops)
+        x = a.both.dot(b.both_t)
+        num, den = x[:, :nb], x[:, nb:]
+    elif views:  # no transposed copies kept: BLAS reads the transposed view
+        num = a.vec.dot(b.vec.T)
+        den = a.valid.dot(b.valid.T)
+    else:
+        num = a.vec.dot(b.vec_t)
+        den = a.valid.dot(b.valid_t)
+    bad = np.minimum(den, a.dirs.dot(b.dirs_t))
+    np.less(bad, np.float32(min_frac * a.k), out=bad)
+    np.maximum(den, np.float32(1e-6), out=den)
+    # 1 - ((1 + num / den) / 2 - s0) / (1 - s0) = (1 - num / den) / (2 (1 - s0))
+    num /= den
+    np.subtract(_F1, num, out=num)
+    num *= np.float32(1 / (2 * (1 - s0)))
+    np.maximum(num, bad, out=num)
+    return num if num.flags.c_contiguous else np.ascontiguousarray(num)
+
+
+def fast_pairs(ratio: np.ndarray, max_pairs: int):
+    """MCC's one-to-one pairing on ``ratio`` (the steps of ``mcc._relaxed``): rows, columns and
+    similarities (float32) of at most ``max_pairs`` best pairs in column order; None with fewer
+    than two."""
+    na, nb = ratio.shape
+    j = ratio.argmin(1)
+    ar = mcc._ARANGE[:na]
+    prop = np.empty((nb, na), np.float32)
+    prop.fill(2.0)
+    prop[j, ar] = ratio[ar, j]
+    ia = prop.argmin(1)
+    r0 = prop[mcc._ARANGE[:nb], ia]
+    ib = (r0 < _F1).nonzero()[0]
+    nr = ib.size
+    if nr < 2:
+        return None
+    if nr > max_pairs:
+        ib = np.sort(ib[np.argsort(r0[ib], kind="stable")[:max_pairs]])
+    ia = ia[ib]
+    lr = r0[ib]
+    np.subtract(_F1, lr, out=lr)
+    return ia, ib, lr
+
+
+def rowbest_pairs(ratio: np.ndarray, max_pairs: int):
+    """Each row's best column (not one-to-one: a column may serve several rows), the best
+    ``max_pairs`` of them; None with fewer than two."""
+    na = ratio.shape[0]
+    j = ratio.argmin(1)
+    r0 = ratio[mcc._ARANGE[:na], j]
+    ia = (r0 < _F1).nonzero()[0]
+    if ia.size < 2:
+        return None
+    if ia.size > max_pairs:
+        ia = np.sort(ia[np.argsort(r0[ia], kind="stable")[:max_pairs]])
+    lr = r0[ia]
+    np.subtract(_F1, lr, out=lr)
+    return ia, j[ia], lr
+
+
+def fast_relaxed_mean(a: Fast, b: Fast, ia, ib, lr, n_rel: int) -> float:
+    """MCC's relaxation (``n_rel`` steps) of the pairs and the n_P mean (``mcc.score``)."""
+    nr = lr.size
+    d = a.planes.take(ia, 1).take(ia, 2)
+    d -= b.planes.take(ib, 1).take(ib, 2)
+    rho = mcc._SYM_DIST.take(d[0], mode="clip")
+    ang = mcc._SYM_ANGLE.take(d[1:], mode="clip")
+    rho *= ang[0]
+    rho *= ang[1]
+    c = (1 - mcc.W_R) / (nr - 1)
+    rho.ravel()[:: nr + 1] = mcc.W_R / c
+    for _ in range(n_rel):
+        lr = rho.dot(lr)
+    k = min(mcc._NP[min(a.n_all, b.n_all, mcc._NP_LAST)], nr)
+    lr.sort()
+    return math.fsum(lr[nr - k :].tolist()) * c**n_rel / k
+
+
+def fast_rigid_mean(a: Fast, b: Fast, ia, ib, lr, fit, tol_d: float, tol_a: float) -> float:
+    """No relaxation: the o-pairs weighted by their agreement with ``fit`` (rotation, dx, dy
+    carrying ``a`` onto ``b``, from MCC's relaxed pairs), a Gaussian of the position residual
+    (``tol_d`` px) times one of the direction residual (``tol_a`` rad); the n_P mean."""
+    if fit is None:
+        return 0.0
+    r, dx, dy = fit
+    cr, sr = math.cos(r), math.sin(r)
+    pa = a.xy[ia]
+    ex = cr * pa[:, 0] - sr * pa[:, 1] + dx - b.xy[ib, 0]
+    ey = sr * pa[:, 0] + cr * pa[:, 1] + dy - b.xy[ib, 1]
+    et = (a.theta[ia] + r - b.theta[ib] + np.pi) % (2 * np.pi) - np.pi
+    w = np.exp(-(ex * ex + ey * ey) / (2 * tol_d**2) - et * et / (2 * tol_a**2))
+    v = np.sort(lr * w)
+    nr = v.size
+    k = min(mcc._NP[min(a.n_all, b.n_all, mcc._NP_LAST)], nr)
+    return math.fsum(v[nr - k :].tolist()) / k
+
+
+def fast_score(a: Fast, b: Fast, cfg: dict, fit=None) -> float:
+    """The o-matcher's score of one pair in ``compare``'s operand order, times the ridge-period
+    gate (0 at once when it is closed, as ``mcc.score``)."""
+    if a.n < 2 or b.n < 2:
+        return 0.0
+    gate = mcc.period_factor(a.log_period, b.log_period)
+    if gate == 0.0:
+        return 0.0
+    ratio = fast_ratio(
+        a,
+        b,
+        cfg.get("s0", 0.75),
+        0.5,
+        cfg.get("one_call", False),
+        cfg.get("cosnorm", False),
+        cfg.get("views", False),
+    )
+    if cfg.get("rowbest"):
+        got = rowbest_pairs(ratio, cfg.get("pairs", mcc.MAX_PAIRS))
+    else:
+        got = fast_pairs(ratio, cfg.get("pairs", mcc.MAX_PAIRS))
+    if got is None:
+        return 0.0
+    if cfg.get("rigid"):
+        return gate * fast_rigid_mean(a, b, *got, fit, *cfg["rigid"])
+    return gate * fast_relaxed_mean(a, b, *got, cfg.get("n_rel", mcc.N_REL))
+
+
+def fit_from(found, pa: mcc.Prepared, pb: mcc.Prepared):
+    """The rigid transform (rotation, dx, dy) carrying ``a`` onto ``b``, fitted by weighted
+    least squares to the n_P best relaxed pairs of ``found`` (``mcc._relaxed``'s result, which
+    ``compare`` has at hand: this is the part a package would add); None without pairs."""
+    if found is None:
+        return None
+    ia, ib, lr, _c = found
+    k = min(mcc._NP[min(pa.n, pb.n, mcc._NP_LAST)], lr.size)
+    top = np.argsort(lr)[lr.size - k :]
+    w = np.maximum(lr[top].astype(np.float64), 1e-12)
+    p, q = pa.xy[ia[top]], pb.xy[ib[top]]
+    pm, qm = (w[:, None] * p).sum(0) / w.sum(), (w[:, None] * q).sum(0) / w.sum()
+    u, v = p - pm, q - qm
+    r = math.atan2(
+        float((w * (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0])).sum()),
+        float((w * (u[:, 0] * v[:, 0] + u[:, 1] * v[:, 1])).sum()),
+    )
+    cr, sr = math.cos(r), math.sin(r)
+    return r, qm[0] - (cr * pm[0] - sr * pm[1]), qm[1] - (sr * pm[0] + cr * pm[1])
+
+
+def _found(pa: mcc.Prepared, pb: mcc.Prepared):
+    if pa.n < 2 or pb.n < 2:
+        return None
+    return mcc._relaxed(pa, pb)
+
+
+def frontier(sets: dict, prs: dict, names: list, passes: int) -> None:
+    """Every variant of FRONTIER_VARIANTS named in ``names`` (all when empty): its o fused with
+    ``compare``'s score as ``(1 - w) score + w o`` (a row per w), and its CPU time per pair
+    beside ``compare``'s on the same FVC pairs (interleaved passes, the fastest of
+    ``passes``; a rigid variant's time includes its fit from MCC's relaxed pairs, not
+    ``mcc._relaxed``, which ``compare`` has computed)."""
+    table = Table(list(sets))
+    ordered = {
+        n: [
+            (a, b) if data[a][0].key <= data[b][0].key else (b, a)
+            for k in prs[n]
+            for a, b in prs[n][k]
+        ]
+        for n, data in sets.items()
+    }
+    base = {n: score_all(sets[n], prs[n]) for n in sets}
+    flats = {n: np.concatenate([base[n][k] for k in prs[n]]).tolist() for n in sets}
+    table.row("baseline (compare)", base)
+    found = {}
+    built: dict = {}
+    timed: list = []
+    for cfg in FRONTIER_VARIANTS:
+        if names and cfg["name"] not in names:
+            continue
+        key = _layout_key(cfg)
+        if key not in built:
+            built[key] = {
+                n: {k: Fast(t, a, c, *key) for k, (t, a, c) in data.items()}
+                for n, data in sets.items()
+            }
+        fast = built[key]
+        rigid = bool(cfg.get("rigid"))
+        if rigid and not found:
+            for n, data in sets.items():
+                found[n] = [_found(data[a][0].prepared, data[b][0].prepared) for a, b in ordered[n]]
+        ev, share, gate = {}, [], cfg.get("gate", -1.0)
+        for n, data in sets.items():
+            fits = (
+                [
+                    fit_from(f, data[a][0].prepared, data[b][0].prepared)
+                    for f, (a, b) in zip(found[n], ordered[n], strict=True)
+                ]
+                if rigid
+                else [None] * len(ordered[n])
+            )
+            flat = np.concatenate([base[n][k] for k in prs[n]])
+            s = np.array(
+                [
+                    fast_score(fast[n][a], fast[n][b], cfg, f) if bs >= gate else 0.0
+                    for (a, b), f, bs in zip(ordered[n], fits, flat, strict=True)
+                ]
+            )
+            share.append(np.mean(flat >= gate))
+            ev[n], i = {}, 0
+            for k in prs[n]:
+                ev[n][k] = s[i : i + len(prs[n][k])]
+                i += len(prs[n][k])
+        if gate >= 0:
+            print(f"  {cfg['name']}: o computed for {100 * np.mean(share):.0f} % of the pairs")
+        for w in cfg.get("w", (0.2,)):
+            table.row(
+                f"{cfg['name']}, w {w}",
+                {n: {k: (1 - w) * base[n][k] + w * ev[n][k] for k in base[n]} for n in sets},
+            )
+        timed.append(cfg)
+    if passes:
+        frontier_cost(sets, ordered, flats, found, timed, built, passes)
+
+
+def _layout_key(cfg: dict) -> tuple:
+    return (
+        cfg.get("radii", _R3[0]),
+        cfg.get("points", _R3[1]),
+        cfg.get("limit", 0),
+        cfg.get("prefilter", False) or cfg.get("cosnorm", False),
+    )
+
+
+def frontier_cost(sets, ordered, flats, found, variants, built, passes: int) -> None:
+    """CPU time per pair (``time.process_time``) of ``compare`` and of every variant's o on the
+    same FVC pairs in ``compare``'s operand order, all interleaved in one process: per pass,
+    ``compare`` over the set, then each variant over it; the fastest of ``passes`` counts.
+    Printed per set as microseconds and the ratio o / ``compare``."""
+    rows = {cfg["name"]: {} for cfg in variants}
+    base_us = {}
+    for n, data in sets.items():
+        if n == "synth":
+            continue
+        pl = ordered[n]
+        best = {"compare": math.inf} | {cfg["name"]: math.inf for cfg in variants}
+        for _ in range(passes):
+            t0 = time.process_time()
+            for a, b in pl:
+                compare(data[a][0], data[b][0])
+            best["compare"] = min(best["compare"], time.process_time() - t0)
+            for cfg in variants:
+                fa = built[_layout_key(cfg)][n]
+                gate = cfg.get("gate", -1.0)
+                t0 = time.process_time()
+                if cfg.get("rigid"):
+                    for (a, b), f in zip(pl, found[n], strict=True):
+                        fit = fit_from(f, data[a][0].prepared, data[b][0].prepared)
+                        fast_score(fa[a], fa[b], cfg, fit)
+                elif gate >= 0:
+                    for (a, b), bs in zip(pl, flats[n], strict=True):
+                        if bs >= gate:
+                            fast_score(fa[a], fa[b], cfg)
+                else:
+                    for a, b in pl:
+                        fast_score(fa[a], fa[b], cfg)
+                t = time.process_time() - t0
+                best[cfg["name"]] = min(best[cfg["name"]], t)
+        base_us[n] = 1e6 * best["compare"] / len(pl)
+        for cfg in variants:
+            rows[cfg["name"]][n] = 1e6 * best[cfg["name"]] / len(pl)
+    names = list(base_us)
+    print(
+        f"\ncost (fastest of {passes} interleaved passes, CPU us per pair; load "
+        f"{os.getloadavg()[0]:.1f}): compare " + ", ".join(f"{n} {base_us[n]:.0f}" for n in names)
+    )
+    print("| variant | " + " | ".join(names) + " | o / compare min-max (mean) |")
+    for name, got in rows.items():
+        r = [got[n] / base_us[n] for n in names]
+        print(
+            f"| {name} | "
+            + " | ".join(f"{got[n]:.0f} ({got[n] / base_us[n]:.2f})" for n in names)
+            + f" | {min(r):.2f}-{max(r):.2f} ({np.mean(r):.2f}) |",
+            flush=True,
+        )
+
+
+_R2 = ((27, 45), (16, 22))
+FRONTIER_VARIANTS = [
+    {"name": "F0 reference layout (3 circles 48 points, 5 steps, 32 pairs)"},
+    {"name": "F0 one product for num and den", "one_call": True},
+    {"name": "F0 without transposed copies (views into dot)", "views": True},
+    {"name": "24 pairs, without transposed copies", "pairs": 24, "views": True},
+    {"name": "N_REL 3", "n_rel": 3},
+    {"name": "N_REL 2", "n_rel": 2},
+    {"name": "24 pairs", "pairs": 24},
+    {"name": "20 pairs", "pairs": 20},
+    {"name": "16 pairs", "pairs": 16},
+    {"name": "24 pairs, o where compare >= 0.015", "pairs": 24, "gate": 0.015},
+    {"name": "24 pairs, o where compare >= 0.016", "pairs": 24, "gate": 0.016},
+    {"name": "24 pairs, o where compare >= 0.0175", "pairs": 24, "gate": 0.0175},
+    {"name": "24 pairs, each row's best (not one-to-one)", "pairs": 24, "rowbest": True},
+    {
+        "name": "24 pairs, each row's best, o where compare >= 0.016",
+        "pairs": 24,
+        "rowbest": True,
+        "gate": 0.016,
+    },
+    {"name": "24 pairs, 36 points", "pairs": 24, "points": (12, 12, 12)},
+    {"name": "N_REL 3, 24 pairs", "n_rel": 3, "pairs": 24},
+    {"name": "N_REL 2, 16 pairs", "n_rel": 2, "pairs": 16},
+    {"name": "limit 64", "limit": 64},
+    {"name": "limit 56", "limit": 56},
+    {"name": "limit 48", "limit": 48},
+    {"name": "3 circles x 12 (36 points)", "points": (12, 12, 12)},
+    {"name": "3 circles x 8-16 (36 points)", "points": (8, 12, 16)},
+    {"name": "2 circles 27/45 x 16/22 (38 points)", "radii": _R2[0], "points": _R2[1]},
+    {"name": "2 circles 45/63 x 16/22 (38 points)", "radii": (45, 63), "points": (16, 22)},
+    {"name": "2 circles 27/54 x 12/16 (28 points)", "radii": (27, 54), "points": (12, 16)},
+    {"name": "prefilter (exact)", "prefilter": True},
+    {"name": "cosine-normalised, no den product", "cosnorm": True},
+    {"name": "o where compare >= 0.01", "gate": 0.01},
+    {"name": "o where compare >= 0.0125", "gate": 0.0125},
+    {"name": "o where compare >= 0.015", "gate": 0.015},
+    {"name": "o where compare >= 0.016", "gate": 0.016},
+    {"name": "o where compare >= 0.0175", "gate": 0.0175},
+    {"name": "o where compare >= 0.02", "gate": 0.02},
+    {"name": "28 points, 24 pairs", "radii": (27, 54), "points": (12, 16), "pairs": 24},
+    {"name": "28 points, cosine-normalised", "radii": (27, 54), "points": (12, 16), "cosnorm": 1},
+    {
+        "name": "28 points, 24 pairs, o where compare >= 0.015",
+        "radii": (27, 54),
+        "points": (12, 16),
+        "pairs": 24,
+        "gate": 0.015,
+    },
+    {
+        "name": "28 points, 24 pairs, o where compare >= 0.016",
+        "radii": (27, 54),
+        "points": (12, 16),
+        "pairs": 24,
+        "gate": 0.016,
+    },
+    {
+        "name": "28 points, 24 pairs, o where compare >= 0.0175",
+        "radii": (27, 54),
+        "points": (12, 16),
+        "pairs": 24,
+        "gate": 0.0175,
+    },
+    {"name": "rigid to MCC's fit (16 px, 0.35 rad)", "rigid": (16.0, 0.35), "w": (0.02, 0.05, 0.1)},
+    {"name": "rigid to MCC's fit (24 px, 0.5 rad)", "rigid": (24.0, 0.5), "w": (0.02, 0.05, 0.1)},
+]
+
+
+# ---------------------------------------------------------------------------------------------
 # (b) global: field agreement under the fitted alignment
 
 
@@ -667,11 +1132,12 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--evidence",
         default="second",
-        choices=("local", "aligned", "searched", "second", "joint", "cost"),
+        choices=("local", "aligned", "searched", "second", "joint", "cost", "frontier"),
         help="local: descriptor mixed into MCC's similarity; aligned / searched: global field "
         "agreement under the pairs' fit / an exhaustive search; second: the all-minutiae "
         "orientation matcher's score mixed with compare's; joint: its pairs and MCC's in one "
-        "relaxation; cost: its rate beside compare's",
+        "relaxation; cost: its rate beside compare's; frontier: cheaper forms of it, each with "
+        "its accuracy and its cost beside compare's",
     )
     ap.add_argument(
         "--angle-bits",
@@ -679,6 +1145,18 @@ def main(argv=None) -> int:
         default=8,
         choices=range(2, 9),
         help="store the block angle in this many bits (default 8: u8)",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="with --evidence frontier: run only this variant (its name; repeatable)",
+    )
+    ap.add_argument(
+        "--passes",
+        type=int,
+        default=3,
+        help="with --evidence frontier: timed passes per set (the fastest counts; 0: none)",
     )
     args = ap.parse_args(argv)
     dbs = [accuracy.ALIASES.get(d, d) for d in args.db] if args.db else list(accuracy.SETS)
@@ -699,6 +1177,9 @@ def main(argv=None) -> int:
                 data[k] = (t, (a // step) * step + step // 2, c)
     if args.evidence == "cost":
         cost(sets, prs)
+        return 0
+    if args.evidence == "frontier":
+        frontier(sets, prs, args.variant, args.passes)
         return 0
     base = {n: score_all(sets[n], prs[n]) for n in sets}
     table = Table(list(sets))
