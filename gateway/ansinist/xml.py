@@ -222,38 +222,53 @@ def _name_split(value: str) -> list[str]:
 
 
 # -- reading ------------------------------------------------------------------------------------
+# the hardened parser's options (no DTD, no entities, no network, no huge-tree mode)
+_PARSER_OPTIONS: dict[str, bool] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "huge_tree": False,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "remove_blank_text": False,
+}
+
+
 def _parser() -> Any:
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        huge_tree=False,
-        load_dtd=False,
-        dtd_validation=False,
-        remove_blank_text=False,
-    )
+    return etree.XMLParser(**_PARSER_OPTIONS)
 
 
-def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
-    """Parse ``data`` with the hardened parser; returns the root element or raises FormatError."""
+def _size_checked(data: bytes, max_size: int) -> int:
+    """The node limit of a document of ``len(data)`` bytes; raises FormatError when the size or
+    the markup count (an element has one or two tags: before any tree) is past it."""
     if len(data) > max_size:
         raise FormatError(
             "TOO_LARGE", f"{len(data)} bytes exceeds the limit of {max_size}", Location(offset=0)
         )
     most = max(MIN_ELEMENTS, max_size // BYTES_PER_ELEMENT)
-    if data.count(b"<") > 2 * most:  # an element has one or two tags: refused before the tree
+    if data.count(b"<") > 2 * most:
         raise _too_many_elements(most)
-    try:
-        root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as exc:
+    return most
+
+
+def _not_well_formed(exc: Exception) -> FormatError:
+    if isinstance(exc, etree.XMLSyntaxError):
         line = getattr(exc, "lineno", None)
-        raise FormatError(
+        return FormatError(
             "XML_SYNTAX",
-            f"not well-formed XML (line {line}): {exc.msg if hasattr(exc, 'msg') else exc}",
+            f"not well-formed XML (line {line}): {getattr(exc, 'msg', exc)}",
             Location(offset=0),
             hint=f"XML document is not well-formed at line {line}",
-        ) from None
+        )
+    return FormatError("XML_SYNTAX", f"cannot parse XML: {exc}", Location(offset=0))
+
+
+def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
+    """Parse ``data`` with the hardened parser; returns the root element or raises FormatError."""
+    most = _size_checked(data, max_size)
+    try:
+        root = etree.fromstring(data, _parser())
     except (ValueError, etree.LxmlError) as exc:
-        raise FormatError("XML_SYNTAX", f"cannot parse XML: {exc}", Location(offset=0)) from None
+        raise _not_well_formed(exc) from None
     if root is None:
         raise FormatError("XML_SYNTAX", "empty XML document", Location(offset=0))
     for count, _ in enumerate(root.iter(), start=1):
@@ -703,22 +718,9 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
     the reactor thread, and a whole 64 MB package of small elements took seconds to parse.
     The rest of the document is checked by the full read (:func:`read_xml`), in a worker.
     """
-    if len(data) > max_size:
-        raise FormatError(
-            "TOO_LARGE", f"{len(data)} bytes exceeds the limit of {max_size}", Location(offset=0)
-        )
-    most = max(MIN_ELEMENTS, max_size // BYTES_PER_ELEMENT)
-    if data.count(b"<") > 2 * most:  # as parse_document: refused before a tree is built
-        raise _too_many_elements(most)
-    parser = etree.XMLPullParser(
-        events=("start", "end", "comment", "pi"),  # every node counts, as in parse_document
-        resolve_entities=False,
-        no_network=True,
-        huge_tree=False,
-        load_dtd=False,
-        dtd_validation=False,
-        remove_blank_text=False,
-    )
+    _size_checked(data, max_size)
+    # every node counts (a start, a comment, a processing instruction), as in parse_document
+    parser = etree.XMLPullParser(events=("start", "end", "comment", "pi"), **_PARSER_OPTIONS)
     root: _El | None = None
     first: _El | None = None
     depth = elements = 0
@@ -773,16 +775,8 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
                 generation(root)  # not an ANSI/NIST-ITL package: refused at once
         if first is not None or (depth == 0 and root is not None):
             break
-        if isinstance(broken, etree.XMLSyntaxError):
-            line = getattr(broken, "lineno", None)
-            raise FormatError(
-                "XML_SYNTAX",
-                f"not well-formed XML (line {line}): {getattr(broken, 'msg', broken)}",
-                Location(offset=0),
-                hint=f"XML document is not well-formed at line {line}",
-            )
         if broken is not None:
-            raise FormatError("XML_SYNTAX", f"cannot parse XML: {broken}", Location(offset=0))
+            raise _not_well_formed(broken)
     if root is None:
         raise FormatError("XML_SYNTAX", "empty XML document", Location(offset=0))
     if first is None:
