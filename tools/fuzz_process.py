@@ -146,9 +146,12 @@ def bases(fingers: list[int], corpus: bool = True) -> list[tuple[str, bytes]]:
 
 
 def _copy(record: Record) -> Record:
+    """A copy of ``record``'s fields; a duplicate field's second occurrence ("2.034#335", the
+    reader's key for it) is left out: the model takes no such key."""
     copy = Record(record.type)
     for tag, field in record.fields.items():
-        copy[tag] = bytes(field.raw) if field.binary else [list(s) for s in field.subfields]
+        if "#" not in tag:
+            copy[tag] = bytes(field.raw) if field.binary else [list(s) for s in field.subfields]
     return copy
 
 
