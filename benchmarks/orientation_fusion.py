@@ -420,7 +420,7 @@ def _one_to_one(ratio: np.ndarray, limit: int | None = None):
     return ia[ib], ib, 1 - r0[ib]
 
 
-def _relaxed_mean(lr, planes_a, planes_b, ia, ib, n_small: int) -> float:
+def _relaxed_mean(lr, planes_a, planes_b, ia, ib, n_small: int, n_rel: int = mcc.N_REL) -> float:
     """MCC's relaxation of the pairs (ia, ib) with similarities ``lr`` on two sets of geometry
     planes, and the mean of the n_P best (``n_small``: the smaller minutiae count); the steps
     of ``mcc._relaxed`` and ``mcc.score`` without the ridge-period gate. 0 with fewer than two
@@ -436,11 +436,11 @@ def _relaxed_mean(lr, planes_a, planes_b, ia, ib, n_small: int) -> float:
     rho *= ang[1]
     c = (1 - mcc.W_R) / (nr - 1)
     rho.ravel()[:: nr + 1] = mcc.W_R / c
-    for _ in range(mcc.N_REL):
+    for _ in range(n_rel):
         lr = rho.dot(lr)
     k = min(mcc._NP[min(n_small, mcc._NP_LAST)], nr)
     lr = np.sort(lr)
-    return math.fsum(lr[nr - k :].tolist()) * c**mcc.N_REL / k
+    return math.fsum(lr[nr - k :].tolist()) * c**n_rel / k
 
 
 def score_joint(
@@ -637,20 +637,7 @@ def rowbest_pairs(ratio: np.ndarray, max_pairs: int):
 
 def fast_relaxed_mean(a: Fast, b: Fast, ia, ib, lr, n_rel: int) -> float:
     """MCC's relaxation (``n_rel`` steps) of the pairs and the n_P mean (``mcc.score``)."""
-    nr = lr.size
-    d = a.planes.take(ia, 1).take(ia, 2)
-    d -= b.planes.take(ib, 1).take(ib, 2)
-    rho = mcc._SYM_DIST.take(d[0], mode="clip")
-    ang = mcc._SYM_ANGLE.take(d[1:], mode="clip")
-    rho *= ang[0]
-    rho *= ang[1]
-    c = (1 - mcc.W_R) / (nr - 1)
-    rho.ravel()[:: nr + 1] = mcc.W_R / c
-    for _ in range(n_rel):
-        lr = rho.dot(lr)
-    k = min(mcc._NP[min(a.n_all, b.n_all, mcc._NP_LAST)], nr)
-    lr.sort()
-    return math.fsum(lr[nr - k :].tolist()) * c**n_rel / k
+    return _relaxed_mean(lr, a.planes, b.planes, ia, ib, min(a.n_all, b.n_all), n_rel)
 
 
 def fast_rigid_mean(a: Fast, b: Fast, ia, ib, lr, fit, tol_d: float, tol_a: float) -> float:
