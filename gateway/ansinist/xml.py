@@ -274,13 +274,17 @@ def parse_document(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> _El:
     for count, _ in enumerate(root.iter(), start=1):
         if count > most:  # the markup count above is an upper bound; this is the exact one
             raise _too_many_elements(most)
+    _refuse_dtd(root)
+    return root
+
+
+def _refuse_dtd(root: _El) -> None:
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         # A DTD is never part of the NIEM package; refusing it rules out entity tricks (XXE).
         raise FormatError(
             "XML_DTD", "XML documents with a DOCTYPE/DTD are not accepted", Location(offset=0)
         )
-    return root
 
 
 def _too_many_elements(most: int) -> FormatError:
@@ -723,6 +727,7 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
     parser = etree.XMLPullParser(events=("start", "end", "comment", "pi"), **_PARSER_OPTIONS)
     root: _El | None = None
     first: _El | None = None
+    gen = ""  # the root's generation (read at its start)
     depth = elements = 0
     view = memoryview(data)
     for offset in [*range(0, len(data), PEEK_CHUNK), -1]:
@@ -765,14 +770,8 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
             depth += 1
             if root is None:
                 root = el
-                docinfo = el.getroottree().docinfo
-                if docinfo.doctype or docinfo.internalDTD is not None:
-                    raise FormatError(  # as parse_document: never a DTD (entity tricks)
-                        "XML_DTD",
-                        "XML documents with a DOCTYPE/DTD are not accepted",
-                        Location(offset=0),
-                    )
-                generation(root)  # not an ANSI/NIST-ITL package: refused at once
+                _refuse_dtd(root)  # as parse_document (known at the root's start)
+                gen = generation(root)  # not an ANSI/NIST-ITL package: refused at once
         if first is not None or (depth == 0 and root is not None):
             break
         if broken is not None:
@@ -782,7 +781,7 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
     if first is None:
         raise FormatError("XML_EMPTY", "the package holds no records", Location())
     warnings: list[CodecWarning] = []
-    if generation(root) == "2008":
+    if gen == "2008":
         reader = _reader_2008()
         if reader.record_type(first) != 1:
             raise FormatError("XML_RECORD_ORDER", "no Type-1 record first", Location(1))
