@@ -269,32 +269,28 @@ def _entity_doc(sample: Sample, rng: random.Random) -> bytes:
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + doctype.encode() + text.encode("utf-8")
 
 
+def _inside_an_element(data: bytes, rng: random.Random) -> int | None:
+    """A random offset just after a start tag of ``data`` (None: it has none)."""
+    opens = [m.end() for m in re.finditer(rb"<[A-Za-z][^<>]*[^/]>", data)]
+    return rng.choice(opens) if opens else None
+
+
 def _deep(sample: Sample, rng: random.Random) -> bytes:
     data = sample.data
-    opens = [m.end() for m in re.finditer(rb"<[A-Za-z][^<>]*[^/]>", data)]
-    if not opens:
+    pos = _inside_an_element(data, rng)
+    if pos is None:
         return data
-    pos = rng.choice(opens)
     depth = rng.choice([100, 255, 256, 300, 5000, 100_000])
     tag = rng.choice([b"a", b"ansi-nist:RecordCategoryCode", b"nc:IdentificationID"])
-    return (
-        data[:pos]
-        + b"<"
-        + tag
-        + b">" * 1
-        + (b"<" + tag + b">") * (depth - 1)
-        + (b"</" + tag + b">") * depth
-        + data[pos:]
-    )
+    return data[:pos] + (b"<" + tag + b">") * depth + (b"</" + tag + b">") * depth + data[pos:]
 
 
 def _flood(sample: Sample, rng: random.Random) -> bytes:
     """Countless tiny elements (unknown or table names) in one place of the package."""
     data = sample.data
-    opens = [m.end() for m in re.finditer(rb"<[A-Za-z][^<>]*[^/]>", data)]
-    if not opens:
+    pos = _inside_an_element(data, rng)
+    if pos is None:
         return data
-    pos = rng.choice(opens)
     unit = rng.choice([b"<a/>", b"<a>1</a>", b"<nc:IdentificationID/>", b"<!--c--><a/>", b"<?p?>"])
     count = rng.choice([1000, 20_000, 300_000, 3_000_000])
     count = min(count, (60 << 20) // len(unit))
