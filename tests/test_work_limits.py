@@ -177,7 +177,7 @@ _MEMORY_CAP = 400 * 2**20
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is Linux's")
 @pytest_twisted.ensureDeferred
-async def test_a_job_past_the_worker_memory_fails_with_memory_error_and_the_worker_goes_on(
+async def test_a_job_past_the_worker_memory_fails_with_memory_error_and_its_worker_is_replaced(
     tmp_path,
 ):
     # a gallery-sized file bigger than the cap, mapped read-only: it must not count
@@ -187,11 +187,19 @@ async def test_a_job_past_the_worker_memory_fails_with_memory_error_and_the_work
     del array
     pool = WorkerPool(1, memory=_MEMORY_CAP)
     try:
+        first = await pool.run(os.getpid)
+        assert await pool.run(_allocate, 50) == 50 * 2**20  # within the cap
+        assert await pool.run(os.getpid) == first  # a job within its memory keeps the worker
         with pytest.raises(MemoryError):
             await pool.run(_allocate, 600)
-        assert pool.crashes == 0 and pool.timeouts == 0
-        assert await pool.run(_allocate, 50) == 50 * 2**20  # the same worker, within its cap
+        assert pool.crashes == 0 and pool.timeouts == 0 and pool.retired == 1
+        # a fresh worker (a native library may not have recovered), with the same cap
+        assert await pool.run(os.getpid) != first
+        assert await pool.run(_allocate, 50) == 50 * 2**20
         assert await pool.run(_read_mapped, str(mapped)) == 7
+        with pytest.raises(MemoryError):  # the fresh worker has the same cap
+            await pool.run(_allocate, 600)
+        assert pool.retired == 2
     finally:
         pool.stop()
     # without the cap, the same allocation is no error (the test can fail)
@@ -200,6 +208,28 @@ async def test_a_job_past_the_worker_memory_fails_with_memory_error_and_the_work
         assert await free.run(_allocate, 600) == 600 * 2**20
     finally:
         free.stop()
+
+
+class _Answered:
+    """A job's result that says its job ran past the worker's memory (as processing's does)."""
+
+    retire_worker = True
+
+
+def _answered_after_memory_error() -> _Answered:
+    return _Answered()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_job_that_caught_its_memory_error_has_its_worker_replaced():
+    pool = WorkerPool(1)
+    try:
+        first = await pool.run(os.getpid)
+        assert isinstance(await pool.run(_answered_after_memory_error), _Answered)
+        assert pool.retired == 1 and pool.crashes == 0
+        assert await pool.run(os.getpid) != first
+    finally:
+        pool.stop()
 
 
 def test_a_transaction_past_the_worker_memory_gets_an_errt_in_our_words(monkeypatch):
@@ -212,6 +242,7 @@ def test_a_transaction_past_the_worker_memory_gets_an_errt_in_our_words(monkeypa
     result = process(_job(make_car("NY-MEMORY-000001")))
     assert result.response_tot == "ERRT"
     assert result.steps[-1][:2] == ("REJECTED", "WORK_MEMORY")
+    assert result.retire_worker  # its worker is replaced after the answer
     msg = str(read(result.response).records[1].value("2.060"))
     assert "TRANSACTION EXCEEDS THE MEMORY ALLOWED" in msg and "GiB" not in msg
 

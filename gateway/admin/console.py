@@ -158,6 +158,7 @@ def status(app) -> dict:
             "alive": getattr(pool, "alive", None),
             "jobs_running": pool.running,
             "crashes": pool.crashes,
+            "retired": getattr(pool, "retired", 0),
             "in_flight": app.pipeline.busy,
         },
         "listeners": listeners,
@@ -295,6 +296,7 @@ def overview_main(data: dict) -> str:
 <tr><td>jobs running</td><td class="n">{w["jobs_running"]}</td></tr>
 <tr><td>in flight</td><td class="n">{w["in_flight"]}</td></tr>
 <tr><td>crashes</td><td class="n {"err" if w["crashes"] else ""}">{w["crashes"]}</td></tr>
+<tr><td>retired (past memory)</td><td class="n">{w["retired"]}</td></tr>
 </tbody></table></div><div>
 <h2>Listeners</h2><table id="listeners"><tbody>{listener_rows}</tbody></table></div></div>"""
 

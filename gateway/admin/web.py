@@ -208,6 +208,8 @@ class Health(resource.Resource):
                 "worker_processes": self.app.pool.processes,
                 "worker_processes_alive": self.app.pool.alive,
                 "worker_crashes": self.app.pool.crashes,
+                # workers replaced after a job past [limits] max_work_memory
+                "worker_retired": getattr(self.app.pool, "retired", 0),
                 "jobs_running": self.app.pool.running,
                 "in_flight": self.app.pipeline.busy,
                 "queue_depth": waiting,

@@ -8,7 +8,12 @@ time (``timeout``, ``[limits] max_work_seconds``) has its worker killed and repl
 with :class:`WorkTimeout`.  ``memory`` (``[limits] max_work_memory``) caps each worker's private
 memory (``RLIMIT_DATA``): an allocation past it raises :class:`MemoryError` inside the job, which
 then ends as the job's own error (or its answer) instead of the kernel's OOM killer taking a
-process, or the machine, down.
+process, or the machine, down.  The worker that ran such a job is then retired (replaced once
+the job's answer is back): a native library that failed an allocation half way (libxml2 under
+lxml, a Pillow decoder) may hold memory it never frees or be left in a state that fails later
+jobs oddly, so no other job runs in that process.  A job that caught the MemoryError itself
+says so with a true ``retire_worker`` attribute on its result
+(:class:`gateway.routing.processing.Result`).
 """
 
 from __future__ import annotations
@@ -143,6 +148,7 @@ class WorkerPool:
         self._waiting: deque = deque()
         self.crashes = 0
         self.timeouts = 0
+        self.retired = 0  # workers replaced after a job past their memory
         self.running = 0
 
     def run(self, fn, *args, timeout: float | None = None) -> defer.Deferred:
@@ -206,11 +212,21 @@ class WorkerPool:
                 d.errback(WorkerCrashed(str(exc) or "a worker process died"))
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            if isinstance(exc, MemoryError):
+                self._retire(slot)
             self._dispatch()
             d.errback(exc)
             return
+        if getattr(result, "retire_worker", False):
+            self._retire(slot)
         self._dispatch()
         d.callback(result)
+
+    def _retire(self, slot: _Slot) -> None:
+        """Replace the worker of a job that ran past its memory (its job is over: the process
+        ends once its executor shuts down; the next job starts a fresh one)."""
+        slot.replace()
+        self.retired += 1
 
     @property
     def alive(self) -> int:

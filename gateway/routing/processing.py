@@ -71,6 +71,8 @@ class Result:
     enroll: dict | None = None  # {"subject_id": ..., "templates": {position: bytes}}
     notices: list[dict] = field(default_factory=list)  # {"kind": "IAQ", "text": ...}
     iar: dict | None = None  # an IAR to forward: {"control": ..., "text": ...}
+    # the job ran past the worker's memory: its process is replaced (gateway.matcher.pool)
+    retire_worker: bool = False
 
     def step(self, state: str, outcome: str, started: float, destination=None) -> float:
         now = time.perf_counter()
@@ -131,7 +133,9 @@ def process(job: Job) -> Result:
         raise  # not an answer: the transaction goes back to the queue (gateway.matcher.shards)
     except MemoryError:
         # past the worker's private memory ([limits] max_work_memory, gateway.matcher.pool):
-        # the arrays of the failed step are garbage now; the answer is built in what is left
+        # the arrays of the failed step are garbage now; the answer is built in what is left,
+        # and the worker is replaced after it (a native library may not have recovered)
+        result.retire_worker = True
         _answer_internal(
             job,
             result,

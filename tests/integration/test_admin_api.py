@@ -247,6 +247,7 @@ async def test_health_reports_processes_queue_and_oldest_wait(api):
     assert health["worker_processes"] == gateway.config.workers == 1
     assert health["worker_processes_alive"] == 0  # the pool starts its processes on demand
     assert health["jobs_running"] == 0
+    assert health["worker_retired"] == 0
     assert health["queue_depth"] == 1  # the waiting message
     oldest = gateway.journal.message(ids["waiting"]).received_at
     assert health["oldest_waiting_s"] >= round(dt.datetime.now(dt.UTC).timestamp() - oldest) - 1

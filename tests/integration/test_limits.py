@@ -475,7 +475,7 @@ def _car_with_a_large_print(tcn: str, side: int = 2000) -> bytes:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA is Linux's")
 @pytest_twisted.ensureDeferred
-async def test_worker_memory_cap_answers_an_errt_and_the_worker_goes_on(tmp_path, sink):
+async def test_worker_memory_cap_answers_an_errt_and_a_fresh_worker_goes_on(tmp_path, sink):
     gallery = Gallery()
     synthetic.populate(gallery, 5, seed=3)
     gallery.save(tmp_path / "fbi")
@@ -492,7 +492,8 @@ async def test_worker_memory_cap_answers_an_errt_and_the_worker_goes_on(tmp_path
         outcomes = [t["outcome"] for t in gateway.journal.transitions(msg.id)]
         assert "WORK_MEMORY" in outcomes and "worker attempt 2" not in outcomes
         assert gateway.pool.crashes == 0 and gateway.pool.timeouts == 0
-        # the same worker answers the next transaction as usual
+        assert gateway.pool.retired == 1
+        # a fresh worker answers the next transaction as usual
         await send_smtp(port, [make_car("NY-LIMITS-000005")])
         await sink.wait_for(2)
         answer = read(sink.messages[1]["attachments"][0])
