@@ -247,6 +247,21 @@ def cropped(path, offset: int = 0) -> np.ndarray:
     return np.ascontiguousarray(pixels[offset:, offset:])
 
 
+def template_cache(
+    db: str,
+    offset: int = 0,
+    second_pass: float | None = features.SECOND_PASS_BW,
+    keep: float | None = features.SECOND_PASS_KEEP,
+    cache_root: Path | None = None,
+) -> Path:
+    """The folder of one set's cached templates (one ``.tpl`` per image) for this matcher's
+    source and these extraction settings."""
+    variant = f"-o{offset}" if offset else ""
+    variant += f"-s{second_pass:g}" if second_pass is not None else ""
+    variant += f"-k{keep:g}" if second_pass is not None and keep is not None else ""
+    return (cache_root or OUT / "cache") / _source_digest() / f"db{db}{variant}"
+
+
 def _extract_one(job):
     path, cache, offset, second_pass, keep = job
     if cache is not None and cache.exists():
@@ -281,10 +296,7 @@ def run_ours(
 ) -> dict:
     digest = _source_digest()
     cache_root = cache_root or OUT / "cache"
-    variant = f"-o{offset}" if offset else ""
-    variant += f"-s{second_pass:g}" if second_pass is not None else ""
-    variant += f"-k{keep:g}" if second_pass is not None and keep is not None else ""
-    cache_dir = cache_root / digest / f"db{db}{variant}"
+    cache_dir = template_cache(db, offset, second_pass, keep, cache_root)
     if use_cache:
         cache_dir.mkdir(parents=True, exist_ok=True)
         for stale in cache_root.iterdir():  # templates of older matcher versions
