@@ -443,6 +443,21 @@ def test_peek_reads_the_type1_of_a_2008_package():
     assert peek(data).get("1.009")
 
 
+def test_peek_of_a_2008_package_applies_the_type1_processing_instructions_as_the_read_does():
+    # the peek that authorizes a submission must see the Type-1 the full read sees: a field
+    # carried by an ansinist-field processing instruction was read and not peeked (2008 form)
+    from gateway.ansinist import peek, read
+    from tests.conftest import REPO
+
+    path = REPO / "tests/data/conformance/xml/nbis-itl-2-2008/All-Supported-Records-test-comp.xml"
+    data = path.read_bytes()
+    cut = data.index(END_OF_TYPE1)
+    forged = data[:cut] + _pi("1.021", b"NOTE") + data[cut:]
+    full = read(forged).records[0]
+    assert full.value("1.021") == "NOTE"
+    assert peek(forged) == {t: f.value for t, f in full.fields.items() if not f.binary}
+
+
 def test_a_record_lists_each_container_once_not_once_per_table_row(monkeypatch):
     # fuzz_xml: 1,200 copies of a Type-2 record read in 3.8 s, each of its ~100 table rows
     # listing the record element's children again; now each element's children are listed once.

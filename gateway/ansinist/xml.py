@@ -786,6 +786,7 @@ def peek_xml(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, str]
         if reader.record_type(first) != 1:
             raise FormatError("XML_RECORD_ORDER", "no Type-1 record first", Location(1))
         record, _ = reader.read(first, 1, 1, warnings)
+        _apply_pis(first, record, 1, warnings)  # as read_xml: the same Type-1 values
     else:
         if RECORDS.get(_pname(first)) != 1:
             raise FormatError("XML_RECORD_ORDER", "no Type-1 record first", Location(1))

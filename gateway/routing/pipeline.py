@@ -520,7 +520,7 @@ def _crash_result(job: Job) -> Result:
 
 
 def _errt_result(job: Job, code: str, message: str, hint: str) -> Result:
-    from gateway.ansinist import write
+    from gateway.ansinist import peek, write
     from gateway.ansinist.errors import Location
     from gateway.validation import ERROR, Finding
 
@@ -528,11 +528,11 @@ def _errt_result(job: Job, code: str, message: str, hint: str) -> Result:
     from .processing import _identity_from_peek, _placeholder_submission
 
     result = Result()
-    result.identity = _identity_from_peek(job.payload)
+    t1 = peek(job.payload)
+    result.identity = _identity_from_peek(job.payload, t1)
     finding = Finding(ERROR, code, Location(), message, hint=hint)
-    errt = build_errt(
-        _placeholder_submission(job.payload), [finding], tcn=job.response_tcn, ori=job.gateway_ori
-    )
+    placeholder = _placeholder_submission(job.payload, t1)
+    errt = build_errt(placeholder, [finding], tcn=job.response_tcn, ori=job.gateway_ori)
     result.response = write(errt)
     result.response_tot = "ERRT"
     result.steps.append((State.REJECTED, code, 0.0, None))

@@ -84,11 +84,12 @@ def _today(job: Job) -> dt.date:
     return dt.date.fromisoformat(job.today) if job.today else dt.date.today()
 
 
-def _placeholder_submission(payload: bytes) -> Transaction:
+def _placeholder_submission(payload: bytes, t1: dict[str, str] | None = None) -> Transaction:
     """A Type-1-only stand-in for a file that does not read, to address its ERRT: in the
     submission's encoding (an XML package is answered in XML, as a readable one is), with the
-    Type-1 values :func:`gateway.ansinist.peek` makes out (an XML package's first record)."""
-    t1 = peek(payload)
+    Type-1 values :func:`gateway.ansinist.peek` makes out (an XML package's first record;
+    ``t1``: that peek, when the caller has it)."""
+    t1 = peek(payload) if t1 is None else t1
     return Transaction.new(
         tot=t1.get("1.004") or "UNKNOWN",
         dai=t1.get("1.007") or "UNKNOWN",
@@ -232,10 +233,11 @@ def _decode(ctx: Context) -> bool:
     try:
         txn = read(job.payload)
     except FormatError as exc:
-        result.identity = _identity_from_peek(job.payload)
+        t1 = peek(job.payload)  # (once: the identity and the ERRT's address)
+        result.identity = _identity_from_peek(job.payload, t1)
         result.summary["findings"] = [format_error_finding(exc).to_dict()]
         ctx.step(State.REJECTED, exc.code)
-        _errt(job, _placeholder_submission(job.payload), [format_error_finding(exc)], result)
+        _errt(job, _placeholder_submission(job.payload, t1), [format_error_finding(exc)], result)
         return False
     ctx.txn = txn
     result.encoding = txn.encoding
@@ -574,8 +576,7 @@ def _process_iar(job: Job, result: Result, t: float) -> None:
     result.step(State.DECODED, "IAR", t)
 
 
-def _identity_from_peek(payload: bytes) -> dict:
-    t1 = peek(payload)
+def _identity_from_peek(payload: bytes, t1: dict[str, str]) -> dict:
     return {
         "ori": t1.get("1.008"),
         "tcn": t1.get("1.009"),
