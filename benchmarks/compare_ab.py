@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # (the repository before this folder: benchmarks/gateway.py)
 
 import accuracy  # noqa: E402  (benchmarks/accuracy.py: this script's folder is on sys.path)
+import orientation_fusion  # noqa: E402
 
 from gateway.matcher import Template, mcc, vector  # noqa: E402
 from gateway.matcher.features import HOP  # noqa: E402
@@ -92,27 +93,13 @@ def _gated(fn):
 
 def _relaxed_mean(pa, pb, ia, ib, v, n_small: int) -> float:
     """MCC's relaxation of the pairs (ia, ib) with ratios ``v`` (1 - similarity; the best
-    MAX_PAIRS kept) and the mean of the n_P best, the steps of ``mcc._relaxed`` and
-    ``mcc.score``."""
+    MAX_PAIRS kept) and the mean of the n_P best (``orientation_fusion._relaxed_mean``: the
+    steps of ``mcc._relaxed`` and ``mcc.score``)."""
     if ia.size > mcc.MAX_PAIRS:
         keep = np.sort(np.argsort(v, kind="stable")[: mcc.MAX_PAIRS])
         ia, ib, v = ia[keep], ib[keep], v[keep]
-    nr = ia.size
-    if nr < 2:
-        return 0.0
     lr = (1 - v).astype(np.float32)
-    d = pa.planes.take(ia, 1).take(ia, 2)
-    d -= pb.planes.take(ib, 1).take(ib, 2)
-    rho = mcc._SYM_DIST.take(d[0], mode="clip")
-    ang = mcc._SYM_ANGLE.take(d[1:], mode="clip")
-    rho *= ang[0]
-    rho *= ang[1]
-    c = (1 - mcc.W_R) / (nr - 1)
-    rho.ravel()[:: nr + 1] = mcc.W_R / c
-    for _ in range(mcc.N_REL):
-        lr = rho.dot(lr)
-    k = min(mcc._NP[min(n_small, mcc._NP_LAST)], nr)
-    return math.fsum(np.sort(lr)[nr - k :].tolist()) * c**mcc.N_REL / k
+    return orientation_fusion._relaxed_mean(lr, pa.planes, pb.planes, ia, ib, n_small)
 
 
 def _mutual(pa, pb) -> float:
@@ -163,19 +150,11 @@ def _overlap_np(a: Template, b: Template) -> float:
     found = mcc._relaxed(pa, pb) if gate else None
     if found is None:
         return 0.0
-    ia, ib, lr, c = found
-    nr = lr.size
-    top = np.argsort(lr)[nr - min(mcc._NP[min(pa.n, pb.n, mcc._NP_LAST)], nr) :]
-    w = np.maximum(lr[top].astype(np.float64), 1e-12)
-    p, q = pa.xy[ia[top]], pb.xy[ib[top]]
-    pm, qm = (w[:, None] * p).sum(0) / w.sum(), (w[:, None] * q).sum(0) / w.sum()
-    u, z = p - pm, q - qm
-    r = math.atan2(
-        float((w * (u[:, 0] * z[:, 1] - u[:, 1] * z[:, 0])).sum()),
-        float((w * (u[:, 0] * z[:, 0] + u[:, 1] * z[:, 1])).sum()),
-    )
+    r, dx, dy = orientation_fusion.fit_from(found, pa, pb)  # a onto b, the n_P best pairs
     rot = np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
-    shift = qm - rot @ pm
+    shift = np.array([dx, dy])
+    _ia, _ib, lr, c = found
+    nr = lr.size
     n_ov = min(_inside(b, pa.xy @ rot.T + shift), _inside(a, (pb.xy - shift) @ rot))
     k = min(mcc._NP[min(max(n_ov, 4), pa.n, pb.n, mcc._NP_LAST)], nr)
     return gate * math.fsum(np.sort(lr)[nr - k :].tolist()) * c**mcc.N_REL / k
