@@ -28,6 +28,10 @@ package (``docs/matcher.md``, "Session 12", has what they gave):
   stage vectors (:mod:`gateway.matcher.vector`, the 1:N search's bag of local minutia pairs);
 * ``gauss gate t s``: the ridge-period gate falling as a Gaussian of width ``s`` past the
   tolerance ``t`` (log period ratio) instead of linearly over 0.2;
+* ``density r d0 a``: the cylinders of a template with more minutiae than ``MAX_CYLINDERS``
+  chosen by quality divided by ``1 + a max(0, d - d0)``, d the other minutiae within ``r`` ridge
+  periods (dense places: dry, broken ridges); ``spread r b``: chosen one after another by
+  quality, each choice multiplying the quality of the minutiae within ``r`` periods by ``b``;
 * ``other order``, ``mean|max|min of both orders``: ``compare`` with the operands the other way
   round, or both ways combined (the pairing is asymmetric: the first operand's cylinders
   propose), which says how far a change that only reshuffles pairs moves the figures.
@@ -55,7 +59,7 @@ import accuracy  # noqa: E402  (benchmarks/accuracy.py: this script's folder is 
 import orientation_fusion  # noqa: E402
 
 from gateway.matcher import Template, mcc, vector  # noqa: E402
-from gateway.matcher.features import HOP  # noqa: E402
+from gateway.matcher.features import HOP, pixel_mask  # noqa: E402
 
 
 def load(db: str, offset: int, workers: int) -> dict:
@@ -197,6 +201,55 @@ def _gauss_gate(tol: float, sigma: float):
     return score
 
 
+def _chosen(rank):
+    """Score with the cylinders of templates over ``MAX_CYLINDERS`` minutiae chosen by
+    ``rank(minutiae, period)`` (a quality-like array: the highest are kept) instead of the
+    minutiae quality (prepared once per template)."""
+    cache: dict[int, mcc.Prepared] = {}
+
+    def prepared(t: Template) -> mcc.Prepared:
+        if id(t) not in cache:
+            m = t.minutiae
+            if len(m) <= mcc.MAX_CYLINDERS:
+                cache[id(t)] = t.prepared
+            else:
+                mask = pixel_mask(t.block_mask, (t.height, t.width))
+                q = rank(m, t.period or 9.0)
+                cache[id(t)] = mcc.Prepared(m[:, 0], m[:, 1], m[:, 2], mask, q, t.period)
+        return cache[id(t)]
+
+    return lambda a, b: mcc.score(prepared(a), prepared(b))
+
+
+def _near(m: np.ndarray, radius: float) -> np.ndarray:
+    """(n, n) bool: minutiae within ``radius`` pixels of each other."""
+    dx = m[:, 0][:, None] - m[:, 0][None, :]
+    dy = m[:, 1][:, None] - m[:, 1][None, :]
+    return dx * dx + dy * dy < radius * radius
+
+
+def _density(r: float, d0: int, a: float):
+    def rank(m, period):
+        d = _near(m, r * period).sum(1) - 1
+        return m[:, 4] / (1 + a * np.maximum(0, d - d0))
+
+    return _chosen(rank)
+
+
+def _spread(r: float, b: float):
+    def rank(m, period):
+        near = _near(m, r * period)
+        score = m[:, 4].astype(np.float64)
+        out = np.zeros(len(m))
+        for k in range(mcc.MAX_CYLINDERS):
+            i = int(np.argmax(np.where(out > 0, -np.inf, score)))
+            out[i] = 2.0 - k * 1e-3  # the order of choice
+            score = score * np.where(near[i], b, 1.0)
+        return out
+
+    return _chosen(rank)
+
+
 def _orders(combine):
     def score(a: Template, b: Template) -> float:
         return combine(mcc.score(a.prepared, b.prepared), mcc.score(b.prepared, a.prepared))
@@ -212,6 +265,8 @@ VARIANTS = {
     "vector 0.02 0.0": _vector(0.02, 0.0),
     "gauss gate 0.1 0.16": _gauss_gate(0.10, 0.16),
     "gauss gate 0.13 0.12": _gauss_gate(0.13, 0.12),
+    "density 3 2 0.5": _density(3.0, 2, 0.5),
+    "spread 3 0.8": _spread(3.0, 0.8),
     "other order": lambda a, b: mcc.score(b.prepared, a.prepared),
     "mean of both orders": _orders(lambda x, y: (x + y) / 2),
     "max of both orders": _orders(max),
