@@ -1,0 +1,58 @@
+"""The operator's command line on a damaged or mistyped data directory (session 12).
+
+Each case is one an on-call admin meets: a journal cut short by a full disk or a bad copy, a
+file that is not a database, a typo in ``--data-dir``.  The commands answer one line naming
+the file and exit 2; none leaves a new journal behind where there was none.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.cli import main
+from gateway.store.journal import Journal, JournalUnreadable
+
+
+def _damaged(tmp_path, how: str):
+    data = tmp_path / "data"
+    Journal(data / "journal.sqlite3").close()
+    path = data / "journal.sqlite3"
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:3000])
+    elif how == "not a database":
+        path.write_bytes(b"hello\n")
+    else:  # a directory where the file belongs
+        path.unlink()
+        path.mkdir()
+    return data
+
+
+@pytest.mark.parametrize("how", ["truncated", "not a database", "a directory"])
+@pytest.mark.parametrize(
+    "argv",
+    [["user", "list"], ["audit", "verify"], ["audit", "export"], ["keys", "rotate"]],
+)
+def test_journal_commands_name_a_damaged_journal(tmp_path, capsys, how, argv):
+    data = _damaged(tmp_path, how)
+    assert main([*argv, "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert str(data / "journal.sqlite3") in err and "restore it from a backup" in err
+
+
+def test_run_exits_2_on_a_damaged_journal(tmp_path, capsys):
+    data = _damaged(tmp_path, "truncated")
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'data_dir = "{data}"\n[gallery]\ndemo = false\n[tls]\nmode = "off"\n')
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot start: journal" in err and "malformed" in err
+
+
+def test_a_damaged_journal_releases_its_lock(tmp_path):
+    data = _damaged(tmp_path, "not a database")
+    with pytest.raises(JournalUnreadable):
+        Journal(data / "journal.sqlite3")
+    (data / "journal.sqlite3").unlink()
+    # the failed open held the shared lock no longer: a rotation's exclusive one is free
+    Journal(data / "journal.sqlite3", lock="exclusive").close()
