@@ -7,6 +7,9 @@ the file and exit 2; none leaves a new journal behind where there was none.
 
 from __future__ import annotations
 
+import io
+import sys
+
 import pytest
 
 from gateway.cli import main
@@ -56,3 +59,12 @@ def test_a_damaged_journal_releases_its_lock(tmp_path):
     (data / "journal.sqlite3").unlink()
     # the failed open held the shared lock no longer: a rotation's exclusive one is free
     Journal(data / "journal.sqlite3", lock="exclusive").close()
+
+
+@pytest.mark.parametrize("argv", [["list"], ["disable", "bob"], ["passwd", "bob"]])
+def test_user_commands_do_not_create_a_journal(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a long enough password\n"))
+    typo = tmp_path / "dta"
+    assert main(["user", *argv, "--data-dir", str(typo)]) == 2
+    assert f"no journal at {typo / 'journal.sqlite3'}" in capsys.readouterr().err
+    assert not typo.exists()
