@@ -700,7 +700,8 @@ class AuditApi(resource.Resource):
 
 
 def _int(text: str | None, default, maximum: int):
-    if text is None or not text.isdigit():
+    # ASCII digits only: str.isdigit() admits "²", which int() refuses (was a 500)
+    if text is None or not (text.isascii() and text.isdigit()):
         return default
     return min(int(text), maximum)
 
