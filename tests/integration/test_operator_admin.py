@@ -9,7 +9,7 @@ import logging
 import pytest
 import pytest_twisted
 
-from tests.integration.helpers import admin_login, gateway_config, started
+from tests.integration.helpers import admin_login, gateway_config, http_request, started
 
 
 @pytest_twisted.async_yield_fixture
@@ -51,3 +51,17 @@ async def test_audit_api_takes_unicode_digits_as_absent(gateway, caplog):
     # the audit API's numbers are lenient (a bad one is its default): the newest records
     assert answer["records"] and answer["records"][0]["event"] == "admin.login"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+@pytest.mark.parametrize("path", ["/logout", "/api/messages/M1/reprocess"])
+@pytest_twisted.ensureDeferred
+async def test_post_only_pages_answer_other_methods_405(gateway, caplog, method, path):
+    admin = await admin_login(gateway, "operator")
+    with caplog.at_level(logging.ERROR):
+        status, headers, _body = await http_request(
+            admin.port, method, path, headers=admin._headers()
+        )
+    assert status == 405 and headers["allow"] == "POST"  # HEAD was a 500 with a traceback
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert await admin.get_json("/api/session")  # the session lives on: nothing was done
