@@ -3,6 +3,7 @@ loopback socket."""
 
 from __future__ import annotations
 
+import smtplib
 import socket
 
 import pytest_twisted
@@ -54,5 +55,45 @@ async def test_recipients_past_100_get_452_and_the_message_goes_through(tmp_path
         # an ordinary submission on the same listener is untouched by it
         assert await send_smtp(port, [make_car(tcn="NY-RCPT-0000001")]) == {}
         assert len(gateway.journal.messages()) == 1
+    finally:
+        await gateway.stopService()
+
+
+def _mime_with(content_type_tail: bytes, car: bytes) -> bytes:
+    import base64
+
+    data = base64.encodebytes(car).replace(b"\n", b"\r\n")
+    return (
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=BB"
+        + content_type_tail
+        + b"\r\n\r\n--BB\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename=a.eft\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + data + b"--BB--\r\n"
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_mime_header_of_many_parameters_is_refused_before_parsing(tmp_path, sink):
+    gateway = await started(gateway_config(tmp_path, sink.port.getHost().port))
+    port = gateway.port("smtp")
+    car = make_car(tcn="NY-PARAM-0000001")
+    # the email package's cost grows with the square of a field's parameters: 200,000 of
+    # them in one Content-Type held the parser thread (every submission waits for it) for hours
+    many = b"".join(b";\r\n p%d=v" % i for i in range(65))
+
+    def send(message: bytes):
+        with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
+            client.ehlo()
+            client.mail("livescan@ny.example")
+            client.rcpt("ident@gateway.example")
+            return client.data(message)
+
+    try:
+        code, text = await threads.deferToThread(send, _mime_with(many, car))
+        assert code == 554, text
+        assert b"MIME header field Content-Type of more than 4096 bytes or 64 parameters" in text
+        assert gateway.journal.messages() == []
+        code, text = await threads.deferToThread(send, _mime_with(b'; charset="us-ascii"', car))
+        assert code == 250, text
     finally:
         await gateway.stopService()
