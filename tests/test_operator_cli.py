@@ -68,3 +68,26 @@ def test_user_commands_do_not_create_a_journal(tmp_path, monkeypatch, capsys, ar
     assert main(["user", *argv, "--data-dir", str(typo)]) == 2
     assert f"no journal at {typo / 'journal.sqlite3'}" in capsys.readouterr().err
     assert not typo.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--to", "smtp://127.0.0.1:99999"], "--to must be smtp://HOST:PORT"),
+        (["--to", "smtp://127.0.0.1:2525", "--listen", "127.0.0.1:\u00b2"], "--listen must be"),
+        (["--to", "smtp://127.0.0.1:2525", "--listen", "127.0.0.1:99999"], "--listen must be"),
+        (
+            ["--to", "soap://127.0.0.1:8080", "--listen-soap", "127.0.0.1:70000"],
+            "--listen-soap must be",
+        ),
+    ],
+)
+def test_replay_refuses_a_bad_port_in_one_line(tmp_path, capsys, argv, words):
+    folder = tmp_path / "fixtures"
+    folder.mkdir()
+    (folder / "a.eft").write_bytes(b"1.001:")
+    (folder / "a.expect.json").write_text('{"response_tot": "SRE"}')
+    # each was a traceback: int("²"), bind() of port 99999, urlparse's port property
+    assert main(["replay", *argv, str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and err.count("\n") == 1
