@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from gateway.cli import main
+from gateway.config import load_config
 from gateway.store.journal import Journal, JournalUnreadable
 
 
@@ -91,3 +92,47 @@ def test_replay_refuses_a_bad_port_in_one_line(tmp_path, capsys, argv, words):
     assert main(["replay", *argv, str(folder)]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def pki_files(tmp_path_factory):
+    data = tmp_path_factory.mktemp("pki")
+    assert main(["pki", "init", "--data-dir", str(data)]) == 0
+    assert main(["pki", "issue", "NY0303000", "--data-dir", str(data)]) == 0
+    return data / "pki"
+
+
+@pytest.mark.parametrize(
+    "cert, key, ca, words",
+    [
+        ("server.key", "server.key", "ca.crt", "server.key is not a PEM certificate"),
+        ("server.crt", "ca.crt", "ca.crt", "ca.crt is not a PEM private key"),
+        ("server.crt", "server.key", "server.key", "server.key is not a PEM certificate"),
+        (
+            "server.crt",
+            "agencies/NY0303000.key",
+            "ca.crt",
+            "NY0303000.key is not the key of the certificate",
+        ),
+    ],
+    ids=["key as certificate", "certificate as key", "key as client CA", "another's key"],
+)
+def test_tls_files_of_the_wrong_kind_stop_the_start_naming_the_file(
+    tmp_path, capsys, pki_files, cert, key, ca, words
+):
+    from gateway.transports.tls import server_options
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n[gallery]\ndemo = false\n'
+        f'[tls]\ncert = "{pki_files / cert}"\nkey = "{pki_files / key}"\n'
+        f'client_ca = "{pki_files / ca}"\n'
+    )
+    # the mismatched key was found only at the first handshake, after a start that said
+    # "listening": server_options() itself refuses it now (run would not have returned)
+    with pytest.raises(ValueError, match=words):
+        server_options(load_config(str(config)).tls)
+    if "not the key" not in words:  # the others were a traceback and exit 1
+        assert main(["run", "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert "ebts-gateway: cannot start: cannot load the TLS files: " in err and words in err
