@@ -386,7 +386,7 @@ class IntakeESMTP(smtp.ESMTP):
             super().dataReceived(data)
         if self.mode == smtp.DATA:
             budget.enter(MESSAGE)
-        elif self._buffer:
+        elif self._buffer and self._held is None:
             budget.enter(COMMAND)  # a command line has begun and must end in time
         else:
             budget.enter(IDLE)
@@ -442,7 +442,21 @@ class IntakeESMTP(smtp.ESMTP):
     def state_DATA(self, line):  # noqa: N802 - Twisted API
         if line == b"." and not self.datafailed:  # the client now waits for our answer
             self.setTimeout(None)
+            # RFC 2920 3.1: a client may send the next MAIL, RCPT and DATA (or QUIT) right
+            # behind the message.  They are held until the message's reply is sent, then read
+            # in order (Twisted read on: MAIL's 250 came before the reply to DATA, and QUIT
+            # closed the connection before it).  Reading pauses meanwhile.
+            self._held = []
+            self.transport.pauseProducing()
         return super().state_DATA(line)
+
+    _held: list[bytes] | None = None  # lines read behind a message whose reply is pending
+
+    def lineReceived(self, line):  # noqa: N802 - Twisted API
+        if self._held is not None:
+            self._held.append(line)
+            return None
+        return super().lineReceived(line)
 
     # RFC 5321 4.5.1: NOOP and VRFY are part of the minimum implementation; HELP is listed too.
     def do_NOOP(self, rest):  # noqa: N802 - Twisted API
@@ -464,6 +478,18 @@ class IntakeESMTP(smtp.ESMTP):
         )
 
     def _messageHandled(self, resultList):  # noqa: N802 - Twisted internal, answers DATA
+        try:
+            self._answer_data(resultList)
+        finally:
+            held, self._held = self._held, None
+            if held is not None and self.transport is not None:
+                self.transport.resumeProducing()
+                for line in held:  # the commands sent behind the message (state_DATA)
+                    if self.transport.disconnecting:
+                        break
+                    self.lineReceived(line)
+
+    def _answer_data(self, resultList) -> None:  # noqa: N803 - Twisted's name
         self.setTimeout(self.timeout)  # the idle clock again, once the answer is given
         # Twisted answers every failure with "550 Could not send e-mail"; say why instead.
         for success, result in resultList:

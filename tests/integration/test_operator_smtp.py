@@ -97,3 +97,36 @@ async def test_a_mime_header_of_many_parameters_is_refused_before_parsing(tmp_pa
         assert code == 250, text
     finally:
         await gateway.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_pipelined_behind_a_message_are_answered_after_it(tmp_path, sink):
+    gateway = await started(gateway_config(tmp_path, sink.port.getHost().port))
+    port = gateway.port("smtp")
+    first = _mime_with(b"", make_car(tcn="NY-PIPE-0000001")) + b".\r\n"
+    second = _mime_with(b"", make_car(tcn="NY-PIPE-0000002")) + b".\r\n"
+
+    def pipelined():
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            assert _replies(sock, 1)[0].startswith(b"220")
+            sock.sendall(
+                b"HELO tester\r\nMAIL FROM:<livescan@ny.example>\r\nRCPT TO:<i@x>\r\nDATA\r\n"
+            )
+            assert [r[:3] for r in _replies(sock, 4)] == [b"250", b"250", b"250", b"354"]
+            # RFC 2920 3.1: the message content first in a group, DATA (or QUIT) last
+            sock.sendall(first + b"MAIL FROM:<livescan@ny.example>\r\nRCPT TO:<i@x>\r\nDATA\r\n")
+            group = _replies(sock, 4)
+            sock.sendall(second + b"QUIT\r\n")
+            return group, _replies(sock, 2)
+
+    try:
+        group, last = await threads.deferToThread(pipelined)
+        # the reply to the message first (was: MAIL's 250, RCPT's, DATA's 354, then it)
+        assert group[0].startswith(b"250 2.0.0 stored 1 transaction(s): "), group
+        assert [r[:3] for r in group[1:]] == [b"250", b"250", b"354"], group
+        # and QUIT did not close the connection before the second message's reply
+        assert last[0].startswith(b"250 2.0.0 stored 1 transaction(s): "), last
+        assert last[1].startswith(b"221"), last
+        assert len(gateway.journal.messages()) == 2
+    finally:
+        await gateway.stopService()
