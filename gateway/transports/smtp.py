@@ -447,7 +447,7 @@ class IntakeESMTP(smtp.ESMTP):
             # in order (Twisted read on: MAIL's 250 came before the reply to DATA, and QUIT
             # closed the connection before it).  Reading pauses meanwhile.
             self._held = []
-            self.transport.pauseProducing()
+            cast(Any, self.transport).pauseProducing()  # an IPushProducer (zope-typed)
         return super().state_DATA(line)
 
     _held: list[bytes] | None = None  # lines read behind a message whose reply is pending
