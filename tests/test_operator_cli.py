@@ -136,3 +136,20 @@ def test_tls_files_of_the_wrong_kind_stop_the_start_naming_the_file(
         assert main(["run", "--config", str(config)]) == 2
         err = capsys.readouterr().err
         assert "ebts-gateway: cannot start: cannot load the TLS files: " in err and words in err
+
+
+def test_pki_init_says_when_the_kept_certificate_lacks_a_hostname(tmp_path, capsys):
+    data = str(tmp_path / "data")
+    assert main(["pki", "init", "--data-dir", data]) == 0
+    capsys.readouterr()
+    # it printed the asked names and exit 0, but the certificate was kept without them
+    assert main(["pki", "init", "--data-dir", data, "--hostname", "gw.state.example"]) == 1
+    out, err = capsys.readouterr()
+    assert "gw.state.example" not in out and "does not name gw.state.example" in err
+    assert "--force" in err
+    argv = ["pki", "init", "--data-dir", data, "--hostname", "GW.state.example", "--force"]
+    assert main(argv) == 0
+    assert main(["pki", "init", "--data-dir", data, "--hostname", "gw.state.example"]) == 0
+    assert "(gw.state.example, localhost" in capsys.readouterr().out.lower()
+    assert main(["pki", "init", "--data-dir", data, "--hostname", "bad host!"]) == 2
+    assert "not a DNS name or IP address: 'bad host!'" in capsys.readouterr().err
