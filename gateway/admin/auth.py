@@ -540,9 +540,18 @@ class Login(resource.Resource):
         return server.NOT_DONE_YET
 
 
-class Logout(resource.Resource):
+class _PostOnly(resource.Resource):
+    """A leaf only POST reaches: GET and HEAD get a 405 naming POST (Twisted answers HEAD with
+    render_GET, which such a leaf lacks: that was a 500 with a traceback in the log)."""
+
     isLeaf = True
 
+    def render_GET(self, request):  # noqa: N802 - Twisted API (HEAD too)
+        request.setHeader(b"allow", b"POST")
+        return _json(request, {"error": "only POST is answered here"}, 405)
+
+
+class Logout(_PostOnly):
     def __init__(self, guard: Guard, session: Session):
         super().__init__()
         self.guard, self.s = guard, session
@@ -614,10 +623,8 @@ class Download(resource.Resource):
         return data
 
 
-class Reprocess(resource.Resource):
+class Reprocess(_PostOnly):
     """``POST /api/messages/<id>/reprocess``: take an unanswered message up again; audited."""
-
-    isLeaf = True
 
     def __init__(self, guard: Guard, session: Session, msg_id: str):
         super().__init__()
@@ -700,7 +707,8 @@ class AuditApi(resource.Resource):
 
 
 def _int(text: str | None, default, maximum: int):
-    if text is None or not text.isdigit():
+    # ASCII digits only: str.isdigit() admits "²", which int() refuses (was a 500)
+    if text is None or not (text.isascii() and text.isdigit()):
         return default
     return min(int(text), maximum)
 

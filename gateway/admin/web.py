@@ -89,7 +89,8 @@ def _arg(request, name: str) -> str | None:
 
 def _int_arg(request, name: str, default: int, maximum: int) -> int:
     value = _arg(request, name)
-    if value is None or not value.isdigit():
+    # ASCII digits only: str.isdigit() admits "²", which int() refuses (a 500)
+    if value is None or not (value.isascii() and value.isdigit()):
         return default
     return min(int(value), maximum)
 
@@ -133,9 +134,11 @@ def _time_param(name: str, value: str) -> float:
     return at.timestamp()
 
 
-def _count_param(name: str, value: str, maximum: int) -> int:
-    if not value.isdigit() or len(value) > 10 or int(value) > maximum:
-        raise BadParameter(name, f"must be a whole number from 0 to {maximum}")
+def _count_param(name: str, value: str, maximum: int, minimum: int = 0) -> int:
+    # ASCII digits only: str.isdigit() admits "²" and "①", which int() refuses (was a 500)
+    ok = value.isascii() and value.isdigit() and len(value) <= 10
+    if not ok or not minimum <= int(value) <= maximum:
+        raise BadParameter(name, f"must be a whole number from {minimum} to {maximum}")
     return int(value)
 
 
@@ -161,9 +164,7 @@ def message_query(request) -> tuple[MessageQuery, int, int]:
         raise BadParameter("outcome", f"unknown outcome (known: {', '.join(OUTCOMES)})")
     since = _time_param("since", params["since"]) if "since" in params else None
     until = _time_param("until", params["until"]) if "until" in params else None
-    limit = _count_param("limit", params["limit"], MAX_LIMIT) if "limit" in params else 100
-    if limit == 0:
-        raise BadParameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    limit = _count_param("limit", params["limit"], MAX_LIMIT, 1) if "limit" in params else 100
     offset = _count_param("offset", params["offset"], 10**9) if "offset" in params else 0
     query = MessageQuery(
         state=state or None,

@@ -14,6 +14,7 @@ default) under ``DATA/pki/dask/``, signed by a CA of that cluster only (docs/sca
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -64,11 +65,29 @@ def run(args) -> int:
         if args.action == "init":
             from gateway.transports.tls import hostnames
 
+            bad = [name for name in args.hostname if _host_key(name) is None]
+            if bad:
+                print(
+                    f"ebts-gateway pki: not a DNS name or IP address: {bad[0]!r}", file=sys.stderr
+                )
+                return 2
             names = tuple(dict.fromkeys([*args.hostname, *hostnames(config)]))
             paths = pki.init_ca(root)
             pki.issue_server(root, names, force=args.force)
+            # the names the certificate holds: an existing one is kept without --force (this
+            # printed the names asked for, not the ones a client would be checked against)
+            held = _names_in(paths.server_cert)
             print(f"CA:     {paths.ca_cert}")
-            print(f"server: {paths.server_cert} ({', '.join(names)})")
+            print(f"server: {paths.server_cert} ({', '.join(held)})")
+            have = {_host_key(name) for name in held}
+            missing = [name for name in args.hostname if _host_key(name) not in have]
+            if missing:
+                print(
+                    f"ebts-gateway pki: the existing server certificate was kept and does not "
+                    f"name {', '.join(missing)}: add --force to issue a new one",
+                    file=sys.stderr,
+                )
+                return 1
             return 0
         if args.action == "issue":
             if not args.name:
@@ -105,3 +124,34 @@ def run(args) -> int:
     except pki.PKIError as exc:
         print(f"ebts-gateway pki: {exc}", file=sys.stderr)
         return 2
+
+
+_DNS = re.compile(
+    r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _host_key(name: str) -> str | None:
+    """A host name or address as compared (lower case; an IP address in its short form), or
+    None when it is neither (RFC 1123 2.1 labels; what a certificate's SAN can name)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    if len(name) > 253 or not _DNS.fullmatch(name):
+        return None
+    return name.lower()
+
+
+def _names_in(cert_path: Path) -> list[str]:
+    """The DNS names and IP addresses of a certificate's subjectAltName."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in san]

@@ -183,20 +183,29 @@ def junit(cases: list[Case], suite: str) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
+def _is_port(text: str) -> bool:
+    """A TCP port, 0 (any free one) to 65535, in ASCII digits ("²" passes str.isdigit())."""
+    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535
+
+
 def run(args) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         print(f"replay: {directory} is not a folder", file=sys.stderr)
         return 2
     target = urlparse(args.to)
-    if target.scheme not in ("smtp", "soap") or not target.hostname or not target.port:
+    try:
+        to_port = target.port  # ValueError past 65535
+    except ValueError:
+        to_port = None
+    if target.scheme not in ("smtp", "soap") or not target.hostname or not to_port:
         print(
             f"replay: --to must be smtp://HOST:PORT or soap://HOST:PORT, not {args.to!r}",
             file=sys.stderr,
         )
         return 2
     host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not _is_port(port):
         print(f"replay: --listen must be HOST:PORT, not {args.listen!r}", file=sys.stderr)
         return 2
     cases = discover(directory)
@@ -226,7 +235,7 @@ def run(args) -> int:
 
     if target.scheme == "soap":
         soap_host, _, soap_port = args.listen_soap.rpartition(":")
-        if not soap_host or not soap_port.isdigit():
+        if not soap_host or not _is_port(soap_port):
             print(
                 f"replay: --listen-soap must be HOST:PORT, not {args.listen_soap!r}",
                 file=sys.stderr,

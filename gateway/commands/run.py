@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -23,7 +24,8 @@ answered are taken up at the next start.
 
 exit status: 0 stopped by a signal; 1 a listener could not open its port (the message names the
 listener and address) or the demo galleries could not be built; 2 configuration error (the
-message names the key) or the data directory cannot be used."""
+message names the key) or the data directory cannot be used (another daemon runs on it, its
+journal is damaged...)."""
 
 
 def add_arguments(parser) -> None:
@@ -51,6 +53,47 @@ def run(args) -> int:
         stream=sys.stderr,
     )
     _bridge_twisted_log(verbose=args.verbose)
+    try:
+        held = _hold_data_dir(config.data_dir)
+    except OSError as exc:
+        print(f"ebts-gateway: cannot start: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _serve(config)
+    finally:
+        os.close(held)
+
+
+def _hold_data_dir(data_dir) -> int:
+    """Lock ``DATA_DIR/daemon.lock`` for this daemon's life (the kernel drops it with the
+    process, kill -9 included); the descriptor is not inherited by worker processes.
+
+    A second daemon on the same data directory would take up the first one's unanswered
+    messages as a restart does (processed and answered twice), send its deliveries again and
+    clear its spool of messages still arriving: it stops at once instead (exit 2)."""
+    import fcntl
+    from pathlib import Path
+
+    from gateway.store.crypto import ensure_private_dir
+
+    ensure_private_dir(Path(data_dir))
+    path = Path(data_dir) / "daemon.lock"
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise OSError(
+            f"data directory {data_dir} is in use by another ebts-gateway run (pid {holder}, "
+            f"{path}): stop it first, or give this one its own data_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    return fd
+
+
+def _serve(config) -> int:
     from gateway.service import (
         ListenError,
         build_gateway,

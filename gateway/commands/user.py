@@ -80,7 +80,9 @@ def run(args) -> int:
         except ValueError as exc:
             print(f"ebts-gateway: {exc}", file=sys.stderr)
             return 1
-    opened = open_journal(args, create=True)
+    # Only add makes a journal where there is none (users before the first start); list,
+    # disable and passwd on a mistyped --data-dir say so instead of leaving a new one there.
+    opened = open_journal(args, create=args.user_command == "add")
     if opened is None:
         return 2
     journal, _config = opened

@@ -215,6 +215,12 @@ class JournalLocked(OSError):
     the daemon runs, or the daemon while a rotation runs)."""
 
 
+class JournalUnreadable(OSError):
+    """The journal's SQLite file cannot be opened as this gateway's database (truncated,
+    overwritten, not a file): the message names the file and what to do; ``ebts-gateway run``
+    and the journal commands print it and exit 2 instead of a traceback."""
+
+
 @dataclass(frozen=True)
 class Message:
     id: str
@@ -364,15 +370,27 @@ class Journal:
                 os.close(os.open(str(self.path), os.O_WRONLY | os.O_CREAT, 0o600))
             # SQLite gives the -wal and -shm files the mode of the database file.
             make_private(self.path, *_sidecars(self.path))
-            self.db = database.connect_sqlite(self.path)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA secure_delete=ON")  # purged payloads are overwritten
-            self.db.executescript(SCHEMA)
-            self.db.executescript(ENROLMENT_SCHEMA)
-            make_private(*_sidecars(self.path))
-        self._migrate()
+            try:
+                self.db = database.connect_sqlite(self.path)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                self.db.execute("PRAGMA secure_delete=ON")  # purged payloads are overwritten
+                self.db.executescript(SCHEMA)
+                self.db.executescript(ENROLMENT_SCHEMA)
+                make_private(*_sidecars(self.path))
+                self._migrate()
+            except sqlite3.DatabaseError as exc:  # truncated, overwritten, a directory...
+                if getattr(self, "db", None) is not None:
+                    self.db.close()
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                raise JournalUnreadable(
+                    f"journal {self.path}: cannot be opened as the gateway's database ({exc}); "
+                    "restore it from a backup, or move it away to start an empty journal"
+                ) from None
+        if url:
+            self._migrate()
         self.key_file = Path(key_file) if key_file else self.path.parent / "data.key"
         self.keyring = self._open_keyring(self.key_file, create=encrypt)
         # encrypt: _open_keyring(create=True) loads or creates a keyring, never None

@@ -92,14 +92,33 @@ def _read_pem(path: Path, what: str):
 def server_options(tls) -> ssl.CertificateOptions:
     """The context factory of a listener: our chain, client certificates checked against the CA."""
     chain = _read_pem(tls.cert, "certificate")
+    # crypto.Error (a certificate file holding a key, a key file holding a certificate) is not
+    # an SSL.Error: each was a traceback and exit 1, now a message naming the file and exit 2
     try:
         certs = ssl.Certificate.loadPEM(chain)
+    except (SSL.Error, crypto.Error) as exc:
+        raise pki.PKIError(
+            f"cannot load the TLS files: {tls.cert} is not a PEM certificate ({exc})"
+        ) from None
+    try:
         key = ssl.KeyPair.load(_read_pem(tls.key, "key"), crypto.FILETYPE_PEM)
+    except (SSL.Error, crypto.Error) as exc:
+        raise pki.PKIError(
+            f"cannot load the TLS files: {tls.key} is not a PEM private key ({exc})"
+        ) from None
+    try:
         extra = [c.original for c in _pem_certificates(chain)[1:]]
+    except (SSL.Error, crypto.Error, ValueError) as exc:
+        raise pki.PKIError(
+            f"cannot load the TLS files: {tls.cert} is not a PEM certificate chain ({exc})"
+        ) from None
+    try:
         authorities = [c for c in _pem_certificates(_read_pem(tls.client_ca, "client CA"))]
-    except (SSL.Error, ValueError) as exc:
-        raise pki.PKIError(f"cannot load the TLS files: {exc}") from None
-    return ssl.CertificateOptions(
+    except (SSL.Error, crypto.Error, ValueError) as exc:
+        raise pki.PKIError(
+            f"cannot load the TLS files: {tls.client_ca} is not a PEM certificate ({exc})"
+        ) from None
+    options = ssl.CertificateOptions(
         privateKey=key.original,
         certificate=certs.original,
         extraCertChain=extra,
@@ -110,6 +129,14 @@ def server_options(tls) -> ssl.CertificateOptions:
         acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
         enableSessions=False,
     )
+    try:
+        options.getContext()  # now, not at the first handshake: with the key of another
+    except SSL.Error:  # certificate it started, listened and failed every handshake
+        raise pki.PKIError(
+            f"cannot load the TLS files: the key {tls.key} is not the key of the certificate "
+            f"{tls.cert}"
+        ) from None
+    return options
 
 
 def _pem_certificates(data: bytes) -> list[ssl.Certificate]:
