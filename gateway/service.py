@@ -673,6 +673,21 @@ def _version() -> str:
         return "unknown"
 
 
+def _check_readable(galleries: dict) -> None:
+    """Each configured gallery (not a shard set: its shards load where they are searched) must
+    open: a damaged one (a truncated templates.bin or background.npz) would make every search
+    an INTERNAL_ERROR answer; the start refuses it (ValueError: exit 2) naming the file."""
+    from gateway.matcher.gallery import Gallery
+    from gateway.matcher.shards import is_shard_set
+
+    for kind, path in galleries.items():
+        if not is_shard_set(path):
+            try:
+                Gallery.load(path)
+            except ValueError as exc:
+                raise ValueError(f"the {kind} gallery cannot be opened: {exc}") from None
+
+
 def _check_decisions(config, galleries: dict) -> None:
     """Each configured gallery must decide on the scale its searches score on: one that is
     not calibrated, or calibrated on another score scale, would answer every search "no hit";
@@ -709,6 +724,7 @@ def build_gateway(config) -> Gateway:
         galleries["fbi"] = str(config.gallery_fbi)
     if config.gallery_dhs is not None:
         galleries["dhs"] = str(config.gallery_dhs)
+    _check_readable(galleries)
     _check_decisions(config, galleries)
     demo_galleries = None
     if config.demo_gallery and not galleries:

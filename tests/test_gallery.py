@@ -407,6 +407,24 @@ def test_the_daemon_refuses_thresholds_of_another_scale(built, tmp_path):
     _check_decisions(load_config(_config(tmp_path, built)), {"fbi": str(built)})
 
 
+@pytest.mark.parametrize("damage", ["templates.bin", "background.npz"])
+def test_a_damaged_gallery_is_refused_at_load_and_at_the_daemon_start(built, tmp_path, damage):
+    """A truncated templates.bin or background.npz: Gallery.load says "damaged gallery" (a
+    truncated .npz was a BadZipFile traceback; a short templates.bin loaded, and every
+    comparison reading past its end made the transaction an INTERNAL_ERROR), and the daemon
+    does not start on it (exit 2, naming the gallery)."""
+    broken = tmp_path / "broken"
+    Gallery.load(built).save(broken)
+    path = broken / damage
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="damaged gallery"):
+        Gallery.load(broken)
+    rc, _, err = _cli("run", "--config", _config(tmp_path, broken))
+    assert rc == 2 and "the fbi gallery cannot be opened" in err and "damaged gallery" in err
+    rc, out, err = _cli("gallery", "info", broken)
+    assert rc != 0 and "Traceback" not in out + err and "damaged gallery" in out + err
+
+
 def test_an_old_demo_gallery_is_calibrated_again(tmp_path, monkeypatch):
     """A demo gallery calibrated on another scale is not "built": the builder calibrates it
     again in place (four-finger and one-finger thresholds), without rendering anything."""

@@ -54,6 +54,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -353,7 +354,8 @@ class Gallery(SearchMixin, CalibrationMixin):
             )
             with np.load(path / "background.npz") as bg:
                 background = (bg["mean"], bg["basis"])
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # (a truncated .npz is a BadZipFile, not an OSError)
             raise ValueError(f"{path}: damaged gallery: {exc}") from None
         if background[0].shape != (vector.FEATURES,) or background[1].shape[0] != vector.FEATURES:
             raise ValueError(f"{path}: gallery built with other vector parameters")
@@ -365,6 +367,10 @@ class Gallery(SearchMixin, CalibrationMixin):
             or offsets.shape != (n, POSITIONS, 2)
         ):
             raise ValueError(f"{path}: damaged gallery: array shapes disagree with the index")
+        # every template inside templates.bin (a truncated file would fail each comparison
+        # that reads past its end: an INTERNAL_ERROR answer per transaction)
+        if n and (np.asarray(offsets).min() < 0 or _ends(offsets) > size):
+            raise ValueError(f"{path}: damaged gallery: templates.bin is shorter than its index")
         g = cls()
         assert isinstance(ids, list)  # n == len(ids) above
         g._base = _Segment(codes, minu, counts, offsets, blobs, list(ids))
@@ -406,3 +412,13 @@ class Gallery(SearchMixin, CalibrationMixin):
         if not fingers:
             return 0.0
         return BYTES_PER_FINGER + blob / fingers
+
+
+def _ends(offsets) -> int:
+    """The largest end (offset + length) of the templates of an (n, 10, 2) offsets array, read
+    in blocks of rows (a million subjects' offsets are 160 MB, memory-mapped)."""
+    end = 0
+    for start in range(0, offsets.shape[0], 65536):
+        block = np.asarray(offsets[start : start + 65536])
+        end = max(end, int((block[..., 0] + block[..., 1]).max()))
+    return end
