@@ -673,31 +673,25 @@ def _version() -> str:
         return "unknown"
 
 
-def _check_readable(galleries: dict) -> None:
-    """Each configured gallery (not a shard set: its shards load where they are searched) must
-    open: a damaged one (a truncated templates.bin or background.npz) would make every search
-    an INTERNAL_ERROR answer; the start refuses it (ValueError: exit 2) naming the file."""
+def _check_decisions(config, galleries: dict) -> None:
+    """Each configured gallery must open and decide on the scale its searches score on.  A
+    damaged one (a truncated templates.bin or background.npz) would make every search an
+    INTERNAL_ERROR answer, one that is not calibrated, or calibrated on another score scale,
+    would answer every search "no hit": the start refuses either (ValueError: exit 2), naming
+    the file or the command that fixes it.  A shard set is checked by its manifest (its shards
+    load where they are searched).  With ``[matcher] threshold`` the gallery's thresholds are
+    not used (that value must be on the same scale): a warning only."""
     from gateway.matcher.gallery import Gallery
-    from gateway.matcher.shards import is_shard_set
+    from gateway.matcher.shards import decision_problem_at, is_shard_set
 
     for kind, path in galleries.items():
-        if not is_shard_set(path):
+        if is_shard_set(path):
+            problem = decision_problem_at(path)
+        else:
             try:
-                Gallery.load(path)
+                problem = Gallery.load(path).decision_problem()
             except ValueError as exc:
                 raise ValueError(f"the {kind} gallery cannot be opened: {exc}") from None
-
-
-def _check_decisions(config, galleries: dict) -> None:
-    """Each configured gallery must decide on the scale its searches score on: one that is
-    not calibrated, or calibrated on another score scale, would answer every search "no hit";
-    the start refuses it (ValueError: exit 2) with the command that fixes it.  With
-    ``[matcher] threshold`` the gallery's thresholds are not used (that value must be on the
-    same scale): a warning only."""
-    from gateway.matcher.shards import decision_problem_at
-
-    for kind, path in galleries.items():
-        problem = decision_problem_at(path)
         if problem is None:
             continue
         if config.match_threshold is None:
@@ -724,7 +718,6 @@ def build_gateway(config) -> Gateway:
         galleries["fbi"] = str(config.gallery_fbi)
     if config.gallery_dhs is not None:
         galleries["dhs"] = str(config.gallery_dhs)
-    _check_readable(galleries)
     _check_decisions(config, galleries)
     demo_galleries = None
     if config.demo_gallery and not galleries:

@@ -369,7 +369,7 @@ class Gallery(SearchMixin, CalibrationMixin):
             raise ValueError(f"{path}: damaged gallery: array shapes disagree with the index")
         # every template inside templates.bin (a truncated file would fail each comparison
         # that reads past its end: an INTERNAL_ERROR answer per transaction)
-        if n and (np.asarray(offsets).min() < 0 or _ends(offsets) > size):
+        if n and not _templates_fit(offsets, size):
             raise ValueError(f"{path}: damaged gallery: templates.bin is shorter than its index")
         g = cls()
         assert isinstance(ids, list)  # n == len(ids) above
@@ -414,11 +414,12 @@ class Gallery(SearchMixin, CalibrationMixin):
         return BYTES_PER_FINGER + blob / fingers
 
 
-def _ends(offsets) -> int:
-    """The largest end (offset + length) of the templates of an (n, 10, 2) offsets array, read
-    in blocks of rows (a million subjects' offsets are 160 MB, memory-mapped)."""
-    end = 0
+def _templates_fit(offsets, size: int) -> bool:
+    """Whether every template of an (n, 10, 2) offsets array (offset, length) lies within a
+    templates.bin of ``size`` bytes; one pass in blocks of rows (a million subjects' offsets are
+    160 MB, memory-mapped)."""
     for start in range(0, offsets.shape[0], 65536):
         block = np.asarray(offsets[start : start + 65536])
-        end = max(end, int((block[..., 0] + block[..., 1]).max()))
-    return end
+        if block.min() < 0 or int((block[..., 0] + block[..., 1]).max()) > size:
+            return False
+    return True
